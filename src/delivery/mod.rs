@@ -1,0 +1,71 @@
+//! Fan-out: one worker task per subscriber drains its bounded queue in order and posts
+//! each message to the subscriber's target through one shared HTTP client.
+//!
+//! The client is shared so that connections to a subscriber are pooled and reused; each
+//! worker has at most one request in flight, so a hung subscriber holds up only itself.
+
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::hub::{Hub, Launch, Mailbox};
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Longest wait for a TCP (and TLS) connection to a subscriber.
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole delivery, connection to response body.
+    pub timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Starts delivery workers on a tokio runtime; the hub calls it for each new subscriber.
+pub struct Dispatcher {
+    client: reqwest::Client,
+    config: Arc<DeliveryConfig>,
+    /// Workers are spawned through a handle, not `tokio::spawn`, because registration may
+    /// come from the GUI thread, which is outside the runtime.
+    runtime: Handle,
+}
+
+impl Dispatcher {
+    pub fn new(config: DeliveryConfig, runtime: Handle) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            // A redirect could send a delivery anywhere; it is recorded, never followed.
+            .redirect(reqwest::redirect::Policy::none())
+            // Subscribers are local services: a desktop's HTTP_PROXY must not intercept them.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            client,
+            config: Arc::new(config),
+            runtime,
+        })
+    }
+}
+
+impl Launch for Dispatcher {
+    fn launch(&self, hub: Hub, mailbox: Mailbox) {
+        let worker = worker::Worker {
+            hub,
+            client: self.client.clone(),
+            config: self.config.clone(),
+        };
+        self.runtime.spawn(worker.run(mailbox));
+    }
+}

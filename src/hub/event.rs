@@ -1,0 +1,37 @@
+//! What happened in the hub, for anyone following it live (console, event stream, logs).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::message::{DeliveryStatus, MessageId, RemovalReason};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubEvent {
+    Registered {
+        address: Arc<str>,
+    },
+    Refreshed {
+        address: Arc<str>,
+    },
+    Removed {
+        address: Arc<str>,
+        reason: RemovalReason,
+    },
+    Published {
+        id: MessageId,
+        queued: usize,
+    },
+    /// A delivery reached its final state (delivered or failed).
+    Delivery {
+        id: MessageId,
+        address: Arc<str>,
+        status: DeliveryStatus,
+    },
+}
+
+/// A hub event worth keeping in the activity log: subscribers coming and going.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub at: SystemTime,
+    pub event: HubEvent,
+}

@@ -1,0 +1,109 @@
+//! The bounded message log: the newest messages, oldest evicted first.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::message::{MessageId, MessageRecord};
+
+#[derive(Debug)]
+pub(crate) struct MessageLog {
+    capacity: usize,
+    entries: VecDeque<Arc<MessageRecord>>,
+}
+
+impl MessageLog {
+    pub(crate) fn new(capacity: usize) -> Self {
+        // Grow on demand: a 10,000-message log that only ever sees ten should not
+        // reserve room for 10,000 up front.
+        Self {
+            capacity: capacity.max(1),
+            entries: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, record: Arc<MessageRecord>) {
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(record);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Up to `limit` messages older than `before` (all when `None`), newest first.
+    pub(crate) fn page(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|m| before.is_none_or(|before| m.id < before))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn get(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
+        // Ids are increasing along the deque, so a binary search finds one in O(log n).
+        let index = self
+            .entries
+            .binary_search_by_key(&id, |m| m.id)
+            .ok()?;
+        self.entries.get(index).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::hub::message::Source;
+
+    fn record(id: MessageId) -> Arc<MessageRecord> {
+        Arc::new(MessageRecord::new(
+            id,
+            Bytes::new(),
+            None,
+            Source::Console,
+            Vec::new(),
+        ))
+    }
+
+    #[test]
+    fn keeps_only_the_newest_messages() {
+        let mut log = MessageLog::new(3);
+        for id in 1..=5 {
+            log.push(record(id));
+        }
+        assert_eq!(log.len(), 3);
+        let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
+        assert_eq!(ids, [5, 4, 3]);
+        assert!(log.get(2).is_none(), "evicted message still found");
+        assert_eq!(log.get(4).map(|m| m.id), Some(4));
+    }
+
+    #[test]
+    fn pages_walk_backwards_from_a_cursor() {
+        let mut log = MessageLog::new(100);
+        for id in 1..=10 {
+            log.push(record(id));
+        }
+        let ids: Vec<_> = log.page(Some(8), 3).iter().map(|m| m.id).collect();
+        assert_eq!(ids, [7, 6, 5]);
+        assert!(log.page(Some(1), 3).is_empty());
+    }
+
+    #[test]
+    fn a_zero_capacity_still_keeps_the_latest() {
+        let mut log = MessageLog::new(0);
+        log.push(record(1));
+        log.push(record(2));
+        assert_eq!(log.page(None, 10).len(), 1);
+        assert_eq!(log.get(2).map(|m| m.id), Some(2));
+    }
+}

@@ -1,0 +1,157 @@
+//! A published message and what became of it at each subscriber.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use thiserror::Error;
+use url::Url;
+
+/// Hub-wide message number, in publish order, starting at 1.
+pub type MessageId = u64;
+
+/// Who published a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Over HTTP, from this peer (unknown when the server ran without connect info).
+    Http(Option<SocketAddr>),
+    /// From the desktop console.
+    Console,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Http(Some(peer)) => write!(f, "{peer}"),
+            Source::Http(None) => f.write_str("http"),
+            Source::Console => f.write_str("console"),
+        }
+    }
+}
+
+/// One accepted message: its bytes, shared by every delivery, and one delivery slot per
+/// subscriber that was live when it was published.
+#[derive(Debug)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub received_at: SystemTime,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub source: Source,
+    /// Written by the delivery workers as outcomes arrive. A mutex per message rather than
+    /// one for the whole log, so that workers for different messages never contend.
+    deliveries: Mutex<Vec<Delivery>>,
+}
+
+impl MessageRecord {
+    pub(crate) fn new(
+        id: MessageId,
+        body: Bytes,
+        content_type: Option<String>,
+        source: Source,
+        deliveries: Vec<Delivery>,
+    ) -> Self {
+        Self {
+            id,
+            received_at: SystemTime::now(),
+            content_type,
+            body,
+            source,
+            deliveries: Mutex::new(deliveries),
+        }
+    }
+
+    /// A copy of every delivery's current state.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().clone()
+    }
+
+    /// How many deliveries are delivered, failed and still pending.
+    pub fn summary(&self) -> DeliverySummary {
+        let mut summary = DeliverySummary::default();
+        for delivery in self.deliveries.lock().iter() {
+            match delivery.status {
+                DeliveryStatus::Pending => summary.pending += 1,
+                DeliveryStatus::Delivered { .. } => summary.delivered += 1,
+                DeliveryStatus::Failed(_) => summary.failed += 1,
+            }
+        }
+        summary
+    }
+
+    pub(crate) fn update(&self, slot: usize, status: DeliveryStatus, attempts: u32) {
+        if let Some(delivery) = self.deliveries.lock().get_mut(slot) {
+            delivery.status = status;
+            delivery.attempts = attempts;
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverySummary {
+    pub delivered: usize,
+    pub failed: usize,
+    pub pending: usize,
+}
+
+/// One message's delivery to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub subscriber: Arc<str>,
+    pub target: Url,
+    pub status: DeliveryStatus,
+    /// HTTP requests made so far for this delivery.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryStatus {
+    /// Queued or in flight.
+    Pending,
+    /// The subscriber answered 2xx.
+    Delivered { status: u16, latency: Duration },
+    /// The hub gave up on this delivery, for this reason.
+    Failed(DeliveryError),
+}
+
+/// Why a delivery did not succeed. Every variant is recorded; none is dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeliveryError {
+    #[error("answered HTTP {status} after {latency:?}")]
+    Status { status: u16, latency: Duration },
+    #[error("answered with a redirect (HTTP {status}) to {location:?}; redirects are not followed")]
+    Redirect { status: u16, location: String },
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("dropped: the subscriber's queue was full ({capacity} messages waiting)")]
+    QueueFull { capacity: usize },
+    #[error("not delivered: the subscriber was {0} first")]
+    Removed(RemovalReason),
+}
+
+/// Why a subscriber left the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    Deregistered,
+    Expired,
+    Kicked,
+    Shutdown,
+}
+
+impl fmt::Display for RemovalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemovalReason::Deregistered => "deregistered",
+            RemovalReason::Expired => "expired (no keep-alive)",
+            RemovalReason::Kicked => "kicked",
+            RemovalReason::Shutdown => "removed at shutdown",
+        })
+    }
+}

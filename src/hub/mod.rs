@@ -1,0 +1,441 @@
+//! The domain: subscribers, their keep-alive, the message log and what happened to each
+//! delivery.
+//!
+//! Every operation is a plain, non-blocking method that takes a lock only long enough to
+//! copy or change a few fields, so the HTTP server and the GUI thread call the same methods.
+//! This module knows nothing of HTTP frameworks or GUIs: sending is done by whatever
+//! [`Launch`] implementation the hub is built with (see `crate::delivery`).
+
+mod address;
+mod event;
+mod log;
+mod message;
+mod reaper;
+mod subscriber;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc};
+
+pub use address::{AddressError, MAX_ADDRESS_LEN, parse_target};
+pub use event::{Activity, HubEvent};
+pub use message::{
+    Delivery, DeliveryError, DeliveryStatus, DeliverySummary, MessageId, MessageRecord,
+    RemovalReason, Source,
+};
+pub use subscriber::{Job, Mailbox, SubscriberShared, SubscriberStats, SubscriberView};
+
+pub use reaper::reap_expired;
+
+use log::MessageLog;
+use subscriber::Entry;
+
+/// Starts the worker that drains a new subscriber's queue. Implemented by the delivery
+/// module; tests may supply their own.
+pub trait Launch: Send + Sync + 'static {
+    fn launch(&self, hub: Hub, mailbox: Mailbox);
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A subscriber not refreshed for this long is removed by the reaper.
+    pub ttl: Duration,
+    /// Deliveries waiting per subscriber before new ones are dropped (and recorded).
+    pub queue_capacity: usize,
+    /// Messages kept in the log.
+    pub log_capacity: usize,
+    /// Live subscribers at most; registering one more is refused.
+    pub max_subscribers: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(120),
+            queue_capacity: 1024,
+            log_capacity: 10_000,
+            max_subscribers: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("the hub already has {max} subscribers, its limit; deregister some or raise --max-subscribers")]
+    Full { max: usize },
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Registered,
+    Refreshed,
+}
+
+/// What `publish` did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub id: MessageId,
+    /// Subscribers the message was queued for (those with a full queue are not counted).
+    pub queued: usize,
+    pub dropped: usize,
+}
+
+/// Hub-wide delivery counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub messages: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// The hub. Cheap to clone: every clone is a handle to the same state.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: HubConfig,
+    /// Keyed by the address exactly as registered, as the seed did. Ordered so that
+    /// listings are stable. Lock order: `subscribers` before `log`.
+    subscribers: RwLock<BTreeMap<Arc<str>, Entry>>,
+    log: Mutex<MessageLog>,
+    /// Subscribers coming and going, newest last, bounded like the message log.
+    activity: Mutex<VecDeque<Activity>>,
+    next_id: AtomicU64,
+    messages: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    /// Fan-out of hub events to live followers. Lagging receivers lose the oldest events
+    /// (and are told so by `broadcast`), so a slow follower never slows the hub.
+    events: broadcast::Sender<HubEvent>,
+    launcher: Arc<dyn Launch>,
+    /// Set at shutdown: no new subscribers, no new messages.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+const ACTIVITY_CAPACITY: usize = 1_000;
+const EVENT_BUFFER: usize = 4_096;
+
+impl Hub {
+    pub fn new(config: HubConfig, launcher: Arc<dyn Launch>) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            shared: Arc::new(Shared {
+                log: Mutex::new(MessageLog::new(config.log_capacity)),
+                config,
+                subscribers: RwLock::new(BTreeMap::new()),
+                activity: Mutex::new(VecDeque::new()),
+                next_id: AtomicU64::new(1),
+                messages: AtomicU64::new(0),
+                delivered: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                events,
+                launcher,
+                closed: Default::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
+    /// Registers `address`, or refreshes its keep-alive if it is already registered.
+    pub fn register(&self, address: &str) -> Result<Registration, RegisterError> {
+        let target = parse_target(address)?;
+        if self.is_closed() {
+            return Err(RegisterError::ShuttingDown);
+        }
+        let now = SystemTime::now();
+        let mut subscribers = self.shared.subscribers.write();
+        if let Some(entry) = subscribers.get_mut(address) {
+            entry.last_seen = now;
+            entry.last_seen_at = Instant::now();
+            let address = entry.shared.address.clone();
+            drop(subscribers);
+            self.emit(HubEvent::Refreshed { address });
+            return Ok(Registration::Refreshed);
+        }
+        let max = self.shared.config.max_subscribers;
+        if subscribers.len() >= max {
+            return Err(RegisterError::Full { max });
+        }
+        let address: Arc<str> = address.into();
+        let shared = Arc::new(SubscriberShared::new(address.clone(), target));
+        let (queue, jobs) = mpsc::channel(self.shared.config.queue_capacity.max(1));
+        subscribers.insert(
+            address.clone(),
+            Entry {
+                shared: shared.clone(),
+                registered_at: now,
+                last_seen: now,
+                last_seen_at: Instant::now(),
+                queue,
+            },
+        );
+        drop(subscribers);
+        tracing::info!(%address, "subscriber registered");
+        self.shared.launcher.launch(
+            self.clone(),
+            Mailbox {
+                subscriber: shared,
+                jobs,
+            },
+        );
+        self.record_activity(HubEvent::Registered { address });
+        Ok(Registration::Registered)
+    }
+
+    /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and
+    /// recorded as failed with `reason`. Returns whether it was registered.
+    pub fn remove(&self, address: &str, reason: RemovalReason) -> bool {
+        let entry = self.shared.subscribers.write().remove(address);
+        match entry {
+            Some(entry) => {
+                self.retire(entry, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every subscriber whose last keep-alive is older than the TTL at `now`.
+    pub fn expire(&self, now: Instant) -> Vec<Arc<str>> {
+        let ttl = self.shared.config.ttl;
+        let expired: Vec<Entry> = {
+            let mut subscribers = self.shared.subscribers.write();
+            let stale: Vec<Arc<str>> = subscribers
+                .iter()
+                .filter(|(_, e)| now.saturating_duration_since(e.last_seen_at) > ttl)
+                .map(|(address, _)| address.clone())
+                .collect();
+            stale
+                .iter()
+                .filter_map(|address| subscribers.remove(address))
+                .collect()
+        };
+        expired
+            .into_iter()
+            .map(|entry| {
+                let address = entry.shared.address.clone();
+                self.retire(entry, RemovalReason::Expired);
+                address
+            })
+            .collect()
+    }
+
+    /// Stops taking subscribers and messages, and removes every subscriber, which cancels
+    /// their deliveries.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let all = std::mem::take(&mut *self.shared.subscribers.write());
+        for entry in all.into_values() {
+            self.retire(entry, RemovalReason::Shutdown);
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    fn retire(&self, entry: Entry, reason: RemovalReason) {
+        let address = entry.shared.address.clone();
+        tracing::info!(%address, %reason, "subscriber removed");
+        entry.shared.remove(reason);
+        self.record_activity(HubEvent::Removed { address, reason });
+    }
+
+    /// Queues `body` for every live subscriber and logs it. Never waits on delivery: a
+    /// subscriber whose queue is full gets this delivery recorded as dropped instead.
+    pub fn publish(
+        &self,
+        body: Bytes,
+        content_type: Option<String>,
+        source: Source,
+    ) -> Option<Published> {
+        if self.is_closed() {
+            return None;
+        }
+        let subscribers = self.shared.subscribers.read();
+        let deliveries = subscribers
+            .values()
+            .map(|entry| Delivery {
+                subscriber: entry.shared.address.clone(),
+                target: entry.shared.target.clone(),
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+            })
+            .collect();
+        let record = {
+            // Allocating the id under the log lock keeps the log in id order.
+            let mut log = self.shared.log.lock();
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let record = Arc::new(MessageRecord::new(id, body, content_type, source, deliveries));
+            log.push(record.clone());
+            record
+        };
+        self.shared.messages.fetch_add(1, Ordering::Relaxed);
+        let queued_at = Instant::now();
+        let mut dropped = Vec::new();
+        for (slot, entry) in subscribers.values().enumerate() {
+            let job = Job {
+                message: record.clone(),
+                slot,
+                queued_at,
+            };
+            if let Err(err) = entry.queue.try_send(job) {
+                let error = match err {
+                    mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull {
+                        capacity: entry.queue.max_capacity(),
+                    },
+                    // The worker is gone: the subscriber is being removed right now.
+                    mpsc::error::TrySendError::Closed(_) => DeliveryError::Removed(
+                        entry.shared.removal().unwrap_or(RemovalReason::Shutdown),
+                    ),
+                };
+                dropped.push((slot, entry.shared.clone(), error));
+            }
+        }
+        let queued = subscribers.len() - dropped.len();
+        drop(subscribers);
+        let published = Published {
+            id: record.id,
+            queued,
+            dropped: dropped.len(),
+        };
+        self.emit(HubEvent::Published {
+            id: record.id,
+            queued,
+        });
+        for (slot, subscriber, error) in dropped {
+            self.finish(&record, slot, &subscriber, DeliveryStatus::Failed(error), 0);
+        }
+        Some(published)
+    }
+
+    /// Records the final outcome of one delivery. Called by delivery workers.
+    pub fn finish(
+        &self,
+        message: &MessageRecord,
+        slot: usize,
+        subscriber: &SubscriberShared,
+        status: DeliveryStatus,
+        attempts: u32,
+    ) {
+        let (ok, code, latency) = match &status {
+            DeliveryStatus::Delivered { status, latency } => (true, Some(*status), Some(*latency)),
+            DeliveryStatus::Failed(DeliveryError::Status { status, latency }) => {
+                (false, Some(*status), Some(*latency))
+            }
+            DeliveryStatus::Failed(DeliveryError::Redirect { status, .. }) => {
+                (false, Some(*status), None)
+            }
+            _ => (false, None, None),
+        };
+        if let DeliveryStatus::Failed(error) = &status {
+            tracing::debug!(id = message.id, address = %subscriber.address, %error, "delivery failed");
+        }
+        subscriber.stats.record(ok, code, latency);
+        let counter = if ok {
+            &self.shared.delivered
+        } else {
+            &self.shared.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        message.update(slot, status.clone(), attempts);
+        self.emit(HubEvent::Delivery {
+            id: message.id,
+            address: subscriber.address.clone(),
+            status,
+        });
+    }
+
+    /// Every live subscriber, ordered by address.
+    pub fn subscribers(&self) -> Vec<SubscriberView> {
+        let ttl = self.shared.config.ttl;
+        self.shared
+            .subscribers
+            .read()
+            .values()
+            .map(|entry| entry.view(ttl))
+            .collect()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.subscribers.read().len()
+    }
+
+    /// Up to `limit` logged messages published before message `before`, newest first.
+    pub fn messages(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
+        self.shared.log.lock().page(before, limit)
+    }
+
+    pub fn message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
+        self.shared.log.lock().get(id)
+    }
+
+    pub fn logged_messages(&self) -> usize {
+        self.shared.log.lock().len()
+    }
+
+    pub fn clear_log(&self) {
+        self.shared.log.lock().clear();
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            messages: self.shared.messages.load(Ordering::Relaxed),
+            delivered: self.shared.delivered.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Subscribers registered and removed, oldest first.
+    pub fn activity(&self) -> Vec<Activity> {
+        self.shared.activity.lock().iter().cloned().collect()
+    }
+
+    /// Follows hub events live from now on.
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn record_activity(&self, event: HubEvent) {
+        {
+            let mut activity = self.shared.activity.lock();
+            if activity.len() == ACTIVITY_CAPACITY {
+                activity.pop_front();
+            }
+            activity.push_back(Activity {
+                at: SystemTime::now(),
+                event: event.clone(),
+            });
+        }
+        self.emit(event);
+    }
+
+    fn emit(&self, event: HubEvent) {
+        // No receiver is the common case in headless mode; that is not an error.
+        self.shared.events.send(event).ok();
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("subscribers", &self.subscriber_count())
+            .field("totals", &self.totals())
+            .finish_non_exhaustive()
+    }
+}

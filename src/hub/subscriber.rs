@@ -1,0 +1,163 @@
+//! A registered subscriber: where it receives, when it was last seen, how delivery fares.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::message::{MessageRecord, RemovalReason};
+
+/// The part of a subscriber that its delivery worker shares with the hub.
+#[derive(Debug)]
+pub struct SubscriberShared {
+    pub address: Arc<str>,
+    pub target: Url,
+    pub stats: SubscriberStats,
+    /// Cancelled when the subscriber leaves the hub, so that its worker abandons even a
+    /// request that is hanging, instead of holding the queue until a timeout.
+    pub(crate) cancel: CancellationToken,
+    /// Set once, just before `cancel`, so the worker can record why it stopped.
+    pub(crate) removal: OnceLock<RemovalReason>,
+}
+
+impl SubscriberShared {
+    pub(crate) fn new(address: Arc<str>, target: Url) -> Self {
+        Self {
+            address,
+            target,
+            stats: SubscriberStats::default(),
+            cancel: CancellationToken::new(),
+            removal: OnceLock::new(),
+        }
+    }
+
+    pub fn removal(&self) -> Option<RemovalReason> {
+        self.removal.get().copied()
+    }
+
+    pub(crate) fn remove(&self, reason: RemovalReason) {
+        self.removal.set(reason).ok();
+        self.cancel.cancel();
+    }
+}
+
+const NONE: u64 = u64::MAX;
+
+/// Delivery counters, updated by the worker without taking any hub lock.
+#[derive(Debug)]
+pub struct SubscriberStats {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    last_status: AtomicU64,
+    last_latency_us: AtomicU64,
+}
+
+impl Default for SubscriberStats {
+    fn default() -> Self {
+        Self {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_status: AtomicU64::new(NONE),
+            last_latency_us: AtomicU64::new(NONE),
+        }
+    }
+}
+
+impl SubscriberStats {
+    pub(crate) fn record(&self, ok: bool, status: Option<u16>, latency: Option<Duration>) {
+        let counter = if ok { &self.delivered } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.last_status
+            .store(status.map_or(NONE, u64::from), Ordering::Relaxed);
+        self.last_latency_us.store(
+            latency.map_or(NONE, |l| l.as_micros().min(u128::from(NONE - 1)) as u64),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP status of the last finished delivery, if it got one.
+    pub fn last_status(&self) -> Option<u16> {
+        match self.last_status.load(Ordering::Relaxed) {
+            NONE => None,
+            status => u16::try_from(status).ok(),
+        }
+    }
+
+    pub fn last_latency(&self) -> Option<Duration> {
+        match self.last_latency_us.load(Ordering::Relaxed) {
+            NONE => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// One queued delivery: the message, shared by every subscriber, and this subscriber's
+/// slot in its delivery list.
+#[derive(Debug)]
+pub struct Job {
+    pub message: Arc<MessageRecord>,
+    pub slot: usize,
+    pub queued_at: Instant,
+}
+
+/// What a delivery worker drains: a subscriber's bounded FIFO.
+#[derive(Debug)]
+pub struct Mailbox {
+    pub subscriber: Arc<SubscriberShared>,
+    pub jobs: mpsc::Receiver<Job>,
+}
+
+/// The hub's own entry for a live subscriber.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) shared: Arc<SubscriberShared>,
+    pub(crate) registered_at: SystemTime,
+    pub(crate) last_seen: SystemTime,
+    /// Monotonic twin of `last_seen`: expiry must not jump when the wall clock does.
+    pub(crate) last_seen_at: Instant,
+    pub(crate) queue: mpsc::Sender<Job>,
+}
+
+/// A point-in-time copy of one subscriber, for listings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriberView {
+    pub address: Arc<str>,
+    pub target: Url,
+    pub registered_at: SystemTime,
+    pub last_seen: SystemTime,
+    pub expires_at: SystemTime,
+    pub queue_depth: usize,
+    pub delivered: u64,
+    pub failed: u64,
+    pub last_status: Option<u16>,
+    pub last_latency: Option<Duration>,
+}
+
+impl Entry {
+    pub(crate) fn view(&self, ttl: Duration) -> SubscriberView {
+        let stats = &self.shared.stats;
+        SubscriberView {
+            address: self.shared.address.clone(),
+            target: self.shared.target.clone(),
+            registered_at: self.registered_at,
+            last_seen: self.last_seen,
+            expires_at: self.last_seen + ttl,
+            queue_depth: self.queue.max_capacity() - self.queue.capacity(),
+            delivered: stats.delivered(),
+            failed: stats.failed(),
+            last_status: stats.last_status(),
+            last_latency: stats.last_latency(),
+        }
+    }
+}

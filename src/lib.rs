@@ -1,0 +1,26 @@
+//! Herald: a desktop event hub for people who build microservices.
+//!
+//! Microservices register a callback address and keep it alive; every message published
+//! to the hub is POSTed to every live subscriber. The HTTP routes stay wire-compatible with
+//! the small Go design Herald grew from.
+//!
+//! # Layout
+//! - [`hub`]: the domain: subscribers, keep-alive expiry, the message log, delivery
+//!   outcomes. No HTTP framework or GUI in it.
+//! - [`delivery`]: fan-out: one worker and one bounded queue per subscriber, one shared
+//!   HTTP client.
+//! - [`server`]: the axum router (seed-compatible routes) and serving it.
+//! - [`service`]: hub + server + workers + reaper, started and stopped as one.
+//! - [`config`]: the command line.
+//! - [`headless`]: `herald --headless`.
+
+pub mod config;
+pub mod delivery;
+pub mod headless;
+pub mod hub;
+pub mod server;
+pub mod service;
+
+pub use config::Config;
+pub use hub::Hub;
+pub use service::Service;
