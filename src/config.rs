@@ -104,7 +104,11 @@ fn byte_size(text: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
-        other => return Err(format!("unknown unit {other:?}; write e.g. 65536, 512KiB or 2MiB")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}; write e.g. 65536, 512KiB or 2MiB"
+            ));
+        }
     };
     let number: usize = number
         .parse()
@@ -132,7 +136,14 @@ mod tests {
     #[test]
     fn durations_and_sizes_parse() {
         let config = Config::try_parse_from([
-            "herald", "--headless", "--ttl", "500ms", "--reap-every", "3s", "--max-body", "64KiB",
+            "herald",
+            "--headless",
+            "--ttl",
+            "500ms",
+            "--reap-every",
+            "3s",
+            "--max-body",
+            "64KiB",
         ])
         .unwrap();
         assert_eq!(config.ttl, Duration::from_millis(500));

@@ -22,7 +22,9 @@ const SERVER_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}; is another Herald running? Choose another address with --bind")]
+    #[error(
+        "cannot listen on {addr}: {source}; is another Herald running? Choose another address with --bind"
+    )]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot build the HTTP client for deliveries: {0}")]
     Client(#[from] reqwest::Error),
@@ -91,7 +93,9 @@ impl Service {
         match tokio::time::timeout(SERVER_GRACE, self.server).await {
             Ok(Ok(Err(err))) => tracing::warn!("HTTP server stopped with an error: {err}"),
             Ok(_) => {}
-            Err(_) => tracing::warn!("requests still in flight after {SERVER_GRACE:?}; not waiting for them"),
+            Err(_) => tracing::warn!(
+                "requests still in flight after {SERVER_GRACE:?}; not waiting for them"
+            ),
         }
         self.reaper.abort();
     }

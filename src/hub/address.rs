@@ -24,9 +24,13 @@ pub enum AddressError {
     TooLong { len: usize },
     #[error("{address:?} contains whitespace or control characters: {EXPECTED}")]
     Unprintable { address: String },
-    #[error("{address:?} has a path but no scheme: write the full URL, for example http://{address}")]
+    #[error(
+        "{address:?} has a path but no scheme: write the full URL, for example http://{address}"
+    )]
     PathWithoutScheme { address: String },
-    #[error("{address:?} uses an unsupported scheme: only http:// and https:// URLs are delivered to")]
+    #[error(
+        "{address:?} uses an unsupported scheme: only http:// and https:// URLs are delivered to"
+    )]
     UnsupportedScheme { address: String },
     #[error("{address:?} is not a valid URL ({reason}): {EXPECTED}")]
     BadUrl { address: String, reason: String },
@@ -94,7 +98,9 @@ fn split_host_port(address: &str) -> Result<(&str, &str), AddressError> {
             address: address.to_owned(),
             host: address.to_owned(),
         })?;
-        let port = address[end + 1..].strip_prefix(':').ok_or_else(missing_port)?;
+        let port = address[end + 1..]
+            .strip_prefix(':')
+            .ok_or_else(missing_port)?;
         return Ok((&address[..=end], port));
     }
     let (host, port) = address.rsplit_once(':').ok_or_else(missing_port)?;
@@ -161,13 +167,22 @@ mod tests {
         assert_eq!(target("127.0.0.1:1"), "http://127.0.0.1:1/event");
         assert_eq!(target("[::1]:65535"), "http://[::1]:65535/event");
         assert_eq!(target("orders_service:80"), "http://orders_service/event");
-        assert_eq!(target("svc.internal.example:9000"), "http://svc.internal.example:9000/event");
+        assert_eq!(
+            target("svc.internal.example:9000"),
+            "http://svc.internal.example:9000/event"
+        );
     }
 
     #[test]
     fn full_urls_are_used_as_given() {
-        assert_eq!(target("http://localhost:8080/hooks/in"), "http://localhost:8080/hooks/in");
-        assert_eq!(target("https://example.com/x?y=1"), "https://example.com/x?y=1");
+        assert_eq!(
+            target("http://localhost:8080/hooks/in"),
+            "http://localhost:8080/hooks/in"
+        );
+        assert_eq!(
+            target("https://example.com/x?y=1"),
+            "https://example.com/x?y=1"
+        );
         assert_eq!(target("HTTP://localhost:9/"), "http://localhost:9/");
     }
 
@@ -192,7 +207,10 @@ mod tests {
         ];
         for (address, needle) in cases {
             let err = parse_target(address).expect_err(address).to_string();
-            assert!(err.contains(needle), "{address:?} gave {err:?}, wanted {needle:?}");
+            assert!(
+                err.contains(needle),
+                "{address:?} gave {err:?}, wanted {needle:?}"
+            );
         }
     }
 

@@ -49,10 +49,7 @@ impl MessageLog {
 
     pub(crate) fn get(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
         // Ids are increasing along the deque, so a binary search finds one in O(log n).
-        let index = self
-            .entries
-            .binary_search_by_key(&id, |m| m.id)
-            .ok()?;
+        let index = self.entries.binary_search_by_key(&id, |m| m.id).ok()?;
         self.entries.get(index).cloned()
     }
 }

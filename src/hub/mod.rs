@@ -69,7 +69,9 @@ impl Default for HubConfig {
 pub enum RegisterError {
     #[error(transparent)]
     Address(#[from] AddressError),
-    #[error("the hub already has {max} subscribers, its limit; deregister some or raise --max-subscribers")]
+    #[error(
+        "the hub already has {max} subscribers, its limit; deregister some or raise --max-subscribers"
+    )]
     Full { max: usize },
     #[error("the hub is shutting down")]
     ShuttingDown,
@@ -281,7 +283,13 @@ impl Hub {
             // Allocating the id under the log lock keeps the log in id order.
             let mut log = self.shared.log.lock();
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let record = Arc::new(MessageRecord::new(id, body, content_type, source, deliveries));
+            let record = Arc::new(MessageRecord::new(
+                id,
+                body,
+                content_type,
+                source,
+                deliveries,
+            ));
             log.push(record.clone());
             record
         };

@@ -44,7 +44,10 @@ fn unescape(s: &str) -> Result<String, String> {
         match bytes[i] {
             b'%' => {
                 let hex = |b: u8| char::from(b).to_digit(16);
-                match (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+                match (
+                    bytes.get(i + 1).and_then(|&b| hex(b)),
+                    bytes.get(i + 2).and_then(|&b| hex(b)),
+                ) {
                     (Some(hi), Some(lo)) => {
                         out.push((hi * 16 + lo) as u8);
                         i += 3;
@@ -84,8 +87,14 @@ mod tests {
 
     #[test]
     fn fails_like_go() {
-        assert_eq!(parse_query("address=%zz"), Err(r#"invalid URL escape "%zz""#.into()));
-        assert_eq!(parse_query("address=ab%4"), Err(r#"invalid URL escape "%4""#.into()));
+        assert_eq!(
+            parse_query("address=%zz"),
+            Err(r#"invalid URL escape "%zz""#.into())
+        );
+        assert_eq!(
+            parse_query("address=ab%4"),
+            Err(r#"invalid URL escape "%4""#.into())
+        );
         assert_eq!(
             parse_query("a=1;b=2"),
             Err("invalid semicolon separator in query".into())

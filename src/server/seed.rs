@@ -43,60 +43,76 @@ fn success() -> Response {
     text(StatusCode::OK, "success")
 }
 
-fn only(method: &str) -> Response {
-    text(
-        StatusCode::BAD_REQUEST,
-        format!("Error: Only {method} accepted"),
-    )
+/// A failure on a seed route, rendered the way the seed rendered its errors: a status and
+/// a plain-text body that starts with `Error:`.
+struct SeedError {
+    status: StatusCode,
+    body: String,
 }
 
-/// The `address` query parameter, or the seed's error response.
-fn address(request: &Request) -> Result<String, Response> {
+impl SeedError {
+    fn bad_request(body: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body,
+        }
+    }
+
+    fn only(method: &str) -> Self {
+        Self::bad_request(format!("Error: Only {method} accepted"))
+    }
+}
+
+impl IntoResponse for SeedError {
+    fn into_response(self) -> Response {
+        text(self.status, self.body)
+    }
+}
+
+type SeedResult = Result<Response, SeedError>;
+
+/// The `address` query parameter, as the seed read it.
+fn address(request: &Request) -> Result<String, SeedError> {
     let pairs = parse_query(request.uri().query().unwrap_or(""))
-        .map_err(|err| text(StatusCode::BAD_REQUEST, format!("Error:{err}")))?;
+        .map_err(|err| SeedError::bad_request(format!("Error:{err}")))?;
     match first(&pairs, "address") {
-        "" => Err(text(StatusCode::BAD_REQUEST, "Error:Wrong input address.")),
+        "" => Err(SeedError::bad_request(
+            "Error:Wrong input address.".to_owned(),
+        )),
         address => Ok(address.to_owned()),
     }
 }
 
-async fn register_and_keep_alive(State(state): State<AppState>, request: Request) -> Response {
+async fn register_and_keep_alive(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::POST {
-        return only("POST");
+        return Err(SeedError::only("POST"));
     }
-    let address = match address(&request) {
-        Ok(address) => address,
-        Err(response) => return response,
-    };
+    let address = address(&request)?;
     match state.hub.register(&address) {
-        Ok(_) => success(),
-        Err(RegisterError::Address(err)) => text(
-            StatusCode::BAD_REQUEST,
-            format!("Error:Wrong input address. {err}"),
-        ),
-        Err(err @ (RegisterError::Full { .. } | RegisterError::ShuttingDown)) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("Error: {err}"))
-        }
+        Ok(_) => Ok(success()),
+        Err(RegisterError::Address(err)) => Err(SeedError::bad_request(format!(
+            "Error:Wrong input address. {err}"
+        ))),
+        Err(err @ (RegisterError::Full { .. } | RegisterError::ShuttingDown)) => Err(SeedError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: format!("Error: {err}"),
+        }),
     }
 }
 
-async fn deregister(State(state): State<AppState>, request: Request) -> Response {
+async fn deregister(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::DELETE {
-        return only("DELETE");
+        return Err(SeedError::only("DELETE"));
     }
-    match address(&request) {
-        Ok(address) => {
-            // Unknown addresses are fine: the seed answered "success" for them too.
-            state.hub.remove(&address, RemovalReason::Deregistered);
-            success()
-        }
-        Err(response) => response,
-    }
+    let address = address(&request)?;
+    // Unknown addresses are fine: the seed answered "success" for them too.
+    state.hub.remove(&address, RemovalReason::Deregistered);
+    Ok(success())
 }
 
-async fn send_message(State(state): State<AppState>, request: Request) -> Response {
+async fn send_message(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::POST {
-        return only("POST");
+        return Err(SeedError::only("POST"));
     }
     let peer = request
         .extensions()
@@ -106,34 +122,29 @@ async fn send_message(State(state): State<AppState>, request: Request) -> Respon
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let body = match read_body(request, state.config.max_body).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
+    let body = read_body(request, state.config.max_body).await?;
     let Some(published) = state.hub.publish(body, content_type, Source::Http(peer)) else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Error: the hub is shutting down; nothing was published",
-        );
+        return Err(SeedError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: "Error: the hub is shutting down; nothing was published".to_owned(),
+        });
     };
     let mut response = success();
     let headers = response.headers_mut();
     headers.insert("x-herald-message-id", published.id.into());
     headers.insert("x-herald-subscribers", published.queued.into());
-    response
+    Ok(response)
 }
 
 /// The whole request body, or the answer to give when it is too large or cut short.
 /// A body that did not arrive whole is never published.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, Response> {
-    let too_large = || {
-        text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "Error: the message is larger than the hub's limit of {limit} bytes; \
-                 send less or start Herald with a larger --max-body"
-            ),
-        )
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, SeedError> {
+    let too_large = || SeedError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        body: format!(
+            "Error: the message is larger than the hub's limit of {limit} bytes; \
+             send less or start Herald with a larger --max-body"
+        ),
     };
     let declared = request
         .headers()
@@ -153,16 +164,15 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, Response> {
                 }
                 cause = inner.source();
             }
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("Error: the message body did not arrive whole ({err}); nothing was published"),
-            )
+            SeedError::bad_request(format!(
+                "Error: the message body did not arrive whole ({err}); nothing was published"
+            ))
         })
 }
 
-async fn list_subscribers(State(state): State<AppState>, request: Request) -> Response {
+async fn list_subscribers(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::GET {
-        return only("GET");
+        return Err(SeedError::only("GET"));
     }
     let mut body = String::new();
     for subscriber in state.hub.subscribers() {
@@ -170,5 +180,5 @@ async fn list_subscribers(State(state): State<AppState>, request: Request) -> Re
         let seen = humantime::format_rfc3339_seconds(subscriber.last_seen);
         body.push_str(&format!("{}  :  {seen}\n", subscriber.address));
     }
-    text(StatusCode::OK, body)
+    Ok(text(StatusCode::OK, body))
 }

@@ -1,0 +1,120 @@
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::utils::{PATIENCE, hanging_receiver};
+
+fn herald() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn output(args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(PATIENCE, herald().args(args).output())
+        .await
+        .expect("herald did not exit")
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Starts `herald --headless` on a free port and returns it with its base URL, read from
+/// the line it logs once it is listening.
+async fn start_headless(extra: &[&str]) -> (Child, String) {
+    let mut child = herald()
+        .args(["--headless", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, url)) = line.split_once("Herald listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("herald exited without a listening line");
+    })
+    .await
+    .expect("no listening line");
+    // Keep draining so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+#[tokio::test]
+async fn bad_flags_exit_non_zero_with_a_message() {
+    for (args, expected) in [
+        (&["--headless", "--bogus"][..], "--bogus"),
+        (&["--headless", "--ttl", "soon"], "500ms"),
+        (&["--headless", "--bind", "localhost"], "--bind"),
+        (&["--headless", "--reap-every", "0s"], "longer than zero"),
+    ] {
+        let (code, stderr) = output(args).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_port_exits_non_zero_and_says_so() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = output(&["--headless", "--bind", &addr]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("--bind"),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serves_the_seed_routes_and_stops_promptly_on_sigterm() {
+    let (mut child, url) = start_headless(&["--delivery-timeout", "10m"]).await;
+    let http = reqwest::Client::new();
+    let (hanging, _held) = hanging_receiver().await;
+    let response = http
+        .post(format!("{url}/registerAndKeepAlive?address={hanging}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "success");
+    let response = http
+        .post(format!("{url}/sendMessage"))
+        .body("stuck")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "success");
+
+    let pid = child.id().unwrap().to_string();
+    let started = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
+        .await
+        .expect("herald did not stop within 8 s of SIGTERM with a hanging subscriber")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    eprintln!("stopped {:?} after SIGTERM", started.elapsed());
+    assert!(
+        http.get(format!("{url}/listSubscribers"))
+            .send()
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,17 @@
+//! Black-box tests over loopback: a real Herald on 127.0.0.1:0, real subscriber servers
+//! started by the tests on port 0, real HTTP in between. One binary, one module per area.
+
+/// Test helpers: starting a hub, subscriber servers, polling.
+mod utils;
+
+/// Every row of the seed wire-contract table, bad addresses, 404s and body limits.
+mod seed_contract;
+
+/// Fan-out: identical bytes, per-subscriber order, isolation, connection reuse, failures.
+mod fanout;
+
+/// Deregistration, keep-alive refresh and expiry, kicks.
+mod keepalive;
+
+/// The `herald` binary itself: flags, busy port, the listening line, signal shutdown.
+mod binary;

@@ -1,0 +1,258 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::serve::ListenerExt as _;
+use herald::{Config, Hub, Service};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Longest a test waits for something that should happen in milliseconds. Generous, since
+/// CI machines are shared; tests never assert on speed.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestHub {
+    service: Option<Service>,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+/// A Herald on 127.0.0.1:0, configured from the defaults by `configure`.
+pub async fn start_hub(configure: impl FnOnce(&mut Config)) -> TestHub {
+    let mut config = Config::default();
+    configure(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = Service::start_on(listener, &config).unwrap();
+    TestHub {
+        url: service.url(),
+        service: Some(service),
+        http: reqwest::Client::builder()
+            .timeout(PATIENCE)
+            .build()
+            .unwrap(),
+    }
+}
+
+impl TestHub {
+    pub fn hub(&self) -> &Hub {
+        self.service.as_ref().unwrap().hub()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.service.as_ref().unwrap().local_addr()
+    }
+
+    pub async fn shutdown(mut self) {
+        self.service.take().unwrap().shutdown().await;
+    }
+
+    /// Sends `method path` with an optional body and returns the status and body text.
+    pub async fn call(&self, method: &str, path: &str) -> (StatusCode, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    pub async fn register(&self, address: &str) {
+        let (status, body) = self
+            .call("POST", &format!("/registerAndKeepAlive?address={address}"))
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "success"),
+            "registering {address}"
+        );
+    }
+
+    pub async fn deregister(&self, address: &str) {
+        let (status, body) = self
+            .call("DELETE", &format!("/deregister?address={address}"))
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "success"),
+            "deregistering {address}"
+        );
+    }
+
+    /// Publishes through `/sendMessage` and returns the hub's message id.
+    pub async fn publish(&self, body: impl Into<reqwest::Body>, content_type: Option<&str>) -> u64 {
+        let mut request = self
+            .http
+            .post(format!("{}/sendMessage", self.url))
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let id = response.headers()["x-herald-message-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "success");
+        id
+    }
+
+    pub async fn listed(&self) -> Vec<String> {
+        let (status, body) = self.call("GET", "/listSubscribers").await;
+        assert_eq!(status, StatusCode::OK);
+        body.lines()
+            .map(|line| line.split("  :  ").next().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// What a subscriber server received in one request.
+#[derive(Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap())
+    }
+}
+
+/// A real subscriber: an HTTP server on 127.0.0.1:0 that records every request and
+/// answers with a fixed status.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    received: mpsc::UnboundedReceiver<Received>,
+    connections: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Received>,
+    status: StatusCode,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::answering(StatusCode::OK).await
+    }
+
+    pub async fn answering(status: StatusCode) -> Self {
+        let (tx, received) = mpsc::unbounded_channel();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = listener.tap_io(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let app = Router::new()
+            .fallback(record)
+            .with_state(ReceiverState { tx, status });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    /// The address to register: `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The next request, or a panic after [`PATIENCE`].
+    pub async fn recv(&mut self) -> Received {
+        tokio::time::timeout(PATIENCE, self.received.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} received nothing within {PATIENCE:?}", self.addr))
+            .unwrap()
+    }
+
+    /// Whatever arrived so far, without waiting.
+    pub fn drain(&mut self) -> Vec<Received> {
+        std::iter::from_fn(|| self.received.try_recv().ok()).collect()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn record(State(state): State<ReceiverState>, request: Request) -> StatusCode {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    state
+        .tx
+        .send(Received {
+            path: parts.uri.path().to_owned(),
+            headers: parts.headers,
+            body,
+        })
+        .ok();
+    state.status
+}
+
+/// A subscriber that accepts connections and never answers. Holds the sockets open for as
+/// long as the returned task lives.
+pub async fn hanging_receiver() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr.to_string(), task)
+}
+
+/// An address on loopback where nothing listens.
+pub async fn dead_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+/// Polls `condition` until it holds, or panics with `what` after [`PATIENCE`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes `request` as-is on a fresh connection, closes the writing half, and returns
+/// whatever the server answered before closing. For requests a client library refuses to
+/// send (cut-short bodies, hand-made chunking).
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server neither answered nor closed")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
