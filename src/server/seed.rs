@@ -118,10 +118,15 @@ async fn send_message(State(state): State<AppState>, request: Request) -> SeedRe
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| *peer);
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let content_type = match request.headers().get(header::CONTENT_TYPE) {
+        None => None,
+        Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+            SeedError::bad_request(
+                "Error: the Content-Type header must be plain ASCII, e.g. application/json"
+                    .to_owned(),
+            )
+        })?),
+    };
     let body = read_body(request, state.config.max_body).await?;
     let Some(published) = state.hub.publish(body, content_type, Source::Http(peer)) else {
         return Err(SeedError {

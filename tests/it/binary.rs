@@ -98,13 +98,10 @@ async fn serves_the_seed_routes_and_stops_promptly_on_sigterm() {
         .unwrap();
     assert_eq!(response.text().await.unwrap(), "success");
 
-    let pid = child.id().unwrap().to_string();
+    let pid = libc::pid_t::try_from(child.id().unwrap()).unwrap();
     let started = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own live child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
         .await
         .expect("herald did not stop within 8 s of SIGTERM with a hanging subscriber")
