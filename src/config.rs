@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 
 use crate::delivery::DeliveryConfig;
-use crate::hub::HubConfig;
+use crate::hub::{HubConfig, Secret, TargetPolicy};
 use crate::server::ServerConfig;
 
 /// Herald: a desktop event hub for microservices. Services register a callback address and
@@ -50,10 +51,61 @@ pub struct Config {
     #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
     pub delivery_timeout: Duration,
 
-    /// Largest message body accepted (bytes; KiB and MiB suffixes allowed).
+    /// Largest request body accepted on any route (bytes; KiB and MiB suffixes allowed).
     #[arg(long, default_value = "1MiB", value_parser = byte_size, value_name = "SIZE")]
     pub max_body: usize,
+
+    /// Waits before each retry of a failed delivery, comma-separated; "" for no retries.
+    #[arg(long, default_value = "500ms,2s,8s", value_parser = retry_schedule, value_name = "DURATIONS")]
+    pub retry_schedule: RetrySchedule,
+
+    /// After this many failed messages in a row a subscriber is suspended: its queue is
+    /// kept and it is probed until it answers.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub suspend_after: u32,
+
+    /// First and longest wait between probes of a suspended subscriber (doubling).
+    #[arg(long, default_value = "1s,60s", value_parser = retry_schedule, value_name = "FIRST,MAX")]
+    pub probe_backoff: RetrySchedule,
+
+    /// Sign every delivery (Standard Webhooks) with this secret, unless the subscriber
+    /// registered its own.
+    #[arg(
+        long,
+        value_name = "whsec_…",
+        env = "HERALD_SIGNING_SECRET",
+        hide_env_values = true
+    )]
+    pub signing_secret: Option<Secret>,
+
+    /// Require `Authorization: Bearer TOKEN` on every route. Bound to a non-loopback
+    /// address, Herald always requires one and generates it if none is given.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HERALD_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Also answer requests whose Host header names this host (besides localhost and IP
+    /// addresses). Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+
+    /// Never deliver to addresses in this network. Repeatable.
+    #[arg(long = "deny-target", value_name = "CIDR")]
+    pub deny_targets: Vec<IpNet>,
+
+    /// Deliver to addresses in this network even where the defaults refuse (link-local,
+    /// multicast...). Repeatable.
+    #[arg(long = "allow-target", value_name = "CIDR")]
+    pub allow_targets: Vec<IpNet>,
 }
+
+/// The `--retry-schedule` list. A type of its own so clap takes it as one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
 
 impl Default for Config {
     fn default() -> Self {
@@ -68,6 +120,28 @@ impl Config {
             queue_capacity: self.queue_capacity as usize,
             log_capacity: self.log_capacity as usize,
             max_subscribers: self.max_subscribers as usize,
+            policy: self.policy(),
+        }
+    }
+
+    /// `--probe-backoff` as (first, longest); one value means a fixed interval.
+    fn probe_backoff(&self) -> (Duration, Duration) {
+        let first = self
+            .probe_backoff
+            .0
+            .first()
+            .copied()
+            .unwrap_or(Duration::from_secs(1));
+        let max = self.probe_backoff.0.get(1).copied().unwrap_or(first);
+        (first, max.max(first))
+    }
+
+    /// The target policy; the hub's own address is filled in once it is bound.
+    pub fn policy(&self) -> TargetPolicy {
+        TargetPolicy {
+            deny: self.deny_targets.clone(),
+            allow: self.allow_targets.clone(),
+            own_addr: None,
         }
     }
 
@@ -75,12 +149,20 @@ impl Config {
         DeliveryConfig {
             connect_timeout: self.connect_timeout,
             timeout: self.delivery_timeout,
+            retry_schedule: self.retry_schedule.0.clone(),
+            suspend_after: self.suspend_after,
+            probe_backoff: self.probe_backoff(),
+            signing_secret: self.signing_secret.clone(),
+            policy: self.policy(),
+            ..DeliveryConfig::default()
         }
     }
 
     pub fn server(&self) -> ServerConfig {
         ServerConfig {
             max_body: self.max_body,
+            token: self.token.clone(),
+            allowed_hosts: self.allow_hosts.clone(),
         }
     }
 }
@@ -92,6 +174,15 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".to_owned());
     }
     Ok(duration)
+}
+
+fn retry_schedule(text: &str) -> Result<RetrySchedule, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(positive_duration)
+        .collect::<Result<_, _>>()
+        .map(RetrySchedule)
 }
 
 fn byte_size(text: &str) -> Result<usize, String> {
@@ -153,5 +244,32 @@ mod tests {
         assert!(Config::try_parse_from(["herald", "--ttl", "soon"]).is_err());
         assert!(Config::try_parse_from(["herald", "--max-body", "1GB"]).is_err());
         assert!(Config::try_parse_from(["herald", "--bind", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn retry_schedules_and_policies_parse() {
+        assert_eq!(
+            Config::default().retry_schedule.0,
+            [500, 2000, 8000].map(Duration::from_millis)
+        );
+        let config = Config::try_parse_from([
+            "herald",
+            "--retry-schedule",
+            "",
+            "--deny-target",
+            "10.0.0.0/8",
+            "--allow-target",
+            "169.254.1.0/24",
+            "--signing-secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ])
+        .unwrap();
+        assert!(config.retry_schedule.0.is_empty());
+        assert_eq!(config.policy().deny.len(), 1);
+        assert_eq!(config.policy().allow.len(), 1);
+        assert!(config.signing_secret.is_some());
+        assert!(Config::try_parse_from(["herald", "--retry-schedule", "1s,x"]).is_err());
+        assert!(Config::try_parse_from(["herald", "--signing-secret", "hunter2"]).is_err());
+        assert!(Config::try_parse_from(["herald", "--deny-target", "10.0.0.0/99"]).is_err());
     }
 }

@@ -15,6 +15,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let service = Service::start(&config).await?;
         tracing::info!("Herald listening on {}", service.url());
+        if let Some(token) = service.token() {
+            tracing::info!("every request needs the header `Authorization: Bearer {token}`");
+        }
         stop_signal().await;
         tracing::info!("stopping");
         service.shutdown().await;

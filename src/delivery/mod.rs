@@ -4,14 +4,18 @@
 //! The client is shared so that connections to a subscriber are pooled and reused; each
 //! worker has at most one request in flight, so a hung subscriber holds up only itself.
 
+mod resolver;
+pub mod signature;
 mod worker;
+
+pub use worker::{INSTANCE_HEADER, webhook_id};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::hub::{Hub, Launch, Mailbox};
+use crate::hub::{Hub, Launch, Mailbox, Secret, TargetPolicy};
 
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -19,6 +23,18 @@ pub struct DeliveryConfig {
     pub connect_timeout: Duration,
     /// Longest wait for a whole delivery, connection to response body.
     pub timeout: Duration,
+    /// Waits before each retry of a failed attempt (±20% jitter); empty: no retries.
+    pub retry_schedule: Vec<Duration>,
+    /// A `Retry-After` longer than this is cut to it.
+    pub max_retry_after: Duration,
+    /// Failed messages in a row after which a subscriber is suspended.
+    pub suspend_after: u32,
+    /// First and longest wait between probes of a suspended subscriber (doubling).
+    pub probe_backoff: (Duration, Duration),
+    /// Signs every delivery, unless the subscriber registered a secret of its own.
+    pub signing_secret: Option<Secret>,
+    /// Checked again on every address a host name resolves to.
+    pub policy: TargetPolicy,
 }
 
 impl Default for DeliveryConfig {
@@ -26,6 +42,16 @@ impl Default for DeliveryConfig {
         Self {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(10),
+            retry_schedule: vec![
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+                Duration::from_secs(8),
+            ],
+            max_retry_after: Duration::from_secs(60),
+            suspend_after: 5,
+            probe_backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+            signing_secret: None,
+            policy: TargetPolicy::default(),
         }
     }
 }
@@ -50,6 +76,9 @@ impl Dispatcher {
             // Subscribers are local services: a desktop's HTTP_PROXY must not intercept them.
             .no_proxy()
             .tcp_nodelay(true)
+            .dns_resolver(resolver::PolicyResolver {
+                policy: config.policy.clone(),
+            })
             .build()?;
         Ok(Self {
             client,
@@ -61,11 +90,7 @@ impl Dispatcher {
 
 impl Launch for Dispatcher {
     fn launch(&self, hub: Hub, mailbox: Mailbox) {
-        let worker = worker::Worker {
-            hub,
-            client: self.client.clone(),
-            config: self.config.clone(),
-        };
+        let worker = worker::Worker::new(hub, self.client.clone(), self.config.clone());
         self.runtime.spawn(worker.run(mailbox));
     }
 }

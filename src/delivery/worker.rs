@@ -1,27 +1,58 @@
-//! The per-subscriber delivery loop.
+//! The per-subscriber delivery loop: one message at a time, in order, with retries,
+//! suspension of a subscriber that keeps failing, and probing until it recovers.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 
 use super::DeliveryConfig;
+use super::resolver::blocked_reason;
+use super::signature::sign;
 use crate::hub::{
-    DeliveryError, DeliveryStatus, Hub, Job, Mailbox, RemovalReason, SubscriberShared,
+    Attempt, DeliveryError, DeliveryStatus, Hub, Job, Mailbox, RemovalReason, SubscriberShared,
 };
 
 /// A subscriber's response body is read (so the connection can be reused) up to this
 /// much; a subscriber that answers with more gets its connection closed instead.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
+/// Names the hub a delivery came from; the server refuses to publish what it sent itself.
+pub const INSTANCE_HEADER: &str = "x-herald-instance";
+
 pub(super) struct Worker {
-    pub(super) hub: Hub,
-    pub(super) client: reqwest::Client,
-    pub(super) config: Arc<DeliveryConfig>,
+    hub: Hub,
+    client: reqwest::Client,
+    config: Arc<DeliveryConfig>,
+    /// Messages that ended failed in a row; reaching `suspend_after` suspends.
+    failed_in_row: u32,
+    /// Wait before the next probe while suspended.
+    probe_delay: Duration,
+}
+
+/// What to do after one attempt.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Done,
+    Retry {
+        after: Option<Duration>,
+    },
+    /// 410: the subscriber asked to be removed.
+    Unsubscribe,
 }
 
 impl Worker {
-    pub(super) async fn run(self, mut mailbox: Mailbox) {
+    pub(super) fn new(hub: Hub, client: reqwest::Client, config: Arc<DeliveryConfig>) -> Self {
+        Self {
+            hub,
+            client,
+            probe_delay: config.probe_backoff.0,
+            config,
+            failed_in_row: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut mailbox: Mailbox) {
         let subscriber = mailbox.subscriber.clone();
         let cancelled = subscriber.cancel.clone();
         loop {
@@ -36,57 +67,137 @@ impl Worker {
             let status = tokio::select! {
                 biased;
                 () = cancelled.cancelled() => {
-                    self.abandon(&subscriber, job, 1);
+                    self.abandon(&subscriber, &job);
                     break;
                 }
-                status = self.post(&subscriber, &job) => status,
+                status = self.deliver(&subscriber, &job) => status,
             };
-            self.hub
-                .finish(&job.message, job.slot, &subscriber, status, 1);
+            let delivered = matches!(status, DeliveryStatus::Delivered { .. });
+            self.hub.finish(&job.message, job.slot, &subscriber, status);
+            if delivered {
+                self.resumed(&subscriber);
+            } else {
+                self.failed_in_row += 1;
+                if self.failed_in_row >= self.config.suspend_after {
+                    self.hub.set_suspended(&subscriber, true);
+                }
+            }
         }
         // Whatever is still queued will never be sent: say so for each message.
         mailbox.jobs.close();
         while let Ok(job) = mailbox.jobs.try_recv() {
-            self.abandon(&subscriber, job, 0);
+            self.abandon(&subscriber, &job);
         }
     }
 
-    fn abandon(&self, subscriber: &SubscriberShared, job: Job, attempts: u32) {
-        let reason = subscriber.removal().unwrap_or(RemovalReason::Shutdown);
-        let status = DeliveryStatus::Failed(DeliveryError::Removed(reason));
-        self.hub
-            .finish(&job.message, job.slot, subscriber, status, attempts);
+    fn resumed(&mut self, subscriber: &SubscriberShared) {
+        self.failed_in_row = 0;
+        self.probe_delay = self.config.probe_backoff.0;
+        self.hub.set_suspended(subscriber, false);
     }
 
-    async fn post(&self, subscriber: &SubscriberShared, job: &Job) -> DeliveryStatus {
+    fn abandon(&self, subscriber: &SubscriberShared, job: &Job) {
+        let reason = subscriber.removal().unwrap_or(RemovalReason::Shutdown);
+        let status = DeliveryStatus::Failed(DeliveryError::Removed(reason));
+        self.hub.finish(&job.message, job.slot, subscriber, status);
+    }
+
+    /// Attempts one message until it is delivered, fails for good, or (while the
+    /// subscriber is suspended) until a probe gets through.
+    async fn deliver(&mut self, subscriber: &SubscriberShared, job: &Job) -> DeliveryStatus {
+        let mut schedule = self.config.retry_schedule.iter();
+        loop {
+            let was_suspended = subscriber.is_suspended();
+            if was_suspended {
+                let wait = self.probe_delay;
+                self.probe_delay = (wait * 2).min(self.config.probe_backoff.1);
+                tokio::select! {
+                    () = subscriber.resume.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+                if !subscriber.is_suspended() {
+                    // Re-registered while we waited: a fresh start.
+                    self.resumed(subscriber);
+                    schedule = self.config.retry_schedule.iter();
+                }
+            }
+            let at = SystemTime::now();
+            let (status, after) = self.attempt(subscriber, job).await;
+            job.message.push_attempt(
+                job.slot,
+                Attempt {
+                    at,
+                    status: status.clone(),
+                },
+            );
+            match verdict(&status, after) {
+                Verdict::Done => return status,
+                Verdict::Unsubscribe => {
+                    self.hub.remove(&subscriber.address, RemovalReason::Gone);
+                    return status;
+                }
+                Verdict::Retry { .. } if subscriber.is_suspended() => {}
+                Verdict::Retry { after } => {
+                    let Some(base) = schedule.next() else {
+                        return status;
+                    };
+                    let wait = after
+                        .map(|after| after.min(self.config.max_retry_after))
+                        .unwrap_or_else(|| jitter(*base));
+                    tokio::select! {
+                        () = subscriber.resume.notified() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One HTTP request. Returns how it went and, for a retryable answer, the wait the
+    /// subscriber asked for in `Retry-After`.
+    async fn attempt(
+        &self,
+        subscriber: &SubscriberShared,
+        job: &Job,
+    ) -> (DeliveryStatus, Option<Duration>) {
         let message = &job.message;
         let mut request = self
             .client
             .post(subscriber.target.clone())
             .header("x-herald-message-id", message.id)
+            .header(INSTANCE_HEADER, self.hub.instance())
             // `Bytes` clones share the buffer: no per-subscriber copy of the payload.
             .body(message.body.clone());
         if let Some(content_type) = &message.content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
+        if let Some(secret) = subscriber
+            .secret()
+            .or_else(|| self.config.signing_secret.clone())
+        {
+            let id = webhook_id(self.hub.instance(), message.id);
+            let timestamp = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let signature = sign(&secret, &id, timestamp, &message.body);
+            request = request
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp)
+                .header("webhook-signature", signature);
+        }
         let started = Instant::now();
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(err) => return DeliveryStatus::Failed(self.classify(&err)),
+            Err(err) => return (DeliveryStatus::Failed(self.classify(&err)), None),
         };
         let latency = started.elapsed();
-        let status = response.status();
-        if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
-                .unwrap_or_default();
-            return DeliveryStatus::Failed(DeliveryError::Redirect {
-                status: status.as_u16(),
-                location,
-            });
+        let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            let location = header_text(response.headers(), LOCATION);
+            let error = DeliveryError::Redirect { status, location };
+            return (DeliveryStatus::Failed(error), None);
         }
+        let after = retry_after(response.headers(), SystemTime::now());
         // Read the (normally tiny) body to its end so the connection goes back to the pool.
         let mut read = 0;
         while let Ok(Some(chunk)) = response.chunk().await {
@@ -95,20 +206,18 @@ impl Worker {
                 break;
             }
         }
-        if status.is_success() {
-            DeliveryStatus::Delivered {
-                status: status.as_u16(),
-                latency,
-            }
+        let outcome = if response_ok(status) {
+            DeliveryStatus::Delivered { status, latency }
         } else {
-            DeliveryStatus::Failed(DeliveryError::Status {
-                status: status.as_u16(),
-                latency,
-            })
-        }
+            DeliveryStatus::Failed(DeliveryError::Status { status, latency })
+        };
+        (outcome, after)
     }
 
     fn classify(&self, err: &reqwest::Error) -> DeliveryError {
+        if let Some(reason) = blocked_reason(err) {
+            return DeliveryError::Blocked(reason);
+        }
         if err.is_connect() {
             if err.is_timeout() {
                 return DeliveryError::Connect(format!(
@@ -125,6 +234,63 @@ impl Worker {
     }
 }
 
+fn response_ok(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// The `webhook-id` of a message: stable across retries and resends, and unique across
+/// hub restarts, so receivers can deduplicate on it.
+pub fn webhook_id(instance: &str, id: u64) -> String {
+    format!("msg_{instance}_{id}")
+}
+
+/// Retry connection failures, timeouts, 408, 429 and 5xx; 410 unsubscribes; the rest
+/// (other 4xx, redirects, refused targets) are final.
+fn verdict(status: &DeliveryStatus, after: Option<Duration>) -> Verdict {
+    match status {
+        DeliveryStatus::Delivered { .. } | DeliveryStatus::Pending => Verdict::Done,
+        DeliveryStatus::Failed(error) => match error {
+            DeliveryError::Status { status: 410, .. } => Verdict::Unsubscribe,
+            DeliveryError::Status {
+                status: 408 | 429 | 500..=599,
+                ..
+            } => Verdict::Retry { after },
+            DeliveryError::Connect(_) | DeliveryError::Timeout(_) | DeliveryError::Request(_) => {
+                Verdict::Retry { after: None }
+            }
+            DeliveryError::Status { .. }
+            | DeliveryError::Redirect { .. }
+            | DeliveryError::Blocked(_)
+            | DeliveryError::QueueFull { .. }
+            | DeliveryError::Removed(_) => Verdict::Done,
+        },
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date, relative to `now`.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `base` ± 20%, so that subscribers that failed together do not retry together.
+fn jitter(base: Duration) -> Duration {
+    let random = getrandom::u64().unwrap_or(u64::MAX / 2);
+    let factor = 0.8 + 0.4 * (random as f64 / u64::MAX as f64);
+    base.mul_f64(factor)
+}
+
+fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
 /// The innermost error message, e.g. "Connection refused (os error 111)", which says more
 /// than reqwest's outer "error sending request for url (...)".
 fn root_cause(err: &reqwest::Error) -> String {
@@ -133,4 +299,67 @@ fn root_cause(err: &reqwest::Error) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(status: u16) -> DeliveryStatus {
+        DeliveryStatus::Failed(DeliveryError::Status {
+            status,
+            latency: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn what_is_retried() {
+        let after = Some(Duration::from_secs(1));
+        for status in [408, 429, 500, 502, 503, 599] {
+            assert_eq!(
+                verdict(&failed(status), after),
+                Verdict::Retry { after },
+                "{status}"
+            );
+        }
+        for status in [400, 401, 404, 409, 422] {
+            assert_eq!(verdict(&failed(status), None), Verdict::Done, "{status}");
+        }
+        assert_eq!(verdict(&failed(410), None), Verdict::Unsubscribe);
+        let refused = DeliveryStatus::Failed(DeliveryError::Connect("refused".into()));
+        assert_eq!(verdict(&refused, None), Verdict::Retry { after: None });
+        let timeout = DeliveryStatus::Failed(DeliveryError::Timeout(Duration::from_secs(1)));
+        assert_eq!(verdict(&timeout, None), Verdict::Retry { after: None });
+        let redirect = DeliveryStatus::Failed(DeliveryError::Redirect {
+            status: 302,
+            location: "/x".into(),
+        });
+        assert_eq!(verdict(&redirect, None), Verdict::Done);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        headers.insert(RETRY_AFTER, later.parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
+        headers.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let base = Duration::from_secs(10);
+        for _ in 0..1000 {
+            let wait = jitter(base);
+            assert!(
+                wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12),
+                "{wait:?}"
+            );
+        }
+    }
 }

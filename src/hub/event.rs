@@ -17,6 +17,13 @@ pub enum HubEvent {
         address: Arc<str>,
         reason: RemovalReason,
     },
+    /// Repeated failures: deliveries to it wait while it is probed.
+    Suspended {
+        address: Arc<str>,
+    },
+    Resumed {
+        address: Arc<str>,
+    },
     Published {
         id: MessageId,
         queued: usize,

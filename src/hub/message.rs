@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use thiserror::Error;
-use url::Url;
 
 /// Hub-wide message number, in publish order, starting at 1.
 pub type MessageId = u64;
@@ -82,11 +81,23 @@ impl MessageRecord {
         summary
     }
 
-    pub(crate) fn update(&self, slot: usize, status: DeliveryStatus, attempts: u32) {
+    pub(crate) fn push_attempt(&self, slot: usize, attempt: Attempt) {
+        if let Some(delivery) = self.deliveries.lock().get_mut(slot) {
+            delivery.attempts.push(attempt);
+        }
+    }
+
+    pub(crate) fn set_status(&self, slot: usize, status: DeliveryStatus) {
         if let Some(delivery) = self.deliveries.lock().get_mut(slot) {
             delivery.status = status;
-            delivery.attempts = attempts;
         }
+    }
+
+    /// Adds a delivery (a resend) and returns its slot.
+    pub(crate) fn add_delivery(&self, subscriber: Arc<str>) -> usize {
+        let mut deliveries = self.deliveries.lock();
+        deliveries.push(Delivery::pending(subscriber));
+        deliveries.len() - 1
     }
 }
 
@@ -98,13 +109,30 @@ pub struct DeliverySummary {
 }
 
 /// One message's delivery to one subscriber.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub subscriber: Arc<str>,
-    pub target: Url,
     pub status: DeliveryStatus,
-    /// HTTP requests made so far for this delivery.
-    pub attempts: u32,
+    /// Every HTTP request made for this delivery, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+impl Delivery {
+    pub(crate) fn pending(subscriber: Arc<str>) -> Self {
+        Self {
+            subscriber,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+        }
+    }
+}
+
+/// One HTTP request of a delivery and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub at: SystemTime,
+    /// `Delivered` or `Failed`, never `Pending`.
+    pub status: DeliveryStatus,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +158,8 @@ pub enum DeliveryError {
     Timeout(Duration),
     #[error("request failed: {0}")]
     Request(String),
+    #[error("refused by the target policy: {0}")]
+    Blocked(String),
     #[error("dropped: the subscriber's queue was full ({capacity} messages waiting)")]
     QueueFull { capacity: usize },
     #[error("not delivered: the subscriber was {0} first")]
@@ -142,6 +172,8 @@ pub enum RemovalReason {
     Deregistered,
     Expired,
     Kicked,
+    /// The subscriber answered 410 Gone.
+    Gone,
     Shutdown,
 }
 
@@ -151,6 +183,7 @@ impl fmt::Display for RemovalReason {
             RemovalReason::Deregistered => "deregistered",
             RemovalReason::Expired => "expired (no keep-alive)",
             RemovalReason::Kicked => "kicked",
+            RemovalReason::Gone => "unsubscribed by answering 410 Gone",
             RemovalReason::Shutdown => "removed at shutdown",
         })
     }

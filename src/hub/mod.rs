@@ -10,7 +10,9 @@ mod address;
 mod event;
 mod log;
 mod message;
+mod policy;
 mod reaper;
+mod secret;
 mod subscriber;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -26,15 +28,19 @@ use tokio::sync::{broadcast, mpsc};
 pub use address::{AddressError, MAX_ADDRESS_LEN, parse_target};
 pub use event::{Activity, HubEvent};
 pub use message::{
-    Delivery, DeliveryError, DeliveryStatus, DeliverySummary, MessageId, MessageRecord,
+    Attempt, Delivery, DeliveryError, DeliveryStatus, DeliverySummary, MessageId, MessageRecord,
     RemovalReason, Source,
 };
-pub use subscriber::{Job, Mailbox, SubscriberShared, SubscriberStats, SubscriberView};
+pub use policy::{TargetPolicy, TargetRefused};
+pub use secret::{Secret, SecretError};
+pub use subscriber::{
+    Job, Mailbox, SubscriberShared, SubscriberState, SubscriberStats, SubscriberView,
+};
 
 pub use reaper::reap_expired;
 
 use log::MessageLog;
-use subscriber::Entry;
+use subscriber::{Entry, Outstanding};
 
 /// Starts the worker that drains a new subscriber's queue. Implemented by the delivery
 /// module; tests may supply their own.
@@ -52,6 +58,8 @@ pub struct HubConfig {
     pub log_capacity: usize,
     /// Live subscribers at most; registering one more is refused.
     pub max_subscribers: usize,
+    /// Which addresses deliveries may go to.
+    pub policy: TargetPolicy,
 }
 
 impl Default for HubConfig {
@@ -61,6 +69,31 @@ impl Default for HubConfig {
             queue_capacity: 1024,
             log_capacity: 10_000,
             max_subscribers: 10_000,
+            policy: TargetPolicy::default(),
+        }
+    }
+}
+
+/// Shortest and longest per-subscriber lease accepted; others are clamped into this range.
+pub const LEASE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 60 * 60));
+
+/// What a subscriber asks for when it registers or refreshes.
+#[derive(Debug, Clone)]
+pub struct Subscription<'a> {
+    pub address: &'a str,
+    /// Signs its deliveries with this secret instead of the hub's.
+    pub secret: Option<Secret>,
+    /// Its own keep-alive period instead of the hub's TTL (clamped to [`LEASE_RANGE`]).
+    pub lease: Option<Duration>,
+}
+
+impl<'a> Subscription<'a> {
+    pub fn new(address: &'a str) -> Self {
+        Self {
+            address,
+            secret: None,
+            lease: None,
         }
     }
 }
@@ -69,10 +102,22 @@ impl Default for HubConfig {
 pub enum RegisterError {
     #[error(transparent)]
     Address(#[from] AddressError),
+    #[error("refused: {0}")]
+    Target(#[from] TargetRefused),
     #[error(
         "the hub already has {max} subscribers, its limit; deregister some or raise --max-subscribers"
     )]
     Full { max: usize },
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ResendError {
+    #[error("message {0} is not in the log (it may have been evicted or cleared)")]
+    UnknownMessage(MessageId),
+    #[error("{0:?} is not a live subscriber")]
+    UnknownSubscriber(String),
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -115,6 +160,8 @@ struct Shared {
     /// Subscribers coming and going, newest last, bounded like the message log.
     activity: Mutex<VecDeque<Activity>>,
     next_id: AtomicU64,
+    /// Jobs queued or in flight, across all subscribers (see `subscriber::Outstanding`).
+    outstanding: Arc<AtomicU64>,
     messages: AtomicU64,
     delivered: AtomicU64,
     failed: AtomicU64,
@@ -122,6 +169,9 @@ struct Shared {
     /// (and are told so by `broadcast`), so a slow follower never slows the hub.
     events: broadcast::Sender<HubEvent>,
     launcher: Arc<dyn Launch>,
+    /// Random per process: names this hub in delivery headers, so that ids differ across
+    /// restarts and a delivery that loops back to the hub is recognised.
+    instance: String,
     /// Set at shutdown: no new subscribers, no new messages.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -139,11 +189,13 @@ impl Hub {
                 subscribers: RwLock::new(BTreeMap::new()),
                 activity: Mutex::new(VecDeque::new()),
                 next_id: AtomicU64::new(1),
+                outstanding: Arc::default(),
                 messages: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 events,
                 launcher,
+                instance: new_instance_id(),
                 closed: Default::default(),
             }),
         }
@@ -153,20 +205,50 @@ impl Hub {
         &self.shared.config
     }
 
+    /// This hub's random instance id (hex).
+    pub fn instance(&self) -> &str {
+        &self.shared.instance
+    }
+
     /// Registers `address`, or refreshes its keep-alive if it is already registered.
     pub fn register(&self, address: &str) -> Result<Registration, RegisterError> {
+        self.subscribe(Subscription::new(address))
+    }
+
+    /// Registers a subscriber, or refreshes it: its keep-alive, and its secret and lease
+    /// when given. Refreshing a suspended subscriber resumes it at once.
+    pub fn subscribe(&self, request: Subscription<'_>) -> Result<Registration, RegisterError> {
+        let Subscription {
+            address,
+            secret,
+            lease,
+        } = request;
         let target = parse_target(address)?;
+        self.shared.config.policy.check_url(&target)?;
         if self.is_closed() {
             return Err(RegisterError::ShuttingDown);
         }
+        let lease = lease.map(|l| l.clamp(LEASE_RANGE.0, LEASE_RANGE.1));
         let now = SystemTime::now();
         let mut subscribers = self.shared.subscribers.write();
         if let Some(entry) = subscribers.get_mut(address) {
             entry.last_seen = now;
             entry.last_seen_at = Instant::now();
-            let address = entry.shared.address.clone();
+            if lease.is_some() {
+                entry.lease = lease;
+            }
+            let shared = entry.shared.clone();
             drop(subscribers);
-            self.emit(HubEvent::Refreshed { address });
+            if let Some(secret) = secret {
+                shared.set_secret(secret);
+            }
+            self.emit(HubEvent::Refreshed {
+                address: shared.address.clone(),
+            });
+            if shared.is_suspended() {
+                self.set_suspended(&shared, false);
+                shared.resume.notify_one();
+            }
             return Ok(Registration::Refreshed);
         }
         let max = self.shared.config.max_subscribers;
@@ -175,6 +257,9 @@ impl Hub {
         }
         let address: Arc<str> = address.into();
         let shared = Arc::new(SubscriberShared::new(address.clone(), target));
+        if let Some(secret) = secret {
+            shared.set_secret(secret);
+        }
         let (queue, jobs) = mpsc::channel(self.shared.config.queue_capacity.max(1));
         subscribers.insert(
             address.clone(),
@@ -183,6 +268,7 @@ impl Hub {
                 registered_at: now,
                 last_seen: now,
                 last_seen_at: Instant::now(),
+                lease,
                 queue,
             },
         );
@@ -219,7 +305,7 @@ impl Hub {
             let mut subscribers = self.shared.subscribers.write();
             let stale: Vec<Arc<str>> = subscribers
                 .iter()
-                .filter(|(_, e)| now.saturating_duration_since(e.last_seen_at) > ttl)
+                .filter(|(_, e)| now.saturating_duration_since(e.last_seen_at) > e.lease(ttl))
                 .map(|(address, _)| address.clone())
                 .collect();
             stale
@@ -237,10 +323,20 @@ impl Hub {
             .collect()
     }
 
+    /// Stops taking subscribers and messages; what is queued is still delivered.
+    pub fn stop_intake(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether no delivery is queued or in flight.
+    pub fn is_drained(&self) -> bool {
+        self.shared.outstanding.load(Ordering::Acquire) == 0
+    }
+
     /// Stops taking subscribers and messages, and removes every subscriber, which cancels
     /// their deliveries.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
+        self.stop_intake();
         let all = std::mem::take(&mut *self.shared.subscribers.write());
         for entry in all.into_values() {
             self.retire(entry, RemovalReason::Shutdown);
@@ -272,12 +368,7 @@ impl Hub {
         let subscribers = self.shared.subscribers.read();
         let deliveries = subscribers
             .values()
-            .map(|entry| Delivery {
-                subscriber: entry.shared.address.clone(),
-                target: entry.shared.target.clone(),
-                status: DeliveryStatus::Pending,
-                attempts: 0,
-            })
+            .map(|entry| Delivery::pending(entry.shared.address.clone()))
             .collect();
         let record = {
             // Allocating the id under the log lock keeps the log in id order.
@@ -297,21 +388,7 @@ impl Hub {
         let queued_at = Instant::now();
         let mut dropped = Vec::new();
         for (slot, entry) in subscribers.values().enumerate() {
-            let job = Job {
-                message: record.clone(),
-                slot,
-                queued_at,
-            };
-            if let Err(err) = entry.queue.try_send(job) {
-                let error = match err {
-                    mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull {
-                        capacity: entry.queue.max_capacity(),
-                    },
-                    // The worker is gone: the subscriber is being removed right now.
-                    mpsc::error::TrySendError::Closed(_) => DeliveryError::Removed(
-                        entry.shared.removal().unwrap_or(RemovalReason::Shutdown),
-                    ),
-                };
+            if let Err(error) = self.enqueue(entry, &record, slot, queued_at) {
                 dropped.push((slot, entry.shared.clone(), error));
             }
         }
@@ -327,9 +404,57 @@ impl Hub {
             queued,
         });
         for (slot, subscriber, error) in dropped {
-            self.finish(&record, slot, &subscriber, DeliveryStatus::Failed(error), 0);
+            self.finish(&record, slot, &subscriber, DeliveryStatus::Failed(error));
         }
         Some(published)
+    }
+
+    /// Delivers a logged message again, to every live subscriber or to one. The resends
+    /// are added to the message's deliveries; returns how many were queued.
+    pub fn resend(&self, id: MessageId, to: Option<&str>) -> Result<usize, ResendError> {
+        if self.is_closed() {
+            return Err(ResendError::ShuttingDown);
+        }
+        let record = self.message(id).ok_or(ResendError::UnknownMessage(id))?;
+        let subscribers = self.shared.subscribers.read();
+        let targets: Vec<&Entry> = match to {
+            Some(address) => vec![
+                subscribers
+                    .get(address)
+                    .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?,
+            ],
+            None => subscribers.values().collect(),
+        };
+        let queued_at = Instant::now();
+        let mut dropped = Vec::new();
+        for entry in &targets {
+            let slot = record.add_delivery(entry.shared.address.clone());
+            if let Err(error) = self.enqueue(entry, &record, slot, queued_at) {
+                dropped.push((slot, entry.shared.clone(), error));
+            }
+        }
+        let queued = targets.len() - dropped.len();
+        drop(subscribers);
+        for (slot, subscriber, error) in dropped {
+            self.finish(&record, slot, &subscriber, DeliveryStatus::Failed(error));
+        }
+        Ok(queued)
+    }
+
+    /// Marks a subscriber suspended or active, recording the change. Called by its worker
+    /// (and by re-registration, which resumes).
+    pub fn set_suspended(&self, subscriber: &SubscriberShared, suspended: bool) {
+        if !subscriber.set_suspended(suspended) {
+            return;
+        }
+        let address = subscriber.address.clone();
+        if suspended {
+            tracing::warn!(%address, "subscriber suspended after repeated failures");
+            self.record_activity(HubEvent::Suspended { address });
+        } else {
+            tracing::info!(%address, "subscriber resumed");
+            self.record_activity(HubEvent::Resumed { address });
+        }
     }
 
     /// Records the final outcome of one delivery. Called by delivery workers.
@@ -339,7 +464,6 @@ impl Hub {
         slot: usize,
         subscriber: &SubscriberShared,
         status: DeliveryStatus,
-        attempts: u32,
     ) {
         let (ok, code, latency) = match &status {
             DeliveryStatus::Delivered { status, latency } => (true, Some(*status), Some(*latency)),
@@ -361,7 +485,7 @@ impl Hub {
             &self.shared.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        message.update(slot, status.clone(), attempts);
+        message.set_status(slot, status.clone());
         self.emit(HubEvent::Delivery {
             id: message.id,
             address: subscriber.address.clone(),
@@ -419,6 +543,32 @@ impl Hub {
         self.shared.events.subscribe()
     }
 
+    /// Queues one delivery without waiting; a full or closed queue becomes the reason it
+    /// failed.
+    fn enqueue(
+        &self,
+        entry: &Entry,
+        message: &Arc<MessageRecord>,
+        slot: usize,
+        queued_at: Instant,
+    ) -> Result<(), DeliveryError> {
+        let job = Job {
+            message: message.clone(),
+            slot,
+            queued_at,
+            _outstanding: Outstanding::new(&self.shared.outstanding),
+        };
+        entry.queue.try_send(job).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull {
+                capacity: entry.queue.max_capacity(),
+            },
+            // The worker is gone: the subscriber is being removed right now.
+            mpsc::error::TrySendError::Closed(_) => {
+                DeliveryError::Removed(entry.shared.removal().unwrap_or(RemovalReason::Shutdown))
+            }
+        })
+    }
+
     fn record_activity(&self, event: HubEvent) {
         {
             let mut activity = self.shared.activity.lock();
@@ -437,6 +587,17 @@ impl Hub {
         // No receiver is the common case in headless mode; that is not an error.
         self.shared.events.send(event).ok();
     }
+}
+
+fn new_instance_id() -> String {
+    // Uniqueness across restarts is all that matters here; if the OS has no randomness
+    // to give, the clock still differs from one start to the next.
+    let random = getrandom::u64().unwrap_or_else(|_| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    format!("{random:016x}")
 }
 
 impl std::fmt::Debug for Hub {

@@ -1,14 +1,16 @@
 //! A registered subscriber: where it receives, when it was last seen, how delivery fares.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use parking_lot::RwLock;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::message::{MessageRecord, RemovalReason};
+use super::secret::Secret;
 
 /// The part of a subscriber that its delivery worker shares with the hub.
 #[derive(Debug)]
@@ -21,6 +23,12 @@ pub struct SubscriberShared {
     pub(crate) cancel: CancellationToken,
     /// Set once, just before `cancel`, so the worker can record why it stopped.
     pub(crate) removal: OnceLock<RemovalReason>,
+    /// Per-subscriber signing secret; replaced when a registration brings a new one.
+    secret: RwLock<Option<Secret>>,
+    /// Set by the worker after repeated failures, cleared on success or re-registration.
+    suspended: AtomicBool,
+    /// Wakes a suspended worker to try again now: the subscriber re-registered.
+    pub(crate) resume: Notify,
 }
 
 impl SubscriberShared {
@@ -31,7 +39,27 @@ impl SubscriberShared {
             stats: SubscriberStats::default(),
             cancel: CancellationToken::new(),
             removal: OnceLock::new(),
+            secret: RwLock::new(None),
+            suspended: AtomicBool::new(false),
+            resume: Notify::new(),
         }
+    }
+
+    pub fn secret(&self) -> Option<Secret> {
+        self.secret.read().clone()
+    }
+
+    pub(crate) fn set_secret(&self, secret: Secret) {
+        *self.secret.write() = Some(secret);
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Relaxed)
+    }
+
+    /// Returns whether the state changed.
+    pub fn set_suspended(&self, suspended: bool) -> bool {
+        self.suspended.swap(suspended, Ordering::Relaxed) != suspended
     }
 
     pub fn removal(&self) -> Option<RemovalReason> {
@@ -109,6 +137,27 @@ pub struct Job {
     pub message: Arc<MessageRecord>,
     pub slot: usize,
     pub queued_at: Instant,
+    /// Counts this job as outstanding until it is dropped, wherever that happens (done,
+    /// abandoned, or still queued when the channel goes), so shutdown knows when all
+    /// deliveries are over.
+    pub(crate) _outstanding: Outstanding,
+}
+
+/// A share of the hub's count of undelivered jobs, released on drop.
+#[derive(Debug)]
+pub(crate) struct Outstanding(Arc<AtomicU64>);
+
+impl Outstanding {
+    pub(crate) fn new(counter: &Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a delivery worker drains: a subscriber's bounded FIFO.
@@ -126,7 +175,16 @@ pub(crate) struct Entry {
     pub(crate) last_seen: SystemTime,
     /// Monotonic twin of `last_seen`: expiry must not jump when the wall clock does.
     pub(crate) last_seen_at: Instant,
+    /// This subscriber's own keep-alive period, instead of the hub's TTL.
+    pub(crate) lease: Option<Duration>,
     pub(crate) queue: mpsc::Sender<Job>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriberState {
+    Active,
+    /// Repeated failures: deliveries wait while the subscriber is probed with backoff.
+    Suspended,
 }
 
 /// A point-in-time copy of one subscriber, for listings.
@@ -137,6 +195,10 @@ pub struct SubscriberView {
     pub registered_at: SystemTime,
     pub last_seen: SystemTime,
     pub expires_at: SystemTime,
+    /// The keep-alive period that applies to this subscriber.
+    pub lease: Duration,
+    pub state: SubscriberState,
+    pub signed: bool,
     pub queue_depth: usize,
     pub delivered: u64,
     pub failed: u64,
@@ -145,14 +207,26 @@ pub struct SubscriberView {
 }
 
 impl Entry {
+    pub(crate) fn lease(&self, ttl: Duration) -> Duration {
+        self.lease.unwrap_or(ttl)
+    }
+
     pub(crate) fn view(&self, ttl: Duration) -> SubscriberView {
         let stats = &self.shared.stats;
+        let lease = self.lease(ttl);
         SubscriberView {
             address: self.shared.address.clone(),
             target: self.shared.target.clone(),
             registered_at: self.registered_at,
             last_seen: self.last_seen,
-            expires_at: self.last_seen + ttl,
+            expires_at: self.last_seen + lease,
+            lease,
+            state: if self.shared.is_suspended() {
+                SubscriberState::Suspended
+            } else {
+                SubscriberState::Active
+            },
+            signed: self.shared.secret.read().is_some(),
             queue_depth: self.queue.max_capacity() - self.queue.capacity(),
             delivered: stats.delivered(),
             failed: stats.failed(),

@@ -4,6 +4,8 @@
 //! knows status codes and wire formats; it turns every hub error into an answer that says
 //! what to fix.
 
+mod error;
+mod guard;
 mod query;
 mod seed;
 
@@ -23,12 +25,18 @@ use crate::hub::Hub;
 pub struct ServerConfig {
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
+    /// Required as `Authorization: Bearer TOKEN` on every route when set.
+    pub token: Option<String>,
+    /// Host names answered besides localhost and IP literals.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body: 1024 * 1024,
+            token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -37,17 +45,25 @@ impl Default for ServerConfig {
 struct AppState {
     hub: Hub,
     config: Arc<ServerConfig>,
+    /// The token in force: the configured one, or one generated for a non-loopback bind.
+    token: Option<Arc<str>>,
 }
 
-/// Every route Herald serves.
+/// Every route Herald serves, behind the host, token and size checks.
 pub fn router(hub: Hub, config: ServerConfig) -> Router {
+    let state = AppState {
+        hub,
+        token: config.token.as_deref().map(Arc::from),
+        config: Arc::new(config),
+    };
     Router::new()
         .merge(seed::router())
         .fallback(not_found)
-        .with_state(AppState {
-            hub,
-            config: Arc::new(config),
-        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .with_state(state)
 }
 
 /// Go's `http.NotFound` body, so seed clients see the same 404.

@@ -13,8 +13,10 @@ use bytes::Bytes;
 use http_body_util::LengthLimitError;
 
 use super::AppState;
+use super::error::HttpError;
 use super::query::{first, parse_query};
-use crate::hub::{RegisterError, RemovalReason, Source};
+use crate::delivery::INSTANCE_HEADER;
+use crate::hub::{RegisterError, RemovalReason, Secret, Source, Subscription};
 
 pub(super) fn router() -> Router<AppState> {
     // `any`, not `post`/`get`: the seed answers a wrong method with 400 and its own text,
@@ -43,68 +45,61 @@ fn success() -> Response {
     text(StatusCode::OK, "success")
 }
 
-/// A failure on a seed route, rendered the way the seed rendered its errors: a status and
-/// a plain-text body that starts with `Error:`.
-struct SeedError {
-    status: StatusCode,
-    body: String,
+type SeedResult = Result<Response, HttpError>;
+
+fn only(method: &str) -> HttpError {
+    HttpError::seed(
+        StatusCode::BAD_REQUEST,
+        format!("Error: Only {method} accepted"),
+    )
 }
 
-impl SeedError {
-    fn bad_request(body: String) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            body,
-        }
-    }
-
-    fn only(method: &str) -> Self {
-        Self::bad_request(format!("Error: Only {method} accepted"))
-    }
-}
-
-impl IntoResponse for SeedError {
-    fn into_response(self) -> Response {
-        text(self.status, self.body)
-    }
-}
-
-type SeedResult = Result<Response, SeedError>;
-
-/// The `address` query parameter, as the seed read it.
-fn address(request: &Request) -> Result<String, SeedError> {
+/// The query's pairs, and its `address`, as the seed read them.
+fn address(request: &Request) -> Result<(String, Vec<(String, String)>), HttpError> {
     let pairs = parse_query(request.uri().query().unwrap_or(""))
-        .map_err(|err| SeedError::bad_request(format!("Error:{err}")))?;
+        .map_err(|err| HttpError::seed(StatusCode::BAD_REQUEST, format!("Error:{err}")))?;
     match first(&pairs, "address") {
-        "" => Err(SeedError::bad_request(
+        "" => Err(HttpError::seed(
+            StatusCode::BAD_REQUEST,
             "Error:Wrong input address.".to_owned(),
         )),
-        address => Ok(address.to_owned()),
+        address => Ok((address.to_owned(), pairs.clone())),
     }
 }
 
 async fn register_and_keep_alive(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::POST {
-        return Err(SeedError::only("POST"));
+        return Err(only("POST"));
     }
-    let address = address(&request)?;
-    match state.hub.register(&address) {
+    let (address, query) = address(&request)?;
+    // Herald's addition: `&secret=whsec_...` signs this subscriber's deliveries.
+    let secret = match first(&query, "secret") {
+        "" => None,
+        text => Some(text.parse::<Secret>().map_err(|err| {
+            HttpError::new(StatusCode::BAD_REQUEST, format!("bad secret: {err}"))
+        })?),
+    };
+    let subscription = Subscription {
+        secret,
+        ..Subscription::new(&address)
+    };
+    match state.hub.subscribe(subscription) {
         Ok(_) => Ok(success()),
-        Err(RegisterError::Address(err)) => Err(SeedError::bad_request(format!(
-            "Error:Wrong input address. {err}"
-        ))),
-        Err(err @ (RegisterError::Full { .. } | RegisterError::ShuttingDown)) => Err(SeedError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            body: format!("Error: {err}"),
-        }),
+        Err(err @ (RegisterError::Address(_) | RegisterError::Target(_))) => Err(HttpError::seed(
+            StatusCode::BAD_REQUEST,
+            format!("Error:Wrong input address. {err}"),
+        )),
+        Err(err @ (RegisterError::Full { .. } | RegisterError::ShuttingDown)) => Err(
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        ),
     }
 }
 
 async fn deregister(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::DELETE {
-        return Err(SeedError::only("DELETE"));
+        return Err(only("DELETE"));
     }
-    let address = address(&request)?;
+    let (address, _) = address(&request)?;
     // Unknown addresses are fine: the seed answered "success" for them too.
     state.hub.remove(&address, RemovalReason::Deregistered);
     Ok(success())
@@ -112,7 +107,19 @@ async fn deregister(State(state): State<AppState>, request: Request) -> SeedResu
 
 async fn send_message(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::POST {
-        return Err(SeedError::only("POST"));
+        return Err(only("POST"));
+    }
+    if request
+        .headers()
+        .get(INSTANCE_HEADER)
+        .is_some_and(|v| v.as_bytes() == state.hub.instance().as_bytes())
+    {
+        return Err(HttpError::new(
+            StatusCode::LOOP_DETECTED,
+            "this request is one of this hub's own deliveries (a subscriber address points \
+             back at Herald); it was not published again"
+                .to_owned(),
+        ));
     }
     let peer = request
         .extensions()
@@ -121,18 +128,18 @@ async fn send_message(State(state): State<AppState>, request: Request) -> SeedRe
     let content_type = match request.headers().get(header::CONTENT_TYPE) {
         None => None,
         Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
-            SeedError::bad_request(
-                "Error: the Content-Type header must be plain ASCII, e.g. application/json"
-                    .to_owned(),
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "the Content-Type header must be plain ASCII, e.g. application/json".to_owned(),
             )
         })?),
     };
     let body = read_body(request, state.config.max_body).await?;
     let Some(published) = state.hub.publish(body, content_type, Source::Http(peer)) else {
-        return Err(SeedError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            body: "Error: the hub is shutting down; nothing was published".to_owned(),
-        });
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the hub is shutting down; nothing was published".to_owned(),
+        ));
     };
     let mut response = success();
     let headers = response.headers_mut();
@@ -143,22 +150,10 @@ async fn send_message(State(state): State<AppState>, request: Request) -> SeedRe
 
 /// The whole request body, or the answer to give when it is too large or cut short.
 /// A body that did not arrive whole is never published.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, SeedError> {
-    let too_large = || SeedError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        body: format!(
-            "Error: the message is larger than the hub's limit of {limit} bytes; \
-             send less or start Herald with a larger --max-body"
-        ),
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, HttpError> {
+    // A declared length over the limit was already refused by the guard; this catches
+    // chunked bodies that grow past it.
+    let too_large = || HttpError::too_large(limit);
     axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|err| {
@@ -169,15 +164,16 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, SeedError> {
                 }
                 cause = inner.source();
             }
-            SeedError::bad_request(format!(
-                "Error: the message body did not arrive whole ({err}); nothing was published"
-            ))
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the message body did not arrive whole ({err}); nothing was published"),
+            )
         })
 }
 
 async fn list_subscribers(State(state): State<AppState>, request: Request) -> SeedResult {
     if request.method() != Method::GET {
-        return Err(SeedError::only("GET"));
+        return Err(only("GET"));
     }
     let mut body = String::new();
     for subscriber in state.hub.subscribers() {

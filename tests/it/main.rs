@@ -15,3 +15,9 @@ mod keepalive;
 
 /// The `herald` binary itself: flags, busy port, the listening line, signal shutdown.
 mod binary;
+
+/// Retries, Retry-After, 410, redirects, timeouts, suspension, resend, signatures.
+mod reliability;
+
+/// Body limits, Host checks, tokens, target policy, loops, bounded shutdown.
+mod safety;

@@ -120,6 +120,7 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -130,18 +131,54 @@ impl Received {
     }
 }
 
+/// One answer of a [`Receiver`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, String)>,
+    /// How long to think before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
 /// A real subscriber: an HTTP server on 127.0.0.1:0 that records every request and
-/// answers with a fixed status.
+/// answers from a script, then with its standing reply.
 pub struct Receiver {
     pub addr: SocketAddr,
     received: mpsc::UnboundedReceiver<Received>,
     connections: Arc<AtomicUsize>,
+    replies: Arc<Replies>,
+}
+
+#[derive(Debug)]
+struct Replies {
+    script: parking_lot::Mutex<std::collections::VecDeque<Reply>>,
+    standing: parking_lot::Mutex<Reply>,
 }
 
 #[derive(Clone)]
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Received>,
-    status: StatusCode,
+    replies: Arc<Replies>,
 }
 
 impl Receiver {
@@ -150,6 +187,15 @@ impl Receiver {
     }
 
     pub async fn answering(status: StatusCode) -> Self {
+        Self::scripted(Vec::new(), Reply::status(status.as_u16())).await
+    }
+
+    /// Answers with `script` in order, then with `standing` for ever.
+    pub async fn scripted(script: Vec<Reply>, standing: Reply) -> Self {
+        let replies = Arc::new(Replies {
+            script: parking_lot::Mutex::new(script.into()),
+            standing: parking_lot::Mutex::new(standing),
+        });
         let (tx, received) = mpsc::unbounded_channel();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
@@ -158,15 +204,22 @@ impl Receiver {
         let listener = listener.tap_io(move |_| {
             counter.fetch_add(1, Ordering::SeqCst);
         });
-        let app = Router::new()
-            .fallback(record)
-            .with_state(ReceiverState { tx, status });
+        let app = Router::new().fallback(record).with_state(ReceiverState {
+            tx,
+            replies: replies.clone(),
+        });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             addr,
             received,
             connections,
+            replies,
         }
+    }
+
+    /// Changes the standing reply (the script, if any, still comes first).
+    pub fn reply_with(&self, reply: Reply) {
+        *self.replies.standing.lock() = reply;
     }
 
     /// The address to register: `127.0.0.1:PORT`.
@@ -193,7 +246,8 @@ impl Receiver {
     }
 }
 
-async fn record(State(state): State<ReceiverState>, request: Request) -> StatusCode {
+async fn record(State(state): State<ReceiverState>, request: Request) -> axum::response::Response {
+    let at = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     state
@@ -202,9 +256,22 @@ async fn record(State(state): State<ReceiverState>, request: Request) -> StatusC
             path: parts.uri.path().to_owned(),
             headers: parts.headers,
             body,
+            at,
         })
         .ok();
-    state.status
+    let reply = state
+        .replies
+        .script
+        .lock()
+        .pop_front()
+        .unwrap_or_else(|| state.replies.standing.lock().clone());
+    tokio::time::sleep(reply.delay).await;
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    *response.status_mut() = reply.status;
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
 }
 
 /// A subscriber that accepts connections and never answers. Holds the sockets open for as
