@@ -10,6 +10,7 @@ mod address;
 mod event;
 mod log;
 mod message;
+mod metrics;
 mod policy;
 mod reaper;
 mod secret;
@@ -31,6 +32,7 @@ pub use message::{
     Attempt, Delivery, DeliveryError, DeliveryStatus, DeliverySummary, MessageId, MessageRecord,
     RemovalReason, Source,
 };
+pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot, OUTCOMES};
 pub use policy::{TargetPolicy, TargetRefused};
 pub use secret::{Secret, SecretError};
 pub use subscriber::{
@@ -40,6 +42,7 @@ pub use subscriber::{
 pub use reaper::reap_expired;
 
 use log::MessageLog;
+use metrics::Metrics;
 use subscriber::{Entry, Outstanding};
 
 /// Starts the worker that drains a new subscriber's queue. Implemented by the delivery
@@ -165,6 +168,7 @@ struct Shared {
     messages: AtomicU64,
     delivered: AtomicU64,
     failed: AtomicU64,
+    metrics: Metrics,
     /// Fan-out of hub events to live followers. Lagging receivers lose the oldest events
     /// (and are told so by `broadcast`), so a slow follower never slows the hub.
     events: broadcast::Sender<HubEvent>,
@@ -172,8 +176,8 @@ struct Shared {
     /// Random per process: names this hub in delivery headers, so that ids differ across
     /// restarts and a delivery that loops back to the hub is recognised.
     instance: String,
-    /// Set at shutdown: no new subscribers, no new messages.
-    closed: std::sync::atomic::AtomicBool,
+    /// Cancelled at shutdown: no new subscribers, no new messages, live followers end.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 const ACTIVITY_CAPACITY: usize = 1_000;
@@ -193,10 +197,11 @@ impl Hub {
                 messages: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
+                metrics: Metrics::default(),
                 events,
                 launcher,
                 instance: new_instance_id(),
-                closed: Default::default(),
+                closing: Default::default(),
             }),
         }
     }
@@ -325,7 +330,12 @@ impl Hub {
 
     /// Stops taking subscribers and messages; what is queued is still delivered.
     pub fn stop_intake(&self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.closing.cancel();
+    }
+
+    /// Cancelled when the hub starts shutting down.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.shared.closing.clone()
     }
 
     /// Whether no delivery is queued or in flight.
@@ -344,7 +354,7 @@ impl Hub {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::SeqCst)
+        self.shared.closing.is_cancelled()
     }
 
     fn retire(&self, entry: Entry, reason: RemovalReason) {
@@ -485,6 +495,7 @@ impl Hub {
             &self.shared.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.record(&status);
         message.set_status(slot, status.clone());
         self.emit(HubEvent::Delivery {
             id: message.id,
@@ -502,6 +513,21 @@ impl Hub {
             .values()
             .map(|entry| entry.view(ttl))
             .collect()
+    }
+
+    /// One live subscriber.
+    pub fn subscriber(&self, address: &str) -> Option<SubscriberView> {
+        let ttl = self.shared.config.ttl;
+        self.shared
+            .subscribers
+            .read()
+            .get(address)
+            .map(|entry| entry.view(ttl))
+    }
+
+    /// Delivery outcome counts and the latency histogram.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
     }
 
     pub fn subscriber_count(&self) -> usize {

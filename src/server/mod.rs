@@ -4,8 +4,11 @@
 //! knows status codes and wire formats; it turns every hub error into an answer that says
 //! what to fix.
 
+mod api;
 mod error;
 mod guard;
+mod metrics;
+mod publish;
 mod query;
 mod seed;
 
@@ -14,12 +17,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
+use crate::hub::{Hub, RegisterError};
+use error::HttpError;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -58,6 +64,9 @@ pub fn router(hub: Hub, config: ServerConfig) -> Router {
     };
     Router::new()
         .merge(seed::router())
+        .merge(api::router())
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(metrics::healthz))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -66,9 +75,26 @@ pub fn router(hub: Hub, config: ServerConfig) -> Router {
         .with_state(state)
 }
 
-/// Go's `http.NotFound` body, so seed clients see the same 404.
-async fn not_found() -> Response {
+/// Go's `http.NotFound` body, so seed clients see the same 404; JSON under `/api`.
+async fn not_found(request: Request) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/api/") {
+        let message = format!(
+            "no route {} {path}; the routes are listed in /api/v1/openapi.json",
+            request.method()
+        );
+        return HttpError::new(StatusCode::NOT_FOUND, message).render(path);
+    }
     seed::text(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// The status and message for a refused registration, on any route.
+fn register_error(err: RegisterError) -> HttpError {
+    let status = match err {
+        RegisterError::Address(_) | RegisterError::Target(_) => StatusCode::BAD_REQUEST,
+        RegisterError::Full { .. } | RegisterError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    HttpError::new(status, err.to_string())
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then finishes the requests in

@@ -1,22 +1,18 @@
 //! The routes of the Go design Herald grew from, byte-compatible so its clients work
 //! unchanged: same paths, same status codes, same plain-text bodies.
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use bytes::Bytes;
-use http_body_util::LengthLimitError;
 
-use super::AppState;
 use super::error::HttpError;
+use super::publish::publish;
 use super::query::{first, parse_query};
-use crate::delivery::INSTANCE_HEADER;
-use crate::hub::{RegisterError, RemovalReason, Secret, Source, Subscription};
+use super::{AppState, register_error};
+use crate::hub::{RegisterError, RemovalReason, Secret, Subscription};
 
 pub(super) fn router() -> Router<AppState> {
     // `any`, not `post`/`get`: the seed answers a wrong method with 400 and its own text,
@@ -89,9 +85,7 @@ async fn register_and_keep_alive(State(state): State<AppState>, request: Request
             StatusCode::BAD_REQUEST,
             format!("Error:Wrong input address. {err}"),
         )),
-        Err(err @ (RegisterError::Full { .. } | RegisterError::ShuttingDown)) => Err(
-            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        ),
+        Err(err) => Err(register_error(err)),
     }
 }
 
@@ -109,66 +103,12 @@ async fn send_message(State(state): State<AppState>, request: Request) -> SeedRe
     if request.method() != Method::POST {
         return Err(only("POST"));
     }
-    if request
-        .headers()
-        .get(INSTANCE_HEADER)
-        .is_some_and(|v| v.as_bytes() == state.hub.instance().as_bytes())
-    {
-        return Err(HttpError::new(
-            StatusCode::LOOP_DETECTED,
-            "this request is one of this hub's own deliveries (a subscriber address points \
-             back at Herald); it was not published again"
-                .to_owned(),
-        ));
-    }
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer);
-    let content_type = match request.headers().get(header::CONTENT_TYPE) {
-        None => None,
-        Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "the Content-Type header must be plain ASCII, e.g. application/json".to_owned(),
-            )
-        })?),
-    };
-    let body = read_body(request, state.config.max_body).await?;
-    let Some(published) = state.hub.publish(body, content_type, Source::Http(peer)) else {
-        return Err(HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the hub is shutting down; nothing was published".to_owned(),
-        ));
-    };
+    let published = publish(&state, request).await?;
     let mut response = success();
     let headers = response.headers_mut();
     headers.insert("x-herald-message-id", published.id.into());
     headers.insert("x-herald-subscribers", published.queued.into());
     Ok(response)
-}
-
-/// The whole request body, or the answer to give when it is too large or cut short.
-/// A body that did not arrive whole is never published.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, HttpError> {
-    // A declared length over the limit was already refused by the guard; this catches
-    // chunked bodies that grow past it.
-    let too_large = || HttpError::too_large(limit);
-    axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|err| {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-            while let Some(inner) = cause {
-                if inner.is::<LengthLimitError>() {
-                    return too_large();
-                }
-                cause = inner.source();
-            }
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the message body did not arrive whole ({err}); nothing was published"),
-            )
-        })
 }
 
 async fn list_subscribers(State(state): State<AppState>, request: Request) -> SeedResult {

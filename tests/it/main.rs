@@ -21,3 +21,6 @@ mod reliability;
 
 /// Body limits, Host checks, tokens, target policy, loops, bounded shutdown.
 mod safety;
+
+/// The JSON API, the event stream, the OpenAPI document, metrics and health.
+mod api;

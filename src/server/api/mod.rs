@@ -1,0 +1,186 @@
+//! The JSON API under `/api/v1`: everything the console shows, for scripts, CI jobs and
+//! dashboards. Routes and their OpenAPI description come from the same declarations
+//! (`utoipa`), so the document served at `/api/v1/openapi.json` cannot drift.
+
+mod events;
+mod messages;
+mod subscribers;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::HttpError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herald",
+        description = "A desktop event hub for microservices: subscribers register a callback \
+                       address and keep it alive; every published message is POSTed to every \
+                       live subscriber. This is its JSON API; the original plain-text routes \
+                       (/registerAndKeepAlive, /deregister, /sendMessage, /listSubscribers) \
+                       are served beside it unchanged.",
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "subscribers", description = "Who receives messages"),
+        (name = "messages", description = "What was published and what became of it"),
+        (name = "events", description = "The hub, live"),
+    )
+)]
+struct ApiDoc;
+
+/// Documents the bearer token that a hub bound beyond loopback (or started with
+/// `--token`) requires.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
+
+/// The `/api/v1` routes and their OpenAPI document.
+pub(super) fn router() -> Router<AppState> {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(subscribers::list, subscribers::register))
+        .routes(routes!(subscribers::kick))
+        .routes(routes!(messages::list, messages::publish))
+        .routes(routes!(messages::get))
+        .routes(routes!(messages::resend))
+        .routes(routes!(events::stream))
+        .split_for_parts();
+    let document: Arc<str> = openapi
+        .to_pretty_json()
+        .expect("the OpenAPI document always serialises")
+        .into();
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    document.to_string(),
+                )
+            }),
+        )
+        .layer(axum::middleware::map_response(method_not_allowed_as_json))
+}
+
+/// The JSON document every `/api` error has.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ErrorBody {
+    /// What went wrong and what to change.
+    error: String,
+}
+
+/// An error from an `/api` route: rendered as `{"error": "..."}`.
+#[derive(Debug)]
+pub(super) struct ApiError(pub(super) HttpError);
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(HttpError::new(status, message.into()))
+    }
+}
+
+impl From<HttpError> for ApiError {
+    fn from(err: HttpError) -> Self {
+        Self(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.render("/api/")
+    }
+}
+
+/// `Json<T>` whose rejections come back as [`ApiError`]s, with 400 for any body that
+/// does not fit the schema (axum's 422 would be a status the document does not promise).
+pub(super) struct ApiJson<T>(pub(super) T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = match rejection.status() {
+        StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+        status => status,
+    };
+    let message = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "send the request body as JSON with `Content-Type: application/json`".to_owned()
+        }
+        _ => rejection.body_text(),
+    };
+    ApiError::new(status, message)
+}
+
+pub(super) fn path_rejection(rejection: PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
+}
+
+pub(super) fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
+}
+
+/// axum answers a known path with the wrong method with an empty 405; give it the JSON
+/// body every `/api` error has, keeping its `Allow` header.
+async fn method_not_allowed_as_json(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let mut json = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method; the Allow header lists those it takes",
+    )
+    .into_response();
+    // axum adds `Allow` after this layer runs; keep any that is already there.
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        json.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    json
+}
+
+/// RFC 3339 with milliseconds, in UTC.
+pub(super) fn time(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+pub(super) fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,182 @@
+//! `/api/v1/subscribers`: list, register or refresh, kick.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, ErrorBody, millis, path_rejection, time};
+use crate::hub::{
+    Registration, RemovalReason, Secret, SubscriberState, SubscriberView, Subscription,
+};
+use crate::server::{AppState, register_error};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StateJson {
+    Active,
+    /// Failing repeatedly: deliveries wait while it is probed with backoff.
+    Suspended,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SubscriberJson {
+    /// The address as registered: `host:port` or a full URL.
+    address: String,
+    /// Where deliveries are POSTed.
+    target: String,
+    /// When it first registered (RFC 3339).
+    registered_at: String,
+    /// Its last keep-alive (RFC 3339).
+    last_seen: String,
+    /// When it will be removed unless it refreshes (RFC 3339).
+    expires_at: String,
+    /// Its keep-alive period in seconds.
+    lease_seconds: f64,
+    state: StateJson,
+    /// Whether its deliveries are signed with a secret of its own.
+    own_secret: bool,
+    /// Deliveries waiting in its queue.
+    queue_depth: u64,
+    delivered: u64,
+    failed: u64,
+    /// HTTP status of its last finished delivery, if it answered.
+    last_status: Option<u16>,
+    /// Latency of its last finished delivery, in milliseconds.
+    last_latency_ms: Option<f64>,
+}
+
+impl From<SubscriberView> for SubscriberJson {
+    fn from(view: SubscriberView) -> Self {
+        Self {
+            address: view.address.to_string(),
+            target: view.target.to_string(),
+            registered_at: time(view.registered_at),
+            last_seen: time(view.last_seen),
+            expires_at: time(view.expires_at),
+            lease_seconds: view.lease.as_secs_f64(),
+            state: match view.state {
+                SubscriberState::Active => StateJson::Active,
+                SubscriberState::Suspended => StateJson::Suspended,
+            },
+            own_secret: view.signed,
+            queue_depth: view.queue_depth as u64,
+            delivered: view.delivered,
+            failed: view.failed,
+            last_status: view.last_status,
+            last_latency_ms: view.last_latency.map(millis),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubscribeRequest {
+    /// `host:port` (delivered to `http://host:port/event`) or a full http(s) URL.
+    #[schema(example = "localhost:8080")]
+    address: String,
+    /// Its own keep-alive period instead of the hub's TTL; clamped to 1 s .. 24 h.
+    lease_seconds: Option<u64>,
+    /// Sign its deliveries with this Standard Webhooks secret (`whsec_` + base64).
+    secret: Option<String>,
+}
+
+/// Every live subscriber, ordered by address.
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscribers",
+    operation_id = "listSubscribers",
+    tag = "subscribers",
+    responses((status = OK, description = "Live subscribers", body = [SubscriberJson]))
+)]
+pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<SubscriberJson>> {
+    Json(
+        state
+            .hub
+            .subscribers()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    )
+}
+
+/// Registers a subscriber, or refreshes it (keep-alive, and lease and secret when given).
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscribers",
+    operation_id = "registerSubscriber",
+    tag = "subscribers",
+    request_body = SubscribeRequest,
+    responses(
+        (status = CREATED, description = "Registered", body = SubscriberJson),
+        (status = OK, description = "Already registered: refreshed", body = SubscriberJson),
+        (status = BAD_REQUEST, description = "Malformed or refused address, bad secret, bad JSON", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "Body is not JSON", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "Subscriber limit reached, or shutting down", body = ErrorBody),
+    )
+)]
+pub(super) async fn register(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SubscribeRequest>,
+) -> Result<Response, ApiError> {
+    let secret = request
+        .secret
+        .as_deref()
+        .map(str::parse::<Secret>)
+        .transpose()
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("bad secret: {err}")))?;
+    let registration = state
+        .hub
+        .subscribe(Subscription {
+            address: &request.address,
+            secret,
+            lease: request.lease_seconds.map(Duration::from_secs),
+        })
+        .map_err(register_error)?;
+    let view = state.hub.subscriber(&request.address).ok_or_else(|| {
+        // Only possible if it was removed in the instant since registering.
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "the subscriber was removed while registering",
+        )
+    })?;
+    let status = match registration {
+        Registration::Registered => StatusCode::CREATED,
+        Registration::Refreshed => StatusCode::OK,
+    };
+    Ok((status, Json(SubscriberJson::from(view))).into_response())
+}
+
+/// Removes a subscriber at once; its queued deliveries are recorded as not delivered.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/subscribers/{address}",
+    operation_id = "kickSubscriber",
+    tag = "subscribers",
+    params(("address" = String, Path, description = "The address as registered, URL-encoded")),
+    responses(
+        (status = NO_CONTENT, description = "Kicked"),
+        (status = BAD_REQUEST, description = "Undecodable address", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such subscriber", body = ErrorBody),
+    )
+)]
+pub(super) async fn kick(
+    State(state): State<AppState>,
+    address: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(address) = address.map_err(path_rejection)?;
+    if state.hub.remove(&address, RemovalReason::Kicked) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{address:?} is not a live subscriber"),
+        ))
+    }
+}

@@ -1,0 +1,73 @@
+//! Accepting a published message, the same way on every route that publishes.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{StatusCode, header};
+use bytes::Bytes;
+use http_body_util::LengthLimitError;
+
+use super::AppState;
+use super::error::HttpError;
+use crate::delivery::INSTANCE_HEADER;
+use crate::hub::{Published, Source};
+
+/// Reads the whole body and publishes it with the request's content type. A body that is
+/// too large or did not arrive whole is never published.
+pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published, HttpError> {
+    if request
+        .headers()
+        .get(INSTANCE_HEADER)
+        .is_some_and(|v| v.as_bytes() == state.hub.instance().as_bytes())
+    {
+        return Err(HttpError::new(
+            StatusCode::LOOP_DETECTED,
+            "this request is one of this hub's own deliveries (a subscriber address points \
+             back at Herald); it was not published again"
+                .to_owned(),
+        ));
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
+    let content_type = match request.headers().get(header::CONTENT_TYPE) {
+        None => None,
+        Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "the Content-Type header must be plain ASCII, e.g. application/json".to_owned(),
+            )
+        })?),
+    };
+    let body = read_body(request, state.config.max_body).await?;
+    state
+        .hub
+        .publish(body, content_type, Source::Http(peer))
+        .ok_or_else(|| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the hub is shutting down; nothing was published".to_owned(),
+            )
+        })
+}
+
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, HttpError> {
+    // A declared length over the limit was already refused by the guard; this catches
+    // chunked bodies that grow past it.
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|err| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+            while let Some(inner) = cause {
+                if inner.is::<LengthLimitError>() {
+                    return HttpError::too_large(limit);
+                }
+                cause = inner.source();
+            }
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the message body did not arrive whole ({err}); nothing was published"),
+            )
+        })
+}
