@@ -114,9 +114,24 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Parses the command line (exiting with a message on a bad flag) and names the
+    /// flags the user actually gave, as opposed to defaults.
+    pub fn parse_noting_given() -> (Self, Vec<String>) {
+        use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
+        let matches = Self::command().get_matches();
+        let config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        let given = matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        (config, given)
+    }
+
     pub fn hub(&self) -> HubConfig {
         HubConfig {
             ttl: self.ttl,
+            reap_every: self.reap_every,
             queue_capacity: self.queue_capacity as usize,
             log_capacity: self.log_capacity as usize,
             max_subscribers: self.max_subscribers as usize,

@@ -14,7 +14,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let service = Service::start(&config).await?;
-        tracing::info!("Herald listening on {}", service.url());
+        if let Some(url) = service.url() {
+            tracing::info!("Herald listening on {url}");
+        }
         if let Some(token) = service.token() {
             tracing::info!("every request needs the header `Authorization: Bearer {token}`");
         }

@@ -11,11 +11,13 @@
 //!   HTTP client.
 //! - [`server`]: the axum router (seed-compatible routes) and serving it.
 //! - [`service`]: hub + server + workers + reaper, started and stopped as one.
+//! - [`gui`]: the desktop console (eframe/egui) over the same hub.
 //! - [`config`]: the command line.
 //! - [`headless`]: `herald --headless`.
 
 pub mod config;
 pub mod delivery;
+pub mod gui;
 pub mod headless;
 pub mod hub;
 pub mod server;

@@ -1,12 +1,11 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use herald::Config;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let (config, given) = Config::parse_noting_given();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -14,11 +13,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    if !config.headless {
-        eprintln!("herald: the desktop console is not built yet; run `herald --headless`");
-        return ExitCode::from(2);
-    }
-    match herald::headless::run(config) {
+    let result = if config.headless {
+        herald::headless::run(config)
+    } else {
+        herald::gui::run(config, given)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("herald: {err:#}");

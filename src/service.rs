@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::hub::{Hub, reap_expired};
-use crate::server;
+use crate::server::{self, ServerConfig};
 
 /// How long queued deliveries get to drain once shutdown starts; then they are abandoned
 /// (and recorded as such).
@@ -35,74 +35,118 @@ pub enum StartError {
 
 pub struct Service {
     hub: Hub,
-    local_addr: SocketAddr,
-    /// The bearer token every request needs, if any.
-    token: Option<String>,
-    /// Cancelled once, by `shutdown`: the server stops accepting and the reaper stops.
+    dispatcher: Arc<Dispatcher>,
+    config: ServerConfig,
+    /// Every task is spawned here, so that a GUI thread outside the runtime can move the
+    /// server to another port.
+    runtime: Handle,
+    /// The HTTP server, once it listens.
+    listening: Option<Listening>,
+    /// Cancelled once, by `shutdown`, to stop the reaper.
     stop: CancellationToken,
-    server: JoinHandle<io::Result<()>>,
     reaper: JoinHandle<()>,
 }
 
+struct Listening {
+    local_addr: SocketAddr,
+    /// The bearer token every request needs, if any.
+    token: Option<String>,
+    /// Cancelled to stop this server (at shutdown, or when moving to another address).
+    stop: CancellationToken,
+    server: JoinHandle<io::Result<()>>,
+}
+
 impl Service {
+    /// The hub with its workers and reaper, not yet listening. Must be called within a
+    /// tokio runtime.
+    pub fn new(config: &Config) -> Result<Self, StartError> {
+        let runtime = Handle::current();
+        let dispatcher = Arc::new(Dispatcher::new(config.delivery(), runtime.clone())?);
+        let hub = Hub::new(config.hub(), Arc::new(dispatcher.clone()));
+        let stop = CancellationToken::new();
+        let reaper = runtime.spawn(reap_expired(hub.clone(), stop.clone()));
+        Ok(Self {
+            hub,
+            dispatcher,
+            config: config.server(),
+            runtime,
+            listening: None,
+            stop,
+            reaper,
+        })
+    }
+
     /// Binds `config.bind` and starts serving. Must be called within a tokio runtime.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        Self::start_on(listener, config)
+        let mut service = Self::new(config)?;
+        service.listen(config.bind).await?;
+        Ok(service)
     }
 
     /// Starts serving on a listener the caller bound (tests bind port 0).
     pub fn start_on(listener: TcpListener, config: &Config) -> Result<Self, StartError> {
+        let mut service = Self::new(config)?;
+        service.listen_on(listener)?;
+        Ok(service)
+    }
+
+    /// Binds `addr` and serves there (instead of wherever it served before).
+    pub async fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+        let listener = bind(addr).await?;
+        self.listen_on(listener)
+    }
+
+    /// Serves on `listener`, stopping the server that was listening before, if any.
+    pub fn listen_on(&mut self, listener: TcpListener) -> Result<SocketAddr, StartError> {
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.bind,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
         })?;
-        let mut hub_config = config.hub();
-        hub_config.policy.own_addr = Some(local_addr);
-        let mut delivery = config.delivery();
-        delivery.policy = hub_config.policy.clone();
-        let dispatcher = Dispatcher::new(delivery, Handle::current())?;
-        let hub = Hub::new(hub_config, Arc::new(dispatcher));
-        let mut server_config = config.server();
-        if server_config.token.is_none() && !local_addr.ip().is_loopback() {
-            // Reachable from other machines: never without a token.
-            server_config.token = Some(generate_token());
+        if let Some(previous) = self.listening.take() {
+            previous.stop.cancel();
         }
-        let token = server_config.token.clone();
+        let mut config = self.config.clone();
+        if config.token.is_none() && !local_addr.ip().is_loopback() {
+            // Reachable from other machines: never without a token.
+            config.token = Some(generate_token());
+        }
+        self.hub.set_own_addr(Some(local_addr));
         let stop = CancellationToken::new();
-        let router = server::router(hub.clone(), server_config);
-        let server = tokio::spawn(server::serve(listener, router, stop.clone()));
-        let reaper = tokio::spawn(reap_expired(hub.clone(), config.reap_every, stop.clone()));
-        Ok(Self {
-            hub,
+        let router = server::router(self.hub.clone(), config.clone());
+        let server = self
+            .runtime
+            .spawn(server::serve(listener, router, stop.clone()));
+        self.listening = Some(Listening {
             local_addr,
-            token,
+            token: config.token,
             stop,
             server,
-            reaper,
-        })
+        });
+        Ok(local_addr)
     }
 
     pub fn hub(&self) -> &Hub {
         &self.hub
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Sending: its live settings (the delivery timeout).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
     }
 
-    /// The base URL clients use, e.g. `http://127.0.0.1:3000`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+    /// Where it listens, once it does.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listening.as_ref().map(|l| l.local_addr)
     }
 
+    /// The base URL clients use, e.g. `http://127.0.0.1:3000`, once it listens.
+    pub fn url(&self) -> Option<String> {
+        self.local_addr().map(|addr| format!("http://{addr}"))
+    }
+
+    /// The bearer token requests need, if any.
     pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.listening.as_ref().and_then(|l| l.token.as_deref())
     }
 
     /// Stops accepting requests and messages at once, lets queued deliveries drain for up
@@ -110,6 +154,9 @@ impl Service {
     /// Bounded in time even with hanging subscribers and clients.
     pub async fn shutdown(self) {
         self.stop.cancel();
+        if let Some(listening) = &self.listening {
+            listening.stop.cancel();
+        }
         self.hub.stop_intake();
         let drained = tokio::time::timeout(DRAIN_GRACE, async {
             while !self.hub.is_drained() {
@@ -129,15 +176,24 @@ impl Service {
         })
         .await
         .ok();
-        match tokio::time::timeout(SERVER_GRACE, self.server).await {
-            Ok(Ok(Err(err))) => tracing::warn!("HTTP server stopped with an error: {err}"),
-            Ok(_) => {}
-            Err(_) => tracing::warn!(
-                "requests still in flight after {SERVER_GRACE:?}; not waiting for them"
-            ),
+        if let Some(listening) = self.listening {
+            match tokio::time::timeout(SERVER_GRACE, listening.server).await {
+                Ok(Ok(Err(err))) => tracing::warn!("HTTP server stopped with an error: {err}"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!(
+                    "requests still in flight after {SERVER_GRACE:?}; not waiting for them"
+                ),
+            }
         }
         self.reaper.abort();
     }
+}
+
+/// Binds a listening socket, with an error that says what to do about a busy port.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// 32 random bytes as hex: a bearer token nobody can guess.

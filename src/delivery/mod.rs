@@ -11,6 +11,7 @@ mod worker;
 pub use worker::{INSTANCE_HEADER, webhook_id};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -60,6 +61,9 @@ impl Default for DeliveryConfig {
 pub struct Dispatcher {
     client: reqwest::Client,
     config: Arc<DeliveryConfig>,
+    /// The whole-delivery timeout in milliseconds, read by workers on every attempt so the
+    /// console can change it live (`config.timeout` is only where it starts).
+    timeout_ms: Arc<AtomicU64>,
     /// Workers are spawned through a handle, not `tokio::spawn`, because registration may
     /// come from the GUI thread, which is outside the runtime.
     runtime: Handle,
@@ -70,7 +74,6 @@ impl Dispatcher {
         let client = reqwest::Client::builder()
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
             // A redirect could send a delivery anywhere; it is recorded, never followed.
             .redirect(reqwest::redirect::Policy::none())
             // Subscribers are local services: a desktop's HTTP_PROXY must not intercept them.
@@ -82,15 +85,31 @@ impl Dispatcher {
             .build()?;
         Ok(Self {
             client,
+            timeout_ms: Arc::new(AtomicU64::new(config.timeout.as_millis() as u64)),
             config: Arc::new(config),
             runtime,
         })
     }
+
+    /// Changes the whole-delivery timeout for every attempt from now on.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
-impl Launch for Dispatcher {
+impl Launch for Arc<Dispatcher> {
     fn launch(&self, hub: Hub, mailbox: Mailbox) {
-        let worker = worker::Worker::new(hub, self.client.clone(), self.config.clone());
+        let worker = worker::Worker::new(
+            hub,
+            self.client.clone(),
+            self.config.clone(),
+            self.timeout_ms.clone(),
+        );
         self.runtime.spawn(worker.run(mailbox));
     }
 }

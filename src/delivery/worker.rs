@@ -2,6 +2,7 @@
 //! suspension of a subscriber that keeps failing, and probing until it recovers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
@@ -24,6 +25,8 @@ pub(super) struct Worker {
     hub: Hub,
     client: reqwest::Client,
     config: Arc<DeliveryConfig>,
+    /// The dispatcher's live whole-delivery timeout, in milliseconds.
+    timeout_ms: Arc<AtomicU64>,
     /// Messages that ended failed in a row; reaching `suspend_after` suspends.
     failed_in_row: u32,
     /// Wait before the next probe while suspended.
@@ -42,10 +45,16 @@ enum Verdict {
 }
 
 impl Worker {
-    pub(super) fn new(hub: Hub, client: reqwest::Client, config: Arc<DeliveryConfig>) -> Self {
+    pub(super) fn new(
+        hub: Hub,
+        client: reqwest::Client,
+        config: Arc<DeliveryConfig>,
+        timeout_ms: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             hub,
             client,
+            timeout_ms,
             probe_delay: config.probe_backoff.0,
             config,
             failed_in_row: 0,
@@ -161,9 +170,11 @@ impl Worker {
         job: &Job,
     ) -> (DeliveryStatus, Option<Duration>) {
         let message = &job.message;
+        let timeout = self.timeout();
         let mut request = self
             .client
             .post(subscriber.target.clone())
+            .timeout(timeout)
             .header("x-herald-message-id", message.id)
             .header(INSTANCE_HEADER, self.hub.instance())
             // `Bytes` clones share the buffer: no per-subscriber copy of the payload.
@@ -188,7 +199,7 @@ impl Worker {
         let started = Instant::now();
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(err) => return (DeliveryStatus::Failed(self.classify(&err)), None),
+            Err(err) => return (DeliveryStatus::Failed(self.classify(&err, timeout)), None),
         };
         let latency = started.elapsed();
         let status = response.status().as_u16();
@@ -214,7 +225,11 @@ impl Worker {
         (outcome, after)
     }
 
-    fn classify(&self, err: &reqwest::Error) -> DeliveryError {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    fn classify(&self, err: &reqwest::Error, timeout: Duration) -> DeliveryError {
         if let Some(reason) = blocked_reason(err) {
             return DeliveryError::Blocked(reason);
         }
@@ -228,7 +243,7 @@ impl Worker {
             return DeliveryError::Connect(root_cause(err));
         }
         if err.is_timeout() {
-            return DeliveryError::Timeout(self.config.timeout);
+            return DeliveryError::Timeout(timeout);
         }
         DeliveryError::Request(root_cause(err))
     }

@@ -17,6 +17,7 @@ mod secret;
 mod subscriber;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -55,6 +56,8 @@ pub trait Launch: Send + Sync + 'static {
 pub struct HubConfig {
     /// A subscriber not refreshed for this long is removed by the reaper.
     pub ttl: Duration,
+    /// How often the reaper looks for expired subscribers.
+    pub reap_every: Duration,
     /// Deliveries waiting per subscriber before new ones are dropped (and recorded).
     pub queue_capacity: usize,
     /// Messages kept in the log.
@@ -69,6 +72,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(120),
+            reap_every: Duration::from_secs(60),
             queue_capacity: 1024,
             log_capacity: 10_000,
             max_subscribers: 10_000,
@@ -156,6 +160,12 @@ pub struct Hub {
 
 struct Shared {
     config: HubConfig,
+    /// `config.ttl` and `config.reap_every` as they are now, in milliseconds: the console
+    /// changes them live.
+    ttl_ms: AtomicU64,
+    reap_every_ms: AtomicU64,
+    /// `config.policy`, plus this hub's own address once it listens.
+    policy: RwLock<TargetPolicy>,
     /// Keyed by the address exactly as registered, as the seed did. Ordered so that
     /// listings are stable. Lock order: `subscribers` before `log`.
     subscribers: RwLock<BTreeMap<Arc<str>, Entry>>,
@@ -163,6 +173,8 @@ struct Shared {
     /// Subscribers coming and going, newest last, bounded like the message log.
     activity: Mutex<VecDeque<Activity>>,
     next_id: AtomicU64,
+    /// Bumped on every event: readers that poll (the console) redraw only on change.
+    version: AtomicU64,
     /// Jobs queued or in flight, across all subscribers (see `subscriber::Outstanding`).
     outstanding: Arc<AtomicU64>,
     messages: AtomicU64,
@@ -189,10 +201,14 @@ impl Hub {
         Self {
             shared: Arc::new(Shared {
                 log: Mutex::new(MessageLog::new(config.log_capacity)),
+                ttl_ms: AtomicU64::new(millis(config.ttl)),
+                reap_every_ms: AtomicU64::new(millis(config.reap_every)),
+                policy: RwLock::new(config.policy.clone()),
                 config,
                 subscribers: RwLock::new(BTreeMap::new()),
                 activity: Mutex::new(VecDeque::new()),
                 next_id: AtomicU64::new(1),
+                version: AtomicU64::new(0),
                 outstanding: Arc::default(),
                 messages: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
@@ -208,6 +224,30 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.shared.config
+    }
+
+    /// The keep-alive period for subscribers without a lease of their own.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.shared.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.shared.ttl_ms.store(millis(ttl).max(1), Ordering::Relaxed);
+    }
+
+    pub fn reap_every(&self) -> Duration {
+        Duration::from_millis(self.shared.reap_every_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_reap_every(&self, every: Duration) {
+        self.shared
+            .reap_every_ms
+            .store(millis(every).max(1), Ordering::Relaxed);
+    }
+
+    /// Where this hub listens, so that no subscriber address can point back at it.
+    pub fn set_own_addr(&self, addr: Option<SocketAddr>) {
+        self.shared.policy.write().own_addr = addr;
     }
 
     /// This hub's random instance id (hex).
@@ -229,7 +269,7 @@ impl Hub {
             lease,
         } = request;
         let target = parse_target(address)?;
-        self.shared.config.policy.check_url(&target)?;
+        self.shared.policy.read().check_url(&target)?;
         if self.is_closed() {
             return Err(RegisterError::ShuttingDown);
         }
@@ -305,7 +345,7 @@ impl Hub {
 
     /// Removes every subscriber whose last keep-alive is older than the TTL at `now`.
     pub fn expire(&self, now: Instant) -> Vec<Arc<str>> {
-        let ttl = self.shared.config.ttl;
+        let ttl = self.ttl();
         let expired: Vec<Entry> = {
             let mut subscribers = self.shared.subscribers.write();
             let stale: Vec<Arc<str>> = subscribers
@@ -506,7 +546,7 @@ impl Hub {
 
     /// Every live subscriber, ordered by address.
     pub fn subscribers(&self) -> Vec<SubscriberView> {
-        let ttl = self.shared.config.ttl;
+        let ttl = self.ttl();
         self.shared
             .subscribers
             .read()
@@ -517,7 +557,7 @@ impl Hub {
 
     /// One live subscriber.
     pub fn subscriber(&self, address: &str) -> Option<SubscriberView> {
-        let ttl = self.shared.config.ttl;
+        let ttl = self.ttl();
         self.shared
             .subscribers
             .read()
@@ -549,6 +589,7 @@ impl Hub {
 
     pub fn clear_log(&self) {
         self.shared.log.lock().clear();
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn totals(&self) -> Totals {
@@ -609,10 +650,20 @@ impl Hub {
         self.emit(event);
     }
 
+    /// Changes whenever anything in the hub changes.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Relaxed)
+    }
+
     fn emit(&self, event: HubEvent) {
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
         // No receiver is the common case in headless mode; that is not an error.
         self.shared.events.send(event).ok();
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn new_instance_id() -> String {

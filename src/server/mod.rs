@@ -24,6 +24,8 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use api::log_ndjson;
+
 use crate::hub::{Hub, RegisterError};
 use error::HttpError;
 

@@ -29,7 +29,7 @@ pub async fn start_hub(configure: impl FnOnce(&mut Config)) -> TestHub {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let service = Service::start_on(listener, &config).unwrap();
     TestHub {
-        url: service.url(),
+        url: service.url().unwrap(),
         service: Some(service),
         http: reqwest::Client::builder()
             .timeout(PATIENCE)
@@ -44,7 +44,7 @@ impl TestHub {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.service.as_ref().unwrap().local_addr()
+        self.service.as_ref().unwrap().local_addr().unwrap()
     }
 
     pub async fn shutdown(mut self) {

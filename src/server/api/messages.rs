@@ -11,7 +11,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, millis, path_rejection, query_rejection, time};
 use crate::delivery::webhook_id;
-use crate::hub::{Attempt, Delivery, DeliveryError, DeliveryStatus, MessageRecord, ResendError};
+use crate::hub::{
+    Attempt, Delivery, DeliveryError, DeliveryStatus, Hub, MessageRecord, ResendError,
+};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
 
@@ -207,6 +209,31 @@ fn attempt(attempt: &Attempt) -> AttemptJson {
     }
 }
 
+fn message_json(hub: &Hub, message: &MessageRecord) -> MessageJson {
+    let (body, body_encoding) = match std::str::from_utf8(&message.body) {
+        Ok(text) => (text.to_owned(), BodyEncoding::Utf8),
+        Err(_) => (STANDARD.encode(&message.body), BodyEncoding::Base64),
+    };
+    MessageJson {
+        summary: summary(hub.instance(), message),
+        body,
+        body_encoding,
+        deliveries: message.deliveries().into_iter().map(delivery).collect(),
+    }
+}
+
+/// The whole message log, oldest first, as NDJSON: each line one message as
+/// `GET /api/v1/messages/{id}` gives it.
+pub fn log_ndjson(hub: &Hub) -> Vec<u8> {
+    let mut out = Vec::new();
+    for message in hub.messages(None, usize::MAX).iter().rev() {
+        if serde_json::to_writer(&mut out, &message_json(hub, message)).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
 /// Publishes the raw request body to every live subscriber.
 #[utoipa::path(
     post,
@@ -298,16 +325,7 @@ pub(super) async fn get(
         .hub
         .message(id)
         .ok_or_else(|| ApiError::from_resend(ResendError::UnknownMessage(id)))?;
-    let (body, body_encoding) = match std::str::from_utf8(&message.body) {
-        Ok(text) => (text.to_owned(), BodyEncoding::Utf8),
-        Err(_) => (STANDARD.encode(&message.body), BodyEncoding::Base64),
-    };
-    Ok(Json(MessageJson {
-        summary: summary(state.hub.instance(), &message),
-        body,
-        body_encoding,
-        deliveries: message.deliveries().into_iter().map(delivery).collect(),
-    }))
+    Ok(Json(message_json(&state.hub, &message)))
 }
 
 /// Delivers a logged message again, to every live subscriber or to one.

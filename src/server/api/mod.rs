@@ -6,6 +6,8 @@ mod events;
 mod messages;
 mod subscribers;
 
+pub use messages::log_ndjson;
+
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};

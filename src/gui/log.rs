@@ -1,0 +1,328 @@
+//! The message log: newest first, one row per message with a coloured delivery summary;
+//! the selected message's payload and every delivery below it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::RichText;
+use egui_extras::{Column, TableBuilder};
+
+use super::format;
+use super::theme;
+use crate::hub::{DeliveryError, DeliveryStatus, Hub, MessageId, MessageRecord};
+
+/// Bytes of a payload shown in the details view; the rest is summarised.
+const SHOWN_PAYLOAD: usize = 64 * 1024;
+/// Bytes of each body that search looks through.
+const SEARCHED_PAYLOAD: usize = 4 * 1024;
+
+/// What the log panel asks the app to do (things that need more than the hub).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogAction {
+    Export,
+    Notice(String),
+}
+
+#[derive(Default)]
+pub struct LogPanel {
+    pub search: String,
+    pub selected: Option<MessageId>,
+    /// The log as of `seen_version`, newest first, filtered by `search`.
+    rows: Vec<Arc<MessageRecord>>,
+    seen_version: u64,
+    seen_at: Option<Instant>,
+    seen_search: String,
+    /// The selected payload, rendered once on selection rather than every frame.
+    payload: Option<(MessageId, String, &'static str)>,
+    resend_to: String,
+}
+
+impl LogPanel {
+    fn refresh(&mut self, hub: &Hub) {
+        let version = hub.version();
+        // Searching reads bodies, so a search view refreshes less often.
+        let every = if self.search.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        };
+        let due = self.seen_at.is_none_or(|at| at.elapsed() >= every);
+        if !(due && version != self.seen_version) && self.search == self.seen_search {
+            return;
+        }
+        let needle = self.search.to_lowercase();
+        let mut rows = hub.messages(None, usize::MAX);
+        if !needle.is_empty() {
+            rows.retain(|m| matches(m, &needle));
+        }
+        self.rows = rows;
+        self.seen_version = version;
+        self.seen_at = Some(Instant::now());
+        self.seen_search = self.search.clone();
+    }
+
+    pub fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<LogAction> {
+        self.refresh(hub);
+        let mut action = None;
+        ui.horizontal(|ui| {
+            ui.heading("Messages");
+            ui.label(RichText::new(format!("{}", hub.logged_messages())).weak());
+            let label = ui.label("Search");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.search)
+                    .hint_text("type, source or body…")
+                    .desired_width(180.0),
+            )
+            .labelled_by(label.id);
+            if ui
+                .button("Export…")
+                .on_hover_text("Save the log as NDJSON, one message per line")
+                .clicked()
+            {
+                action = Some(LogAction::Export);
+            }
+            if ui
+                .button("Clear")
+                .on_hover_text("Forget the logged messages (deliveries in flight go on)")
+                .clicked()
+            {
+                hub.clear_log();
+                self.selected = None;
+                self.seen_at = None;
+                self.seen_version = u64::MAX;
+            }
+        });
+        ui.add_space(4.0);
+        self.table_ui(ui);
+        action
+    }
+
+    fn table_ui(&mut self, ui: &mut egui::Ui) {
+        let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
+        let mut clicked = None;
+        TableBuilder::new(ui)
+            .id_salt("messages")
+            .striped(true)
+            .sense(egui::Sense::click())
+            .auto_shrink([false, false])
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(Column::auto().at_least(40.0))
+            .column(Column::auto().at_least(92.0))
+            .column(Column::auto().at_least(64.0))
+            .column(Column::auto().at_least(120.0).clip(true))
+            .column(Column::auto().at_least(110.0).clip(true))
+            .column(Column::remainder().at_least(160.0))
+            .header(22.0, |mut header| {
+                for title in ["#", "Time (UTC)", "Size", "Type", "Source", "Deliveries"] {
+                    header.col(|ui| {
+                        ui.strong(title);
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(row_height, self.rows.len(), |mut row| {
+                    let message = &self.rows[row.index()];
+                    row.set_selected(self.selected == Some(message.id));
+                    row.col(|ui| {
+                        ui.label(RichText::new(message.id.to_string()).weak());
+                    });
+                    row.col(|ui| {
+                        ui.label(format::time_of_day(message.received_at));
+                    });
+                    row.col(|ui| {
+                        ui.label(format::size(message.body.len()));
+                    });
+                    row.col(|ui| {
+                        ui.label(message.content_type.as_deref().unwrap_or("–"));
+                    });
+                    row.col(|ui| {
+                        ui.label(message.source.to_string());
+                    });
+                    row.col(|ui| summary_ui(ui, message));
+                    if row.response().clicked() {
+                        clicked = Some(message.id);
+                    }
+                });
+            });
+        if let Some(id) = clicked {
+            self.selected = Some(id);
+        }
+    }
+
+    /// The selected message: payload, deliveries, and what can be done with it.
+    pub fn details_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        hub: &Hub,
+        url: Option<&str>,
+        token: Option<&str>,
+    ) -> Option<LogAction> {
+        let Some(message) = self.selected.and_then(|id| hub.message(id)) else {
+            ui.centered_and_justified(|ui| {
+                ui.weak("Select a message to see its payload and every delivery");
+            });
+            return None;
+        };
+        let mut action = None;
+        ui.horizontal_wrapped(|ui| {
+            ui.strong(format!("Message {}", message.id));
+            ui.label(format!(
+                "{} · {} · {} · from {}",
+                format::time_of_day(message.received_at),
+                format::size(message.body.len()),
+                message.content_type.as_deref().unwrap_or("no content type"),
+                message.source
+            ));
+        });
+        ui.horizontal(|ui| {
+            if ui.button("Resend to all").clicked() {
+                action = Some(resend(hub, message.id, None));
+            }
+            egui::ComboBox::from_id_salt("resend_to")
+                .selected_text(if self.resend_to.is_empty() {
+                    "pick a subscriber"
+                } else {
+                    &self.resend_to
+                })
+                .width(170.0)
+                .show_ui(ui, |ui| {
+                    // Listed only while the box is open: a large hub is not copied per frame.
+                    for subscriber in hub.subscribers() {
+                        let address = subscriber.address.to_string();
+                        ui.selectable_value(&mut self.resend_to, address.clone(), address);
+                    }
+                });
+            let can_resend_one = !self.resend_to.is_empty();
+            if ui
+                .add_enabled(can_resend_one, egui::Button::new("Resend to one"))
+                .clicked()
+            {
+                action = Some(resend(hub, message.id, Some(&self.resend_to)));
+            }
+            if let Some(url) = url
+                && ui
+                    .button("Copy as cURL")
+                    .on_hover_text("A command that publishes this payload again")
+                    .clicked()
+            {
+                let command =
+                    format::curl(url, message.content_type.as_deref(), &message.body, token);
+                ui.ctx().copy_text(command);
+                action = Some(LogAction::Notice("cURL command copied".to_owned()));
+            }
+        });
+        ui.separator();
+        let deliveries = message.deliveries();
+        let height = ui.available_height();
+        ui.columns(2, |columns| {
+            let (text, kind) = self.payload_text(&message);
+            columns[0].label(RichText::new(format!("Payload ({kind})")).strong());
+            egui::ScrollArea::both()
+                .id_salt("payload")
+                .max_height(height - 24.0)
+                .auto_shrink([false, false])
+                .show(&mut columns[0], |ui| {
+                    ui.add(egui::Label::new(RichText::new(text).monospace()).selectable(true));
+                });
+            columns[1].label(RichText::new(format!("Deliveries ({})", deliveries.len())).strong());
+            egui::ScrollArea::vertical()
+                .id_salt("deliveries")
+                .max_height(height - 24.0)
+                .auto_shrink([false, false])
+                .show(&mut columns[1], |ui| {
+                    if deliveries.is_empty() {
+                        ui.weak("No subscriber was live when it was published");
+                    }
+                    for delivery in &deliveries {
+                        ui.horizontal_wrapped(|ui| {
+                            ui.monospace(&*delivery.subscriber);
+                            status_ui(ui, &delivery.status);
+                            let attempts = delivery.attempts.len();
+                            if attempts > 1 {
+                                ui.weak(format!("{attempts} attempts"));
+                            }
+                        })
+                        .response
+                        .on_hover_ui(|ui| {
+                            for (n, attempt) in delivery.attempts.iter().enumerate() {
+                                ui.horizontal(|ui| {
+                                    ui.label(format!(
+                                        "#{} at {}",
+                                        n + 1,
+                                        format::time_of_day(attempt.at)
+                                    ));
+                                    status_ui(ui, &attempt.status);
+                                });
+                            }
+                        });
+                    }
+                });
+        });
+        action
+    }
+
+    fn payload_text(&mut self, message: &MessageRecord) -> (&str, &'static str) {
+        if self.payload.as_ref().is_none_or(|(id, ..)| *id != message.id) {
+            let (text, kind) = format::payload(&message.body, SHOWN_PAYLOAD);
+            self.payload = Some((message.id, text, kind));
+        }
+        let (_, text, kind) = self.payload.as_ref().expect("set above");
+        (text, kind)
+    }
+}
+
+fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> LogAction {
+    LogAction::Notice(match hub.resend(id, to) {
+        Ok(1) => "Resent to 1 subscriber".to_owned(),
+        Ok(n) => format!("Resent to {n} subscribers"),
+        Err(err) => format!("Not resent: {err}"),
+    })
+}
+
+fn matches(message: &MessageRecord, needle: &str) -> bool {
+    let body = &message.body[..message.body.len().min(SEARCHED_PAYLOAD)];
+    message
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.to_lowercase().contains(needle))
+        || message.source.to_string().contains(needle)
+        || String::from_utf8_lossy(body).to_lowercase().contains(needle)
+}
+
+/// "3 ok · 1 failed · 2 pending", each in its colour.
+fn summary_ui(ui: &mut egui::Ui, message: &MessageRecord) {
+    let summary = message.summary();
+    if summary.delivered + summary.failed + summary.pending == 0 {
+        ui.weak("no subscribers");
+        return;
+    }
+    for (count, word, colour) in [
+        (summary.delivered, "ok", theme::OK),
+        (summary.failed, "failed", theme::FAILED),
+        (summary.pending, "pending", theme::PENDING),
+    ] {
+        if count > 0 {
+            ui.label(RichText::new(format!("{count} {word}")).color(colour));
+        }
+    }
+}
+
+fn status_ui(ui: &mut egui::Ui, status: &DeliveryStatus) {
+    match status {
+        DeliveryStatus::Pending => {
+            ui.label(RichText::new("pending").color(theme::PENDING));
+        }
+        DeliveryStatus::Delivered { status, latency } => {
+            ui.label(RichText::new(format!("{status} in {}", format::latency(*latency))).color(theme::OK));
+        }
+        DeliveryStatus::Failed(DeliveryError::Status { status, latency }) => {
+            ui.label(
+                RichText::new(format!("{status} in {}", format::latency(*latency)))
+                    .color(theme::FAILED),
+            );
+        }
+        DeliveryStatus::Failed(error) => {
+            ui.label(RichText::new(error.to_string()).color(theme::FAILED));
+        }
+    }
+}

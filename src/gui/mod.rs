@@ -1,0 +1,89 @@
+//! The desktop console: an egui window over the live hub.
+//!
+//! The window runs on the main thread; the hub, its server and its deliveries run on a
+//! tokio runtime on background threads. The GUI reads the hub through its non-blocking
+//! methods and hands anything slow (binding a port, file dialogs, file I/O) to the
+//! runtime. Hub events wake the window; otherwise it repaints once a second for the
+//! ticking keep-alive ages.
+
+mod app;
+mod backend;
+mod compose;
+mod dialogs;
+mod format;
+mod log;
+mod plot;
+mod subscribers;
+mod test_subscriber;
+mod theme;
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context as _;
+
+pub use app::{HeraldApp, SETTINGS_KEY, Settings};
+pub use backend::{Backend, ListenState};
+pub use compose::TEMPLATES;
+pub use test_subscriber::{TestState, TestSubscriber};
+
+use crate::config::Config;
+
+const ICON: &[u8] = include_bytes!("../../assets/icon.png");
+
+/// Opens the window and runs until it is closed, then shuts the hub down (draining
+/// deliveries for up to 5 s). `given` names the flags the user typed, which win over
+/// remembered settings.
+pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("herald-rt")
+        .build()
+        .context("cannot start the async runtime")?;
+    let handle = runtime.handle().clone();
+    let started: Arc<OnceLock<Arc<Backend>>> = Arc::default();
+    let slot = started.clone();
+
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title("Herald")
+        .with_app_id("herald")
+        .with_inner_size([1280.0, 800.0])
+        .with_min_inner_size([960.0, 600.0]);
+    match eframe::icon_data::from_png_bytes(ICON) {
+        Ok(icon) => viewport = viewport.with_icon(icon),
+        Err(err) => tracing::warn!("the window icon is unreadable: {err}"),
+    }
+    let options = eframe::NativeOptions {
+        viewport,
+        renderer: eframe::Renderer::Glow,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Herald",
+        options,
+        Box::new(move |cc| {
+            let settings: Settings = cc
+                .storage
+                .and_then(|storage| eframe::get_value(storage, SETTINGS_KEY))
+                .unwrap_or_else(|| Settings::from_config(&config));
+            let mut config = config;
+            settings.apply_to(&mut config, &given);
+            let settings = Settings {
+                bind: config.bind.to_string(),
+                ..Settings::from_config(&config)
+            }
+            .with_theme(settings.dark);
+            let backend = Arc::new(Backend::start(&config, handle)?);
+            backend.repaint_on_hub_events(&cc.egui_ctx);
+            backend.listen(config.bind, &cc.egui_ctx);
+            slot.set(backend.clone()).ok();
+            Ok(Box::new(HeraldApp::new(backend, settings, &cc.egui_ctx)))
+        }),
+    )
+    .map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))?;
+
+    if let Some(service) = started.get().and_then(|backend| backend.take_service()) {
+        tracing::info!("window closed; stopping");
+        runtime.block_on(service.shutdown());
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The subscribers panel: who is live, how their keep-alive and deliveries fare, and a
+//! Kick button per row.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use egui::RichText;
+use egui_extras::{Column, TableBuilder};
+
+use super::format;
+use super::theme;
+use crate::hub::{Hub, RemovalReason, SubscriberState, SubscriberView};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Address,
+    Registered,
+    Age,
+    Queue,
+    Delivered,
+    Failed,
+}
+
+pub struct SubscribersPanel {
+    pub filter: String,
+    sort: SortKey,
+    descending: bool,
+    add_address: String,
+    add_error: Option<String>,
+    /// The hub's subscribers as of `seen_version`, sorted and filtered.
+    rows: Vec<SubscriberView>,
+    seen_version: u64,
+    seen_at: Option<Instant>,
+    seen_filter: (String, SortKey, bool),
+}
+
+impl Default for SubscribersPanel {
+    fn default() -> Self {
+        Self {
+            filter: String::new(),
+            sort: SortKey::Address,
+            descending: false,
+            add_address: String::new(),
+            add_error: None,
+            rows: Vec::new(),
+            seen_version: u64::MAX,
+            seen_at: None,
+            seen_filter: (String::new(), SortKey::Address, false),
+        }
+    }
+}
+
+impl SubscribersPanel {
+    /// Re-reads the hub when it changed (at most ten times a second) and at least once a
+    /// second, so a large hub is not copied on every frame.
+    fn refresh(&mut self, hub: &Hub) {
+        let version = hub.version();
+        let settings = (self.filter.clone(), self.sort, self.descending);
+        let stale = self
+            .seen_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        let changed = version != self.seen_version
+            && self
+                .seen_at
+                .is_none_or(|at| at.elapsed() >= Duration::from_millis(100));
+        if !(stale || changed || settings != self.seen_filter) {
+            return;
+        }
+        let needle = self.filter.to_lowercase();
+        let mut rows: Vec<SubscriberView> = hub
+            .subscribers()
+            .into_iter()
+            .filter(|s| needle.is_empty() || s.address.to_lowercase().contains(&needle))
+            .collect();
+        rows.sort_by(|a, b| {
+            let order = match self.sort {
+                SortKey::Address => a.address.cmp(&b.address),
+                SortKey::Registered => a.registered_at.cmp(&b.registered_at),
+                // Oldest keep-alive first when ascending: those closest to expiry.
+                SortKey::Age => a.last_seen.cmp(&b.last_seen),
+                SortKey::Queue => a.queue_depth.cmp(&b.queue_depth),
+                SortKey::Delivered => a.delivered.cmp(&b.delivered),
+                SortKey::Failed => a.failed.cmp(&b.failed),
+            };
+            let order = order.then_with(|| a.address.cmp(&b.address));
+            if self.descending { order.reverse() } else { order }
+        });
+        self.rows = rows;
+        self.seen_version = version;
+        self.seen_at = Some(Instant::now());
+        self.seen_filter = settings;
+    }
+
+    pub fn subscribers_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
+        self.refresh(hub);
+        ui.horizontal(|ui| {
+            ui.heading("Subscribers");
+            ui.label(RichText::new(format!("{}", hub.subscriber_count())).weak());
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("Filter");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.filter)
+                    .hint_text("address contains…")
+                    .desired_width(160.0),
+            )
+            .labelled_by(label.id);
+            ui.separator();
+            let label = ui.label("Add");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.add_address)
+                        .hint_text("host:port or URL")
+                        .desired_width(150.0),
+                )
+                .labelled_by(label.id);
+            let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("Register").clicked() || entered {
+                self.register(hub);
+            }
+        });
+        if let Some(error) = &self.add_error {
+            ui.colored_label(theme::FAILED, error);
+        }
+        ui.add_space(4.0);
+        self.table_ui(ui, hub);
+    }
+
+    fn register(&mut self, hub: &Hub) {
+        let address = self.add_address.trim();
+        if address.is_empty() {
+            return;
+        }
+        match hub.register(address) {
+            Ok(_) => {
+                self.add_error = None;
+                self.add_address.clear();
+                self.seen_at = None;
+            }
+            Err(err) => self.add_error = Some(err.to_string()),
+        }
+    }
+
+    fn table_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
+        let now = SystemTime::now();
+        let mut kick = None;
+        let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
+        TableBuilder::new(ui)
+            .id_salt("subscribers")
+            .striped(true)
+            .auto_shrink([false, false])
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(Column::remainder().at_least(150.0).clip(true))
+            .column(Column::auto().at_least(86.0))
+            .column(Column::auto().at_least(62.0))
+            .column(Column::exact(70.0))
+            .column(Column::auto().at_least(44.0))
+            .column(Column::auto().at_least(44.0))
+            .column(Column::auto().at_least(44.0))
+            .column(Column::auto().at_least(92.0))
+            .column(Column::auto())
+            .header(22.0, |mut header| {
+                let columns = [
+                    ("Address", Some(SortKey::Address)),
+                    ("Registered", Some(SortKey::Registered)),
+                    ("Age", Some(SortKey::Age)),
+                    ("Expires", None),
+                    ("Queue", Some(SortKey::Queue)),
+                    ("OK", Some(SortKey::Delivered)),
+                    ("Failed", Some(SortKey::Failed)),
+                    ("Last", None),
+                    ("", None),
+                ];
+                for (title, key) in columns {
+                    header.col(|ui| match key {
+                        Some(key) => {
+                            let arrow = match (self.sort == key, self.descending) {
+                                (true, false) => " ⏶",
+                                (true, true) => " ⏷",
+                                _ => "",
+                            };
+                            let heading = RichText::new(format!("{title}{arrow}")).strong();
+                            if ui.add(egui::Button::new(heading).frame(false)).clicked() {
+                                if self.sort == key {
+                                    self.descending = !self.descending;
+                                } else {
+                                    self.sort = key;
+                                    self.descending = false;
+                                }
+                            }
+                        }
+                        None => {
+                            ui.strong(title);
+                        }
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(row_height, self.rows.len(), |mut row| {
+                    let s = &self.rows[row.index()];
+                    row.col(|ui| {
+                        let suspended = s.state == SubscriberState::Suspended;
+                        let text = RichText::new(&*s.address).monospace();
+                        ui.label(if suspended { text.color(theme::SUSPENDED) } else { text })
+                            .on_hover_text(format!("delivers to {}", s.target));
+                        if suspended {
+                            ui.label(RichText::new("suspended").small().color(theme::SUSPENDED))
+                                .on_hover_text(
+                                    "Failing repeatedly: its deliveries wait while it is probed with backoff",
+                                );
+                        }
+                        if s.signed {
+                            ui.label(RichText::new("signed").small().weak());
+                        }
+                    });
+                    row.col(|ui| {
+                        ui.label(format::time_of_day(s.registered_at));
+                    });
+                    row.col(|ui| {
+                        ui.label(format::age(now.duration_since(s.last_seen).unwrap_or_default()));
+                    });
+                    row.col(|ui| {
+                        let left = s.expires_at.duration_since(now).unwrap_or_default();
+                        let fraction = (left.as_secs_f32() / s.lease.as_secs_f32().max(0.001)).clamp(0.0, 1.0);
+                        let colour = if fraction < 0.25 { theme::FAILED } else { theme::OK };
+                        ui.add(
+                            egui::ProgressBar::new(fraction)
+                                .desired_width(64.0)
+                                .desired_height(8.0)
+                                .fill(colour),
+                        )
+                        .on_hover_text(format!("expires in {} unless refreshed", format::age(left)));
+                    });
+                    row.col(|ui| {
+                        ui.label(s.queue_depth.to_string());
+                    });
+                    row.col(|ui| {
+                        ui.label(RichText::new(s.delivered.to_string()).color(theme::OK));
+                    });
+                    row.col(|ui| {
+                        let text = RichText::new(s.failed.to_string());
+                        ui.label(if s.failed > 0 { text.color(theme::FAILED) } else { text });
+                    });
+                    row.col(|ui| {
+                        let status = s.last_status.map_or("–".to_owned(), |c| c.to_string());
+                        let latency = s.last_latency.map(format::latency).unwrap_or_default();
+                        let colour = match s.last_status {
+                            Some(200..300) => theme::OK,
+                            Some(_) => theme::FAILED,
+                            None => ui.visuals().weak_text_color(),
+                        };
+                        ui.label(RichText::new(format!("{status} {latency}")).color(colour));
+                    });
+                    row.col(|ui| {
+                        if ui
+                            .button("Kick")
+                            .on_hover_text("Remove now; its queued deliveries are recorded as not delivered")
+                            .clicked()
+                        {
+                            kick = Some(s.address.clone());
+                        }
+                    });
+                });
+            });
+        if let Some(address) = kick {
+            hub.remove(&address, RemovalReason::Kicked);
+            self.seen_at = None;
+        }
+    }
+}
