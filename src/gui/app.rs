@@ -169,10 +169,13 @@ impl HeraldApp {
             ui.separator();
             match self.backend.listen_state() {
                 ListenState::Listening { url, token } => {
-                    ui.label(RichText::new("●").color(theme::OK))
-                        .on_hover_text("Listening");
+                    status_dot(ui, theme::OK).on_hover_text("Listening");
                     ui.monospace(&url);
-                    if ui.small_button("Copy").on_hover_text("Copy the URL").clicked() {
+                    if ui
+                        .small_button("Copy")
+                        .on_hover_text("Copy the URL")
+                        .clicked()
+                    {
                         ui.ctx().copy_text(url.clone());
                         self.notify("URL copied");
                     }
@@ -191,7 +194,7 @@ impl HeraldApp {
                     ui.label(format!("Starting on {addr}…"));
                 }
                 ListenState::Failed { addr, error } => {
-                    ui.label(RichText::new("●").color(theme::FAILED));
+                    status_dot(ui, theme::FAILED);
                     ui.colored_label(
                         theme::FAILED,
                         format!("Not listening: port {addr} is busy or unavailable"),
@@ -214,11 +217,13 @@ impl HeraldApp {
                 totals.messages
             ));
             ui.label(RichText::new(format!("{} ok", totals.delivered)).color(theme::OK));
-            ui.label(RichText::new(format!("{} failed", totals.failed)).color(if totals.failed > 0 {
-                theme::FAILED
-            } else {
-                ui.visuals().weak_text_color()
-            }));
+            ui.label(RichText::new(format!("{} failed", totals.failed)).color(
+                if totals.failed > 0 {
+                    theme::FAILED
+                } else {
+                    ui.visuals().weak_text_color()
+                },
+            ));
             if hub.is_closed() {
                 ui.colored_label(theme::PENDING, "stopping");
             }
@@ -228,7 +233,11 @@ impl HeraldApp {
                     self.draft_error = None;
                 }
                 let theme_label = if self.settings.dark { "Light" } else { "Dark" };
-                if ui.button(theme_label).on_hover_text("Switch theme").clicked() {
+                if ui
+                    .button(theme_label)
+                    .on_hover_text("Switch theme")
+                    .clicked()
+                {
                     self.settings.dark = !self.settings.dark;
                     ui.ctx().set_theme(if self.settings.dark {
                         egui::Theme::Dark
@@ -237,9 +246,12 @@ impl HeraldApp {
                     });
                 }
                 ui.label(
-                    RichText::new(format!("frame {:.1} ms", self.frame_time.as_secs_f64() * 1000.0))
-                        .small()
-                        .weak(),
+                    RichText::new(format!(
+                        "frame {:.1} ms",
+                        self.frame_time.as_secs_f64() * 1000.0
+                    ))
+                    .small()
+                    .weak(),
                 )
                 .on_hover_text("Time the last frame's UI code took");
                 if let Some((notice, at)) = &self.notice {
@@ -283,8 +295,11 @@ impl HeraldApp {
                 .changed()
             {
                 if on {
-                    self.test_subscriber
-                        .start(self.backend.hub(), self.backend.runtime(), ui.ctx());
+                    self.test_subscriber.start(
+                        self.backend.hub(),
+                        self.backend.runtime(),
+                        ui.ctx(),
+                    );
                 } else {
                     self.test_subscriber.stop();
                 }
@@ -346,7 +361,9 @@ impl HeraldApp {
             .min_size(120.0)
             .show(ui, |ui| {
                 ui.add_space(4.0);
-                let action = self.log.details_ui(ui, &hub, url.as_deref(), token.as_deref());
+                let action = self
+                    .log
+                    .details_ui(ui, &hub, url.as_deref(), token.as_deref());
                 self.handle(action, ui.ctx());
             });
         let action = self.log.log_ui(ui, &hub);
@@ -375,40 +392,43 @@ impl HeraldApp {
             .resizable(false)
             .collapsible(false)
             .show(ctx, |ui| {
-                egui::Grid::new("settings_grid").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
-                    let seconds = |ui: &mut egui::Ui, value: &mut f64, min: f64| {
-                        ui.add(
-                            egui::DragValue::new(value)
-                                .range(min..=86_400.0)
-                                .speed(0.5)
-                                .suffix(" s"),
-                        );
-                    };
-                    ui.label("Keep-alive TTL");
-                    seconds(ui, &mut draft.ttl_secs, 0.1);
-                    ui.end_row();
-                    ui.label("Check for expired every");
-                    seconds(ui, &mut draft.reap_every_secs, 0.1);
-                    ui.end_row();
-                    ui.label("Delivery timeout");
-                    seconds(ui, &mut draft.delivery_timeout_secs, 0.1);
-                    ui.end_row();
-                    ui.label("Connect timeout");
-                    ui.horizontal(|ui| {
-                        seconds(ui, &mut draft.connect_timeout_secs, 0.1);
-                        ui.weak("(at next start)");
+                egui::Grid::new("settings_grid")
+                    .num_columns(2)
+                    .spacing([12.0, 8.0])
+                    .show(ui, |ui| {
+                        let seconds = |ui: &mut egui::Ui, value: &mut f64, min: f64| {
+                            ui.add(
+                                egui::DragValue::new(value)
+                                    .range(min..=86_400.0)
+                                    .speed(0.5)
+                                    .suffix(" s"),
+                            );
+                        };
+                        ui.label("Keep-alive TTL");
+                        seconds(ui, &mut draft.ttl_secs, 0.1);
+                        ui.end_row();
+                        ui.label("Check for expired every");
+                        seconds(ui, &mut draft.reap_every_secs, 0.1);
+                        ui.end_row();
+                        ui.label("Delivery timeout");
+                        seconds(ui, &mut draft.delivery_timeout_secs, 0.1);
+                        ui.end_row();
+                        ui.label("Connect timeout");
+                        ui.horizontal(|ui| {
+                            seconds(ui, &mut draft.connect_timeout_secs, 0.1);
+                            ui.weak("(at next start)");
+                        });
+                        ui.end_row();
+                        ui.label("Listen on");
+                        ui.text_edit_singleline(&mut draft.bind);
+                        ui.end_row();
+                        ui.label("Theme");
+                        ui.horizontal(|ui| {
+                            ui.radio_value(&mut draft.dark, true, "Dark");
+                            ui.radio_value(&mut draft.dark, false, "Light");
+                        });
+                        ui.end_row();
                     });
-                    ui.end_row();
-                    ui.label("Listen on");
-                    ui.text_edit_singleline(&mut draft.bind);
-                    ui.end_row();
-                    ui.label("Theme");
-                    ui.horizontal(|ui| {
-                        ui.radio_value(&mut draft.dark, true, "Dark");
-                        ui.radio_value(&mut draft.dark, false, "Light");
-                    });
-                    ui.end_row();
-                });
                 if let Some(error) = &self.draft_error {
                     ui.colored_label(theme::FAILED, error);
                 }
@@ -468,9 +488,10 @@ impl HeraldApp {
     fn poll_files(&mut self) {
         match self.files.poll() {
             Some(FileDone::Loaded { path, bytes }) => {
-                let name = path
-                    .file_name()
-                    .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
                 self.notify(format!("Loaded {name} ({})", format::size(bytes.len())));
                 self.compose.load(name, bytes);
             }
@@ -492,6 +513,13 @@ impl eframe::App for HeraldApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, SETTINGS_KEY, &self.settings);
     }
+}
+
+/// A small filled circle: green when listening, red when not.
+fn status_dot(ui: &mut egui::Ui, colour: egui::Color32) -> egui::Response {
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
+    ui.painter().circle_filled(rect.center(), 5.0, colour);
+    response
 }
 
 /// The same address one port up: the likeliest free one next to a busy one.

@@ -23,14 +23,8 @@ const MAX_EVENT_REPAINTS: Duration = Duration::from_millis(33);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenState {
     Starting(SocketAddr),
-    Listening {
-        url: String,
-        token: Option<String>,
-    },
-    Failed {
-        addr: SocketAddr,
-        error: String,
-    },
+    Listening { url: String, token: Option<String> },
+    Failed { addr: SocketAddr, error: String },
 }
 
 pub struct Backend {
@@ -126,7 +120,9 @@ impl Backend {
                     received = events.recv() => received,
                 };
                 match received {
-                    Ok(_) | Err(RecvError::Lagged(_)) => ctx.request_repaint_after(MAX_EVENT_REPAINTS),
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        ctx.request_repaint_after(MAX_EVENT_REPAINTS)
+                    }
                     Err(RecvError::Closed) => return,
                 }
             }

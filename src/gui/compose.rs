@@ -9,9 +9,18 @@ use crate::hub::{Hub, Source};
 
 /// Example payloads from `assets/templates/`, built into the binary.
 pub const TEMPLATES: [(&str, &str); 4] = [
-    ("order.created", include_str!("../../assets/templates/order-created.json")),
-    ("user.signed_up", include_str!("../../assets/templates/user-signed-up.json")),
-    ("deployment.finished", include_str!("../../assets/templates/deployment-finished.json")),
+    (
+        "order.created",
+        include_str!("../../assets/templates/order-created.json"),
+    ),
+    (
+        "user.signed_up",
+        include_str!("../../assets/templates/user-signed-up.json"),
+    ),
+    (
+        "deployment.finished",
+        include_str!("../../assets/templates/deployment-finished.json"),
+    ),
     ("ping", include_str!("../../assets/templates/ping.json")),
 ];
 
@@ -67,7 +76,13 @@ impl Compose {
         self.json_error = if self.is_json() && self.binary.is_none() {
             serde_json::from_str::<serde::de::IgnoredAny>(&self.text)
                 .err()
-                .map(|err| format!("Invalid JSON at line {}, column {}: {err}", err.line(), err.column()))
+                .map(|err| {
+                    format!(
+                        "Invalid JSON at line {}, column {}: {err}",
+                        err.line(),
+                        err.column()
+                    )
+                })
         } else {
             None
         };
@@ -93,13 +108,19 @@ impl Compose {
         self.checked = None;
     }
 
-    pub fn compose_ui(&mut self, ui: &mut egui::Ui, hub: &Hub, files_busy: bool) -> Option<ComposeAction> {
+    pub fn compose_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        hub: &Hub,
+        files_busy: bool,
+    ) -> Option<ComposeAction> {
         self.check();
         let mut action = None;
         ui.horizontal(|ui| {
             ui.heading("Compose");
-            egui::ComboBox::from_id_salt("template")
-                .selected_text("Template")
+            egui::ComboBox::new("template", "Template")
+                .selected_text("insert")
+                .width(70.0)
                 .show_ui(ui, |ui| {
                     for (name, body) in TEMPLATES {
                         if ui.selectable_label(false, name).clicked() {
@@ -109,12 +130,16 @@ impl Compose {
                         }
                     }
                 });
-            egui::ComboBox::from_id_salt("content_type")
+            egui::ComboBox::new("content_type", "Content-Type")
                 .selected_text(&self.content_type)
                 .width(170.0)
                 .show_ui(ui, |ui| {
                     for content_type in CONTENT_TYPES {
-                        ui.selectable_value(&mut self.content_type, content_type.to_owned(), content_type);
+                        ui.selectable_value(
+                            &mut self.content_type,
+                            content_type.to_owned(),
+                            content_type,
+                        );
                     }
                 });
             if ui
@@ -124,9 +149,8 @@ impl Compose {
                 action = Some(ComposeAction::LoadFile);
             }
         });
-        let publish_shortcut = ui.input_mut(|i| {
-            i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter)
-        });
+        let publish_shortcut =
+            ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter));
         let mut publish = publish_shortcut;
         ui.horizontal(|ui| {
             let ready = self.json_error.is_none();
@@ -153,7 +177,10 @@ impl Compose {
             self.publish(hub);
         }
         if let Some((name, bytes)) = &self.binary {
-            let summary = format!("Binary file {name} ({} bytes) will be published as is", bytes.len());
+            let summary = format!(
+                "Binary file {name} ({} bytes) will be published as is",
+                bytes.len()
+            );
             let discard = ui
                 .horizontal(|ui| {
                     ui.label(summary);
@@ -190,8 +217,15 @@ impl Compose {
         let content_type = (self.content_type != "(none)").then(|| self.content_type.clone());
         self.result = Some(match hub.publish(body, content_type, Source::Console) {
             Some(published) => {
-                let noun = if published.queued == 1 { "subscriber" } else { "subscribers" };
-                let mut text = format!("Message {} queued for {} {noun}", published.id, published.queued);
+                let noun = if published.queued == 1 {
+                    "subscriber"
+                } else {
+                    "subscribers"
+                };
+                let mut text = format!(
+                    "Message {} queued for {} {noun}",
+                    published.id, published.queued
+                );
                 if published.dropped > 0 {
                     text.push_str(&format!(" ({} dropped: queue full)", published.dropped));
                 }

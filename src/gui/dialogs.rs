@@ -146,9 +146,8 @@ fn read(path: &Path) -> FileDone {
 /// returns "cancelled" at once, which would read as the user's choice.
 fn dialog_available() -> bool {
     let session_bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
-    let zenity = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join("zenity").is_file())
-    });
+    let zenity = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("zenity").is_file()));
     session_bus || zenity
 }
 

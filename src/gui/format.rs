@@ -92,12 +92,21 @@ pub fn curl(url: &str, content_type: Option<&str>, body: &[u8], token: Option<&s
             "--data-binary @-".to_owned()
         }
     };
-    command.push_str(&format!("curl -X POST {}", shell_quote(&format!("{url}/sendMessage"))));
+    command.push_str(&format!(
+        "curl -X POST {}",
+        shell_quote(&format!("{url}/sendMessage"))
+    ));
     if let Some(content_type) = content_type {
-        command.push_str(&format!(" -H {}", shell_quote(&format!("Content-Type: {content_type}"))));
+        command.push_str(&format!(
+            " -H {}",
+            shell_quote(&format!("Content-Type: {content_type}"))
+        ));
     }
     if let Some(token) = token {
-        command.push_str(&format!(" -H {}", shell_quote(&format!("Authorization: Bearer {token}"))));
+        command.push_str(&format!(
+            " -H {}",
+            shell_quote(&format!("Authorization: Bearer {token}"))
+        ));
     }
     command.push(' ');
     command.push_str(&data);
@@ -127,7 +136,10 @@ mod tests {
         let (json, kind) = payload(br#"{"a":[1,2]}"#, 1024);
         assert_eq!(kind, "JSON");
         assert!(json.contains("\n  \"a\": ["), "{json}");
-        assert_eq!(payload(b"plain words", 1024), ("plain words".to_owned(), "text"));
+        assert_eq!(
+            payload(b"plain words", 1024),
+            ("plain words".to_owned(), "text")
+        );
         let (hex, kind) = payload(&[0xff, 0x00, b'A'], 1024);
         assert_eq!(kind, "binary");
         assert!(hex.starts_with("00000000  ff 00 41 "), "{hex}");
@@ -139,7 +151,12 @@ mod tests {
     #[test]
     fn curl_commands_quote_what_they_carry() {
         assert_eq!(
-            curl("http://127.0.0.1:3000", Some("application/json"), br#"{"it's":1}"#, None),
+            curl(
+                "http://127.0.0.1:3000",
+                Some("application/json"),
+                br#"{"it's":1}"#,
+                None
+            ),
             r#"curl -X POST 'http://127.0.0.1:3000/sendMessage' -H 'Content-Type: application/json' --data-binary '{"it'\''s":1}'"#
         );
         assert_eq!(

@@ -100,6 +100,8 @@ impl LogPanel {
     fn table_ui(&mut self, ui: &mut egui::Ui) {
         let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         let mut clicked = None;
+        // A click anywhere on a row selects it, so its labels must not take the click.
+        ui.style_mut().interaction.selectable_labels = false;
         TableBuilder::new(ui)
             .id_salt("messages")
             .striped(true)
@@ -178,7 +180,7 @@ impl LogPanel {
             if ui.button("Resend to all").clicked() {
                 action = Some(resend(hub, message.id, None));
             }
-            egui::ComboBox::from_id_salt("resend_to")
+            egui::ComboBox::new("resend_to", "subscriber")
                 .selected_text(if self.resend_to.is_empty() {
                     "pick a subscriber"
                 } else {
@@ -262,7 +264,11 @@ impl LogPanel {
     }
 
     fn payload_text(&mut self, message: &MessageRecord) -> (&str, &'static str) {
-        if self.payload.as_ref().is_none_or(|(id, ..)| *id != message.id) {
+        if self
+            .payload
+            .as_ref()
+            .is_none_or(|(id, ..)| *id != message.id)
+        {
             let (text, kind) = format::payload(&message.body, SHOWN_PAYLOAD);
             self.payload = Some((message.id, text, kind));
         }
@@ -286,7 +292,9 @@ fn matches(message: &MessageRecord, needle: &str) -> bool {
         .as_deref()
         .is_some_and(|t| t.to_lowercase().contains(needle))
         || message.source.to_string().contains(needle)
-        || String::from_utf8_lossy(body).to_lowercase().contains(needle)
+        || String::from_utf8_lossy(body)
+            .to_lowercase()
+            .contains(needle)
 }
 
 /// "3 ok · 1 failed · 2 pending", each in its colour.
@@ -313,7 +321,10 @@ fn status_ui(ui: &mut egui::Ui, status: &DeliveryStatus) {
             ui.label(RichText::new("pending").color(theme::PENDING));
         }
         DeliveryStatus::Delivered { status, latency } => {
-            ui.label(RichText::new(format!("{status} in {}", format::latency(*latency))).color(theme::OK));
+            ui.label(
+                RichText::new(format!("{status} in {}", format::latency(*latency)))
+                    .color(theme::OK),
+            );
         }
         DeliveryStatus::Failed(DeliveryError::Status { status, latency }) => {
             ui.label(

@@ -63,7 +63,11 @@ impl Rates {
             ] {
                 let points: Vec<[f64; 2]> = self.samples.iter().map(|s| [s[0], s[index]]).collect();
                 ui.vertical(|ui| {
-                    ui.label(egui::RichText::new(format!("{title}, last minute")).small().weak());
+                    ui.label(
+                        egui::RichText::new(format!("{title}, last minute"))
+                            .small()
+                            .weak(),
+                    );
                     Plot::new(id)
                         .height(height - 18.0)
                         .width(width)

@@ -82,7 +82,11 @@ impl SubscribersPanel {
                 SortKey::Failed => a.failed.cmp(&b.failed),
             };
             let order = order.then_with(|| a.address.cmp(&b.address));
-            if self.descending { order.reverse() } else { order }
+            if self.descending {
+                order.reverse()
+            } else {
+                order
+            }
         });
         self.rows = rows;
         self.seen_version = version;

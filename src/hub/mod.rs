@@ -232,7 +232,9 @@ impl Hub {
     }
 
     pub fn set_ttl(&self, ttl: Duration) {
-        self.shared.ttl_ms.store(millis(ttl).max(1), Ordering::Relaxed);
+        self.shared
+            .ttl_ms
+            .store(millis(ttl).max(1), Ordering::Relaxed);
     }
 
     pub fn reap_every(&self) -> Duration {

@@ -24,3 +24,6 @@ mod safety;
 
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
+
+/// The desktop console, driven through egui_kittest.
+mod console;

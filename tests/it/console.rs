@@ -1,0 +1,242 @@
+//! The desktop console driven through egui_kittest: real clicks and typing on the real
+//! app, over a real hub with real subscriber servers on loopback.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Toggled;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
+use herald::Config;
+use herald::gui::{Backend, HeraldApp, Settings, TestState};
+use herald::hub::{HubEvent, RemovalReason};
+use tokio::runtime::Runtime;
+
+use crate::utils::{PATIENCE, Receiver};
+
+struct Console {
+    harness: Harness<'static, HeraldApp>,
+    runtime: Runtime,
+}
+
+fn console(configure: impl FnOnce(&mut Config)) -> Console {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::default();
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    configure(&mut config);
+    let backend = Arc::new(Backend::start(&config, runtime.handle().clone()).unwrap());
+    let ctx = egui::Context::default();
+    backend.listen(config.bind, &ctx);
+    let app = HeraldApp::new(backend, Settings::from_config(&config), &ctx);
+    let harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut HeraldApp| app.ui_root(ui), app);
+    Console { harness, runtime }
+}
+
+impl Console {
+    /// Steps the UI until `done` holds, or fails the test after [`PATIENCE`].
+    fn step_until(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&mut Harness<'static, HeraldApp>) -> bool,
+    ) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.harness.step();
+            if done(&mut self.harness) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn shows(&mut self, label: &str) -> bool {
+        self.harness.query_by_label(label).is_some()
+    }
+
+    /// Replaces the compose box's text by typing, as a person would.
+    fn type_message(&mut self, text: &str) {
+        let editor = self.harness.get_by_label("Message");
+        editor.focus();
+        self.harness.step();
+        self.harness
+            .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+        self.harness.step();
+        self.harness.get_by_label("Message").type_text(text);
+        self.harness.step();
+    }
+}
+
+#[test]
+fn kick_removes_the_row_and_the_subscriber() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    hub.register("127.0.0.1:9001").unwrap();
+    console.step_until("the subscriber is listed", |h| {
+        h.query_by_label("127.0.0.1:9001").is_some()
+    });
+    console.harness.get_by_label("Kick").click();
+    console.step_until("the row is gone", |h| {
+        h.query_by_label("127.0.0.1:9001").is_none()
+    });
+    assert_eq!(hub.subscriber_count(), 0);
+    let kicked = hub.activity().iter().any(|a| {
+        matches!(&a.event, HubEvent::Removed { address, reason: RemovalReason::Kicked } if &**address == "127.0.0.1:9001")
+    });
+    assert!(kicked, "the kick was not recorded: {:?}", hub.activity());
+}
+
+#[test]
+fn the_filter_narrows_the_rows() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    for address in ["svc-a.local:1", "svc-b.local:1", "billing.local:1"] {
+        hub.register(address).unwrap();
+    }
+    console.step_until("all three are listed", |h| {
+        h.query_by_label("billing.local:1").is_some()
+    });
+    console.harness.get_by_label("Filter").focus();
+    console.harness.step();
+    console.harness.get_by_label("Filter").type_text("svc");
+    console.step_until("billing is filtered out", |h| {
+        h.query_by_label("billing.local:1").is_none()
+    });
+    assert!(console.shows("svc-a.local:1"));
+    assert!(console.shows("svc-b.local:1"));
+}
+
+#[test]
+fn a_publish_from_the_compose_box_reaches_a_real_subscriber_and_is_logged() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    let mut receiver = console.runtime.block_on(Receiver::start());
+    hub.register(&receiver.address()).unwrap();
+
+    console.type_message(r#"{"hello": "from the console"}"#);
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+
+    let received = console.runtime.block_on(receiver.recv());
+    assert_eq!(received.body, r#"{"hello": "from the console"}"#);
+    assert_eq!(received.content_type(), Some("application/json"));
+    console.step_until("the log shows the delivery", |h| {
+        h.query_all_by_label("1 ok").count() == 2 // the log row, and the top bar's total
+    });
+    assert!(
+        console
+            .harness
+            .query_by_label_contains("queued for 1 subscriber")
+            .is_some()
+    );
+    assert!(
+        console.shows("console"),
+        "the log row names the console as source"
+    );
+
+    // Selecting the row shows the payload and the delivery.
+    console.harness.get_by_label("console").click();
+    console.step_until("the details show the delivery", |h| {
+        h.query_by_label_contains("200 in").is_some()
+    });
+    assert!(
+        console
+            .harness
+            .query_by_label_contains("\"hello\": \"from the console\"")
+            .is_some()
+    );
+}
+
+#[test]
+fn ctrl_enter_publishes_too() {
+    let mut console = console(|_| {});
+    console.type_message("{}");
+    console
+        .harness
+        .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    console.harness.step();
+    console.harness.step();
+    assert_eq!(console.harness.state().hub().totals().messages, 1);
+}
+
+#[test]
+fn invalid_json_shows_where_and_is_not_published() {
+    let mut console = console(|_| {});
+    console.type_message("{\"broken\": ");
+    console.step_until("the JSON error shows", |h| {
+        h.query_by_label_contains("Invalid JSON at line 1, column")
+            .is_some()
+    });
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+    assert_eq!(console.harness.state().hub().totals().messages, 0);
+}
+
+#[test]
+fn the_test_subscriber_shows_a_round_trip() {
+    let mut console = console(|_| {});
+    console.harness.get_by_label("Test subscriber").click();
+    console.step_until("the test subscriber is registered", |h| {
+        matches!(h.state().test_subscriber().state(), TestState::On(_))
+    });
+    assert_eq!(
+        console
+            .harness
+            .get_by_label("Test subscriber")
+            .accesskit_node()
+            .toggled(),
+        Some(Toggled::True)
+    );
+    assert_eq!(console.harness.state().hub().subscriber_count(), 1);
+    console.harness.get_by_label("Publish").click();
+    console.step_until("the test subscriber shows what it received", |h| {
+        h.query_by_label_contains("Received ").is_some()
+    });
+    assert_eq!(
+        console.harness.state().test_subscriber().received_count(),
+        1
+    );
+
+    console.harness.get_by_label("Test subscriber").click();
+    console.step_until("the test subscriber is deregistered", |h| {
+        h.state().hub().subscriber_count() == 0
+    });
+}
+
+#[test]
+fn a_busy_port_is_reported_and_another_can_be_chosen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let mut console = console(|config| config.bind = busy);
+    console.step_until("the busy port is reported", |h| {
+        h.query_by_label_contains("is busy").is_some()
+    });
+    assert!(
+        console
+            .harness
+            .query_by_label_contains(&busy.to_string())
+            .is_some()
+    );
+
+    let field = console.harness.get_by_label("Listen on");
+    field.focus();
+    console.harness.step();
+    console
+        .harness
+        .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    console
+        .harness
+        .get_by_label("Listen on")
+        .type_text("127.0.0.1:0");
+    console.harness.step();
+    console.harness.get_by_label("Listen").click();
+    console.step_until("it listens elsewhere", |h| {
+        h.query_by_label_contains("http://127.0.0.1:").is_some()
+    });
+}
