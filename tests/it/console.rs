@@ -25,8 +25,10 @@ fn console(configure: impl FnOnce(&mut Config)) -> Console {
         .enable_all()
         .build()
         .unwrap();
-    let mut config = Config::default();
-    config.bind = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     configure(&mut config);
     let backend = Arc::new(Backend::start(&config, runtime.handle().clone()).unwrap());
     let ctx = egui::Context::default();
