@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    herald::service::raise_open_file_limit();
     let result = if config.headless {
         herald::headless::run(config)
     } else {

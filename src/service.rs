@@ -202,3 +202,26 @@ fn generate_token() -> String {
     getrandom::fill(&mut bytes).expect("the operating system has no random numbers to give");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Lifts the soft limit on open files to the hard one: every subscriber may hold a
+/// connection, and 1,024 (a common default) is too few for a hub of thousands.
+pub fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    tracing::debug!("could not raise the open-file limit");
+                }
+            }
+        }
+    }
+}

@@ -110,6 +110,9 @@ impl HeraldApp {
         } else {
             egui::Theme::Light
         });
+        // Panels are left unpainted and the frame is cleared to their colour instead (see
+        // `clear_color`): one full-window layer less for a software renderer to fill.
+        ctx.all_styles_mut(|style| style.visuals.panel_fill = egui::Color32::TRANSPARENT);
         let retry_bind = next_port(&settings.bind);
         Self {
             backend,
@@ -144,6 +147,11 @@ impl HeraldApp {
         &self.settings
     }
 
+    /// How long the last frame's UI code took.
+    pub fn frame_time(&self) -> Duration {
+        self.frame_time
+    }
+
     /// The whole window. Called every frame; never waits on anything.
     pub fn ui_root(&mut self, ui: &mut egui::Ui) {
         let started = Instant::now();
@@ -157,10 +165,21 @@ impl HeraldApp {
             .show(ui, |ui| self.left_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
         self.settings_window(ui.ctx());
-        // Keep-alive ages and expiry bars move every second even when the hub is quiet;
-        // otherwise the window sleeps until the hub or the user does something.
-        ui.ctx().request_repaint_after(Duration::from_secs(1));
+        self.schedule_tick(ui.ctx());
         self.frame_time = started.elapsed();
+    }
+
+    /// Keep-alive ages, expiry bars and the plots move every second even when the hub is
+    /// quiet, so while any of them is on screen the window redraws once a second.
+    /// Otherwise it sleeps until the hub, the user or a background task wakes it.
+    fn schedule_tick(&self, ctx: &egui::Context) {
+        let hub = self.backend.hub();
+        let moving = hub.subscriber_count() > 0 || self.rates.active();
+        if moving {
+            ctx.request_repaint_after(Duration::from_secs(1));
+        } else if let Some((_, at)) = &self.notice {
+            ctx.request_repaint_after(NOTICE_FOR.saturating_sub(at.elapsed()));
+        }
     }
 
     fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
@@ -512,6 +531,15 @@ impl eframe::App for HeraldApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, SETTINGS_KEY, &self.settings);
+    }
+
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        let theme = if visuals.dark_mode {
+            egui::Visuals::dark()
+        } else {
+            egui::Visuals::light()
+        };
+        theme.panel_fill.to_normalized_gamma_f32()
     }
 }
 

@@ -118,7 +118,8 @@ impl Compose {
         let mut action = None;
         ui.horizontal(|ui| {
             ui.heading("Compose");
-            egui::ComboBox::new("template", "Template")
+            let label = ui.label("Template");
+            egui::ComboBox::from_id_salt("template")
                 .selected_text("insert")
                 .width(70.0)
                 .show_ui(ui, |ui| {
@@ -129,8 +130,11 @@ impl Compose {
                             self.content_type = CONTENT_TYPES[0].to_owned();
                         }
                     }
-                });
-            egui::ComboBox::new("content_type", "Content-Type")
+                })
+                .response
+                .labelled_by(label.id);
+            let label = ui.label("Content-Type");
+            egui::ComboBox::from_id_salt("content_type")
                 .selected_text(&self.content_type)
                 .width(170.0)
                 .show_ui(ui, |ui| {
@@ -141,7 +145,9 @@ impl Compose {
                             content_type,
                         );
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
             if ui
                 .add_enabled(!files_busy, egui::Button::new("Load file…"))
                 .clicked()

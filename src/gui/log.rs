@@ -180,7 +180,8 @@ impl LogPanel {
             if ui.button("Resend to all").clicked() {
                 action = Some(resend(hub, message.id, None));
             }
-            egui::ComboBox::new("resend_to", "subscriber")
+            let label = ui.label("or to");
+            egui::ComboBox::from_id_salt("resend_to")
                 .selected_text(if self.resend_to.is_empty() {
                     "pick a subscriber"
                 } else {
@@ -193,10 +194,12 @@ impl LogPanel {
                         let address = subscriber.address.to_string();
                         ui.selectable_value(&mut self.resend_to, address.clone(), address);
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
             let can_resend_one = !self.resend_to.is_empty();
             if ui
-                .add_enabled(can_resend_one, egui::Button::new("Resend to one"))
+                .add_enabled(can_resend_one, egui::Button::new("Resend"))
                 .clicked()
             {
                 action = Some(resend(hub, message.id, Some(&self.resend_to)));

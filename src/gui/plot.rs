@@ -53,6 +53,11 @@ impl Rates {
         self.last = Some((now, finished, metrics.latency_count, metrics.latency_sum));
     }
 
+    /// Whether anything was delivered in the last minute (so the plots still move).
+    pub fn active(&self) -> bool {
+        self.samples.iter().any(|s| s[1] > 0.0)
+    }
+
     pub fn plots_ui(&self, ui: &mut egui::Ui) {
         let height = ui.available_height().max(60.0);
         let width = ui.available_width() / 2.0 - 6.0;
@@ -75,6 +80,8 @@ impl Rates {
                         .allow_drag(false)
                         .allow_scroll(false)
                         .include_y(0.0)
+                        .include_y(1.0)
+                        .show_background(false)
                         .show_x(false)
                         .show(ui, |plot| plot.line(Line::new(title, points).color(colour)));
                 });

@@ -1,0 +1,548 @@
+//! End-to-end benchmark of the `herald` binary on loopback.
+//!
+//! Starts the release `herald --headless` as its own process, K sink subscribers (small
+//! HTTP servers in this process that count `POST /event` and read the send time from the
+//! body), and a publisher; then prints one line per run. Each K is also measured against a
+//! direct reference: the same client posting straight to the same sinks, one request at a
+//! time per sink, which is the most this machine delivers that way.
+//!
+//!     cargo bench --bench hub              # every scenario, about four minutes
+//!     cargo bench --bench hub -- quick     # shorter runs
+//!
+//! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
+//! cores, so they are a floor for what the hub does on its own.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// Publishing tasks at "max rate".
+const PUBLISHERS: usize = 8;
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Where sinks count and time what they receive.
+#[derive(Default)]
+struct Tally {
+    received: AtomicU64,
+    /// Publish-to-receive, in microseconds.
+    latencies: Mutex<Vec<u32>>,
+}
+
+impl Tally {
+    fn reset(&self) -> (u64, Vec<u32>) {
+        let received = self.received.swap(0, Ordering::SeqCst);
+        (received, std::mem::take(&mut *self.latencies.lock()))
+    }
+}
+
+async fn sink(State(tally): State<Arc<Tally>>, request: Request) -> StatusCode {
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let received_at = now_nanos();
+    if let Some(sent) = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|b| b.split(';').next())
+        .and_then(|t| t.parse::<u64>().ok())
+    {
+        let micros = received_at.saturating_sub(sent) / 1000;
+        tally
+            .latencies
+            .lock()
+            .push(micros.min(u32::MAX as u64) as u32);
+    }
+    tally.received.fetch_add(1, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}
+
+/// `count` sink servers on their own ports, all counting into `tally`.
+async fn start_sinks(count: usize, tally: &Arc<Tally>) -> Vec<SocketAddr> {
+    let mut addrs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let app = Router::new().fallback(sink).with_state(tally.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    }
+    addrs
+}
+
+/// A port that accepts connections and never answers.
+async fn start_hanging() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+struct Hub {
+    child: Child,
+    url: String,
+    pid: u32,
+}
+
+impl Hub {
+    async fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["--headless", "--bind", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn,herald::headless=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("herald starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("herald exited early");
+            if let Some((_, url)) = line.split_once("Herald listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let pid = child.id().unwrap();
+        Self { child, url, pid }
+    }
+
+    /// Peak resident memory since start (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        status_kib(self.pid, "VmHWM:") / 1024.0
+    }
+
+    fn rss_mib(&self) -> f64 {
+        status_kib(self.pid, "VmRSS:") / 1024.0
+    }
+
+    /// User + system CPU time so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = fields
+            .get(11..13)
+            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+            .unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        ticks / per_second
+    }
+
+    async fn metric(&self, http: &reqwest::Client, line_start: &str) -> u64 {
+        let text = http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stop(mut self) {
+        self.child.kill().await.ok();
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+async fn register(http: &reqwest::Client, hub: &str, addresses: &[String]) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in addresses.chunks(addresses.len().div_ceil(16).max(1)) {
+        let chunk = chunk.to_vec();
+        let http = http.clone();
+        let hub = hub.to_owned();
+        tasks.spawn(async move {
+            for address in chunk {
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(address.as_bytes()).collect();
+                let response = http
+                    .post(format!("{hub}/registerAndKeepAlive?address={encoded}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "registering {address}");
+            }
+        });
+    }
+    tasks.join_all().await;
+}
+
+/// Posts `body()` to `url` from `tasks` loops for `duration`, or at `rate` per second in
+/// total; returns how many were accepted (2xx) and each accept's latency in µs.
+async fn publish(
+    http: &reqwest::Client,
+    url: String,
+    duration: Duration,
+    rate: Option<f64>,
+    tasks: usize,
+) -> (u64, Vec<u32>) {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let accept_times = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + duration;
+    let mut set = tokio::task::JoinSet::new();
+    let tasks = if rate.is_some() { 1 } else { tasks };
+    for _ in 0..tasks {
+        let (http, url, accepted, accept_times) = (
+            http.clone(),
+            url.clone(),
+            accepted.clone(),
+            accept_times.clone(),
+        );
+        set.spawn(async move {
+            let post = |http: reqwest::Client, url: String| async move {
+                let started = Instant::now();
+                let body = format!("{};{}", now_nanos(), "x".repeat(64));
+                let ok = http
+                    .post(url)
+                    .header("content-type", "text/plain")
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                (ok, started.elapsed().as_micros() as u32)
+            };
+            match rate {
+                None => {
+                    while Instant::now() < deadline {
+                        let (ok, micros) = post(http.clone(), url.clone()).await;
+                        if ok {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            accept_times.lock().push(micros);
+                        }
+                    }
+                }
+                Some(rate) => {
+                    // Ticks of 10 ms, each sending its share, without waiting for answers.
+                    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+                    let mut owed = 0.0;
+                    let mut inflight = tokio::task::JoinSet::new();
+                    while Instant::now() < deadline {
+                        ticker.tick().await;
+                        owed += rate / 100.0;
+                        while owed >= 1.0 {
+                            owed -= 1.0;
+                            let (http, url, accepted, accept_times) = (
+                                http.clone(),
+                                url.clone(),
+                                accepted.clone(),
+                                accept_times.clone(),
+                            );
+                            inflight.spawn(async move {
+                                let (ok, micros) = post(http, url).await;
+                                if ok {
+                                    accepted.fetch_add(1, Ordering::Relaxed);
+                                    accept_times.lock().push(micros);
+                                }
+                            });
+                        }
+                    }
+                    inflight.join_all().await;
+                }
+            }
+        });
+    }
+    set.join_all().await;
+    let mut times = std::mem::take(&mut *accept_times.lock());
+    times.sort_unstable();
+    (accepted.load(Ordering::Relaxed), times)
+}
+
+/// Waits until `expected` deliveries arrived or nothing arrived for two seconds.
+async fn drain(tally: &Tally, expected: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut last = (tally.received.load(Ordering::Relaxed), Instant::now());
+    while Instant::now() < deadline {
+        let received = tally.received.load(Ordering::Relaxed);
+        if received >= expected {
+            return;
+        }
+        if received != last.0 {
+            last = (received, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The direct reference: one loop per sink posting to it back to back.
+async fn direct(
+    http: &reqwest::Client,
+    sinks: &[SocketAddr],
+    tally: &Arc<Tally>,
+    duration: Duration,
+) -> f64 {
+    tally.reset();
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for addr in sinks {
+        let http = http.clone();
+        let url = format!("http://{addr}/event");
+        set.spawn(async move {
+            while Instant::now() < deadline {
+                let body = format!("{};{}", now_nanos(), "x".repeat(64));
+                http.post(&url).body(body).send().await.ok();
+            }
+        });
+    }
+    set.join_all().await;
+    let (received, _) = tally.reset();
+    received as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Run<'a> {
+    label: &'a str,
+    k: usize,
+    rate: Option<f64>,
+    duration: Duration,
+}
+
+async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> String {
+    let tally = Arc::new(Tally::default());
+    let sinks = start_sinks(run.k, &tally).await;
+    let hub = Hub::start(&[]).await;
+    let addresses: Vec<String> = sinks.iter().map(ToString::to_string).collect();
+    register(http, &hub.url, &addresses).await;
+    let cpu_before = hub.cpu_seconds();
+    let started = Instant::now();
+    let (accepted, _) = publish(
+        http,
+        format!("{}/sendMessage", hub.url),
+        run.duration,
+        run.rate,
+        PUBLISHERS,
+    )
+    .await;
+    let expected = accepted * run.k as u64;
+    drain(&tally, expected, Duration::from_secs(30)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (received, mut latencies) = tally.reset();
+    latencies.sort_unstable();
+    let dropped = hub
+        .metric(http, "herald_deliveries_total{outcome=\"queue_full\"}")
+        .await;
+    let failed_other: u64 = {
+        let mut sum = 0;
+        for outcome in ["error_status", "connect", "timeout", "request"] {
+            sum += hub
+                .metric(
+                    http,
+                    &format!("herald_deliveries_total{{outcome=\"{outcome}\"}}"),
+                )
+                .await;
+        }
+        sum
+    };
+    let deliveries_per_sec = received as f64 / elapsed;
+    let line = format!(
+        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s  {:>5.1}% of direct ({:.0}/s)",
+        run.label,
+        run.k,
+        accepted as f64 / run.duration.as_secs_f64(),
+        deliveries_per_sec,
+        received as f64 / expected.max(1) as f64,
+        dropped,
+        failed_other,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        hub.peak_rss_mib(),
+        hub.cpu_seconds() - cpu_before,
+        deliveries_per_sec / direct_rate * 100.0,
+        direct_rate,
+    );
+    hub.stop().await;
+    line
+}
+
+async fn idle_subscribers(http: &reqwest::Client, count: usize, publishes: usize) -> String {
+    let tally = Arc::new(Tally::default());
+    let sinks = start_sinks(8, &tally).await;
+    let hub = Hub::start(&["--max-subscribers", "20000"]).await;
+    // Distinct subscribers sharing a few ports, as URLs with their own paths.
+    let addresses: Vec<String> = (0..count)
+        .map(|i| format!("http://{}/event/{i}", sinks[i % sinks.len()]))
+        .collect();
+    register(http, &hub.url, &addresses).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = hub.rss_mib();
+    let mut accept = Vec::new();
+    for _ in 0..publishes {
+        let started = Instant::now();
+        let response = http
+            .post(format!("{}/sendMessage", hub.url))
+            .body(format!("{};idle", now_nanos()))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        accept.push(started.elapsed().as_micros() as u32);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drain(&tally, (count * publishes) as u64, Duration::from_secs(60)).await;
+    let (received, _) = tally.reset();
+    accept.sort_unstable();
+    let line = format!(
+        "{count} idle subscribers         RSS idle {idle_rss:.1} MiB  publish accepted p50 {:.2} ms p99 {:.2} ms ({publishes} publishes)  delivered {received}/{}  hub RSS peak {:.1} MiB",
+        percentile(&accept, 0.5),
+        percentile(&accept, 0.99),
+        count * publishes,
+        hub.peak_rss_mib(),
+    );
+    hub.stop().await;
+    line
+}
+
+async fn isolation(
+    http: &reqwest::Client,
+    fast: usize,
+    hanging: usize,
+    rate: f64,
+    duration: Duration,
+) -> String {
+    let tally = Arc::new(Tally::default());
+    let sinks = start_sinks(10, &tally).await;
+    let stuck = start_hanging().await;
+    let hub = Hub::start(&["--max-subscribers", "20000"]).await;
+    let mut addresses: Vec<String> = (0..fast)
+        .map(|i| format!("http://{}/event/{i}", sinks[i % sinks.len()]))
+        .collect();
+    addresses.extend((0..hanging).map(|i| format!("http://{stuck}/event/{i}")));
+    register(http, &hub.url, &addresses).await;
+    let cpu_before = hub.cpu_seconds();
+    let (accepted, _) = publish(
+        http,
+        format!("{}/sendMessage", hub.url),
+        duration,
+        Some(rate),
+        1,
+    )
+    .await;
+    let expected = accepted * fast as u64;
+    drain(&tally, expected, Duration::from_secs(30)).await;
+    let (received, mut latencies) = tally.reset();
+    latencies.sort_unstable();
+    let line = format!(
+        "{fast} fast + {hanging} hanging  {accepted} publishes at {rate:.0}/s: fast ones got {received}/{expected}  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  hub RSS peak {:.1} MiB  CPU {:.1} s",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        hub.peak_rss_mib(),
+        hub.cpu_seconds() - cpu_before,
+    );
+    hub.stop().await;
+    line
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let duration = Duration::from_secs(if quick { 2 } else { 5 });
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .unwrap();
+        println!(
+            "herald end-to-end benchmark: {} cores, runs of {duration:?}",
+            num_cpus()
+        );
+        for k in [1usize, 10, 100] {
+            let tally = Arc::new(Tally::default());
+            let sinks = start_sinks(k, &tally).await;
+            let direct_rate = direct(&http, &sinks, &tally, duration).await;
+            println!("direct reference         K={k:<4} {direct_rate:>8.0} deliveries/s");
+            for run in [
+                Run {
+                    label: "max rate",
+                    k,
+                    rate: None,
+                    duration,
+                },
+                Run {
+                    label: "2,000 deliveries/s",
+                    k,
+                    rate: Some(2000.0 / k as f64),
+                    duration,
+                },
+            ] {
+                println!("{}", fan_out(&http, run, direct_rate).await);
+            }
+        }
+        println!(
+            "{}",
+            idle_subscribers(&http, 10_000, if quick { 5 } else { 20 }).await
+        );
+        println!("{}", isolation(&http, 1000, 300, 10.0, duration).await);
+    });
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Thousands of subscribers mean thousands of sockets on the sink side.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

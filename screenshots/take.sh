@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Takes the README's screenshots from the real app: builds the release binary, runs it
+# under Xvfb, starts real subscriber processes (one of them failing, one address dead),
+# publishes real messages over HTTP, and captures the window.
+#   usage: screenshots/take.sh            (needs: xvfb xauth xdotool imagemagick curl python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="$PWD/screenshots"
+cargo build --release --locked --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/herald"
+
+if [ -z "${DISPLAY:-}" ] || [ -z "${HERALD_UNDER_XVFB:-}" ]; then
+    exec env HERALD_UNDER_XVFB=1 xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" "$0" "$@"
+fi
+
+work="$(mktemp -d)"
+export XDG_RUNTIME_DIR="$work/runtime" HOME="$work/home"   # fresh settings, no saved state
+mkdir -m 700 -p "$XDG_RUNTIME_DIR" "$HOME"
+port=3900
+hub="http://127.0.0.1:$port"
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$bin" --bind "127.0.0.1:$port" >"$work/herald.log" 2>&1 & pids+=($!)
+wid="$(xdotool search --sync --name '^Herald$' | head -n1)"
+for _ in $(seq 50); do curl -sf "$hub/healthz" >/dev/null && break; sleep 0.1; done
+
+# Real subscribers: three healthy (one slow), one that answers 500, one that is not there.
+for spec in "9101 200 0" "9102 200 0" "9103 200 0.08" "9104 500 0"; do
+    set -- $spec
+    python3 screenshots/subscriber.py "$1" "$2" "$3" & pids+=($!)
+done
+sleep 0.5
+for address in 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103 127.0.0.1:9104 127.0.0.1:9109; do
+    curl -sf -X POST "$hub/registerAndKeepAlive?address=$address" >/dev/null
+done
+curl -sf -X POST -H 'Content-Type: application/json' "$hub/api/v1/subscribers" \
+    -d '{"address": "http://localhost:9102/hooks/orders", "lease_seconds": 300}' >/dev/null
+
+publish() { curl -sf -X POST -H "Content-Type: $1" --data-binary "$2" "$hub/sendMessage" >/dev/null; }
+for i in $(seq 1 24); do
+    publish application/json "{\"type\":\"order.created\",\"id\":\"ord_$((1000 + i))\",\"total_cents\":$((i * 1250))}"
+    [ $((i % 6)) = 0 ] && publish "text/plain; charset=utf-8" "cache flushed on node-$i"
+    sleep 0.4
+done
+publish application/json "$(cat assets/templates/deployment-finished.json)"
+# Let retries to the failing subscriber run out (0.5 s, 2 s, 8 s) so failures show.
+sleep 12
+
+import -window "$wid" "$out/main.png"
+
+# Select the newest message to show its payload and every delivery.
+xdotool mousemove --window "$wid" 1000 97 click 1
+sleep 1.5
+import -window "$wid" "$out/message.png"
+
+# The settings window, in the light theme.
+xdotool mousemove --window "$wid" 1178 12 click 1
+sleep 0.5
+xdotool mousemove --window "$wid" 1240 12 click 1
+sleep 1.5
+import -window "$wid" "$out/settings-light.png"
+
+echo "screenshots written to $out"
