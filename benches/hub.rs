@@ -26,8 +26,10 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-/// Publishing tasks at "max rate".
-const PUBLISHERS: usize = 8;
+/// Publishing connections at "max rate": one client publishing back to back.
+const PUBLISHERS: usize = 1;
+/// Publishing connections for the overload run, which outruns delivery on purpose.
+const OVERLOAD_PUBLISHERS: usize = 8;
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -259,13 +261,14 @@ async fn publish(
                     }
                 }
                 Some(rate) => {
-                    // Ticks of 10 ms, each sending its share, without waiting for answers.
-                    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+                    // Ticks of 1 ms, each sending its share, without waiting for answers.
+                    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                     let mut owed = 0.0;
                     let mut inflight = tokio::task::JoinSet::new();
                     while Instant::now() < deadline {
                         ticker.tick().await;
-                        owed += rate / 100.0;
+                        owed += rate / 1000.0;
                         while owed >= 1.0 {
                             owed -= 1.0;
                             let (http, url, accepted, accept_times) = (
@@ -342,6 +345,7 @@ struct Run<'a> {
     label: &'a str,
     k: usize,
     rate: Option<f64>,
+    publishers: usize,
     duration: Duration,
 }
 
@@ -358,7 +362,7 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
         format!("{}/sendMessage", hub.url),
         run.duration,
         run.rate,
-        PUBLISHERS,
+        run.publishers,
     )
     .await;
     let expected = accepted * run.k as u64;
@@ -503,20 +507,32 @@ fn main() {
             let sinks = start_sinks(k, &tally).await;
             let direct_rate = direct(&http, &sinks, &tally, duration).await;
             println!("direct reference         K={k:<4} {direct_rate:>8.0} deliveries/s");
-            for run in [
+            let mut runs = vec![
                 Run {
                     label: "max rate",
                     k,
                     rate: None,
+                    publishers: PUBLISHERS,
                     duration,
                 },
                 Run {
                     label: "2,000 deliveries/s",
                     k,
                     rate: Some(2000.0 / k as f64),
+                    publishers: 1,
                     duration,
                 },
-            ] {
+            ];
+            if k == 10 {
+                runs.push(Run {
+                    label: "overload, 8 publishers",
+                    k,
+                    rate: None,
+                    publishers: OVERLOAD_PUBLISHERS,
+                    duration,
+                });
+            }
+            for run in runs {
                 println!("{}", fan_out(&http, run, direct_rate).await);
             }
         }

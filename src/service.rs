@@ -37,9 +37,9 @@ pub struct Service {
     hub: Hub,
     dispatcher: Arc<Dispatcher>,
     config: ServerConfig,
-    /// Every task is spawned here, so that a GUI thread outside the runtime can move the
-    /// server to another port.
-    runtime: Handle,
+    /// The HTTP server's own runtime, on a thread of its own: however many delivery tasks
+    /// compete on the main runtime, accepting a publish never waits behind them.
+    http: HttpThread,
     /// The HTTP server, once it listens.
     listening: Option<Listening>,
     /// Cancelled once, by `shutdown`, to stop the reaper.
@@ -61,6 +61,10 @@ impl Service {
     /// tokio runtime.
     pub fn new(config: &Config) -> Result<Self, StartError> {
         let runtime = Handle::current();
+        let http = HttpThread::start().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let dispatcher = Arc::new(Dispatcher::new(config.delivery(), runtime.clone())?);
         let hub = Hub::new(config.hub(), Arc::new(dispatcher.clone()));
         let stop = CancellationToken::new();
@@ -69,7 +73,7 @@ impl Service {
             hub,
             dispatcher,
             config: config.server(),
-            runtime,
+            http,
             listening: None,
             stop,
             reaper,
@@ -98,10 +102,17 @@ impl Service {
 
     /// Serves on `listener`, stopping the server that was listening before, if any.
     pub fn listen_on(&mut self, listener: TcpListener) -> Result<SocketAddr, StartError> {
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let io_error = |source| StartError::Bind {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
-        })?;
+        };
+        let local_addr = listener.local_addr().map_err(io_error)?;
+        // Re-register the socket with the HTTP thread's runtime, which will poll it.
+        let listener = {
+            let std = listener.into_std().map_err(io_error)?;
+            let _entered = self.http.handle.enter();
+            TcpListener::from_std(std).map_err(io_error)?
+        };
         if let Some(previous) = self.listening.take() {
             previous.stop.cancel();
         }
@@ -114,7 +125,8 @@ impl Service {
         let stop = CancellationToken::new();
         let router = server::router(self.hub.clone(), config.clone());
         let server = self
-            .runtime
+            .http
+            .handle
             .spawn(server::serve(listener, router, stop.clone()));
         self.listening = Some(Listening {
             local_addr,
@@ -186,6 +198,35 @@ impl Service {
             }
         }
         self.reaper.abort();
+    }
+}
+
+/// A current-thread runtime on a thread of its own, for the HTTP server.
+struct HttpThread {
+    handle: Handle,
+    /// Cancelled when the service goes: the thread returns and its runtime, with any
+    /// connection still open, is dropped.
+    stop: CancellationToken,
+}
+
+impl HttpThread {
+    fn start() -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("herald-http".to_owned())
+            .spawn(move || runtime.block_on(stopped.cancelled()))?;
+        Ok(Self { handle, stop })
+    }
+}
+
+impl Drop for HttpThread {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -27,6 +27,8 @@ pub(super) struct Worker {
     config: Arc<DeliveryConfig>,
     /// The dispatcher's live whole-delivery timeout, in milliseconds.
     timeout_ms: Arc<AtomicU64>,
+    /// The hub's instance id as a header value, made once rather than per request.
+    instance: reqwest::header::HeaderValue,
     /// Messages that ended failed in a row; reaching `suspend_after` suspends.
     failed_in_row: u32,
     /// Wait before the next probe while suspended.
@@ -51,10 +53,13 @@ impl Worker {
         config: Arc<DeliveryConfig>,
         timeout_ms: Arc<AtomicU64>,
     ) -> Self {
+        let instance = reqwest::header::HeaderValue::from_str(hub.instance())
+            .expect("the instance id is hex digits");
         Self {
             hub,
             client,
             timeout_ms,
+            instance,
             probe_delay: config.probe_backoff.0,
             config,
             failed_in_row: 0,
@@ -176,7 +181,7 @@ impl Worker {
             .post(subscriber.target.clone())
             .timeout(timeout)
             .header("x-herald-message-id", message.id)
-            .header(INSTANCE_HEADER, self.hub.instance())
+            .header(INSTANCE_HEADER, self.instance.clone())
             // `Bytes` clones share the buffer: no per-subscriber copy of the payload.
             .body(message.body.clone());
         if let Some(content_type) = &message.content_type {
