@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 
 use super::DeliveryConfig;
@@ -178,7 +179,7 @@ impl Worker {
         let timeout = self.timeout();
         let mut request = self
             .client
-            .post(subscriber.target.clone())
+            .post(Url::clone(&subscriber.target))
             .timeout(timeout)
             .header("x-herald-message-id", message.id)
             .header(INSTANCE_HEADER, self.instance.clone())

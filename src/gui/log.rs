@@ -38,23 +38,25 @@ pub struct LogPanel {
 }
 
 impl LogPanel {
+    /// With a search, keeps the matching messages (re-read at most twice a second, as
+    /// searching reads bodies). Without one, rows are read from the hub as they are drawn,
+    /// so a log of 100,000 messages is never copied.
     fn refresh(&mut self, hub: &Hub) {
+        if self.search.is_empty() {
+            self.rows.clear();
+            self.seen_search.clear();
+            return;
+        }
         let version = hub.version();
-        // Searching reads bodies, so a search view refreshes less often.
-        let every = if self.search.is_empty() {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_millis(500)
-        };
-        let due = self.seen_at.is_none_or(|at| at.elapsed() >= every);
+        let due = self
+            .seen_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(500));
         if !(due && version != self.seen_version) && self.search == self.seen_search {
             return;
         }
         let needle = self.search.to_lowercase();
         let mut rows = hub.messages(None, usize::MAX);
-        if !needle.is_empty() {
-            rows.retain(|m| matches(m, &needle));
-        }
+        rows.retain(|m| matches(m, &needle));
         self.rows = rows;
         self.seen_version = version;
         self.seen_at = Some(Instant::now());
@@ -88,16 +90,22 @@ impl LogPanel {
             {
                 hub.clear_log();
                 self.selected = None;
+                self.rows.clear();
                 self.seen_at = None;
-                self.seen_version = u64::MAX;
             }
         });
         ui.add_space(4.0);
-        self.table_ui(ui);
+        self.table_ui(ui, hub);
         action
     }
 
-    fn table_ui(&mut self, ui: &mut egui::Ui) {
+    fn table_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
+        let searching = !self.search.is_empty();
+        let count = if searching {
+            self.rows.len()
+        } else {
+            hub.logged_messages()
+        };
         let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         let mut clicked = None;
         // A click anywhere on a row selects it, so its labels must not take the click.
@@ -122,8 +130,16 @@ impl LogPanel {
                 }
             })
             .body(|body| {
-                body.rows(row_height, self.rows.len(), |mut row| {
-                    let message = &self.rows[row.index()];
+                body.rows(row_height, count, |mut row| {
+                    let message = if searching {
+                        self.rows.get(row.index()).cloned()
+                    } else {
+                        hub.nth_newest_message(row.index())
+                    };
+                    // The log can shrink between counting and drawing (cleared, evicted).
+                    let Some(message) = message else {
+                        return;
+                    };
                     row.set_selected(self.selected == Some(message.id));
                     row.col(|ui| {
                         ui.label(RichText::new(message.id.to_string()).weak());
@@ -140,7 +156,7 @@ impl LogPanel {
                     row.col(|ui| {
                         ui.label(message.source.to_string());
                     });
-                    row.col(|ui| summary_ui(ui, message));
+                    row.col(|ui| summary_ui(ui, &message));
                     if row.response().clicked() {
                         clicked = Some(message.id);
                     }

@@ -50,18 +50,22 @@ impl Default for SubscribersPanel {
 }
 
 impl SubscribersPanel {
-    /// Re-reads the hub when it changed (at most ten times a second) and at least once a
-    /// second, so a large hub is not copied on every frame.
+    /// Re-reads the hub when it changed, at most ten times a second (once a second for a
+    /// hub of thousands, where a copy costs milliseconds), and at least once a second, so
+    /// the hub is never copied on every frame.
     fn refresh(&mut self, hub: &Hub) {
         let version = hub.version();
         let settings = (self.filter.clone(), self.sort, self.descending);
         let stale = self
             .seen_at
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        let changed = version != self.seen_version
-            && self
-                .seen_at
-                .is_none_or(|at| at.elapsed() >= Duration::from_millis(100));
+        let every = if self.rows.len() > 1_000 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        };
+        let changed =
+            version != self.seen_version && self.seen_at.is_none_or(|at| at.elapsed() >= every);
         if !(stale || changed || settings != self.seen_filter) {
             return;
         }

@@ -47,6 +47,16 @@ impl MessageLog {
             .collect()
     }
 
+    /// The `index`-th newest message (0 is the newest).
+    pub(crate) fn nth_newest(&self, index: usize) -> Option<Arc<MessageRecord>> {
+        let len = self.entries.len();
+        index
+            .checked_add(1)
+            .and_then(|n| len.checked_sub(n))
+            .and_then(|i| self.entries.get(i))
+            .cloned()
+    }
+
     pub(crate) fn get(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
         // Ids are increasing along the deque, so a binary search finds one in O(log n).
         let index = self.entries.binary_search_by_key(&id, |m| m.id).ok()?;
@@ -81,6 +91,9 @@ mod tests {
         let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
         assert_eq!(ids, [5, 4, 3]);
         assert!(log.get(2).is_none(), "evicted message still found");
+        assert_eq!(log.nth_newest(0).map(|m| m.id), Some(5));
+        assert_eq!(log.nth_newest(2).map(|m| m.id), Some(3));
+        assert!(log.nth_newest(3).is_none());
         assert_eq!(log.get(4).map(|m| m.id), Some(4));
     }
 

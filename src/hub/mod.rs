@@ -581,6 +581,12 @@ impl Hub {
         self.shared.log.lock().page(before, limit)
     }
 
+    /// The `index`-th newest logged message (0 is the newest): for views that show a
+    /// window of the log without copying all of it.
+    pub fn nth_newest_message(&self, index: usize) -> Option<Arc<MessageRecord>> {
+        self.shared.log.lock().nth_newest(index)
+    }
+
     pub fn message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
         self.shared.log.lock().get(id)
     }

@@ -16,7 +16,8 @@ use super::secret::Secret;
 #[derive(Debug)]
 pub struct SubscriberShared {
     pub address: Arc<str>,
-    pub target: Url,
+    /// Shared, so that listing thousands of subscribers copies no strings.
+    pub target: Arc<Url>,
     pub stats: SubscriberStats,
     /// Cancelled when the subscriber leaves the hub, so that its worker abandons even a
     /// request that is hanging, instead of holding the queue until a timeout.
@@ -35,7 +36,7 @@ impl SubscriberShared {
     pub(crate) fn new(address: Arc<str>, target: Url) -> Self {
         Self {
             address,
-            target,
+            target: Arc::new(target),
             stats: SubscriberStats::default(),
             cancel: CancellationToken::new(),
             removal: OnceLock::new(),
@@ -191,7 +192,7 @@ pub enum SubscriberState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriberView {
     pub address: Arc<str>,
-    pub target: Url,
+    pub target: Arc<Url>,
     pub registered_at: SystemTime,
     pub last_seen: SystemTime,
     pub expires_at: SystemTime,
