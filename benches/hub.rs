@@ -8,6 +8,7 @@
 //!
 //!     cargo bench --bench hub              # every scenario, about four minutes
 //!     cargo bench --bench hub -- quick     # shorter runs
+//!     cargo bench --bench hub -- idle      # one scenario: fanout, idle or isolation
 //!
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
 //! cores, so they are a floor for what the hub does on its own.
@@ -487,6 +488,12 @@ async fn isolation(
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    // Scenario names to run (fanout, idle, isolation); all when none is named.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["fanout", "idle", "isolation"].contains(&a.as_str()))
+        .collect();
+    let wanted = |name: &str| named.is_empty() || named.iter().any(|n| n == name);
     let duration = Duration::from_secs(if quick { 2 } else { 5 });
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -502,7 +509,7 @@ fn main() {
             "herald end-to-end benchmark: {} cores, runs of {duration:?}",
             num_cpus()
         );
-        for k in [1usize, 10, 100] {
+        for k in [1usize, 10, 100].into_iter().filter(|_| wanted("fanout")) {
             let tally = Arc::new(Tally::default());
             let sinks = start_sinks(k, &tally).await;
             let direct_rate = direct(&http, &sinks, &tally, duration).await;
@@ -536,11 +543,13 @@ fn main() {
                 println!("{}", fan_out(&http, run, direct_rate).await);
             }
         }
-        println!(
-            "{}",
-            idle_subscribers(&http, 10_000, if quick { 5 } else { 20 }).await
-        );
-        println!("{}", isolation(&http, 1000, 300, 10.0, duration).await);
+        if wanted("idle") {
+            let publishes = if quick { 5 } else { 20 };
+            println!("{}", idle_subscribers(&http, 10_000, publishes).await);
+        }
+        if wanted("isolation") {
+            println!("{}", isolation(&http, 1000, 300, 10.0, duration).await);
+        }
     });
 }
 

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use herald::hub::Source;
 use serde_json::{Value, json};
 
-use crate::utils::{PATIENCE, Receiver, TestHub, eventually, start_hub};
+use crate::utils::{PATIENCE, Receiver, TestHub, start_hub};
 
 async fn send(hub: &TestHub, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut request = hub
@@ -221,11 +221,7 @@ async fn messages_publish_page_inspect_and_resend() {
     assert_eq!(received.body, r#"{"n":1}"#);
     assert_eq!(received.content_type(), Some("application/json"));
 
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery is recorded", || {
-        message.summary().delivered == 1
-    })
-    .await;
+    hub.until_delivered(id, 1).await;
     let (status, detail) = send(&hub, "GET", &format!("/api/v1/messages/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(detail["body"], r#"{"n":1}"#);
@@ -322,6 +318,16 @@ async fn unauthorized_api_calls_get_json_401() {
     assert!(error_of(&body).contains("Bearer"));
 }
 
+/// The JSON data of the first `name` event in an SSE transcript.
+fn event_data(seen: &str, name: &str) -> Value {
+    let marker = format!("event: {name}");
+    seen.lines()
+        .skip_while(|line| *line != marker)
+        .find_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .unwrap_or_else(|| panic!("no {name} event in:\n{seen}"))
+}
+
 /// Reads an SSE response until `wanted` has been seen, returning everything read.
 async fn read_until(response: &mut reqwest::Response, wanted: &[&str]) -> String {
     let mut seen = String::new();
@@ -352,11 +358,7 @@ async fn the_event_stream_follows_the_hub_live() {
     hub.register(&receiver.address()).await;
     let id = hub.publish("live", None).await;
     receiver.recv().await;
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery is recorded", || {
-        message.summary().delivered == 1
-    })
-    .await;
+    hub.until_delivered(id, 1).await;
     hub.deregister(&receiver.address()).await;
 
     let seen = read_until(
@@ -369,12 +371,7 @@ async fn the_event_stream_follows_the_hub_live() {
         ],
     )
     .await;
-    let delivery: Value = seen
-        .lines()
-        .skip_while(|line| *line != "event: delivery")
-        .find_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).unwrap())
-        .unwrap();
+    let delivery = event_data(&seen, "delivery");
     assert_eq!(delivery["type"], "delivery");
     assert_eq!(delivery["id"], id);
     assert_eq!(delivery["address"], receiver.address());
@@ -400,12 +397,7 @@ async fn a_reader_that_falls_behind_is_told_what_it_missed() {
             .unwrap();
     }
     let seen = read_until(&mut events, &["event: lagged"]).await;
-    let missed: Value = seen
-        .lines()
-        .skip_while(|line| *line != "event: lagged")
-        .find_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).unwrap())
-        .unwrap();
+    let missed = event_data(&seen, "lagged");
     assert!(missed["missed"].as_u64().unwrap() > 0, "{missed}");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
@@ -417,11 +409,7 @@ async fn metrics_and_health() {
     hub.register(&receiver.address()).await;
     let id = hub.publish("count me", None).await;
     receiver.recv().await;
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery is recorded", || {
-        message.summary().delivered == 1
-    })
-    .await;
+    hub.until_delivered(id, 1).await;
 
     let response = hub
         .http

@@ -174,11 +174,7 @@ async fn failed_deliveries_are_recorded_with_why() {
     failing.recv().await;
 
     let hub_ref = hub.hub();
-    let message = hub_ref.message(id).unwrap();
-    eventually("both deliveries have failed", || {
-        message.summary().failed == 2
-    })
-    .await;
+    let message = hub.until_failed(id, 2).await;
     for delivery in message.deliveries() {
         let DeliveryStatus::Failed(error) = &delivery.status else {
             panic!("{delivery:?} did not fail");

@@ -34,8 +34,7 @@ async fn a_subscriber_that_fails_twice_then_succeeds_gets_one_delivery_in_three_
     for _ in 0..3 {
         assert_eq!(receiver.recv().await.body, "persist");
     }
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery succeeds", || message.summary().delivered == 1).await;
+    let message = hub.until_delivered(id, 1).await;
     let delivery = &message.deliveries()[0];
     let statuses: Vec<Option<u16>> = delivery
         .attempts
@@ -71,11 +70,7 @@ async fn retry_after_is_honoured() {
         "retried after {:?} despite Retry-After: 1",
         second - first
     );
-    let message = hub.hub().message(id).unwrap();
-    eventually("the retry is delivered", || {
-        message.summary().delivered == 1
-    })
-    .await;
+    hub.until_delivered(id, 1).await;
 }
 
 #[tokio::test]
@@ -87,8 +82,7 @@ async fn retries_are_exhausted_then_the_message_fails_and_can_be_resent() {
     for _ in 0..4 {
         receiver.recv().await;
     }
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery fails", || message.summary().failed == 1).await;
+    let message = hub.until_failed(id, 1).await;
     assert_eq!(message.deliveries()[0].attempts.len(), 4);
 
     receiver.reply_with(Reply::status(204));
@@ -112,8 +106,7 @@ async fn other_client_errors_are_final() {
     hub.register(&receiver.address()).await;
     let id = hub.publish("bad", None).await;
     receiver.recv().await;
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery fails", || message.summary().failed == 1).await;
+    let message = hub.until_failed(id, 1).await;
     assert_eq!(message.deliveries()[0].attempts.len(), 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(receiver.drain().is_empty(), "a 422 was retried");
@@ -155,8 +148,7 @@ async fn redirects_are_recorded_not_followed() {
     hub.register(&receiver.address()).await;
     let id = hub.publish("where?", None).await;
     receiver.recv().await;
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery fails", || message.summary().failed == 1).await;
+    hub.until_failed(id, 1).await;
     assert_eq!(
         status_of(&hub, id),
         DeliveryStatus::Failed(DeliveryError::Redirect {
@@ -181,11 +173,7 @@ async fn a_hanging_subscriber_times_out_and_others_are_unaffected() {
     hub.register(&fast.address()).await;
     let id = hub.publish("tick", None).await;
     assert_eq!(fast.recv().await.body, "tick");
-    let message = hub.hub().message(id).unwrap();
-    eventually("the hanging delivery times out", || {
-        message.summary().failed == 1
-    })
-    .await;
+    let message = hub.until_failed(id, 1).await;
     let timed_out = message.deliveries().into_iter().any(|d| {
         *d.subscriber == hanging
             && d.status
@@ -226,11 +214,7 @@ async fn repeated_failures_suspend_and_a_probe_resumes() {
         state() == Some(SubscriberState::Active)
     })
     .await;
-    let message = hub_ref.message(id).unwrap();
-    eventually("the waiting message is delivered", || {
-        message.summary().delivered == 1
-    })
-    .await;
+    hub.until_delivered(id, 1).await;
     let events: Vec<_> = hub_ref
         .activity()
         .into_iter()
@@ -268,11 +252,7 @@ async fn re_registering_resumes_a_suspended_subscriber_at_once() {
     hub.register(&address).await;
     assert_eq!(hub_ref.subscribers()[0].state, SubscriberState::Active);
     assert_eq!(receiver.recv().await.body, "back");
-    let message = hub_ref.message(id).unwrap();
-    eventually("the queued message is delivered", || {
-        message.summary().delivered == 1
-    })
-    .await;
+    hub.until_delivered(id, 1).await;
 }
 
 /// Checks a Standard Webhooks signature the way a receiver would, independently of

@@ -5,7 +5,7 @@ use herald::hub::{DeliveryError, DeliveryStatus, RemovalReason};
 use herald::{Config, Service};
 use tokio::net::TcpListener;
 
-use crate::utils::{Receiver, Reply, eventually, hanging_receiver, raw_request, start_hub};
+use crate::utils::{Receiver, Reply, hanging_receiver, raw_request, start_hub};
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_on_every_route() {
@@ -178,8 +178,7 @@ async fn names_resolving_to_refused_addresses_are_blocked_at_delivery() {
     let address = format!("localhost:{}", receiver.addr.port());
     hub.register(&address).await;
     let id = hub.publish("nope", None).await;
-    let message = hub.hub().message(id).unwrap();
-    eventually("the delivery is blocked", || message.summary().failed == 1).await;
+    let message = hub.until_failed(id, 1).await;
     let status = &message.deliveries()[0].status;
     assert!(
         matches!(status, DeliveryStatus::Failed(DeliveryError::Blocked(why)) if why.contains("--deny-target")),

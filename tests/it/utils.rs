@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::serve::ListenerExt as _;
+use herald::hub::MessageRecord;
 use herald::{Config, Hub, Service};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -103,6 +104,26 @@ impl TestHub {
             .unwrap();
         assert_eq!(response.text().await.unwrap(), "success");
         id
+    }
+
+    /// Waits until message `id` has `count` deliveries delivered, and returns it.
+    pub async fn until_delivered(&self, id: u64, count: usize) -> Arc<MessageRecord> {
+        let message = self.hub().message(id).expect("the message is logged");
+        eventually(&format!("message {id} has {count} delivered"), || {
+            message.summary().delivered == count
+        })
+        .await;
+        message
+    }
+
+    /// Waits until message `id` has `count` deliveries failed, and returns it.
+    pub async fn until_failed(&self, id: u64, count: usize) -> Arc<MessageRecord> {
+        let message = self.hub().message(id).expect("the message is logged");
+        eventually(&format!("message {id} has {count} failed"), || {
+            message.summary().failed == count
+        })
+        .await;
+        message
     }
 
     pub async fn listed(&self) -> Vec<String> {
