@@ -384,6 +384,8 @@ impl HeraldApp {
                     .log
                     .details_ui(ui, &hub, url.as_deref(), token.as_deref());
                 self.handle(action, ui.ctx());
+                // Claim the whole panel, or it shrinks to its content on the next frame.
+                ui.expand_to_include_rect(ui.max_rect());
             });
         let action = self.log.log_ui(ui, &hub);
         self.handle(action, ui.ctx());
