@@ -55,10 +55,6 @@ impl Settings {
         }
     }
 
-    pub fn with_theme(self, dark: bool) -> Self {
-        Self { dark, ..self }
-    }
-
     /// Puts remembered settings into `config`, except where the command line said
     /// otherwise: a flag given now wins over what was saved last time.
     pub fn apply_to(&self, config: &mut Config, given: &[String]) {
@@ -137,10 +133,6 @@ impl HeraldApp {
 
     pub fn test_subscriber(&self) -> &TestSubscriber {
         &self.test_subscriber
-    }
-
-    pub fn compose(&mut self) -> &mut Compose {
-        &mut self.compose
     }
 
     pub fn settings(&self) -> &Settings {

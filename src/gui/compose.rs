@@ -8,7 +8,7 @@ use super::theme;
 use crate::hub::{Hub, Source};
 
 /// Example payloads from `assets/templates/`, built into the binary.
-pub const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 4] = [
     (
         "order.created",
         include_str!("../../assets/templates/order-created.json"),

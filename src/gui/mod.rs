@@ -23,7 +23,6 @@ use anyhow::Context as _;
 
 pub use app::{HeraldApp, SETTINGS_KEY, Settings};
 pub use backend::{Backend, ListenState};
-pub use compose::TEMPLATES;
 pub use test_subscriber::{TestState, TestSubscriber};
 
 use crate::config::Config;
@@ -70,11 +69,11 @@ pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
                 .unwrap_or_else(|| Settings::from_config(&config));
             let mut config = config;
             settings.apply_to(&mut config, &given);
+            // What is in force now: remembered values, overridden by flags given now.
             let settings = Settings {
-                bind: config.bind.to_string(),
+                dark: settings.dark,
                 ..Settings::from_config(&config)
-            }
-            .with_theme(settings.dark);
+            };
             let backend = Arc::new(Backend::start(&config, handle)?);
             backend.repaint_on_hub_events(&cc.egui_ctx);
             backend.listen(config.bind, &cc.egui_ctx);
