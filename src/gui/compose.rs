@@ -89,10 +89,6 @@ impl Compose {
         self.checked = Some(key);
     }
 
-    pub fn json_error(&self) -> Option<&str> {
-        self.json_error.as_deref()
-    }
-
     /// Puts a loaded file in the box: text is editable, anything else is sent as is.
     pub fn load(&mut self, name: String, bytes: Vec<u8>) {
         match String::from_utf8(bytes) {
