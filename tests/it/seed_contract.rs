@@ -212,7 +212,7 @@ async fn bodies_over_the_limit_are_413_and_not_published() {
     let response = raw_request(
         hub.addr(),
         format!(
-            "POST /sendMessage HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}0\r\n\r\n"
+            "POST /sendMessage HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}0\r\n\r\n"
         )
         .as_bytes(),
     )

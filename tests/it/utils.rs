@@ -329,14 +329,19 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Writes `request` as-is on a fresh connection, closes the writing half, and returns
-/// whatever the server answered before closing. For requests a client library refuses to
-/// send (cut-short bodies, hand-made chunking).
+/// Writes `request` as-is on a fresh connection and returns whatever the server answered
+/// before closing. For requests a client library refuses to send (cut-short bodies,
+/// hand-made chunking, foreign `Host` headers). A complete request should say
+/// `Connection: close`; a cut-short one is followed by closing the writing half, which is
+/// what makes it cut short.
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
-    stream.shutdown().await.unwrap();
+    let text = String::from_utf8_lossy(request);
+    if !text.to_ascii_lowercase().contains("connection: close") {
+        stream.shutdown().await.unwrap();
+    }
     let mut answer = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
         .await
