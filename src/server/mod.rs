@@ -13,16 +13,23 @@ mod query;
 mod seed;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 pub use api::log_ndjson;
 
@@ -99,15 +106,57 @@ fn register_error(err: RegisterError) -> HttpError {
     HttpError::new(status, err.to_string())
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then finishes the requests in
-/// flight.
+/// Serves `router` on `listener` until `stop` is cancelled, then lets the requests in
+/// flight finish.
+///
+/// Like `axum::serve`, but with HTTP/1 half-close allowed: a client that sends its request
+/// and then shuts down its sending side (as `nc -N` does) still gets its answer, as it did
+/// from the Go design, instead of a closed connection.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
 ) -> io::Result<()> {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, usually: wait for some to be released.
+                    tracing::warn!("cannot accept a connection: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        stream.set_nodelay(true).ok();
+        let service = router
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.map(Body::new)
+            });
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let connection = http1::Builder::new()
+                .half_close(true)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = served {
+                tracing::debug!(%peer, "connection ended: {err}");
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
