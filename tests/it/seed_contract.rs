@@ -251,3 +251,19 @@ async fn concurrent_registrations_are_all_listed_once() {
     let unique: HashSet<_> = listed.iter().cloned().collect();
     assert_eq!(unique, addresses.into_iter().collect::<HashSet<_>>());
 }
+
+#[tokio::test]
+async fn clients_that_half_close_still_get_their_answer() {
+    let hub = start_hub(|_| {}).await;
+    // Request sent, sending side shut down at once (as `nc -N` does), answer read after.
+    // The server must not take the shutdown for a hang-up: a few in two hundred were lost
+    // that way before half-close was allowed, so many rounds make the check dependable.
+    for round in 0..200 {
+        let answer = raw_request(
+            hub.addr(),
+            b"POST /registerAndKeepAlive?address=localhost:9001 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        )
+        .await;
+        assert!(answer.ends_with("success"), "round {round}: {answer:?}");
+    }
+}
