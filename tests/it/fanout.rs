@@ -231,3 +231,29 @@ async fn a_full_queue_drops_and_records_the_delivery() {
     assert_eq!(*dropped.last().unwrap(), *ids.last().unwrap());
     assert!(hub_ref.totals().failed >= 2);
 }
+
+#[tokio::test]
+async fn a_large_fan_out_reaches_everyone() {
+    // Three hundred subscribers sharing one server, told apart by their paths.
+    let hub = start_hub(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    for i in 0..300 {
+        hub.register(&format!("http://{}/event/{i}", receiver.address()))
+            .await;
+    }
+    let response = hub
+        .http
+        .post(format!("{}/sendMessage", hub.url))
+        .body("to all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-herald-subscribers"], "300");
+    let mut paths: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        paths.push(receiver.recv().await.path);
+    }
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 300, "every subscriber got it once");
+}
