@@ -145,6 +145,27 @@ pub enum DeliveryStatus {
     Failed(DeliveryError),
 }
 
+impl DeliveryStatus {
+    /// The HTTP status the subscriber answered with, if it answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            DeliveryStatus::Delivered { status, .. }
+            | DeliveryStatus::Failed(DeliveryError::Status { status, .. })
+            | DeliveryStatus::Failed(DeliveryError::Redirect { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the subscriber took to answer, for answers that were timed.
+    pub fn latency(&self) -> Option<Duration> {
+        match self {
+            DeliveryStatus::Delivered { latency, .. }
+            | DeliveryStatus::Failed(DeliveryError::Status { latency, .. }) => Some(*latency),
+            _ => None,
+        }
+    }
+}
+
 /// Why a delivery did not succeed. Every variant is recorded; none is dropped silently.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DeliveryError {

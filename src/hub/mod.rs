@@ -437,10 +437,9 @@ impl Hub {
             record
         };
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
-        let queued_at = Instant::now();
         let mut dropped = Vec::new();
         for (slot, entry) in subscribers.values().enumerate() {
-            if let Err(error) = self.enqueue(entry, &record, slot, queued_at) {
+            if let Err(error) = self.enqueue(entry, &record, slot) {
                 dropped.push((slot, entry.shared.clone(), error));
             }
         }
@@ -477,11 +476,10 @@ impl Hub {
             ],
             None => subscribers.values().collect(),
         };
-        let queued_at = Instant::now();
         let mut dropped = Vec::new();
         for entry in &targets {
             let slot = record.add_delivery(entry.shared.address.clone());
-            if let Err(error) = self.enqueue(entry, &record, slot, queued_at) {
+            if let Err(error) = self.enqueue(entry, &record, slot) {
                 dropped.push((slot, entry.shared.clone(), error));
             }
         }
@@ -517,20 +515,13 @@ impl Hub {
         subscriber: &SubscriberShared,
         status: DeliveryStatus,
     ) {
-        let (ok, code, latency) = match &status {
-            DeliveryStatus::Delivered { status, latency } => (true, Some(*status), Some(*latency)),
-            DeliveryStatus::Failed(DeliveryError::Status { status, latency }) => {
-                (false, Some(*status), Some(*latency))
-            }
-            DeliveryStatus::Failed(DeliveryError::Redirect { status, .. }) => {
-                (false, Some(*status), None)
-            }
-            _ => (false, None, None),
-        };
+        let ok = matches!(status, DeliveryStatus::Delivered { .. });
         if let DeliveryStatus::Failed(error) = &status {
             tracing::debug!(id = message.id, address = %subscriber.address, %error, "delivery failed");
         }
-        subscriber.stats.record(ok, code, latency);
+        subscriber
+            .stats
+            .record(ok, status.http_status(), status.latency());
         let counter = if ok {
             &self.shared.delivered
         } else {
@@ -625,12 +616,10 @@ impl Hub {
         entry: &Entry,
         message: &Arc<MessageRecord>,
         slot: usize,
-        queued_at: Instant,
     ) -> Result<(), DeliveryError> {
         let job = Job {
             message: message.clone(),
             slot,
-            queued_at,
             _outstanding: Outstanding::new(&self.shared.outstanding),
         };
         entry.queue.try_send(job).map_err(|err| match err {

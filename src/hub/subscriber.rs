@@ -137,7 +137,6 @@ impl SubscriberStats {
 pub struct Job {
     pub message: Arc<MessageRecord>,
     pub slot: usize,
-    pub queued_at: Instant,
     /// Counts this job as outstanding until it is dropped, wherever that happens (done,
     /// abandoned, or still queued when the channel goes), so shutdown knows when all
     /// deliveries are over.

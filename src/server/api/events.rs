@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use super::{millis, time};
-use crate::hub::{DeliveryError, DeliveryStatus, HubEvent};
+use crate::hub::{DeliveryStatus, HubEvent};
 use crate::server::AppState;
 
 /// One hub event. The SSE `event:` field carries `type`; `data:` carries this JSON.
@@ -116,21 +116,13 @@ impl EventJson {
                 address,
                 status,
             } => {
-                let (outcome, http_status, latency_ms, error) = match status {
-                    DeliveryStatus::Delivered { status, latency } => {
-                        ("delivered", Some(status), Some(millis(latency)), None)
-                    }
-                    DeliveryStatus::Failed(error) => {
-                        let (code, latency) = match &error {
-                            DeliveryError::Status { status, latency } => {
-                                (Some(*status), Some(millis(*latency)))
-                            }
-                            _ => (None, None),
-                        };
-                        ("failed", code, latency, Some(error.to_string()))
-                    }
-                    DeliveryStatus::Pending => ("pending", None, None, None),
+                let (outcome, error) = match &status {
+                    DeliveryStatus::Delivered { .. } => ("delivered", None),
+                    DeliveryStatus::Failed(error) => ("failed", Some(error.to_string())),
+                    DeliveryStatus::Pending => ("pending", None),
                 };
+                let (http_status, latency_ms) =
+                    (status.http_status(), status.latency().map(millis));
                 Self::Delivery {
                     at,
                     id,

@@ -11,9 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, millis, path_rejection, query_rejection, time};
 use crate::delivery::webhook_id;
-use crate::hub::{
-    Attempt, Delivery, DeliveryError, DeliveryStatus, Hub, MessageRecord, ResendError,
-};
+use crate::hub::{Attempt, Delivery, DeliveryStatus, Hub, MessageRecord, ResendError};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
 
@@ -160,30 +158,17 @@ fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
 fn describe(
     status: &DeliveryStatus,
 ) -> (DeliveryStateJson, Option<u16>, Option<f64>, Option<String>) {
-    match status {
-        DeliveryStatus::Pending => (DeliveryStateJson::Pending, None, None, None),
-        DeliveryStatus::Delivered { status, latency } => (
-            DeliveryStateJson::Delivered,
-            Some(*status),
-            Some(millis(*latency)),
-            None,
-        ),
-        DeliveryStatus::Failed(error) => {
-            let (code, latency) = match error {
-                DeliveryError::Status { status, latency } => {
-                    (Some(*status), Some(millis(*latency)))
-                }
-                DeliveryError::Redirect { status, .. } => (Some(*status), None),
-                _ => (None, None),
-            };
-            (
-                DeliveryStateJson::Failed,
-                code,
-                latency,
-                Some(error.to_string()),
-            )
-        }
-    }
+    let (state, error) = match status {
+        DeliveryStatus::Pending => (DeliveryStateJson::Pending, None),
+        DeliveryStatus::Delivered { .. } => (DeliveryStateJson::Delivered, None),
+        DeliveryStatus::Failed(error) => (DeliveryStateJson::Failed, Some(error.to_string())),
+    };
+    (
+        state,
+        status.http_status(),
+        status.latency().map(millis),
+        error,
+    )
 }
 
 fn delivery(delivery: Delivery) -> DeliveryJson {
