@@ -27,7 +27,7 @@ pub enum LogAction {
 pub struct LogPanel {
     pub search: String,
     pub selected: Option<MessageId>,
-    /// The log as of `seen_version`, newest first, filtered by `search`.
+    /// While searching: the matching messages as of `seen_version`, newest first.
     rows: Vec<Arc<MessageRecord>>,
     seen_version: u64,
     seen_at: Option<Instant>,

@@ -71,6 +71,19 @@ impl Metrics {
         }
     }
 
+    /// Finished deliveries that were delivered.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.outcomes[0].load(Ordering::Relaxed)
+    }
+
+    /// Finished deliveries that failed, for any reason.
+    pub(crate) fn failed(&self) -> u64 {
+        self.outcomes[1..]
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let mut cumulative = 0;
         let latency_buckets = LATENCY_BUCKETS

@@ -178,8 +178,6 @@ struct Shared {
     /// Jobs queued or in flight, across all subscribers (see `subscriber::Outstanding`).
     outstanding: Arc<AtomicU64>,
     messages: AtomicU64,
-    delivered: AtomicU64,
-    failed: AtomicU64,
     metrics: Metrics,
     /// Fan-out of hub events to live followers. Lagging receivers lose the oldest events
     /// (and are told so by `broadcast`), so a slow follower never slows the hub.
@@ -211,8 +209,6 @@ impl Hub {
                 version: AtomicU64::new(0),
                 outstanding: Arc::default(),
                 messages: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
                 metrics: Metrics::default(),
                 events,
                 launcher,
@@ -522,12 +518,6 @@ impl Hub {
         subscriber
             .stats
             .record(ok, status.http_status(), status.latency());
-        let counter = if ok {
-            &self.shared.delivered
-        } else {
-            &self.shared.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.record(&status);
         message.set_status(slot, status.clone());
         self.emit(HubEvent::Delivery {
@@ -594,8 +584,8 @@ impl Hub {
     pub fn totals(&self) -> Totals {
         Totals {
             messages: self.shared.messages.load(Ordering::Relaxed),
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
-            failed: self.shared.failed.load(Ordering::Relaxed),
+            delivered: self.shared.metrics.delivered(),
+            failed: self.shared.metrics.failed(),
         }
     }
 
