@@ -9,6 +9,7 @@
 //!     cargo bench --bench hub              # every scenario, about four minutes
 //!     cargo bench --bench hub -- quick     # shorter runs
 //!     cargo bench --bench hub -- idle      # one scenario: fanout, idle or isolation
+//!     cargo bench --bench hub -- fanout k=100 secs=20   # one K, longer runs
 //!
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
 //! cores, so they are a floor for what the hub does on its own.
@@ -342,6 +343,40 @@ async fn direct(
     received as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The direct reference at a fixed rate: `per_second` times a second, one post to every
+/// sink at once, as a hub's fan-out would. Returns p50 and p99 send-to-receive in ms.
+async fn direct_paced(
+    http: &reqwest::Client,
+    sinks: &[SocketAddr],
+    tally: &Arc<Tally>,
+    duration: Duration,
+    per_second: f64,
+) -> (f64, f64) {
+    tally.reset();
+    let urls: Arc<Vec<String>> =
+        Arc::new(sinks.iter().map(|a| format!("http://{a}/event")).collect());
+    let deadline = Instant::now() + duration;
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    let mut owed = 0.0;
+    let mut inflight = tokio::task::JoinSet::new();
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        owed += per_second / 1000.0;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let body = bytes::Bytes::from(format!("{};{}", now_nanos(), "x".repeat(64)));
+            for url in urls.iter() {
+                let (http, url, body) = (http.clone(), url.clone(), body.clone());
+                inflight.spawn(async move { http.post(url).body(body).send().await.ok() });
+            }
+        }
+    }
+    inflight.join_all().await;
+    let (_, mut latencies) = tally.reset();
+    latencies.sort_unstable();
+    (percentile(&latencies, 0.5), percentile(&latencies, 0.99))
+}
+
 struct Run<'a> {
     label: &'a str,
     k: usize,
@@ -494,7 +529,11 @@ fn main() {
         .filter(|a| ["fanout", "idle", "isolation"].contains(&a.as_str()))
         .collect();
     let wanted = |name: &str| named.is_empty() || named.iter().any(|n| n == name);
-    let duration = Duration::from_secs(if quick { 2 } else { 5 });
+    let arg = |key: &str| {
+        std::env::args().find_map(|a| a.strip_prefix(key).and_then(|v| v.parse::<u64>().ok()))
+    };
+    let only_k = arg("k=");
+    let duration = Duration::from_secs(arg("secs=").unwrap_or(if quick { 2 } else { 5 }));
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -509,11 +548,18 @@ fn main() {
             "herald end-to-end benchmark: {} cores, runs of {duration:?}",
             num_cpus()
         );
-        for k in [1usize, 10, 100].into_iter().filter(|_| wanted("fanout")) {
+        for k in [1usize, 10, 100]
+            .into_iter()
+            .filter(|&k| wanted("fanout") && only_k.is_none_or(|only| only == k as u64))
+        {
             let tally = Arc::new(Tally::default());
             let sinks = start_sinks(k, &tally).await;
             let direct_rate = direct(&http, &sinks, &tally, duration).await;
-            println!("direct reference         K={k:<4} {direct_rate:>8.0} deliveries/s");
+            let (p50, p99) =
+                direct_paced(&http, &sinks, &tally, duration, 2000.0 / k as f64).await;
+            println!(
+                "direct reference         K={k:<4} {direct_rate:>8.0} deliveries/s; at 2,000/s in bursts of K: p50 {p50:.2} ms  p99 {p99:.2} ms"
+            );
             let mut runs = vec![
                 Run {
                     label: "max rate",
