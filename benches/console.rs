@@ -33,11 +33,13 @@ fn main() {
             r#"{{"type":"order.created","id":"ord_{i}","total_cents":{}}}"#,
             i * 7
         );
-        hub.publish(
-            Bytes::from(body),
-            Some("application/json".to_owned()),
-            Source::Console,
-        );
+        runtime
+            .block_on(hub.publish_when_ready(
+                Bytes::from(body),
+                Some("application/json".to_owned()),
+                Source::Console,
+            ))
+            .expect("the hub takes messages");
     }
     // Registered after the messages, so no delivery is attempted: this measures drawing.
     for i in 0..10_000u32 {

@@ -51,6 +51,11 @@ pub struct Config {
     #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
     pub delivery_timeout: Duration,
 
+    /// Most deliveries in flight at once to one subscriber host (scheme, host and port),
+    /// and so most connections to it: subscribers that share a service take turns.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections_per_host: u32,
+
     /// Largest request body accepted on any route (bytes; KiB and MiB suffixes allowed).
     #[arg(long, default_value = "1MiB", value_parser = byte_size, value_name = "SIZE")]
     pub max_body: usize,
@@ -166,6 +171,7 @@ impl Config {
             timeout: self.delivery_timeout,
             retry_schedule: self.retry_schedule.0.clone(),
             suspend_after: self.suspend_after,
+            max_connections_per_host: self.max_connections_per_host as usize,
             probe_backoff: self.probe_backoff(),
             signing_secret: self.signing_secret.clone(),
             policy: self.policy(),

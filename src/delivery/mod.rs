@@ -10,11 +10,14 @@ mod worker;
 
 pub use worker::{INSTANCE_HEADER, webhook_id};
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 
 use crate::hub::{Hub, Launch, Mailbox, Secret, TargetPolicy};
 
@@ -30,6 +33,10 @@ pub struct DeliveryConfig {
     pub max_retry_after: Duration,
     /// Failed messages in a row after which a subscriber is suspended.
     pub suspend_after: u32,
+    /// Deliveries in flight at once to one origin (scheme, host, port). HTTP/1.1 needs a
+    /// connection per request in flight, so without this a publish to 10,000 subscribers
+    /// of one service would open 10,000 sockets, each with its buffers.
+    pub max_connections_per_host: usize,
     /// First and longest wait between probes of a suspended subscriber (doubling).
     pub probe_backoff: (Duration, Duration),
     /// Signs every delivery, unless the subscriber registered a secret of its own.
@@ -50,6 +57,7 @@ impl Default for DeliveryConfig {
             ],
             max_retry_after: Duration::from_secs(60),
             suspend_after: 5,
+            max_connections_per_host: 64,
             probe_backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             signing_secret: None,
             policy: TargetPolicy::default(),
@@ -67,6 +75,9 @@ pub struct Dispatcher {
     /// Workers are spawned through a handle, not `tokio::spawn`, because registration may
     /// come from the GUI thread, which is outside the runtime.
     runtime: Handle,
+    /// One semaphore per origin with `max_connections_per_host` permits, shared by the
+    /// workers of every subscriber at that origin; gone when the last of them is.
+    origins: Mutex<HashMap<String, Weak<Semaphore>>>,
 }
 
 impl Dispatcher {
@@ -79,6 +90,7 @@ impl Dispatcher {
             // Subscribers are local services: a desktop's HTTP_PROXY must not intercept them.
             .no_proxy()
             .tcp_nodelay(true)
+            .pool_max_idle_per_host(config.max_connections_per_host)
             .dns_resolver(resolver::PolicyResolver {
                 policy: config.policy.clone(),
             })
@@ -88,6 +100,7 @@ impl Dispatcher {
             timeout_ms: Arc::new(AtomicU64::new(config.timeout.as_millis() as u64)),
             config: Arc::new(config),
             runtime,
+            origins: Mutex::default(),
         })
     }
 
@@ -100,6 +113,21 @@ impl Dispatcher {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
     }
+
+    /// The connection limit shared by every subscriber at `target`'s origin.
+    fn origin_limit(&self, target: &url::Url) -> Arc<Semaphore> {
+        let origin = target.origin().ascii_serialization();
+        let mut origins = self.origins.lock();
+        if let Some(limit) = origins.get(&origin).and_then(Weak::upgrade) {
+            return limit;
+        }
+        // Only here, when a new origin arrives, so the map stays as small as the set
+        // of origins in use without a sweep on every delivery.
+        origins.retain(|_, limit| limit.strong_count() > 0);
+        let limit = Arc::new(Semaphore::new(self.config.max_connections_per_host.max(1)));
+        origins.insert(origin, Arc::downgrade(&limit));
+        limit
+    }
 }
 
 impl Launch for Arc<Dispatcher> {
@@ -109,7 +137,12 @@ impl Launch for Arc<Dispatcher> {
             self.client.clone(),
             self.config.clone(),
             self.timeout_ms.clone(),
+            self.origin_limit(&mailbox.subscriber.target),
         );
         self.runtime.spawn(worker.run(mailbox));
+    }
+
+    fn spawn(&self, task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+        self.runtime.spawn(task);
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use tokio::sync::Semaphore;
 
 use super::DeliveryConfig;
 use super::resolver::blocked_reason;
@@ -28,6 +29,8 @@ pub(super) struct Worker {
     config: Arc<DeliveryConfig>,
     /// The dispatcher's live whole-delivery timeout, in milliseconds.
     timeout_ms: Arc<AtomicU64>,
+    /// Shared with every subscriber at the same origin: a permit per request in flight.
+    origin_limit: Arc<Semaphore>,
     /// The hub's instance id as a header value, made once rather than per request.
     instance: reqwest::header::HeaderValue,
     /// Messages that ended failed in a row; reaching `suspend_after` suspends.
@@ -53,6 +56,7 @@ impl Worker {
         client: reqwest::Client,
         config: Arc<DeliveryConfig>,
         timeout_ms: Arc<AtomicU64>,
+        origin_limit: Arc<Semaphore>,
     ) -> Self {
         let instance = reqwest::header::HeaderValue::from_str(hub.instance())
             .expect("the instance id is hex digits");
@@ -60,6 +64,7 @@ impl Worker {
             hub,
             client,
             timeout_ms,
+            origin_limit,
             instance,
             probe_delay: config.probe_backoff.0,
             config,
@@ -202,6 +207,10 @@ impl Worker {
                 .header("webhook-timestamp", timestamp)
                 .header("webhook-signature", signature);
         }
+        // Held until the body is read, so the connection is back in the pool for the next
+        // worker at this origin. The wait for it is not part of the delivery's timeout.
+        // (Nothing closes the semaphore, so acquiring fails never.)
+        let _permit = self.origin_limit.acquire().await.ok();
         let started = Instant::now();
         let mut response = match request.send().await {
             Ok(response) => response,

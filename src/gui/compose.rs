@@ -218,22 +218,19 @@ impl Compose {
         };
         let content_type = (self.content_type != "(none)").then(|| self.content_type.clone());
         self.result = Some(match hub.publish(body, content_type, Source::Console) {
-            Some(published) => {
-                let noun = if published.queued == 1 {
+            Ok(published) => {
+                let noun = if published.subscribers == 1 {
                     "subscriber"
                 } else {
                     "subscribers"
                 };
-                let mut text = format!(
+                let text = format!(
                     "Message {} queued for {} {noun}",
-                    published.id, published.queued
+                    published.id, published.subscribers
                 );
-                if published.dropped > 0 {
-                    text.push_str(&format!(" ({} dropped: queue full)", published.dropped));
-                }
                 (text, true)
             }
-            None => ("Not published: the hub is shutting down".to_owned(), false),
+            Err(err) => (format!("Not published: {err}"), false),
         });
     }
 }

@@ -24,9 +24,10 @@ pub enum HubEvent {
     Resumed {
         address: Arc<str>,
     },
+    /// Accepted, for this many live subscribers.
     Published {
         id: MessageId,
-        queued: usize,
+        subscribers: usize,
     },
     /// A delivery reached its final state (delivered or failed).
     Delivery {

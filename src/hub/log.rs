@@ -77,7 +77,7 @@ mod tests {
             Bytes::new(),
             None,
             Source::Console,
-            Vec::new(),
+            0,
         ))
     }
 

@@ -32,7 +32,7 @@ impl fmt::Display for Source {
 }
 
 /// One accepted message: its bytes, shared by every delivery, and one delivery slot per
-/// subscriber that was live when it was published.
+/// subscriber that was live when it was published (plus one per resend).
 #[derive(Debug)]
 pub struct MessageRecord {
     pub id: MessageId,
@@ -40,9 +40,19 @@ pub struct MessageRecord {
     pub content_type: Option<String>,
     pub body: Bytes,
     pub source: Source,
+    /// Subscribers live when it was accepted: each gets a delivery when the hub's
+    /// fan-out reaches the message, an instant after it was accepted.
+    pub subscribers: usize,
     /// Written by the delivery workers as outcomes arrive. A mutex per message rather than
     /// one for the whole log, so that workers for different messages never contend.
-    deliveries: Mutex<Vec<Delivery>>,
+    deliveries: Mutex<Deliveries>,
+}
+
+#[derive(Debug, Default)]
+struct Deliveries {
+    list: Vec<Delivery>,
+    /// Whether the fan-out has added a delivery for each of `subscribers`.
+    queued: bool,
 }
 
 impl MessageRecord {
@@ -51,7 +61,7 @@ impl MessageRecord {
         body: Bytes,
         content_type: Option<String>,
         source: Source,
-        deliveries: Vec<Delivery>,
+        subscribers: usize,
     ) -> Self {
         Self {
             id,
@@ -59,19 +69,25 @@ impl MessageRecord {
             content_type,
             body,
             source,
-            deliveries: Mutex::new(deliveries),
+            subscribers,
+            deliveries: Mutex::default(),
         }
     }
 
     /// A copy of every delivery's current state.
     pub fn deliveries(&self) -> Vec<Delivery> {
-        self.deliveries.lock().clone()
+        self.deliveries.lock().list.clone()
     }
 
-    /// How many deliveries are delivered, failed and still pending.
+    /// How many deliveries are delivered, failed and still pending (counting those the
+    /// fan-out has yet to queue).
     pub fn summary(&self) -> DeliverySummary {
         let mut summary = DeliverySummary::default();
-        for delivery in self.deliveries.lock().iter() {
+        let deliveries = self.deliveries.lock();
+        if !deliveries.queued {
+            summary.pending += self.subscribers;
+        }
+        for delivery in &deliveries.list {
             match delivery.status {
                 DeliveryStatus::Pending => summary.pending += 1,
                 DeliveryStatus::Delivered { .. } => summary.delivered += 1,
@@ -82,22 +98,30 @@ impl MessageRecord {
     }
 
     pub(crate) fn push_attempt(&self, slot: usize, attempt: Attempt) {
-        if let Some(delivery) = self.deliveries.lock().get_mut(slot) {
+        if let Some(delivery) = self.deliveries.lock().list.get_mut(slot) {
             delivery.attempts.push(attempt);
         }
     }
 
     pub(crate) fn set_status(&self, slot: usize, status: DeliveryStatus) {
-        if let Some(delivery) = self.deliveries.lock().get_mut(slot) {
+        if let Some(delivery) = self.deliveries.lock().list.get_mut(slot) {
             delivery.status = status;
         }
     }
 
-    /// Adds a delivery (a resend) and returns its slot.
-    pub(crate) fn add_delivery(&self, subscriber: Arc<str>) -> usize {
+    /// Adds a pending delivery to each of `subscribers` and returns the first one's slot;
+    /// the rest follow in order. `fan_out` marks the deliveries made for `self.subscribers`.
+    pub(crate) fn add_deliveries(
+        &self,
+        subscribers: impl ExactSizeIterator<Item = Arc<str>>,
+        fan_out: bool,
+    ) -> usize {
         let mut deliveries = self.deliveries.lock();
-        deliveries.push(Delivery::pending(subscriber));
-        deliveries.len() - 1
+        let first = deliveries.list.len();
+        deliveries.list.reserve(subscribers.len());
+        deliveries.list.extend(subscribers.map(Delivery::pending));
+        deliveries.queued |= fan_out;
+        first
     }
 }
 

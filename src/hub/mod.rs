@@ -17,9 +17,11 @@ mod secret;
 mod subscriber;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -46,10 +48,12 @@ use log::MessageLog;
 use metrics::Metrics;
 use subscriber::{Entry, Outstanding};
 
-/// Starts the worker that drains a new subscriber's queue. Implemented by the delivery
-/// module; tests may supply their own.
+/// Runs the hub's background work on some runtime. Implemented by the delivery module.
 pub trait Launch: Send + Sync + 'static {
+    /// Starts the worker that drains a new subscriber's queue.
     fn launch(&self, hub: Hub, mailbox: Mailbox);
+    /// Runs one of the hub's own tasks (the fan-out) until it ends.
+    fn spawn(&self, task: Pin<Box<dyn Future<Output = ()> + Send>>);
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +124,16 @@ pub enum RegisterError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PublishError {
+    #[error("the hub is shutting down; nothing was published")]
+    ShuttingDown,
+    #[error(
+        "the hub is still queueing {0} earlier messages for their subscribers; nothing was published, try again shortly"
+    )]
+    Backlog(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ResendError {
     #[error("message {0} is not in the log (it may have been evicted or cleared)")]
     UnknownMessage(MessageId),
@@ -135,13 +149,13 @@ pub enum Registration {
     Refreshed,
 }
 
-/// What `publish` did with a message.
+/// A message `publish` accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     pub id: MessageId,
-    /// Subscribers the message was queued for (those with a full queue are not counted).
-    pub queued: usize,
-    pub dropped: usize,
+    /// Live subscribers when it was accepted; each gets a delivery (or, if its queue is
+    /// full, a delivery recorded as dropped).
+    pub subscribers: usize,
 }
 
 /// Hub-wide delivery counters.
@@ -167,8 +181,17 @@ struct Shared {
     /// `config.policy`, plus this hub's own address once it listens.
     policy: RwLock<TargetPolicy>,
     /// Keyed by the address exactly as registered, as the seed did. Ordered so that
-    /// listings are stable. Lock order: `subscribers` before `log`.
+    /// listings are stable. Lock order: `subscribers`, then `targets`, then `log`.
     subscribers: RwLock<BTreeMap<Arc<str>, Entry>>,
+    /// Where a publish goes: the live subscribers' queues, built when first needed after
+    /// the set changes, so that a publish copies one `Arc` however many subscribers there
+    /// are. `None` when stale.
+    targets: Mutex<Option<Arc<[Target]>>>,
+    /// Accepted messages on their way to the fan-out task, in id order.
+    fan_out: mpsc::Sender<FanOut>,
+    /// Messages sent to the fan-out task and not yet queued for their subscribers. While
+    /// there are any, a publish must go the same way, behind them, to keep the order.
+    fanning_out: AtomicUsize,
     log: Mutex<MessageLog>,
     /// Subscribers coming and going, newest last, bounded like the message log.
     activity: Mutex<VecDeque<Activity>>,
@@ -192,11 +215,34 @@ struct Shared {
 
 const ACTIVITY_CAPACITY: usize = 1_000;
 const EVENT_BUFFER: usize = 4_096;
+/// Accepted messages waiting for the fan-out; beyond this, publishing waits (over HTTP)
+/// or is refused (from the console). The per-subscriber queues bound memory the same way.
+const FAN_OUT_BACKLOG: usize = 1_024;
+/// Up to this many subscribers, the publishing thread queues a message itself: that
+/// costs it microseconds, and saves a hop through the fan-out task, which at thousands
+/// of messages a second costs more than the queueing.
+const INLINE_FAN_OUT: usize = 256;
+
+/// One live subscriber as a publish sees it: whom to record and where to queue.
+#[derive(Debug, Clone)]
+struct Target {
+    subscriber: Arc<SubscriberShared>,
+    queue: mpsc::Sender<Job>,
+}
+
+/// An accepted message and the subscribers that were live when it was accepted.
+struct FanOut {
+    message: Arc<MessageRecord>,
+    targets: Arc<[Target]>,
+    /// Shutdown waits for the fan-out as it does for deliveries.
+    _outstanding: Outstanding,
+}
 
 impl Hub {
     pub fn new(config: HubConfig, launcher: Arc<dyn Launch>) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Self {
+        let (fan_out, backlog) = mpsc::channel(FAN_OUT_BACKLOG);
+        let hub = Self {
             shared: Arc::new(Shared {
                 log: Mutex::new(MessageLog::new(config.log_capacity)),
                 ttl_ms: AtomicU64::new(millis(config.ttl)),
@@ -204,6 +250,9 @@ impl Hub {
                 policy: RwLock::new(config.policy.clone()),
                 config,
                 subscribers: RwLock::new(BTreeMap::new()),
+                targets: Mutex::new(None),
+                fan_out,
+                fanning_out: AtomicUsize::new(0),
                 activity: Mutex::new(VecDeque::new()),
                 next_id: AtomicU64::new(1),
                 version: AtomicU64::new(0),
@@ -215,7 +264,12 @@ impl Hub {
                 instance: new_instance_id(),
                 closing: Default::default(),
             }),
-        }
+        };
+        // A weak handle, so that the task does not keep the hub alive: it ends when the
+        // last handle goes, taking the channel's sender with it.
+        let task = fan_out_loop(Arc::downgrade(&hub.shared), backlog);
+        hub.shared.launcher.spawn(Box::pin(task));
+        hub
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -304,6 +358,7 @@ impl Hub {
             shared.set_secret(secret);
         }
         let (queue, jobs) = mpsc::channel(self.shared.config.queue_capacity.max(1));
+        *self.shared.targets.lock() = None;
         subscribers.insert(
             address.clone(),
             Entry {
@@ -331,7 +386,14 @@ impl Hub {
     /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and
     /// recorded as failed with `reason`. Returns whether it was registered.
     pub fn remove(&self, address: &str, reason: RemovalReason) -> bool {
-        let entry = self.shared.subscribers.write().remove(address);
+        let entry = {
+            let mut subscribers = self.shared.subscribers.write();
+            let entry = subscribers.remove(address);
+            if entry.is_some() {
+                *self.shared.targets.lock() = None;
+            }
+            entry
+        };
         match entry {
             Some(entry) => {
                 self.retire(entry, reason);
@@ -351,6 +413,9 @@ impl Hub {
                 .filter(|(_, e)| now.saturating_duration_since(e.last_seen_at) > e.lease(ttl))
                 .map(|(address, _)| address.clone())
                 .collect();
+            if !stale.is_empty() {
+                *self.shared.targets.lock() = None;
+            }
             stale
                 .iter()
                 .filter_map(|address| subscribers.remove(address))
@@ -385,7 +450,11 @@ impl Hub {
     /// their deliveries.
     pub fn close(&self) {
         self.stop_intake();
-        let all = std::mem::take(&mut *self.shared.subscribers.write());
+        let all = {
+            let mut subscribers = self.shared.subscribers.write();
+            *self.shared.targets.lock() = None;
+            std::mem::take(&mut *subscribers)
+        };
         for entry in all.into_values() {
             self.retire(entry, RemovalReason::Shutdown);
         }
@@ -402,58 +471,132 @@ impl Hub {
         self.record_activity(HubEvent::Removed { address, reason });
     }
 
-    /// Queues `body` for every live subscriber and logs it. Never waits on delivery: a
-    /// subscriber whose queue is full gets this delivery recorded as dropped instead.
+    /// Logs `body` and queues it for every subscriber live now. With many subscribers
+    /// the queueing is handed to the fan-out task, to be done an instant later off the
+    /// caller's thread, so that accepting costs the same with ten subscribers or ten
+    /// thousand. A subscriber whose queue is full gets this delivery recorded as dropped.
+    /// Refused while the fan-out is a full backlog behind; [`Hub::publish_when_ready`]
+    /// waits instead.
     pub fn publish(
         &self,
         body: Bytes,
         content_type: Option<String>,
         source: Source,
-    ) -> Option<Published> {
+    ) -> Result<Published, PublishError> {
         if self.is_closed() {
-            return None;
+            return Err(PublishError::ShuttingDown);
         }
-        let subscribers = self.shared.subscribers.read();
-        let deliveries = subscribers
-            .values()
-            .map(|entry| Delivery::pending(entry.shared.address.clone()))
-            .collect();
-        let record = {
-            // Allocating the id under the log lock keeps the log in id order.
-            let mut log = self.shared.log.lock();
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let record = Arc::new(MessageRecord::new(
-                id,
-                body,
-                content_type,
-                source,
-                deliveries,
-            ));
-            log.push(record.clone());
-            record
+        let room = self.shared.fan_out.try_reserve().ok();
+        self.accept(room, body, content_type, source)
+    }
+
+    /// Like [`Hub::publish`], but waits for the fan-out to have room instead of refusing.
+    pub async fn publish_when_ready(
+        &self,
+        body: Bytes,
+        content_type: Option<String>,
+        source: Source,
+    ) -> Result<Published, PublishError> {
+        if self.is_closed() {
+            return Err(PublishError::ShuttingDown);
+        }
+        let room = self.shared.fan_out.reserve().await.ok();
+        if self.is_closed() {
+            return Err(PublishError::ShuttingDown);
+        }
+        self.accept(room, body, content_type, source)
+    }
+
+    /// Logs the message and queues it, here or through the fan-out task (`room` is a
+    /// place in its backlog, if one could be had).
+    fn accept(
+        &self,
+        room: Option<mpsc::Permit<'_, FanOut>>,
+        body: Bytes,
+        content_type: Option<String>,
+        source: Source,
+    ) -> Result<Published, PublishError> {
+        let targets = self.targets();
+        let subscribers = targets.len();
+        // Under the log lock, ids are allocated, and messages queued or handed to the
+        // fan-out, in one order: the order in which each subscriber receives them.
+        let mut log = self.shared.log.lock();
+        let inline =
+            subscribers <= INLINE_FAN_OUT && self.shared.fanning_out.load(Ordering::Acquire) == 0;
+        if !inline && room.is_none() {
+            return Err(PublishError::Backlog(FAN_OUT_BACKLOG));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let message = Arc::new(MessageRecord::new(
+            id,
+            body,
+            content_type,
+            source,
+            subscribers,
+        ));
+        log.push(message.clone());
+        let job = FanOut {
+            message,
+            targets,
+            _outstanding: Outstanding::new(&self.shared.outstanding),
         };
-        self.shared.messages.fetch_add(1, Ordering::Relaxed);
-        let mut dropped = Vec::new();
-        for (slot, entry) in subscribers.values().enumerate() {
-            if let Err(error) = self.enqueue(entry, &record, slot) {
-                dropped.push((slot, entry.shared.clone(), error));
+        match room {
+            Some(room) if !inline => {
+                self.shared.fanning_out.fetch_add(1, Ordering::AcqRel);
+                room.send(job);
+                drop(log);
+            }
+            _ => {
+                self.fan_out(job);
+                drop(log);
             }
         }
-        let queued = subscribers.len() - dropped.len();
-        drop(subscribers);
-        let published = Published {
-            id: record.id,
-            queued,
-            dropped: dropped.len(),
-        };
-        self.emit(HubEvent::Published {
-            id: record.id,
-            queued,
-        });
-        for (slot, subscriber, error) in dropped {
-            self.finish(&record, slot, &subscriber, DeliveryStatus::Failed(error));
+        self.shared.messages.fetch_add(1, Ordering::Relaxed);
+        self.emit(HubEvent::Published { id, subscribers });
+        Ok(Published { id, subscribers })
+    }
+
+    /// The live subscribers' queues, shared until the set of subscribers changes.
+    fn targets(&self) -> Arc<[Target]> {
+        let subscribers = self.shared.subscribers.read();
+        // Under the read lock: a change, which takes the write lock, cannot slip between
+        // building this and caching it.
+        let mut targets = self.shared.targets.lock();
+        targets
+            .get_or_insert_with(|| {
+                subscribers
+                    .values()
+                    .map(|entry| Target {
+                        subscriber: entry.shared.clone(),
+                        queue: entry.queue.clone(),
+                    })
+                    .collect()
+            })
+            .clone()
+    }
+
+    /// Queues one accepted message for the subscribers it was accepted for. Run by the
+    /// fan-out task, in id order.
+    fn fan_out(&self, job: FanOut) {
+        let FanOut {
+            message, targets, ..
+        } = job;
+        let first =
+            message.add_deliveries(targets.iter().map(|t| t.subscriber.address.clone()), true);
+        let mut dropped = Vec::new();
+        for (slot, target) in (first..).zip(targets.iter()) {
+            if let Err(error) = self.enqueue(&target.queue, &target.subscriber, &message, slot) {
+                dropped.push((slot, target, error));
+            }
         }
-        Some(published)
+        for (slot, target, error) in dropped {
+            self.finish(
+                &message,
+                slot,
+                &target.subscriber,
+                DeliveryStatus::Failed(error),
+            );
+        }
     }
 
     /// Delivers a logged message again, to every live subscriber or to one. The resends
@@ -472,10 +615,10 @@ impl Hub {
             ],
             None => subscribers.values().collect(),
         };
+        let first = record.add_deliveries(targets.iter().map(|e| e.shared.address.clone()), false);
         let mut dropped = Vec::new();
-        for entry in &targets {
-            let slot = record.add_delivery(entry.shared.address.clone());
-            if let Err(error) = self.enqueue(entry, &record, slot) {
+        for (slot, entry) in (first..).zip(&targets) {
+            if let Err(error) = self.enqueue(&entry.queue, &entry.shared, &record, slot) {
                 dropped.push((slot, entry.shared.clone(), error));
             }
         }
@@ -603,7 +746,8 @@ impl Hub {
     /// failed.
     fn enqueue(
         &self,
-        entry: &Entry,
+        queue: &mpsc::Sender<Job>,
+        subscriber: &SubscriberShared,
         message: &Arc<MessageRecord>,
         slot: usize,
     ) -> Result<(), DeliveryError> {
@@ -612,13 +756,13 @@ impl Hub {
             slot,
             _outstanding: Outstanding::new(&self.shared.outstanding),
         };
-        entry.queue.try_send(job).map_err(|err| match err {
+        queue.try_send(job).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull {
-                capacity: entry.queue.max_capacity(),
+                capacity: queue.max_capacity(),
             },
-            // The worker is gone: the subscriber is being removed right now.
+            // The worker is gone: the subscriber was removed (maybe since it was accepted).
             mpsc::error::TrySendError::Closed(_) => {
-                DeliveryError::Removed(entry.shared.removal().unwrap_or(RemovalReason::Shutdown))
+                DeliveryError::Removed(subscriber.removal().unwrap_or(RemovalReason::Shutdown))
             }
         })
     }
@@ -649,6 +793,18 @@ impl Hub {
     }
 }
 
+/// Fans accepted messages out, one at a time in id order, until the hub is gone.
+async fn fan_out_loop(shared: Weak<Shared>, mut backlog: mpsc::Receiver<FanOut>) {
+    while let Some(job) = backlog.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        let hub = Hub { shared };
+        hub.fan_out(job);
+        hub.shared.fanning_out.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -670,5 +826,110 @@ impl std::fmt::Debug for Hub {
             .field("subscribers", &self.subscriber_count())
             .field("totals", &self.totals())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Keeps what the hub launches, so a test decides when the fan-out runs and reads
+    /// the subscribers' queues itself.
+    #[derive(Default)]
+    struct Held {
+        mailboxes: Mutex<Vec<Mailbox>>,
+        tasks: Mutex<Vec<Task>>,
+    }
+
+    impl Launch for Arc<Held> {
+        fn launch(&self, _hub: Hub, mailbox: Mailbox) {
+            self.mailboxes.lock().push(mailbox);
+        }
+
+        fn spawn(&self, task: Task) {
+            self.tasks.lock().push(task);
+        }
+    }
+
+    fn hub_with(subscribers: usize) -> (Hub, Arc<Held>) {
+        let held = Arc::new(Held::default());
+        let hub = Hub::new(HubConfig::default(), Arc::new(held.clone()));
+        for port in 0..subscribers {
+            hub.register(&format!("127.0.0.1:{}", 1024 + port)).unwrap();
+        }
+        (hub, held)
+    }
+
+    fn publish(hub: &Hub, text: &'static str) -> Result<Published, PublishError> {
+        hub.publish(Bytes::from_static(text.as_bytes()), None, Source::Console)
+    }
+
+    #[test]
+    fn a_publish_queues_behind_a_fan_out_still_under_way() {
+        let (hub, held) = hub_with(INLINE_FAN_OUT + 1);
+        let first = publish(&hub, "to many").unwrap();
+        // One subscriber left: few enough to queue inline, but the first message is
+        // still waiting for the fan-out, so the second must wait behind it.
+        for port in 1..=INLINE_FAN_OUT {
+            assert!(hub.remove(&format!("127.0.0.1:{}", 1024 + port), RemovalReason::Kicked));
+        }
+        let second = publish(&hub, "to one").unwrap();
+        assert_eq!(
+            (first.subscribers, second.subscribers),
+            (INLINE_FAN_OUT + 1, 1)
+        );
+        let mut mailbox = held.mailboxes.lock().remove(0);
+        // What the removed subscribers' workers do as they stop: close their queues.
+        held.mailboxes.lock().clear();
+        assert!(
+            mailbox.jobs.try_recv().is_err(),
+            "queued ahead of the fan-out"
+        );
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let task = held.tasks.lock().pop().unwrap();
+        runtime.spawn(task);
+        let ids = runtime.block_on(async {
+            let a = mailbox.jobs.recv().await.unwrap().message.id;
+            let b = mailbox.jobs.recv().await.unwrap().message.id;
+            (a, b)
+        });
+        assert_eq!(ids, (first.id, second.id));
+        // The removed subscribers' deliveries of the first message are recorded, not lost.
+        let record = hub.message(first.id).unwrap();
+        assert_eq!(record.summary().failed, INLINE_FAN_OUT);
+        assert_eq!(record.summary().pending, 1);
+    }
+
+    #[test]
+    fn a_full_fan_out_backlog_refuses_a_console_publish_and_says_why() {
+        let (hub, _held) = hub_with(INLINE_FAN_OUT + 1);
+        for _ in 0..FAN_OUT_BACKLOG {
+            publish(&hub, "m").unwrap();
+        }
+        let refused = publish(&hub, "one too many").unwrap_err();
+        assert_eq!(refused, PublishError::Backlog(FAN_OUT_BACKLOG));
+        assert!(refused.to_string().contains("try again"), "{refused}");
+        assert_eq!(
+            hub.logged_messages(),
+            FAN_OUT_BACKLOG,
+            "the refused one is not logged"
+        );
+    }
+
+    #[test]
+    fn a_small_fan_out_is_queued_before_publish_returns() {
+        let (hub, held) = hub_with(3);
+        let published = publish(&hub, "now").unwrap();
+        assert!(held.tasks.lock().len() == 1, "the fan-out task was started");
+        for mailbox in held.mailboxes.lock().iter_mut() {
+            let job = mailbox.jobs.try_recv().expect("queued at once");
+            assert_eq!(job.message.id, published.id);
+        }
+        assert_eq!(hub.message(published.id).unwrap().summary().pending, 3);
     }
 }

@@ -41,15 +41,13 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
         })?),
     };
     let body = read_body(request, state.config.max_body).await?;
+    // Waits, rather than refusing, while the fan-out is a full backlog behind: a
+    // publisher that outruns it is slowed down, and nothing it was told was accepted is lost.
     state
         .hub
-        .publish(body, content_type, Source::Http(peer))
-        .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the hub is shutting down; nothing was published".to_owned(),
-            )
-        })
+        .publish_when_ready(body, content_type, Source::Http(peer))
+        .await
+        .map_err(|err| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()))
 }
 
 async fn read_body(request: Request, limit: usize) -> Result<Bytes, HttpError> {

@@ -107,7 +107,7 @@ async fn send_message(State(state): State<AppState>, request: Request) -> SeedRe
     let mut response = success();
     let headers = response.headers_mut();
     headers.insert("x-herald-message-id", published.id.into());
-    headers.insert("x-herald-subscribers", published.queued.into());
+    headers.insert("x-herald-subscribers", published.subscribers.into());
     Ok(response)
 }
 

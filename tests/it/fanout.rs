@@ -3,7 +3,9 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use herald::hub::{DeliveryError, DeliveryStatus};
 
-use crate::utils::{Receiver, dead_address, eventually, hanging_receiver, raw_request, start_hub};
+use crate::utils::{
+    Receiver, Reply, dead_address, eventually, hanging_receiver, raw_request, start_hub,
+};
 
 #[tokio::test]
 async fn every_subscriber_gets_identical_bytes_and_content_type() {
@@ -256,4 +258,29 @@ async fn a_large_fan_out_reaches_everyone() {
     paths.sort();
     paths.dedup();
     assert_eq!(paths.len(), 300, "every subscriber got it once");
+}
+
+#[tokio::test]
+async fn subscribers_sharing_a_server_take_turns_for_its_connections() {
+    let hub = start_hub(|config| config.max_connections_per_host = 3).await;
+    let slow = Reply::status(200).after(Duration::from_millis(40));
+    let mut shared = Receiver::scripted(Vec::new(), slow).await;
+    for i in 0..24 {
+        hub.register(&format!("http://{}/event/{i}", shared.address()))
+            .await;
+    }
+    let mut elsewhere = Receiver::start().await;
+    hub.register(&elsewhere.address()).await;
+
+    let id = hub.publish("to all", None).await;
+    elsewhere.recv().await;
+    for _ in 0..24 {
+        shared.recv().await;
+    }
+    hub.until_delivered(id, 25).await;
+    assert_eq!(
+        shared.most_in_flight(),
+        3,
+        "24 deliveries to one server, at most 3 at a time"
+    );
 }

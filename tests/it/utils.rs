@@ -188,6 +188,14 @@ pub struct Receiver {
     received: mpsc::UnboundedReceiver<Received>,
     connections: Arc<AtomicUsize>,
     replies: Arc<Replies>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Requests being answered right now, and the most there ever were at once.
+#[derive(Debug, Default)]
+struct InFlight {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -200,6 +208,7 @@ struct Replies {
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Received>,
     replies: Arc<Replies>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Receiver {
@@ -225,9 +234,11 @@ impl Receiver {
         let listener = listener.tap_io(move |_| {
             counter.fetch_add(1, Ordering::SeqCst);
         });
+        let in_flight = Arc::new(InFlight::default());
         let app = Router::new().fallback(record).with_state(ReceiverState {
             tx,
             replies: replies.clone(),
+            in_flight: in_flight.clone(),
         });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
@@ -235,6 +246,7 @@ impl Receiver {
             received,
             connections,
             replies,
+            in_flight,
         }
     }
 
@@ -265,10 +277,17 @@ impl Receiver {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    /// The most requests this receiver was answering at one time.
+    pub fn most_in_flight(&self) -> usize {
+        self.in_flight.most.load(Ordering::SeqCst)
+    }
 }
 
 async fn record(State(state): State<ReceiverState>, request: Request) -> axum::response::Response {
     let at = std::time::Instant::now();
+    let now = state.in_flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+    state.in_flight.most.fetch_max(now, Ordering::SeqCst);
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     state
@@ -287,6 +306,7 @@ async fn record(State(state): State<ReceiverState>, request: Request) -> axum::r
         .pop_front()
         .unwrap_or_else(|| state.replies.standing.lock().clone());
     tokio::time::sleep(reply.delay).await;
+    state.in_flight.now.fetch_sub(1, Ordering::SeqCst);
     let mut response = axum::response::Response::new(axum::body::Body::empty());
     *response.status_mut() = reply.status;
     for (name, value) in reply.headers {

@@ -48,7 +48,8 @@ pub(super) enum EventJson {
     Published {
         at: String,
         id: u64,
-        queued: u64,
+        /// Live subscribers when it was accepted.
+        subscribers: u64,
     },
     /// A delivery reached its final state.
     Delivery {
@@ -106,10 +107,10 @@ impl EventJson {
                 at,
                 address: address.to_string(),
             },
-            HubEvent::Published { id, queued } => Self::Published {
+            HubEvent::Published { id, subscribers } => Self::Published {
                 at,
                 id,
-                queued: queued as u64,
+                subscribers: subscribers as u64,
             },
             HubEvent::Delivery {
                 id,

@@ -30,10 +30,9 @@ pub(super) struct PublishedJson {
     id: u64,
     /// The `webhook-id` its deliveries carry (stable across retries and resends).
     webhook_id: String,
-    /// Subscribers it was queued for.
-    queued: u64,
-    /// Subscribers whose queue was full (recorded as failed deliveries).
-    dropped: u64,
+    /// Live subscribers when it was accepted: each gets a delivery, queued an instant
+    /// later (one whose queue is full is recorded as dropped).
+    subscribers: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -244,8 +243,7 @@ pub(super) async fn publish(
         Json(PublishedJson {
             id: published.id,
             webhook_id: webhook_id(state.hub.instance(), published.id),
-            queued: published.queued as u64,
-            dropped: published.dropped as u64,
+            subscribers: published.subscribers as u64,
         }),
     ))
 }
