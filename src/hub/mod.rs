@@ -230,6 +230,15 @@ struct Target {
     queue: mpsc::Sender<Job>,
 }
 
+impl Target {
+    fn of(entry: &Entry) -> Self {
+        Self {
+            subscriber: entry.shared.clone(),
+            queue: entry.queue.clone(),
+        }
+    }
+}
+
 /// An accepted message and the subscribers that were live when it was accepted.
 struct FanOut {
     message: Arc<MessageRecord>,
@@ -535,24 +544,23 @@ impl Hub {
             subscribers,
         ));
         log.push(message.clone());
-        let job = FanOut {
-            message,
-            targets,
-            _outstanding: Outstanding::new(&self.shared.outstanding),
-        };
-        match room {
+        self.shared.messages.fetch_add(1, Ordering::Relaxed);
+        // Announced before any of its deliveries can be.
+        self.emit(HubEvent::Published { id, subscribers });
+        let refused = match room {
             Some(room) if !inline => {
                 self.shared.fanning_out.fetch_add(1, Ordering::AcqRel);
-                room.send(job);
-                drop(log);
+                room.send(FanOut {
+                    message: message.clone(),
+                    targets: targets.clone(),
+                    _outstanding: Outstanding::new(&self.shared.outstanding),
+                });
+                Vec::new()
             }
-            _ => {
-                self.fan_out(job);
-                drop(log);
-            }
-        }
-        self.shared.messages.fetch_add(1, Ordering::Relaxed);
-        self.emit(HubEvent::Published { id, subscribers });
+            _ => self.queue(&message, &targets, true),
+        };
+        drop(log);
+        self.record_refused(&message, refused);
         Ok(Published { id, subscribers })
     }
 
@@ -563,39 +571,56 @@ impl Hub {
         // building this and caching it.
         let mut targets = self.shared.targets.lock();
         targets
-            .get_or_insert_with(|| {
-                subscribers
-                    .values()
-                    .map(|entry| Target {
-                        subscriber: entry.shared.clone(),
-                        queue: entry.queue.clone(),
-                    })
-                    .collect()
-            })
+            .get_or_insert_with(|| subscribers.values().map(Target::of).collect())
             .clone()
     }
 
-    /// Queues one accepted message for the subscribers it was accepted for. Run by the
-    /// fan-out task, in id order.
-    fn fan_out(&self, job: FanOut) {
-        let FanOut {
-            message, targets, ..
-        } = job;
-        let first =
-            message.add_deliveries(targets.iter().map(|t| t.subscriber.address.clone()), true);
-        let mut dropped = Vec::new();
-        for (slot, target) in (first..).zip(targets.iter()) {
-            if let Err(error) = self.enqueue(&target.queue, &target.subscriber, &message, slot) {
-                dropped.push((slot, target, error));
+    /// Adds a delivery of `message` for each target and queues it. Returns the targets
+    /// whose queue refused it, for [`Hub::record_refused`] once no lock is held.
+    /// `fan_out` marks the deliveries made for the subscribers it was published to.
+    fn queue<'t>(
+        &self,
+        message: &Arc<MessageRecord>,
+        targets: &'t [Target],
+        fan_out: bool,
+    ) -> Vec<(usize, &'t Target, DeliveryError)> {
+        let addresses = targets.iter().map(|t| t.subscriber.address.clone());
+        let first = message.add_deliveries(addresses, fan_out);
+        let mut refused = Vec::new();
+        for (slot, target) in (first..).zip(targets) {
+            let job = Job {
+                message: message.clone(),
+                slot,
+                _outstanding: Outstanding::new(&self.shared.outstanding),
+            };
+            if let Err(err) = target.queue.try_send(job) {
+                let error = match err {
+                    mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull {
+                        capacity: target.queue.max_capacity(),
+                    },
+                    // The worker is gone: the subscriber was removed (maybe since the
+                    // message was accepted).
+                    mpsc::error::TrySendError::Closed(_) => DeliveryError::Removed(
+                        target
+                            .subscriber
+                            .removal()
+                            .unwrap_or(RemovalReason::Shutdown),
+                    ),
+                };
+                refused.push((slot, target, error));
             }
         }
-        for (slot, target, error) in dropped {
-            self.finish(
-                &message,
-                slot,
-                &target.subscriber,
-                DeliveryStatus::Failed(error),
-            );
+        refused
+    }
+
+    fn record_refused(
+        &self,
+        message: &MessageRecord,
+        refused: Vec<(usize, &Target, DeliveryError)>,
+    ) {
+        for (slot, target, error) in refused {
+            let status = DeliveryStatus::Failed(error);
+            self.finish(message, slot, &target.subscriber, status);
         }
     }
 
@@ -605,28 +630,20 @@ impl Hub {
         if self.is_closed() {
             return Err(ResendError::ShuttingDown);
         }
-        let record = self.message(id).ok_or(ResendError::UnknownMessage(id))?;
-        let subscribers = self.shared.subscribers.read();
-        let targets: Vec<&Entry> = match to {
-            Some(address) => vec![
-                subscribers
+        let message = self.message(id).ok_or(ResendError::UnknownMessage(id))?;
+        let targets: Arc<[Target]> = match to {
+            Some(address) => {
+                let subscribers = self.shared.subscribers.read();
+                let entry = subscribers
                     .get(address)
-                    .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?,
-            ],
-            None => subscribers.values().collect(),
-        };
-        let first = record.add_deliveries(targets.iter().map(|e| e.shared.address.clone()), false);
-        let mut dropped = Vec::new();
-        for (slot, entry) in (first..).zip(&targets) {
-            if let Err(error) = self.enqueue(&entry.queue, &entry.shared, &record, slot) {
-                dropped.push((slot, entry.shared.clone(), error));
+                    .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?;
+                Arc::new([Target::of(entry)])
             }
-        }
-        let queued = targets.len() - dropped.len();
-        drop(subscribers);
-        for (slot, subscriber, error) in dropped {
-            self.finish(&record, slot, &subscriber, DeliveryStatus::Failed(error));
-        }
+            None => self.targets(),
+        };
+        let refused = self.queue(&message, &targets, false);
+        let queued = targets.len() - refused.len();
+        self.record_refused(&message, refused);
         Ok(queued)
     }
 
@@ -742,31 +759,6 @@ impl Hub {
         self.shared.events.subscribe()
     }
 
-    /// Queues one delivery without waiting; a full or closed queue becomes the reason it
-    /// failed.
-    fn enqueue(
-        &self,
-        queue: &mpsc::Sender<Job>,
-        subscriber: &SubscriberShared,
-        message: &Arc<MessageRecord>,
-        slot: usize,
-    ) -> Result<(), DeliveryError> {
-        let job = Job {
-            message: message.clone(),
-            slot,
-            _outstanding: Outstanding::new(&self.shared.outstanding),
-        };
-        queue.try_send(job).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull {
-                capacity: queue.max_capacity(),
-            },
-            // The worker is gone: the subscriber was removed (maybe since it was accepted).
-            mpsc::error::TrySendError::Closed(_) => {
-                DeliveryError::Removed(subscriber.removal().unwrap_or(RemovalReason::Shutdown))
-            }
-        })
-    }
-
     fn record_activity(&self, event: HubEvent) {
         {
             let mut activity = self.shared.activity.lock();
@@ -800,8 +792,9 @@ async fn fan_out_loop(shared: Weak<Shared>, mut backlog: mpsc::Receiver<FanOut>)
             break;
         };
         let hub = Hub { shared };
-        hub.fan_out(job);
+        let refused = hub.queue(&job.message, &job.targets, true);
         hub.shared.fanning_out.fetch_sub(1, Ordering::AcqRel);
+        hub.record_refused(&job.message, refused);
     }
 }
 
