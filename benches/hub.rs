@@ -422,8 +422,9 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
         sum
     };
     let deliveries_per_sec = received as f64 / elapsed;
+    let cpu = hub.cpu_seconds() - cpu_before;
     let line = format!(
-        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s  {:>5.1}% of direct ({:.0}/s)",
+        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s ({:.0} µs per delivery)  {:>5.1}% of direct ({:.0}/s)",
         run.label,
         run.k,
         accepted as f64 / run.duration.as_secs_f64(),
@@ -434,7 +435,8 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         hub.peak_rss_mib(),
-        hub.cpu_seconds() - cpu_before,
+        cpu,
+        cpu * 1e6 / received.max(1) as f64,
         deliveries_per_sec / direct_rate * 100.0,
         direct_rate,
     );

@@ -74,11 +74,14 @@ impl Worker {
 
     pub(super) async fn run(mut self, mut mailbox: Mailbox) {
         let subscriber = mailbox.subscriber.clone();
-        let cancelled = subscriber.cancel.clone();
+        // One waiter for the worker's whole life, rather than registering a new one with
+        // the token twice per delivery.
+        let cancelled = subscriber.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             let job = tokio::select! {
                 biased;
-                () = cancelled.cancelled() => break,
+                () = &mut cancelled => break,
                 job = mailbox.jobs.recv() => match job {
                     Some(job) => job,
                     None => break,
@@ -86,7 +89,7 @@ impl Worker {
             };
             let status = tokio::select! {
                 biased;
-                () = cancelled.cancelled() => {
+                () = &mut cancelled => {
                     self.abandon(&subscriber, &job);
                     break;
                 }
