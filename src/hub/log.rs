@@ -1,31 +1,51 @@
 //! The bounded message log: the newest messages, oldest evicted first.
+//!
+//! Bounded twice: by messages, and by the delivery records they carry, since a message
+//! keeps one per subscriber (about 150 bytes with its first attempt). Ten thousand
+//! messages to ten thousand subscribers would otherwise hold 10^8 of them, some 15 GB.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::message::{MessageId, MessageRecord};
 
+/// Delivery records the log keeps at most (about 150 MB), counted by the subscribers each
+/// message was published to.
+pub(crate) const DELIVERY_BUDGET: usize = 1_000_000;
+
 #[derive(Debug)]
 pub(crate) struct MessageLog {
     capacity: usize,
+    delivery_budget: usize,
+    /// The sum of `subscribers` over `entries`.
+    deliveries: usize,
     entries: VecDeque<Arc<MessageRecord>>,
 }
 
 impl MessageLog {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, delivery_budget: usize) -> Self {
         // Grow on demand: a 10,000-message log that only ever sees ten should not
         // reserve room for 10,000 up front.
         Self {
             capacity: capacity.max(1),
+            delivery_budget,
+            deliveries: 0,
             entries: VecDeque::new(),
         }
     }
 
+    /// Adds the newest message, evicting the oldest ones while the log is over either
+    /// bound; the newest is always kept.
     pub(crate) fn push(&mut self, record: Arc<MessageRecord>) {
-        if self.entries.len() == self.capacity {
-            self.entries.pop_front();
-        }
+        self.deliveries += record.subscribers;
         self.entries.push_back(record);
+        while self.entries.len() > 1
+            && (self.entries.len() > self.capacity || self.deliveries > self.delivery_budget)
+        {
+            if let Some(oldest) = self.entries.pop_front() {
+                self.deliveries -= oldest.subscribers;
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -34,6 +54,7 @@ impl MessageLog {
 
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.deliveries = 0;
     }
 
     /// Up to `limit` messages older than `before` (all when `None`), newest first.
@@ -72,18 +93,44 @@ mod tests {
     use crate::hub::message::Source;
 
     fn record(id: MessageId) -> Arc<MessageRecord> {
+        to_subscribers(id, 0)
+    }
+
+    fn to_subscribers(id: MessageId, subscribers: usize) -> Arc<MessageRecord> {
         Arc::new(MessageRecord::new(
             id,
             Bytes::new(),
             None,
             Source::Console,
-            0,
+            subscribers,
         ))
     }
 
     #[test]
+    fn messages_with_many_subscribers_are_evicted_sooner() {
+        let mut log = MessageLog::new(100, 1_000);
+        for id in 1..=5 {
+            log.push(to_subscribers(id, 300));
+        }
+        let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids,
+            [5, 4, 3],
+            "900 delivery records fit in 1,000, 1,200 do not"
+        );
+        log.push(to_subscribers(6, 5_000));
+        let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
+        assert_eq!(ids, [6], "the newest is kept even over the budget");
+        log.clear();
+        for id in 7..=16 {
+            log.push(to_subscribers(id, 100));
+        }
+        assert_eq!(log.len(), 10, "clearing gave the budget back");
+    }
+
+    #[test]
     fn keeps_only_the_newest_messages() {
-        let mut log = MessageLog::new(3);
+        let mut log = MessageLog::new(3, DELIVERY_BUDGET);
         for id in 1..=5 {
             log.push(record(id));
         }
@@ -99,7 +146,7 @@ mod tests {
 
     #[test]
     fn pages_walk_backwards_from_a_cursor() {
-        let mut log = MessageLog::new(100);
+        let mut log = MessageLog::new(100, DELIVERY_BUDGET);
         for id in 1..=10 {
             log.push(record(id));
         }
@@ -110,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_zero_capacity_still_keeps_the_latest() {
-        let mut log = MessageLog::new(0);
+        let mut log = MessageLog::new(0, DELIVERY_BUDGET);
         log.push(record(1));
         log.push(record(2));
         assert_eq!(log.page(None, 10).len(), 1);

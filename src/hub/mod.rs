@@ -253,7 +253,7 @@ impl Hub {
         let (fan_out, backlog) = mpsc::channel(FAN_OUT_BACKLOG);
         let hub = Self {
             shared: Arc::new(Shared {
-                log: Mutex::new(MessageLog::new(config.log_capacity)),
+                log: Mutex::new(MessageLog::new(config.log_capacity, log::DELIVERY_BUDGET)),
                 ttl_ms: AtomicU64::new(millis(config.ttl)),
                 reap_every_ms: AtomicU64::new(millis(config.reap_every)),
                 policy: RwLock::new(config.policy.clone()),
