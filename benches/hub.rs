@@ -10,6 +10,7 @@
 //!     cargo bench --bench hub -- quick     # shorter runs
 //!     cargo bench --bench hub -- idle      # one scenario: fanout, idle or isolation
 //!     cargo bench --bench hub -- fanout k=100 secs=20   # one K, longer runs
+//!     cargo bench --bench hub -- idle publishes=150     # 10,000 subscribers, more messages
 //!
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
 //! cores, so they are a floor for what the hub does on its own.
@@ -597,7 +598,7 @@ fn main() {
             }
         }
         if wanted("idle") {
-            let publishes = if quick { 5 } else { 20 };
+            let publishes = arg("publishes=").map_or(if quick { 5 } else { 20 }, |n| n as usize);
             println!("{}", idle_subscribers(&http, 10_000, publishes).await);
         }
         if wanted("isolation") {

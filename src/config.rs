@@ -36,7 +36,7 @@ pub struct Config {
     pub queue_capacity: u32,
 
     /// Messages kept in the log (newest kept; fewer when they went to many subscribers:
-    /// the log holds at most 1,000,000 delivery records).
+    /// the log holds at most 500,000 delivery records).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub log_capacity: u32,
 

@@ -251,8 +251,13 @@ impl LogPanel {
                 .max_height(height - 24.0)
                 .auto_shrink([false, false])
                 .show(&mut columns[1], |ui| {
-                    if deliveries.is_empty() {
+                    if message.subscribers == 0 {
                         ui.weak("No subscriber was live when it was published");
+                    } else if deliveries.is_empty() {
+                        ui.weak(format!(
+                            "Being queued for {} subscribers",
+                            message.subscribers
+                        ));
                     }
                     for delivery in &deliveries {
                         ui.horizontal_wrapped(|ui| {

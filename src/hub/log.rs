@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use super::message::{MessageId, MessageRecord};
 
-/// Delivery records the log keeps at most (about 150 MB), counted by the subscribers each
+/// Delivery records the log keeps at most (about 75 MB), counted by the subscribers each
 /// message was published to.
-pub(crate) const DELIVERY_BUDGET: usize = 1_000_000;
+pub(crate) const DELIVERY_BUDGET: usize = 500_000;
 
 #[derive(Debug)]
 pub(crate) struct MessageLog {
@@ -34,27 +34,34 @@ impl MessageLog {
         }
     }
 
-    /// Adds the newest message, evicting the oldest ones while the log is over either
-    /// bound; the newest is always kept.
-    pub(crate) fn push(&mut self, record: Arc<MessageRecord>) {
+    /// Adds the newest message, and takes out the oldest ones while the log is over
+    /// either bound (the newest is always kept). The caller evicts what is returned once
+    /// it no longer holds the log: freeing 10,000 records takes a while.
+    #[must_use = "evict what left the log"]
+    pub(crate) fn push(&mut self, record: Arc<MessageRecord>) -> Vec<Arc<MessageRecord>> {
         self.deliveries += record.subscribers;
         self.entries.push_back(record);
+        let mut out = Vec::new();
         while self.entries.len() > 1
             && (self.entries.len() > self.capacity || self.deliveries > self.delivery_budget)
         {
             if let Some(oldest) = self.entries.pop_front() {
                 self.deliveries -= oldest.subscribers;
+                out.push(oldest);
             }
         }
+        out
     }
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+    /// Empties the log, returning what was in it to be evicted.
+    #[must_use = "evict what left the log"]
+    pub(crate) fn clear(&mut self) -> Vec<Arc<MessageRecord>> {
         self.deliveries = 0;
+        self.entries.drain(..).collect()
     }
 
     /// Up to `limit` messages older than `before` (all when `None`), newest first.
@@ -110,7 +117,7 @@ mod tests {
     fn messages_with_many_subscribers_are_evicted_sooner() {
         let mut log = MessageLog::new(100, 1_000);
         for id in 1..=5 {
-            log.push(to_subscribers(id, 300));
+            let _ = log.push(to_subscribers(id, 300));
         }
         let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
         assert_eq!(
@@ -118,12 +125,21 @@ mod tests {
             [5, 4, 3],
             "900 delivery records fit in 1,000, 1,200 do not"
         );
-        log.push(to_subscribers(6, 5_000));
+        let oldest = log.get(3).unwrap();
+        oldest.add_deliveries(std::iter::repeat_n(Arc::<str>::from("s:1"), 300), true);
+        assert_eq!(oldest.deliveries().len(), 300);
+        let evicted = log.push(to_subscribers(6, 5_000));
+        assert_eq!(evicted.len(), 3);
+        evicted.iter().for_each(|m| m.evict());
         let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
         assert_eq!(ids, [6], "the newest is kept even over the budget");
-        log.clear();
+        assert!(
+            oldest.deliveries().is_empty(),
+            "an evicted message keeps its records"
+        );
+        assert_eq!(log.clear().len(), 1);
         for id in 7..=16 {
-            log.push(to_subscribers(id, 100));
+            let _ = log.push(to_subscribers(id, 100));
         }
         assert_eq!(log.len(), 10, "clearing gave the budget back");
     }
@@ -132,7 +148,7 @@ mod tests {
     fn keeps_only_the_newest_messages() {
         let mut log = MessageLog::new(3, DELIVERY_BUDGET);
         for id in 1..=5 {
-            log.push(record(id));
+            let _ = log.push(record(id));
         }
         assert_eq!(log.len(), 3);
         let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
@@ -148,7 +164,7 @@ mod tests {
     fn pages_walk_backwards_from_a_cursor() {
         let mut log = MessageLog::new(100, DELIVERY_BUDGET);
         for id in 1..=10 {
-            log.push(record(id));
+            let _ = log.push(record(id));
         }
         let ids: Vec<_> = log.page(Some(8), 3).iter().map(|m| m.id).collect();
         assert_eq!(ids, [7, 6, 5]);
@@ -158,8 +174,8 @@ mod tests {
     #[test]
     fn a_zero_capacity_still_keeps_the_latest() {
         let mut log = MessageLog::new(0, DELIVERY_BUDGET);
-        log.push(record(1));
-        log.push(record(2));
+        let _ = log.push(record(1));
+        let _ = log.push(record(2));
         assert_eq!(log.page(None, 10).len(), 1);
         assert_eq!(log.get(2).map(|m| m.id), Some(2));
     }

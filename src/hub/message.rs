@@ -53,6 +53,11 @@ struct Deliveries {
     list: Vec<Delivery>,
     /// Whether the fan-out has added a delivery for each of `subscribers`.
     queued: bool,
+    /// Out of the log: nothing can look the message up any more, so its records are
+    /// dropped, and none are kept for deliveries still queued (they are still counted in
+    /// the metrics and the subscribers' stats). A subscriber's queue can hold a message
+    /// long after the log let it go, and its records are most of its memory.
+    evicted: bool,
 }
 
 impl MessageRecord {
@@ -118,10 +123,23 @@ impl MessageRecord {
     ) -> usize {
         let mut deliveries = self.deliveries.lock();
         let first = deliveries.list.len();
-        deliveries.list.reserve(subscribers.len());
-        deliveries.list.extend(subscribers.map(Delivery::pending));
         deliveries.queued |= fan_out;
+        if !deliveries.evicted {
+            deliveries.list.reserve(subscribers.len());
+            deliveries.list.extend(subscribers.map(Delivery::pending));
+        }
         first
+    }
+
+    /// Drops the delivery records of a message the log no longer holds.
+    pub(crate) fn evict(&self) {
+        let records = {
+            let mut deliveries = self.deliveries.lock();
+            deliveries.evicted = true;
+            std::mem::take(&mut deliveries.list)
+        };
+        // Freed without the lock, which workers finishing deliveries of it may want.
+        drop(records);
     }
 }
 

@@ -243,6 +243,9 @@ impl Target {
 struct FanOut {
     message: Arc<MessageRecord>,
     targets: Arc<[Target]>,
+    /// Messages its arrival pushed out of the log, whose records the fan-out frees,
+    /// sparing the accepting thread.
+    evicted: Vec<Arc<MessageRecord>>,
     /// Shutdown waits for the fan-out as it does for deliveries.
     _outstanding: Outstanding,
 }
@@ -543,24 +546,26 @@ impl Hub {
             source,
             subscribers,
         ));
-        log.push(message.clone());
+        let evicted = log.push(message.clone());
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         // Announced before any of its deliveries can be.
         self.emit(HubEvent::Published { id, subscribers });
-        let refused = match room {
+        let (refused, evicted) = match room {
             Some(room) if !inline => {
                 self.shared.fanning_out.fetch_add(1, Ordering::AcqRel);
                 room.send(FanOut {
                     message: message.clone(),
                     targets: targets.clone(),
+                    evicted,
                     _outstanding: Outstanding::new(&self.shared.outstanding),
                 });
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
-            _ => self.queue(&message, &targets, true),
+            _ => (self.queue(&message, &targets, true), evicted),
         };
         drop(log);
         self.record_refused(&message, refused);
+        evicted.iter().for_each(|m| m.evict());
         Ok(Published { id, subscribers })
     }
 
@@ -737,7 +742,8 @@ impl Hub {
     }
 
     pub fn clear_log(&self) {
-        self.shared.log.lock().clear();
+        let cleared = self.shared.log.lock().clear();
+        cleared.iter().for_each(|m| m.evict());
         self.shared.version.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -795,6 +801,7 @@ async fn fan_out_loop(shared: Weak<Shared>, mut backlog: mpsc::Receiver<FanOut>)
         let refused = hub.queue(&job.message, &job.targets, true);
         hub.shared.fanning_out.fetch_sub(1, Ordering::AcqRel);
         hub.record_refused(&job.message, refused);
+        job.evicted.iter().for_each(|m| m.evict());
     }
 }
 
