@@ -1,17 +1,12 @@
 //! `herald --headless`: the hub without a window, until Ctrl-C or SIGTERM.
 
-use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::service::Service;
 
 /// Runs the hub on a fresh multi-thread runtime until a stop signal arrives.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("herald-rt")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::service::background_runtime()?;
     runtime.block_on(async {
         let service = Service::start(&config).await?;
         if let Some(url) = service.url() {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
@@ -242,6 +243,17 @@ fn generate_token() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system has no random numbers to give");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The runtime for deliveries, the fan-out and the reaper, in both modes.
+pub fn background_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Its threads keep the default priority: run lower (tried at nice 5), publishers
+    // under overload took CPU from delivery, and more was dropped than accepted faster.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("herald-rt")
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Lifts the soft limit on open files to the hard one: every subscriber may hold a

@@ -19,7 +19,6 @@ mod theme;
 
 use std::sync::{Arc, OnceLock};
 
-use anyhow::Context as _;
 
 pub use app::{HeraldApp, SETTINGS_KEY, Settings};
 pub use backend::{Backend, ListenState};
@@ -33,11 +32,7 @@ const ICON: &[u8] = include_bytes!("../../assets/icon.png");
 /// deliveries for up to 5 s). `given` names the flags the user typed, which win over
 /// remembered settings.
 pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("herald-rt")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::service::background_runtime()?;
     let handle = runtime.handle().clone();
     let started: Arc<OnceLock<Arc<Backend>>> = Arc::default();
     let slot = started.clone();
