@@ -1,6 +1,5 @@
 //! `herald --headless`: the hub without a window, until Ctrl-C or SIGTERM.
 
-
 use crate::config::Config;
 use crate::service::Service;
 

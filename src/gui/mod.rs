@@ -19,7 +19,6 @@ mod theme;
 
 use std::sync::{Arc, OnceLock};
 
-
 pub use app::{HeraldApp, SETTINGS_KEY, Settings};
 pub use backend::{Backend, ListenState};
 pub use test_subscriber::{TestState, TestSubscriber};
