@@ -598,7 +598,7 @@ fn main() {
             }
         }
         if wanted("idle") {
-            let publishes = arg("publishes=").map_or(if quick { 5 } else { 20 }, |n| n as usize);
+            let publishes = arg("publishes=").map_or(if quick { 10 } else { 100 }, |n| n as usize);
             println!("{}", idle_subscribers(&http, 10_000, publishes).await);
         }
         if wanted("isolation") {

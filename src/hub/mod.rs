@@ -220,7 +220,9 @@ const EVENT_BUFFER: usize = 4_096;
 const FAN_OUT_BACKLOG: usize = 1_024;
 /// Up to this many subscribers, the publishing thread queues a message itself: that
 /// costs it microseconds, and saves a hop through the fan-out task, which at thousands
-/// of messages a second costs more than the queueing.
+/// of messages a second costs more than the queueing. (Through the fan-out, K=100 at
+/// 2,000 deliveries/s had p50 3.5 ms instead of 2.8-3.1, and K=1 at full rate delivered
+/// half as much.)
 const INLINE_FAN_OUT: usize = 256;
 
 /// One live subscriber as a publish sees it: whom to record and where to queue.
