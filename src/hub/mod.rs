@@ -497,9 +497,6 @@ impl Hub {
         content_type: Option<String>,
         source: Source,
     ) -> Result<Published, PublishError> {
-        if self.is_closed() {
-            return Err(PublishError::ShuttingDown);
-        }
         let room = self.shared.fan_out.try_reserve().ok();
         self.accept(room, body, content_type, source)
     }
@@ -511,13 +508,11 @@ impl Hub {
         content_type: Option<String>,
         source: Source,
     ) -> Result<Published, PublishError> {
+        // Not worth waiting for room in a hub that is going away.
         if self.is_closed() {
             return Err(PublishError::ShuttingDown);
         }
         let room = self.shared.fan_out.reserve().await.ok();
-        if self.is_closed() {
-            return Err(PublishError::ShuttingDown);
-        }
         self.accept(room, body, content_type, source)
     }
 
@@ -530,6 +525,9 @@ impl Hub {
         content_type: Option<String>,
         source: Source,
     ) -> Result<Published, PublishError> {
+        if self.is_closed() {
+            return Err(PublishError::ShuttingDown);
+        }
         let targets = self.targets();
         let subscribers = targets.len();
         // Under the log lock, ids are allocated, and messages queued or handed to the
