@@ -185,6 +185,25 @@ impl Hub {
     }
 }
 
+/// CPU time the hypervisor gave to other guests (steal), in seconds, summed over cores:
+/// a run with much of it measured a machine that was not all there.
+fn steal_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: f64 = stat
+        .lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Steal since `before`, as a share of all the machine's CPU time over `elapsed`.
+fn steal_percent(before: f64, elapsed: Duration) -> f64 {
+    (steal_seconds() - before) / (elapsed.as_secs_f64() * num_cpus() as f64) * 100.0
+}
+
 fn status_kib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -398,6 +417,7 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
     let addresses: Vec<String> = sinks.iter().map(ToString::to_string).collect();
     register(http, &hub.url, &addresses).await;
     let cpu_before = hub.cpu_seconds();
+    let steal_before = steal_seconds();
     let started = Instant::now();
     let (accepted, _) = publish(
         http,
@@ -430,7 +450,7 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
     let deliveries_per_sec = received as f64 / elapsed;
     let cpu = hub.cpu_seconds() - cpu_before;
     let line = format!(
-        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s ({:.0} µs per delivery)  {:>5.1}% of direct ({:.0}/s)",
+        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s ({:.0} µs per delivery)  {:>5.1}% of direct ({:.0}/s)  steal {:.0}%",
         run.label,
         run.k,
         accepted as f64 / run.duration.as_secs_f64(),
@@ -445,6 +465,7 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
         cpu * 1e6 / received.max(1) as f64,
         deliveries_per_sec / direct_rate * 100.0,
         direct_rate,
+        steal_percent(steal_before, started.elapsed()),
     );
     hub.stop().await;
     line
