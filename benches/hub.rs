@@ -482,6 +482,8 @@ async fn idle_subscribers(http: &reqwest::Client, count: usize, publishes: usize
     register(http, &hub.url, &addresses).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = hub.rss_mib();
+    let steal_before = steal_seconds();
+    let started = Instant::now();
     let mut accept = Vec::new();
     for _ in 0..publishes {
         let started = Instant::now();
@@ -499,11 +501,12 @@ async fn idle_subscribers(http: &reqwest::Client, count: usize, publishes: usize
     let (received, _) = tally.reset();
     accept.sort_unstable();
     let line = format!(
-        "{count} idle subscribers         RSS idle {idle_rss:.1} MiB  publish accepted p50 {:.2} ms p99 {:.2} ms ({publishes} publishes)  delivered {received}/{}  hub RSS peak {:.1} MiB",
+        "{count} idle subscribers         RSS idle {idle_rss:.1} MiB  publish accepted p50 {:.2} ms p99 {:.2} ms ({publishes} publishes)  delivered {received}/{}  hub RSS peak {:.1} MiB  steal {:.0}%",
         percentile(&accept, 0.5),
         percentile(&accept, 0.99),
         count * publishes,
         hub.peak_rss_mib(),
+        steal_percent(steal_before, started.elapsed()),
     );
     hub.stop().await;
     line
@@ -526,6 +529,8 @@ async fn isolation(
     addresses.extend((0..hanging).map(|i| format!("http://{stuck}/event/{i}")));
     register(http, &hub.url, &addresses).await;
     let cpu_before = hub.cpu_seconds();
+    let steal_before = steal_seconds();
+    let started = Instant::now();
     let (accepted, _) = publish(
         http,
         format!("{}/sendMessage", hub.url),
@@ -539,12 +544,13 @@ async fn isolation(
     let (received, mut latencies) = tally.reset();
     latencies.sort_unstable();
     let line = format!(
-        "{fast} fast + {hanging} hanging  {accepted} publishes at {rate:.0}/s: fast ones got {received}/{expected}  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  hub RSS peak {:.1} MiB  CPU {:.1} s",
+        "{fast} fast + {hanging} hanging  {accepted} publishes at {rate:.0}/s: fast ones got {received}/{expected}  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  hub RSS peak {:.1} MiB  CPU {:.1} s  steal {:.0}%",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         percentile(&latencies, 1.0),
         hub.peak_rss_mib(),
         hub.cpu_seconds() - cpu_before,
+        steal_percent(steal_before, started.elapsed()),
     );
     hub.stop().await;
     line
