@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use egui::RichText;
 
-use super::theme;
+use super::{format, theme};
 use crate::hub::{Hub, Source};
 
 /// Example payloads from `assets/templates/`, built into the binary.
@@ -230,7 +230,8 @@ impl Compose {
                 );
                 (text, true)
             }
-            Err(err) => (format!("Not published: {err}"), false),
+            // The error already says that nothing was published, and why.
+            Err(err) => (format::sentence(&err.to_string()), false),
         });
     }
 }

@@ -117,9 +117,28 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// `text` with its first letter capitalised, to stand alone as a status line.
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_become_status_lines() {
+        assert_eq!(
+            sentence("the hub is shutting down"),
+            "The hub is shutting down"
+        );
+        assert_eq!(sentence("élan"), "Élan");
+        assert_eq!(sentence(""), "");
+    }
 
     #[test]
     fn ages_and_sizes() {
