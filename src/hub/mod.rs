@@ -870,6 +870,7 @@ mod tests {
     fn a_publish_queues_behind_a_fan_out_still_under_way() {
         let (hub, held) = hub_with(INLINE_FAN_OUT + 1);
         let first = publish(&hub, "to many").unwrap();
+        assert!(!hub.is_drained(), "shutdown would not wait for the fan-out");
         // One subscriber left: few enough to queue inline, but the first message is
         // still waiting for the fan-out, so the second must wait behind it.
         for port in 1..=INLINE_FAN_OUT {

@@ -244,3 +244,36 @@ async fn futures_ids(hub: &crate::utils::TestHub, count: usize) -> Vec<u64> {
     }
     ids
 }
+
+#[tokio::test]
+async fn a_large_fan_out_published_just_before_shutdown_is_delivered_in_full() {
+    // Enough subscribers that the fan-out task, not the publishing thread, queues each
+    // message. (That shutdown counts a fan-out not yet done is checked in `hub`'s unit
+    // tests, where the task can be held back.)
+    let hub = start_hub(|_| {}).await;
+    let mut receiver = Receiver::scripted(
+        Vec::new(),
+        Reply::status(200).after(Duration::from_millis(20)),
+    )
+    .await;
+    for i in 0..300 {
+        hub.register(&format!("http://{}/event/{i}", receiver.address()))
+            .await;
+    }
+    let ids = futures_ids(&hub, 3).await;
+    let inner = hub.hub().clone();
+    hub.shutdown().await;
+    for id in ids {
+        let deliveries = inner.message(id).unwrap().deliveries();
+        assert_eq!(deliveries.len(), 300, "message {id} was not fanned out");
+        for delivery in deliveries {
+            assert!(
+                matches!(delivery.status, DeliveryStatus::Delivered { .. }),
+                "{}: {:?}",
+                delivery.subscriber,
+                delivery.status
+            );
+        }
+    }
+    assert_eq!(receiver.drain().len(), 900);
+}
