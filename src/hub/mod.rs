@@ -183,10 +183,10 @@ struct Shared {
     /// Keyed by the address exactly as registered, as the seed did. Ordered so that
     /// listings are stable. Lock order: `subscribers`, then `targets`, then `log`.
     subscribers: RwLock<BTreeMap<Arc<str>, Entry>>,
-    /// Where a publish goes: the live subscribers' queues, built when first needed after
-    /// the set changes, so that a publish copies one `Arc` however many subscribers there
-    /// are. `None` when stale.
-    targets: Mutex<Option<Arc<[Target]>>>,
+    /// Where a publish goes: the live subscribers' queues, in registration order, kept in
+    /// step with `subscribers`. A publish takes an `Arc` of it, however many subscribers
+    /// there are; a change copies it only while a publish still holds the old one.
+    targets: Mutex<Arc<Vec<Target>>>,
     /// Accepted messages on their way to the fan-out task, in id order.
     fan_out: mpsc::Sender<FanOut>,
     /// Messages sent to the fan-out task and not yet queued for their subscribers. While
@@ -244,7 +244,7 @@ impl Target {
 /// An accepted message and the subscribers that were live when it was accepted.
 struct FanOut {
     message: Arc<MessageRecord>,
-    targets: Arc<[Target]>,
+    targets: Arc<Vec<Target>>,
     /// Messages its arrival pushed out of the log, whose records the fan-out frees,
     /// sparing the accepting thread.
     evicted: Vec<Arc<MessageRecord>>,
@@ -264,7 +264,7 @@ impl Hub {
                 policy: RwLock::new(config.policy.clone()),
                 config,
                 subscribers: RwLock::new(BTreeMap::new()),
-                targets: Mutex::new(None),
+                targets: Mutex::default(),
                 fan_out,
                 fanning_out: AtomicUsize::new(0),
                 activity: Mutex::new(VecDeque::new()),
@@ -372,7 +372,10 @@ impl Hub {
             shared.set_secret(secret);
         }
         let (queue, jobs) = mpsc::channel(self.shared.config.queue_capacity.max(1));
-        *self.shared.targets.lock() = None;
+        Arc::make_mut(&mut self.shared.targets.lock()).push(Target {
+            subscriber: shared.clone(),
+            queue: queue.clone(),
+        });
         subscribers.insert(
             address.clone(),
             Entry {
@@ -403,8 +406,8 @@ impl Hub {
         let entry = {
             let mut subscribers = self.shared.subscribers.write();
             let entry = subscribers.remove(address);
-            if entry.is_some() {
-                *self.shared.targets.lock() = None;
+            if let Some(entry) = &entry {
+                self.drop_targets(|t| Arc::ptr_eq(&t.subscriber, &entry.shared));
             }
             entry
         };
@@ -427,13 +430,14 @@ impl Hub {
                 .filter(|(_, e)| now.saturating_duration_since(e.last_seen_at) > e.lease(ttl))
                 .map(|(address, _)| address.clone())
                 .collect();
-            if !stale.is_empty() {
-                *self.shared.targets.lock() = None;
-            }
-            stale
+            let expired: Vec<Entry> = stale
                 .iter()
                 .filter_map(|address| subscribers.remove(address))
-                .collect()
+                .collect();
+            if !expired.is_empty() {
+                self.drop_targets(|t| !subscribers.contains_key(&t.subscriber.address));
+            }
+            expired
         };
         expired
             .into_iter()
@@ -466,7 +470,7 @@ impl Hub {
         self.stop_intake();
         let all = {
             let mut subscribers = self.shared.subscribers.write();
-            *self.shared.targets.lock() = None;
+            *self.shared.targets.lock() = Arc::default();
             std::mem::take(&mut *subscribers)
         };
         for entry in all.into_values() {
@@ -569,15 +573,15 @@ impl Hub {
         Ok(Published { id, subscribers })
     }
 
-    /// The live subscribers' queues, shared until the set of subscribers changes.
-    fn targets(&self) -> Arc<[Target]> {
-        let subscribers = self.shared.subscribers.read();
-        // Under the read lock: a change, which takes the write lock, cannot slip between
-        // building this and caching it.
-        let mut targets = self.shared.targets.lock();
-        targets
-            .get_or_insert_with(|| subscribers.values().map(Target::of).collect())
-            .clone()
+    /// The live subscribers' queues as they are now.
+    fn targets(&self) -> Arc<Vec<Target>> {
+        self.shared.targets.lock().clone()
+    }
+
+    /// Takes the subscribers for which `gone` holds out of the targets. Called with the
+    /// `subscribers` write lock held, so the two stay in step.
+    fn drop_targets(&self, gone: impl Fn(&Target) -> bool) {
+        Arc::make_mut(&mut self.shared.targets.lock()).retain(|t| !gone(t));
     }
 
     /// Adds a delivery of `message` for each target and queues it. Returns the targets
@@ -636,13 +640,13 @@ impl Hub {
             return Err(ResendError::ShuttingDown);
         }
         let message = self.message(id).ok_or(ResendError::UnknownMessage(id))?;
-        let targets: Arc<[Target]> = match to {
+        let targets: Arc<Vec<Target>> = match to {
             Some(address) => {
                 let subscribers = self.shared.subscribers.read();
                 let entry = subscribers
                     .get(address)
                     .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?;
-                Arc::new([Target::of(entry)])
+                Arc::new(vec![Target::of(entry)])
             }
             None => self.targets(),
         };
@@ -904,6 +908,35 @@ mod tests {
         let record = hub.message(first.id).unwrap();
         assert_eq!(record.summary().failed, INLINE_FAN_OUT);
         assert_eq!(record.summary().pending, 1);
+    }
+
+    #[test]
+    fn publishes_go_to_the_subscribers_live_at_the_time() {
+        let (hub, held) = hub_with(3);
+        let first = publish(&hub, "to three").unwrap();
+        assert!(hub.remove("127.0.0.1:1025", RemovalReason::Kicked));
+        hub.register("127.0.0.1:2000").unwrap();
+        let second = publish(&hub, "to three others").unwrap();
+        let expired = hub.expire(Instant::now() + hub.ttl() + Duration::from_secs(1));
+        assert_eq!(expired.len(), 3);
+        let third = publish(&hub, "to nobody").unwrap();
+        assert_eq!(
+            (first.subscribers, second.subscribers, third.subscribers),
+            (3, 3, 0)
+        );
+        let received: Vec<Vec<MessageId>> = held
+            .mailboxes
+            .lock()
+            .iter_mut()
+            .map(|mailbox| {
+                std::iter::from_fn(|| mailbox.jobs.try_recv().ok())
+                    .map(|job| job.message.id)
+                    .collect()
+            })
+            .collect();
+        // In registration order: 1024, 1025 (kicked), 1026, then 2000.
+        let (a, b) = (first.id, second.id);
+        assert_eq!(received, [vec![a, b], vec![a], vec![a, b], vec![b]]);
     }
 
     #[test]
