@@ -288,31 +288,23 @@ async fn publish(
                     }
                 }
                 Some(rate) => {
-                    // Ticks of 1 ms, each sending its share, without waiting for answers.
-                    let mut ticker = tokio::time::interval(Duration::from_millis(1));
-                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    let mut owed = 0.0;
                     let mut inflight = tokio::task::JoinSet::new();
-                    while Instant::now() < deadline {
-                        ticker.tick().await;
-                        owed += rate / 1000.0;
-                        while owed >= 1.0 {
-                            owed -= 1.0;
-                            let (http, url, accepted, accept_times) = (
-                                http.clone(),
-                                url.clone(),
-                                accepted.clone(),
-                                accept_times.clone(),
-                            );
-                            inflight.spawn(async move {
-                                let (ok, micros) = post(http, url).await;
-                                if ok {
-                                    accepted.fetch_add(1, Ordering::Relaxed);
-                                    accept_times.lock().push(micros);
-                                }
-                            });
-                        }
-                    }
+                    paced(rate, deadline, || {
+                        let (http, url, accepted, accept_times) = (
+                            http.clone(),
+                            url.clone(),
+                            accepted.clone(),
+                            accept_times.clone(),
+                        );
+                        inflight.spawn(async move {
+                            let (ok, micros) = post(http, url).await;
+                            if ok {
+                                accepted.fetch_add(1, Ordering::Relaxed);
+                                accept_times.lock().push(micros);
+                            }
+                        });
+                    })
+                    .await;
                     inflight.join_all().await;
                 }
             }
@@ -322,6 +314,22 @@ async fn publish(
     let mut times = std::mem::take(&mut *accept_times.lock());
     times.sort_unstable();
     (accepted.load(Ordering::Relaxed), times)
+}
+
+/// Calls `send` `per_second` times a second until `deadline`, in ticks of 1 ms that each
+/// send their share; `send` starts work and must not wait for it.
+async fn paced(per_second: f64, deadline: Instant, mut send: impl FnMut()) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut owed = 0.0;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        owed += per_second / 1000.0;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            send();
+        }
+    }
 }
 
 /// Waits until `expected` deliveries arrived or nothing arrived for two seconds.
@@ -378,24 +386,16 @@ async fn direct_paced(
     per_second: f64,
 ) -> (f64, f64) {
     tally.reset();
-    let urls: Arc<Vec<String>> =
-        Arc::new(sinks.iter().map(|a| format!("http://{a}/event")).collect());
-    let deadline = Instant::now() + duration;
-    let mut ticker = tokio::time::interval(Duration::from_millis(1));
-    let mut owed = 0.0;
+    let urls: Vec<String> = sinks.iter().map(|a| format!("http://{a}/event")).collect();
     let mut inflight = tokio::task::JoinSet::new();
-    while Instant::now() < deadline {
-        ticker.tick().await;
-        owed += per_second / 1000.0;
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let body = bytes::Bytes::from(format!("{};{}", now_nanos(), "x".repeat(64)));
-            for url in urls.iter() {
-                let (http, url, body) = (http.clone(), url.clone(), body.clone());
-                inflight.spawn(async move { http.post(url).body(body).send().await.ok() });
-            }
+    paced(per_second, Instant::now() + duration, || {
+        let body = bytes::Bytes::from(format!("{};{}", now_nanos(), "x".repeat(64)));
+        for url in &urls {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            inflight.spawn(async move { http.post(url).body(body).send().await.ok() });
         }
-    }
+    })
+    .await;
     inflight.join_all().await;
     let (_, mut latencies) = tally.reset();
     latencies.sort_unstable();
