@@ -550,22 +550,22 @@ impl Hub {
             source,
             subscribers,
         ));
-        let evicted = log.push(message.clone());
+        let mut evicted = log.push(message.clone());
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         // Announced before any of its deliveries can be.
         self.emit(HubEvent::Published { id, subscribers });
-        let (refused, evicted) = match room {
+        let refused = match room {
             Some(room) if !inline => {
                 self.shared.fanning_out.fetch_add(1, Ordering::AcqRel);
                 room.send(FanOut {
                     message: message.clone(),
                     targets: targets.clone(),
-                    evicted,
+                    evicted: std::mem::take(&mut evicted),
                     _outstanding: Outstanding::new(&self.shared.outstanding),
                 });
-                (Vec::new(), Vec::new())
+                Vec::new()
             }
-            _ => (self.queue(&message, &targets, true), evicted),
+            _ => self.queue(&message, &targets, true),
         };
         drop(log);
         self.record_refused(&message, refused);
