@@ -14,6 +14,7 @@
 //! - [`gui`]: the desktop console (eframe/egui) over the same hub.
 //! - [`config`]: the command line.
 //! - [`headless`]: `herald --headless`.
+//! - [`wire`]: header names and ids that clients and receivers depend on.
 
 pub mod config;
 pub mod delivery;
@@ -22,6 +23,7 @@ pub mod headless;
 pub mod hub;
 pub mod server;
 pub mod service;
+pub mod wire;
 
 pub use config::Config;
 pub use hub::Hub;

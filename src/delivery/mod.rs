@@ -8,8 +8,6 @@ mod resolver;
 pub mod signature;
 mod worker;
 
-pub use worker::{INSTANCE_HEADER, webhook_id};
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};

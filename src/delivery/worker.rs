@@ -15,13 +15,14 @@ use super::signature::sign;
 use crate::hub::{
     Attempt, DeliveryError, DeliveryStatus, Hub, Job, Mailbox, RemovalReason, SubscriberShared,
 };
+use crate::wire::{
+    INSTANCE_HEADER, MESSAGE_ID_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER, webhook_id,
+};
 
 /// A subscriber's response body is read (so the connection can be reused) up to this
 /// much; a subscriber that answers with more gets its connection closed instead.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
-
-/// Names the hub a delivery came from; the server refuses to publish what it sent itself.
-pub const INSTANCE_HEADER: &str = "x-herald-instance";
 
 pub(super) struct Worker {
     hub: Hub,
@@ -189,7 +190,7 @@ impl Worker {
             .client
             .post(Url::clone(&subscriber.target))
             .timeout(timeout)
-            .header("x-herald-message-id", message.id)
+            .header(MESSAGE_ID_HEADER, message.id)
             .header(INSTANCE_HEADER, self.instance.clone())
             // `Bytes` clones share the buffer: no per-subscriber copy of the payload.
             .body(message.body.clone());
@@ -206,9 +207,9 @@ impl Worker {
                 .map_or(0, |d| d.as_secs());
             let signature = sign(&secret, &id, timestamp, &message.body);
             request = request
-                .header("webhook-id", id)
-                .header("webhook-timestamp", timestamp)
-                .header("webhook-signature", signature);
+                .header(WEBHOOK_ID_HEADER, id)
+                .header(WEBHOOK_TIMESTAMP_HEADER, timestamp)
+                .header(WEBHOOK_SIGNATURE_HEADER, signature);
         }
         // Held until the body is read, so the connection is back in the pool for the next
         // worker at this origin. The wait for it is not part of the delivery's timeout.
@@ -269,12 +270,6 @@ impl Worker {
 
 fn response_ok(status: u16) -> bool {
     (200..300).contains(&status)
-}
-
-/// The `webhook-id` of a message: stable across retries and resends, and unique across
-/// hub restarts, so receivers can deduplicate on it.
-pub fn webhook_id(instance: &str, id: u64) -> String {
-    format!("msg_{instance}_{id}")
 }
 
 /// Retry connection failures, timeouts, 408, 429 and 5xx; 410 unsubscribes; the rest

@@ -9,8 +9,8 @@ use http_body_util::LengthLimitError;
 
 use super::AppState;
 use super::error::HttpError;
-use crate::delivery::INSTANCE_HEADER;
 use crate::hub::{Published, Source};
+use crate::wire::INSTANCE_HEADER;
 
 /// Reads the whole body and publishes it with the request's content type. A body that is
 /// too large or did not arrive whole is never published.

@@ -13,6 +13,7 @@ use super::publish::publish;
 use super::query::{first, parse_query};
 use super::{AppState, register_error};
 use crate::hub::{RegisterError, RemovalReason, Secret, Subscription};
+use crate::wire::{MESSAGE_ID_HEADER, SUBSCRIBERS_HEADER};
 
 pub(super) fn router() -> Router<AppState> {
     // `any`, not `post`/`get`: the seed answers a wrong method with 400 and its own text,
@@ -106,8 +107,8 @@ async fn send_message(State(state): State<AppState>, request: Request) -> SeedRe
     let published = publish(&state, request).await?;
     let mut response = success();
     let headers = response.headers_mut();
-    headers.insert("x-herald-message-id", published.id.into());
-    headers.insert("x-herald-subscribers", published.subscribers.into());
+    headers.insert(MESSAGE_ID_HEADER, published.id.into());
+    headers.insert(SUBSCRIBERS_HEADER, published.subscribers.into());
     Ok(response)
 }
 

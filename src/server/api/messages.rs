@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, millis, path_rejection, query_rejection, time};
-use crate::delivery::webhook_id;
 use crate::hub::{Attempt, Delivery, DeliveryStatus, Hub, MessageRecord, ResendError};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
+use crate::wire::webhook_id;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;

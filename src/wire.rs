@@ -1,0 +1,21 @@
+//! Names that travel on the wire: the headers Herald adds to its answers and deliveries,
+//! and the `webhook-id` format. Clients, receivers and other Herald instances depend on
+//! them, so each is spelled here once and imported by `delivery` and `server`.
+
+/// On a publish answer and on every delivery: the hub's message id.
+pub const MESSAGE_ID_HEADER: &str = "x-herald-message-id";
+/// On a `/sendMessage` answer: the live subscribers the message goes to.
+pub const SUBSCRIBERS_HEADER: &str = "x-herald-subscribers";
+/// On every delivery: the hub it came from. A hub refuses requests carrying its own.
+pub const INSTANCE_HEADER: &str = "x-herald-instance";
+
+/// Standard Webhooks headers, on signed deliveries.
+pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
+pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+
+/// The `webhook-id` of a message: stable across retries and resends, and unique across
+/// hub restarts (the instance differs), so receivers can deduplicate on it.
+pub fn webhook_id(instance: &str, id: u64) -> String {
+    format!("msg_{instance}_{id}")
+}
