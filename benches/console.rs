@@ -43,7 +43,7 @@ fn main() {
     }
     // Registered after the messages, so no delivery is attempted: this measures drawing.
     for i in 0..10_000u32 {
-        hub.register(&format!("svc-{i}.bench.local:{}", 1024 + i))
+        hub.subscribe(&format!("svc-{i}.bench.local:{}", 1024 + i))
             .unwrap();
     }
     println!(
@@ -69,7 +69,7 @@ fn main() {
     report("a message selected", &mut harness, |_| {});
     // A keep-alive per frame: the hub's version moves, so every refresh path runs.
     report("hub changing every frame", &mut harness, |_| {
-        hub.register("svc-0.bench.local:1024").unwrap();
+        hub.subscribe("svc-0.bench.local:1024").unwrap();
     });
 }
 

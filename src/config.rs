@@ -109,6 +109,9 @@ pub struct Config {
     pub allow_targets: Vec<IpNet>,
 }
 
+/// A `Retry-After` longer than this is cut to it (a subscriber cannot park its queue).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// The `--retry-schedule` list. A type of its own so clap takes it as one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySchedule(pub Vec<Duration>);
@@ -176,7 +179,7 @@ impl Config {
             probe_backoff: self.probe_backoff(),
             signing_secret: self.signing_secret.clone(),
             policy: self.policy(),
-            ..DeliveryConfig::default()
+            max_retry_after: MAX_RETRY_AFTER,
         }
     }
 
@@ -186,6 +189,26 @@ impl Config {
             token: self.token.clone(),
             allowed_hosts: self.allow_hosts.clone(),
         }
+    }
+}
+
+// Each default is written once, in the flags above; the parts' configs take theirs from
+// there, so a default shown by `--help` is the one in force everywhere.
+impl Default for HubConfig {
+    fn default() -> Self {
+        Config::default().hub()
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Config::default().delivery()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Config::default().server()
     }
 }
 

@@ -1,5 +1,5 @@
-//! A running hub: the HTTP server, the delivery workers and the reaper, started together
-//! and stopped together. The headless binary, the GUI and the tests all start it this way.
+//! A running hub: the HTTP server, the delivery workers and the hub's own tasks, started
+//! together and stopped together. The headless binary, the GUI and the tests all start it this way.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::Dispatcher;
-use crate::hub::{Hub, reap_expired};
+use crate::hub::Hub;
 use crate::server::{self, ServerConfig};
 
 /// How long queued deliveries get to drain once shutdown starts; then they are abandoned
@@ -43,22 +43,20 @@ pub struct Service {
     http: HttpThread,
     /// The HTTP server, once it listens.
     listening: Option<Listening>,
-    /// Cancelled once, by `shutdown`, to stop the reaper.
-    stop: CancellationToken,
-    reaper: JoinHandle<()>,
 }
 
 struct Listening {
     local_addr: SocketAddr,
     /// The bearer token every request needs, if any.
     token: Option<String>,
-    /// Cancelled to stop this server (at shutdown, or when moving to another address).
+    /// Stops this server: a child of the hub's stop signal, cancelled on its own when the
+    /// service moves to another address.
     stop: CancellationToken,
     server: JoinHandle<io::Result<()>>,
 }
 
 impl Service {
-    /// The hub with its workers and reaper, not yet listening. Must be called within a
+    /// The hub with its workers and tasks, not yet listening. Must be called within a
     /// tokio runtime.
     pub fn new(config: &Config) -> Result<Self, StartError> {
         let runtime = Handle::current();
@@ -68,16 +66,12 @@ impl Service {
         })?;
         let dispatcher = Arc::new(Dispatcher::new(config.delivery(), runtime.clone())?);
         let hub = Hub::new(config.hub(), Arc::new(dispatcher.clone()));
-        let stop = CancellationToken::new();
-        let reaper = runtime.spawn(reap_expired(hub.clone(), stop.clone()));
         Ok(Self {
             hub,
             dispatcher,
             config: config.server(),
             http,
             listening: None,
-            stop,
-            reaper,
         })
     }
 
@@ -123,7 +117,7 @@ impl Service {
             config.token = Some(generate_token());
         }
         self.hub.set_own_addr(Some(local_addr));
-        let stop = CancellationToken::new();
+        let stop = self.hub.stopping().child_token();
         let router = server::router(self.hub.clone(), config.clone());
         let server = self
             .http
@@ -166,29 +160,19 @@ impl Service {
     /// to 5 s, abandons (and records) the rest, and gives requests in flight a moment.
     /// Bounded in time even with hanging subscribers and clients.
     pub async fn shutdown(self) {
-        self.stop.cancel();
-        if let Some(listening) = &self.listening {
-            listening.stop.cancel();
-        }
+        // The one stop signal: intake, the listener, the reaper and event streams end.
         self.hub.stop_intake();
-        let drained = tokio::time::timeout(DRAIN_GRACE, async {
-            while !self.hub.is_drained() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        if drained.is_err() {
+        if tokio::time::timeout(DRAIN_GRACE, self.hub.drained())
+            .await
+            .is_err()
+        {
             tracing::warn!("deliveries still pending after {DRAIN_GRACE:?}; abandoning them");
         }
         self.hub.close();
-        // Give the cancelled workers a moment to record what they abandoned.
-        tokio::time::timeout(SERVER_GRACE, async {
-            while !self.hub.is_drained() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .ok();
+        // The cancelled workers record what they abandoned, then let their jobs go.
+        tokio::time::timeout(SERVER_GRACE, self.hub.drained())
+            .await
+            .ok();
         if let Some(listening) = self.listening {
             match tokio::time::timeout(SERVER_GRACE, listening.server).await {
                 Ok(Ok(Err(err))) => tracing::warn!("HTTP server stopped with an error: {err}"),
@@ -198,7 +182,6 @@ impl Service {
                 ),
             }
         }
-        self.reaper.abort();
     }
 }
 

@@ -9,7 +9,6 @@ pub mod signature;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -17,8 +16,9 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::hub::{Hub, Launch, Mailbox, Secret, TargetPolicy};
+use crate::hub::{Hub, Launch, LiveDuration, Mailbox, Secret, TargetPolicy, Task};
 
+/// What sending needs to know. Its `Default` is the command line's (`crate::config`).
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     /// Longest wait for a TCP (and TLS) connection to a subscriber.
@@ -43,33 +43,13 @@ pub struct DeliveryConfig {
     pub policy: TargetPolicy,
 }
 
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(2),
-            timeout: Duration::from_secs(10),
-            retry_schedule: vec![
-                Duration::from_millis(500),
-                Duration::from_secs(2),
-                Duration::from_secs(8),
-            ],
-            max_retry_after: Duration::from_secs(60),
-            suspend_after: 5,
-            max_connections_per_host: 64,
-            probe_backoff: (Duration::from_secs(1), Duration::from_secs(60)),
-            signing_secret: None,
-            policy: TargetPolicy::default(),
-        }
-    }
-}
-
 /// Starts delivery workers on a tokio runtime; the hub calls it for each new subscriber.
 pub struct Dispatcher {
     client: reqwest::Client,
     config: Arc<DeliveryConfig>,
-    /// The whole-delivery timeout in milliseconds, read by workers on every attempt so the
-    /// console can change it live (`config.timeout` is only where it starts).
-    timeout_ms: Arc<AtomicU64>,
+    /// The whole-delivery timeout, read by workers on every attempt so the console can
+    /// change it live (`config.timeout` is only where it starts).
+    timeout: Arc<LiveDuration>,
     /// Workers are spawned through a handle, not `tokio::spawn`, because registration may
     /// come from the GUI thread, which is outside the runtime.
     runtime: Handle,
@@ -103,7 +83,7 @@ impl Dispatcher {
             .build()?;
         Ok(Self {
             client,
-            timeout_ms: Arc::new(AtomicU64::new(config.timeout.as_millis() as u64)),
+            timeout: Arc::new(LiveDuration::new(config.timeout)),
             config: Arc::new(config),
             runtime,
             origins: Mutex::default(),
@@ -112,12 +92,11 @@ impl Dispatcher {
 
     /// Changes the whole-delivery timeout for every attempt from now on.
     pub fn set_timeout(&self, timeout: Duration) {
-        self.timeout_ms
-            .store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+        self.timeout.set(timeout);
     }
 
     pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+        self.timeout.get()
     }
 
     /// The connection limit shared by every subscriber at `target`'s origin.
@@ -143,13 +122,14 @@ impl Launch for Arc<Dispatcher> {
             hub,
             self.client.clone(),
             self.config.clone(),
-            self.timeout_ms.clone(),
+            self.timeout.clone(),
             self.origin_limit(&mailbox.subscriber.target),
         );
         self.runtime.spawn(worker.run(mailbox));
     }
 
-    fn spawn(&self, task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+    fn spawn(&self, name: &'static str, task: Task) {
+        tracing::debug!("starting the hub's {name} task");
         self.runtime.spawn(task);
     }
 }

@@ -47,12 +47,7 @@ impl Resolve for PolicyResolver {
 
 /// Whether a request error came from the policy refusing every address.
 pub(super) fn blocked_reason(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cause = Some(err);
-    while let Some(inner) = cause {
-        if let Some(blocked) = inner.downcast_ref::<Blocked>() {
-            return Some(blocked.to_string());
-        }
-        cause = inner.source();
-    }
-    None
+    anyhow::Chain::new(err)
+        .find_map(|cause| cause.downcast_ref::<Blocked>())
+        .map(ToString::to_string)
 }

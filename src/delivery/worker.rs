@@ -2,7 +2,6 @@
 //! suspension of a subscriber that keeps failing, and probing until it recovers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Url;
@@ -13,7 +12,8 @@ use super::DeliveryConfig;
 use super::resolver::blocked_reason;
 use super::signature::sign;
 use crate::hub::{
-    Attempt, DeliveryError, DeliveryStatus, Hub, Job, Mailbox, RemovalReason, SubscriberShared,
+    Attempt, DeliveryError, Hub, Job, LiveDuration, Mailbox, Outcome, RemovalReason,
+    SubscriberShared,
 };
 use crate::wire::{
     INSTANCE_HEADER, MESSAGE_ID_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
@@ -28,8 +28,8 @@ pub(super) struct Worker {
     hub: Hub,
     client: reqwest::Client,
     config: Arc<DeliveryConfig>,
-    /// The dispatcher's live whole-delivery timeout, in milliseconds.
-    timeout_ms: Arc<AtomicU64>,
+    /// The dispatcher's whole-delivery timeout, which the console changes live.
+    timeout: Arc<LiveDuration>,
     /// Shared with every subscriber at the same origin: a permit per request in flight.
     origin_limit: Arc<Semaphore>,
     /// The hub's instance id as a header value, made once rather than per request.
@@ -56,7 +56,7 @@ impl Worker {
         hub: Hub,
         client: reqwest::Client,
         config: Arc<DeliveryConfig>,
-        timeout_ms: Arc<AtomicU64>,
+        timeout: Arc<LiveDuration>,
         origin_limit: Arc<Semaphore>,
     ) -> Self {
         let instance = reqwest::header::HeaderValue::from_str(hub.instance())
@@ -64,7 +64,7 @@ impl Worker {
         Self {
             hub,
             client,
-            timeout_ms,
+            timeout,
             origin_limit,
             instance,
             probe_delay: config.probe_backoff.0,
@@ -88,16 +88,17 @@ impl Worker {
                     None => break,
                 },
             };
-            let status = tokio::select! {
+            let outcome = tokio::select! {
                 biased;
                 () = &mut cancelled => {
                     self.abandon(&subscriber, &job);
                     break;
                 }
-                status = self.deliver(&subscriber, &job) => status,
+                outcome = self.deliver(&subscriber, &job) => outcome,
             };
-            let delivered = matches!(status, DeliveryStatus::Delivered { .. });
-            self.hub.finish(&job.message, job.slot, &subscriber, status);
+            let delivered = outcome.is_delivered();
+            self.hub
+                .finish(&job.message, job.slot, &subscriber, outcome);
             if delivered {
                 self.resumed(&subscriber);
             } else {
@@ -122,13 +123,13 @@ impl Worker {
 
     fn abandon(&self, subscriber: &SubscriberShared, job: &Job) {
         let reason = subscriber.removal().unwrap_or(RemovalReason::Shutdown);
-        let status = DeliveryStatus::Failed(DeliveryError::Removed(reason));
-        self.hub.finish(&job.message, job.slot, subscriber, status);
+        let outcome = Outcome::Failed(DeliveryError::Removed(reason));
+        self.hub.finish(&job.message, job.slot, subscriber, outcome);
     }
 
     /// Attempts one message until it is delivered, fails for good, or (while the
     /// subscriber is suspended) until a probe gets through.
-    async fn deliver(&mut self, subscriber: &SubscriberShared, job: &Job) -> DeliveryStatus {
+    async fn deliver(&mut self, subscriber: &SubscriberShared, job: &Job) -> Outcome {
         let mut schedule = self.config.retry_schedule.iter();
         loop {
             let was_suspended = subscriber.is_suspended();
@@ -146,24 +147,24 @@ impl Worker {
                 }
             }
             let at = SystemTime::now();
-            let (status, after) = self.attempt(subscriber, job).await;
+            let (outcome, after) = self.attempt(subscriber, job).await;
             job.message.push_attempt(
                 job.slot,
                 Attempt {
                     at,
-                    status: status.clone(),
+                    outcome: outcome.clone(),
                 },
             );
-            match verdict(&status, after) {
-                Verdict::Done => return status,
+            match verdict(&outcome, after) {
+                Verdict::Done => return outcome,
                 Verdict::Unsubscribe => {
                     self.hub.remove(&subscriber.address, RemovalReason::Gone);
-                    return status;
+                    return outcome;
                 }
                 Verdict::Retry { .. } if subscriber.is_suspended() => {}
                 Verdict::Retry { after } => {
                     let Some(base) = schedule.next() else {
-                        return status;
+                        return outcome;
                     };
                     let wait = after
                         .map(|after| after.min(self.config.max_retry_after))
@@ -183,9 +184,9 @@ impl Worker {
         &self,
         subscriber: &SubscriberShared,
         job: &Job,
-    ) -> (DeliveryStatus, Option<Duration>) {
+    ) -> (Outcome, Option<Duration>) {
         let message = &job.message;
-        let timeout = self.timeout();
+        let timeout = self.timeout.get();
         let mut request = self
             .client
             .post(Url::clone(&subscriber.target))
@@ -218,14 +219,14 @@ impl Worker {
         let started = Instant::now();
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(err) => return (DeliveryStatus::Failed(self.classify(&err, timeout)), None),
+            Err(err) => return (Outcome::Failed(self.classify(&err, timeout)), None),
         };
         let latency = started.elapsed();
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location = header_text(response.headers(), LOCATION);
             let error = DeliveryError::Redirect { status, location };
-            return (DeliveryStatus::Failed(error), None);
+            return (Outcome::Failed(error), None);
         }
         let after = retry_after(response.headers(), SystemTime::now());
         // Read the (normally tiny) body to its end so the connection goes back to the pool.
@@ -237,15 +238,11 @@ impl Worker {
             }
         }
         let outcome = if response_ok(status) {
-            DeliveryStatus::Delivered { status, latency }
+            Outcome::Delivered { status, latency }
         } else {
-            DeliveryStatus::Failed(DeliveryError::Status { status, latency })
+            Outcome::Failed(DeliveryError::Status { status, latency })
         };
         (outcome, after)
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
     }
 
     fn classify(&self, err: &reqwest::Error, timeout: Duration) -> DeliveryError {
@@ -274,10 +271,10 @@ fn response_ok(status: u16) -> bool {
 
 /// Retry connection failures, timeouts, 408, 429 and 5xx; 410 unsubscribes; the rest
 /// (other 4xx, redirects, refused targets) are final.
-fn verdict(status: &DeliveryStatus, after: Option<Duration>) -> Verdict {
-    match status {
-        DeliveryStatus::Delivered { .. } | DeliveryStatus::Pending => Verdict::Done,
-        DeliveryStatus::Failed(error) => match error {
+fn verdict(outcome: &Outcome, after: Option<Duration>) -> Verdict {
+    match outcome {
+        Outcome::Delivered { .. } => Verdict::Done,
+        Outcome::Failed(error) => match error {
             DeliveryError::Status { status: 410, .. } => Verdict::Unsubscribe,
             DeliveryError::Status {
                 status: 408 | 429 | 500..=599,
@@ -322,19 +319,17 @@ fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String
 /// The innermost error message, e.g. "Connection refused (os error 111)", which says more
 /// than reqwest's outer "error sending request for url (...)".
 fn root_cause(err: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
+    anyhow::Chain::new(err)
+        .last()
+        .map_or_else(|| err.to_string(), ToString::to_string)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn failed(status: u16) -> DeliveryStatus {
-        DeliveryStatus::Failed(DeliveryError::Status {
+    fn failed(status: u16) -> Outcome {
+        Outcome::Failed(DeliveryError::Status {
             status,
             latency: Duration::ZERO,
         })
@@ -354,11 +349,11 @@ mod tests {
             assert_eq!(verdict(&failed(status), None), Verdict::Done, "{status}");
         }
         assert_eq!(verdict(&failed(410), None), Verdict::Unsubscribe);
-        let refused = DeliveryStatus::Failed(DeliveryError::Connect("refused".into()));
+        let refused = Outcome::Failed(DeliveryError::Connect("refused".into()));
         assert_eq!(verdict(&refused, None), Verdict::Retry { after: None });
-        let timeout = DeliveryStatus::Failed(DeliveryError::Timeout(Duration::from_secs(1)));
+        let timeout = Outcome::Failed(DeliveryError::Timeout(Duration::from_secs(1)));
         assert_eq!(verdict(&timeout, None), Verdict::Retry { after: None });
-        let redirect = DeliveryStatus::Failed(DeliveryError::Redirect {
+        let redirect = Outcome::Failed(DeliveryError::Redirect {
             status: 302,
             location: "/x".into(),
         });

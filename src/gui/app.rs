@@ -235,7 +235,7 @@ impl HeraldApp {
                     ui.visuals().weak_text_color()
                 },
             ));
-            if hub.is_closed() {
+            if hub.is_stopping() {
                 ui.colored_label(theme::PENDING, "stopping");
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {

@@ -111,12 +111,12 @@ impl Backend {
     /// Repaints the window when the hub changes, at most ~30 times a second.
     pub fn repaint_on_hub_events(&self, ctx: &egui::Context) {
         let mut events = self.hub.events();
-        let closing = self.hub.closing();
+        let stopping = self.hub.stopping();
         let ctx = ctx.clone();
         self.runtime.spawn(async move {
             loop {
                 let received = tokio::select! {
-                    () = closing.cancelled() => return,
+                    () = stopping.cancelled() => return,
                     received = events.recv() => received,
                 };
                 match received {

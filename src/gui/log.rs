@@ -9,7 +9,7 @@ use egui_extras::{Column, TableBuilder};
 
 use super::format;
 use super::theme;
-use crate::hub::{DeliveryError, DeliveryStatus, Hub, MessageId, MessageRecord};
+use crate::hub::{DeliveryError, Hub, MessageId, MessageRecord, Outcome};
 
 /// Bytes of a payload shown in the details view; the rest is summarised.
 const SHOWN_PAYLOAD: usize = 64 * 1024;
@@ -262,7 +262,7 @@ impl LogPanel {
                     for delivery in &deliveries {
                         ui.horizontal_wrapped(|ui| {
                             ui.monospace(&*delivery.subscriber);
-                            status_ui(ui, &delivery.status);
+                            status_ui(ui, delivery.state.outcome());
                             let attempts = delivery.attempts.len();
                             if attempts > 1 {
                                 ui.weak(format!("{attempts} attempts"));
@@ -277,7 +277,7 @@ impl LogPanel {
                                         n + 1,
                                         format::time_of_day(attempt.at)
                                     ));
-                                    status_ui(ui, &attempt.status);
+                                    status_ui(ui, Some(&attempt.outcome));
                                 });
                             }
                         });
@@ -339,24 +339,25 @@ fn summary_ui(ui: &mut egui::Ui, message: &MessageRecord) {
     }
 }
 
-fn status_ui(ui: &mut egui::Ui, status: &DeliveryStatus) {
-    match status {
-        DeliveryStatus::Pending => {
+/// A delivery's outcome, or "pending" while it has none.
+fn status_ui(ui: &mut egui::Ui, outcome: Option<&Outcome>) {
+    match outcome {
+        None => {
             ui.label(RichText::new("pending").color(theme::PENDING));
         }
-        DeliveryStatus::Delivered { status, latency } => {
+        Some(Outcome::Delivered { status, latency }) => {
             ui.label(
                 RichText::new(format!("{status} in {}", format::latency(*latency)))
                     .color(theme::OK),
             );
         }
-        DeliveryStatus::Failed(DeliveryError::Status { status, latency }) => {
+        Some(Outcome::Failed(DeliveryError::Status { status, latency })) => {
             ui.label(
                 RichText::new(format!("{status} in {}", format::latency(*latency)))
                     .color(theme::FAILED),
             );
         }
-        DeliveryStatus::Failed(error) => {
+        Some(Outcome::Failed(error)) => {
             ui.label(RichText::new(error.to_string()).color(theme::FAILED));
         }
     }

@@ -138,7 +138,7 @@ impl SubscribersPanel {
         if address.is_empty() {
             return;
         }
-        match hub.register(address) {
+        match hub.subscribe(address) {
             Ok(_) => {
                 self.add_error = None;
                 self.add_address.clear();

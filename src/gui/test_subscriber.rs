@@ -113,7 +113,7 @@ impl TestSubscriber {
                 .await
                 .ok();
         });
-        hub.register(&address).map_err(|err| err.to_string())?;
+        hub.subscribe(&address).map_err(|err| err.to_string())?;
         let hub = hub.clone();
         let keep_alive = address.clone();
         tokio::spawn(async move {
@@ -125,7 +125,7 @@ impl TestSubscriber {
                         return;
                     }
                     () = tokio::time::sleep(every) => {
-                        if hub.register(&keep_alive).is_err() {
+                        if hub.subscribe(&keep_alive).is_err() {
                             return;
                         }
                     }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::message::{DeliveryStatus, MessageId, RemovalReason};
+use super::message::MessageId;
+use super::outcome::Outcome;
+use super::subscriber::RemovalReason;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubEvent {
@@ -29,11 +31,11 @@ pub enum HubEvent {
         id: MessageId,
         subscribers: usize,
     },
-    /// A delivery reached its final state (delivered or failed).
+    /// A delivery reached its outcome.
     Delivery {
         id: MessageId,
         address: Arc<str>,
-        status: DeliveryStatus,
+        outcome: Outcome,
     },
 }
 

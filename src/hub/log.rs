@@ -97,7 +97,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::message::Source;
+    use crate::hub::message::{Round, Source};
 
     fn record(id: MessageId) -> Arc<MessageRecord> {
         to_subscribers(id, 0)
@@ -126,7 +126,10 @@ mod tests {
             "900 delivery records fit in 1,000, 1,200 do not"
         );
         let oldest = log.get(3).unwrap();
-        oldest.add_deliveries(std::iter::repeat_n(Arc::<str>::from("s:1"), 300), true);
+        oldest.add_deliveries(
+            std::iter::repeat_n(Arc::<str>::from("s:1"), 300),
+            Round::Publish,
+        );
         assert_eq!(oldest.deliveries().len(), 300);
         let evicted = log.push(to_subscribers(6, 5_000));
         assert_eq!(evicted.len(), 3);

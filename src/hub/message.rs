@@ -3,11 +3,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use thiserror::Error;
+
+use super::outcome::{DeliveryState, Outcome};
 
 /// Hub-wide message number, in publish order, starting at 1.
 pub type MessageId = u64;
@@ -93,10 +94,10 @@ impl MessageRecord {
             summary.pending += self.subscribers;
         }
         for delivery in &deliveries.list {
-            match delivery.status {
-                DeliveryStatus::Pending => summary.pending += 1,
-                DeliveryStatus::Delivered { .. } => summary.delivered += 1,
-                DeliveryStatus::Failed(_) => summary.failed += 1,
+            match delivery.state.outcome() {
+                None => summary.pending += 1,
+                Some(outcome) if outcome.is_delivered() => summary.delivered += 1,
+                Some(_) => summary.failed += 1,
             }
         }
         summary
@@ -108,22 +109,22 @@ impl MessageRecord {
         }
     }
 
-    pub(crate) fn set_status(&self, slot: usize, status: DeliveryStatus) {
+    pub(crate) fn set_outcome(&self, slot: usize, outcome: Outcome) {
         if let Some(delivery) = self.deliveries.lock().list.get_mut(slot) {
-            delivery.status = status;
+            delivery.state = DeliveryState::Done(outcome);
         }
     }
 
     /// Adds a pending delivery to each of `subscribers` and returns the first one's slot;
-    /// the rest follow in order. `fan_out` marks the deliveries made for `self.subscribers`.
+    /// the rest follow in order.
     pub(crate) fn add_deliveries(
         &self,
         subscribers: impl ExactSizeIterator<Item = Arc<str>>,
-        fan_out: bool,
+        round: Round,
     ) -> usize {
         let mut deliveries = self.deliveries.lock();
         let first = deliveries.list.len();
-        deliveries.queued |= fan_out;
+        deliveries.queued |= round == Round::Publish;
         if !deliveries.evicted {
             deliveries.list.reserve(subscribers.len());
             deliveries.list.extend(subscribers.map(Delivery::pending));
@@ -154,7 +155,7 @@ pub struct DeliverySummary {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub subscriber: Arc<str>,
-    pub status: DeliveryStatus,
+    pub state: DeliveryState,
     /// Every HTTP request made for this delivery, oldest first.
     pub attempts: Vec<Attempt>,
 }
@@ -163,7 +164,7 @@ impl Delivery {
     pub(crate) fn pending(subscriber: Arc<str>) -> Self {
         Self {
             subscriber,
-            status: DeliveryStatus::Pending,
+            state: DeliveryState::Pending,
             attempts: Vec::new(),
         }
     }
@@ -173,81 +174,14 @@ impl Delivery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     pub at: SystemTime,
-    /// `Delivered` or `Failed`, never `Pending`.
-    pub status: DeliveryStatus,
+    pub outcome: Outcome,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryStatus {
-    /// Queued or in flight.
-    Pending,
-    /// The subscriber answered 2xx.
-    Delivered { status: u16, latency: Duration },
-    /// The hub gave up on this delivery, for this reason.
-    Failed(DeliveryError),
-}
-
-impl DeliveryStatus {
-    /// The HTTP status the subscriber answered with, if it answered.
-    pub fn http_status(&self) -> Option<u16> {
-        match self {
-            DeliveryStatus::Delivered { status, .. }
-            | DeliveryStatus::Failed(DeliveryError::Status { status, .. })
-            | DeliveryStatus::Failed(DeliveryError::Redirect { status, .. }) => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// How long the subscriber took to answer, for answers that were timed.
-    pub fn latency(&self) -> Option<Duration> {
-        match self {
-            DeliveryStatus::Delivered { latency, .. }
-            | DeliveryStatus::Failed(DeliveryError::Status { latency, .. }) => Some(*latency),
-            _ => None,
-        }
-    }
-}
-
-/// Why a delivery did not succeed. Every variant is recorded; none is dropped silently.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum DeliveryError {
-    #[error("answered HTTP {status} after {latency:?}")]
-    Status { status: u16, latency: Duration },
-    #[error("answered with a redirect (HTTP {status}) to {location:?}; redirects are not followed")]
-    Redirect { status: u16, location: String },
-    #[error("could not connect: {0}")]
-    Connect(String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("request failed: {0}")]
-    Request(String),
-    #[error("refused by the target policy: {0}")]
-    Blocked(String),
-    #[error("dropped: the subscriber's queue was full ({capacity} messages waiting)")]
-    QueueFull { capacity: usize },
-    #[error("not delivered: the subscriber was {0} first")]
-    Removed(RemovalReason),
-}
-
-/// Why a subscriber left the hub.
+/// Why deliveries are being added to a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemovalReason {
-    Deregistered,
-    Expired,
-    Kicked,
-    /// The subscriber answered 410 Gone.
-    Gone,
-    Shutdown,
-}
-
-impl fmt::Display for RemovalReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RemovalReason::Deregistered => "deregistered",
-            RemovalReason::Expired => "expired (no keep-alive)",
-            RemovalReason::Kicked => "kicked",
-            RemovalReason::Gone => "unsubscribed by answering 410 Gone",
-            RemovalReason::Shutdown => "removed at shutdown",
-        })
-    }
+pub(crate) enum Round {
+    /// For the subscribers live when it was published.
+    Publish,
+    /// Sent again on request.
+    Resend,
 }

@@ -1,5 +1,6 @@
 //! A registered subscriber: where it receives, when it was last seen, how delivery fares.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -7,18 +8,21 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::RwLock;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use url::Url;
 
-use super::message::{MessageRecord, RemovalReason};
+use super::message::MessageRecord;
+use super::outcome::Outcome;
 use super::secret::Secret;
 
 /// The part of a subscriber that its delivery worker shares with the hub.
 #[derive(Debug)]
-pub struct SubscriberShared {
-    pub address: Arc<str>,
-    /// Shared, so that listing thousands of subscribers copies no strings.
-    pub target: Arc<Url>,
-    pub stats: SubscriberStats,
+pub(crate) struct SubscriberShared {
+    pub(crate) address: Arc<str>,
+    /// Where its deliveries go. Shared, so that listing thousands of subscribers copies
+    /// no strings.
+    pub(crate) target: Arc<Url>,
+    pub(crate) stats: SubscriberStats,
     /// Cancelled when the subscriber leaves the hub, so that its worker abandons even a
     /// request that is hanging, instead of holding the queue until a timeout.
     pub(crate) cancel: CancellationToken,
@@ -46,7 +50,7 @@ impl SubscriberShared {
         }
     }
 
-    pub fn secret(&self) -> Option<Secret> {
+    pub(crate) fn secret(&self) -> Option<Secret> {
         self.secret.read().clone()
     }
 
@@ -54,16 +58,16 @@ impl SubscriberShared {
         *self.secret.write() = Some(secret);
     }
 
-    pub fn is_suspended(&self) -> bool {
+    pub(crate) fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Relaxed)
     }
 
     /// Returns whether the state changed.
-    pub fn set_suspended(&self, suspended: bool) -> bool {
+    pub(crate) fn set_suspended(&self, suspended: bool) -> bool {
         self.suspended.swap(suspended, Ordering::Relaxed) != suspended
     }
 
-    pub fn removal(&self) -> Option<RemovalReason> {
+    pub(crate) fn removal(&self) -> Option<RemovalReason> {
         self.removal.get().copied()
     }
 
@@ -77,7 +81,7 @@ const NONE: u64 = u64::MAX;
 
 /// Delivery counters, updated by the worker without taking any hub lock.
 #[derive(Debug)]
-pub struct SubscriberStats {
+pub(crate) struct SubscriberStats {
     delivered: AtomicU64,
     failed: AtomicU64,
     last_status: AtomicU64,
@@ -96,34 +100,42 @@ impl Default for SubscriberStats {
 }
 
 impl SubscriberStats {
-    pub(crate) fn record(&self, ok: bool, status: Option<u16>, latency: Option<Duration>) {
-        let counter = if ok { &self.delivered } else { &self.failed };
+    pub(crate) fn record(&self, outcome: &Outcome) {
+        let counter = if outcome.is_delivered() {
+            &self.delivered
+        } else {
+            &self.failed
+        };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.last_status
-            .store(status.map_or(NONE, u64::from), Ordering::Relaxed);
+        self.last_status.store(
+            outcome.http_status().map_or(NONE, u64::from),
+            Ordering::Relaxed,
+        );
         self.last_latency_us.store(
-            latency.map_or(NONE, |l| l.as_micros().min(u128::from(NONE - 1)) as u64),
+            outcome
+                .latency()
+                .map_or(NONE, |l| l.as_micros().min(u128::from(NONE - 1)) as u64),
             Ordering::Relaxed,
         );
     }
 
-    pub fn delivered(&self) -> u64 {
+    fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
 
-    pub fn failed(&self) -> u64 {
+    fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
 
     /// The HTTP status of the last finished delivery, if it got one.
-    pub fn last_status(&self) -> Option<u16> {
+    fn last_status(&self) -> Option<u16> {
         match self.last_status.load(Ordering::Relaxed) {
             NONE => None,
             status => u16::try_from(status).ok(),
         }
     }
 
-    pub fn last_latency(&self) -> Option<Duration> {
+    fn last_latency(&self) -> Option<Duration> {
         match self.last_latency_us.load(Ordering::Relaxed) {
             NONE => None,
             us => Some(Duration::from_micros(us)),
@@ -134,37 +146,42 @@ impl SubscriberStats {
 /// One queued delivery: the message, shared by every subscriber, and this subscriber's
 /// slot in its delivery list.
 #[derive(Debug)]
-pub struct Job {
-    pub message: Arc<MessageRecord>,
-    pub slot: usize,
-    /// Counts this job as outstanding until it is dropped, wherever that happens (done,
-    /// abandoned, or still queued when the channel goes), so shutdown knows when all
-    /// deliveries are over.
-    pub(crate) _outstanding: Outstanding,
-}
-
-/// A share of the hub's count of undelivered jobs, released on drop.
-#[derive(Debug)]
-pub(crate) struct Outstanding(Arc<AtomicU64>);
-
-impl Outstanding {
-    pub(crate) fn new(counter: &Arc<AtomicU64>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Self(counter.clone())
-    }
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+pub(crate) struct Job {
+    pub(crate) message: Arc<MessageRecord>,
+    pub(crate) slot: usize,
+    /// Holds shutdown's drain open until the job is dropped, wherever that happens (done,
+    /// abandoned, or still queued when the channel goes).
+    pub(crate) _outstanding: TaskTrackerToken,
 }
 
 /// What a delivery worker drains: a subscriber's bounded FIFO.
 #[derive(Debug)]
-pub struct Mailbox {
-    pub subscriber: Arc<SubscriberShared>,
-    pub jobs: mpsc::Receiver<Job>,
+pub(crate) struct Mailbox {
+    pub(crate) subscriber: Arc<SubscriberShared>,
+    pub(crate) jobs: mpsc::Receiver<Job>,
+}
+
+/// Why a subscriber left the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    Deregistered,
+    Expired,
+    Kicked,
+    /// The subscriber answered 410 Gone.
+    Gone,
+    Shutdown,
+}
+
+impl fmt::Display for RemovalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemovalReason::Deregistered => "deregistered",
+            RemovalReason::Expired => "expired (no keep-alive)",
+            RemovalReason::Kicked => "kicked",
+            RemovalReason::Gone => "unsubscribed by answering 410 Gone",
+            RemovalReason::Shutdown => "removed at shutdown",
+        })
+    }
 }
 
 /// The hub's own entry for a live subscriber.

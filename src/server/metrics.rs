@@ -113,7 +113,7 @@ fn write_family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub(super) async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     Json(json!({
-        "status": if state.hub.is_closed() { "stopping" } else { "ok" },
+        "status": if state.hub.is_stopping() { "stopping" } else { "ok" },
         "subscribers": state.hub.subscriber_count(),
     }))
 }

@@ -46,16 +46,6 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            max_body: 1024 * 1024,
-            token: None,
-            allowed_hosts: Vec::new(),
-        }
-    }
-}
-
 #[derive(Clone)]
 struct AppState {
     hub: Hub,

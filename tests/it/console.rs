@@ -79,7 +79,7 @@ impl Console {
 fn kick_removes_the_row_and_the_subscriber() {
     let mut console = console(|_| {});
     let hub = console.harness.state().hub().clone();
-    hub.register("127.0.0.1:9001").unwrap();
+    hub.subscribe("127.0.0.1:9001").unwrap();
     console.step_until("the subscriber is listed", |h| {
         h.query_by_label("127.0.0.1:9001").is_some()
     });
@@ -99,7 +99,7 @@ fn the_filter_narrows_the_rows() {
     let mut console = console(|_| {});
     let hub = console.harness.state().hub().clone();
     for address in ["svc-a.local:1", "svc-b.local:1", "billing.local:1"] {
-        hub.register(address).unwrap();
+        hub.subscribe(address).unwrap();
     }
     console.step_until("all three are listed", |h| {
         h.query_by_label("billing.local:1").is_some()
@@ -119,7 +119,7 @@ fn a_publish_from_the_compose_box_reaches_a_real_subscriber_and_is_logged() {
     let mut console = console(|_| {});
     let hub = console.harness.state().hub().clone();
     let mut receiver = console.runtime.block_on(Receiver::start());
-    hub.register(&receiver.address()).unwrap();
+    hub.subscribe(&receiver.address()).unwrap();
 
     console.type_message(r#"{"hello": "from the console"}"#);
     console.harness.get_by_label("Publish").click();

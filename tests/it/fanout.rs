@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use herald::hub::{DeliveryError, DeliveryStatus};
+use herald::hub::{DeliveryError, DeliveryState, Outcome};
 
 use crate::utils::{
     Receiver, Reply, dead_address, eventually, hanging_receiver, raw_request, start_hub,
@@ -55,8 +55,8 @@ async fn every_subscriber_gets_identical_bytes_and_content_type() {
         for delivery in message.deliveries() {
             assert!(
                 matches!(
-                    delivery.status,
-                    DeliveryStatus::Delivered { status: 200, .. }
+                    delivery.state,
+                    DeliveryState::Done(Outcome::Delivered { status: 200, .. })
                 ),
                 "{delivery:?}"
             );
@@ -119,7 +119,7 @@ async fn a_hanging_subscriber_delays_neither_publishers_nor_others() {
     let pending: Vec<_> = last
         .deliveries()
         .into_iter()
-        .filter(|d| d.status == DeliveryStatus::Pending)
+        .filter(|d| d.state == DeliveryState::Pending)
         .map(|d| d.subscriber.to_string())
         .collect();
     assert_eq!(pending, [hanging]);
@@ -178,7 +178,7 @@ async fn failed_deliveries_are_recorded_with_why() {
     let hub_ref = hub.hub();
     let message = hub.until_failed(id, 2).await;
     for delivery in message.deliveries() {
-        let DeliveryStatus::Failed(error) = &delivery.status else {
+        let DeliveryState::Done(Outcome::Failed(error)) = &delivery.state else {
             panic!("{delivery:?} did not fail");
         };
         if *delivery.subscriber == *dead {
@@ -220,8 +220,8 @@ async fn a_full_queue_drops_and_records_the_delivery() {
         .filter(|id| {
             let message = hub_ref.message(**id).unwrap();
             matches!(
-                message.deliveries()[0].status,
-                DeliveryStatus::Failed(DeliveryError::QueueFull { capacity: 2 })
+                message.deliveries()[0].state,
+                DeliveryState::Done(Outcome::Failed(DeliveryError::QueueFull { capacity: 2 }))
             )
         })
         .copied()

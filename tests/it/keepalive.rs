@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use herald::hub::{DeliveryError, DeliveryStatus, HubEvent, RemovalReason};
+use herald::hub::{DeliveryError, DeliveryState, HubEvent, Outcome, RemovalReason};
 
 use crate::utils::{Receiver, eventually, hanging_receiver, start_hub};
 
@@ -103,8 +103,10 @@ async fn removing_a_subscriber_abandons_its_queue_and_records_why() {
         })
         .await;
         assert_eq!(
-            message.deliveries()[0].status,
-            DeliveryStatus::Failed(DeliveryError::Removed(RemovalReason::Kicked))
+            message.deliveries()[0].state,
+            DeliveryState::Done(Outcome::Failed(DeliveryError::Removed(
+                RemovalReason::Kicked
+            )))
         );
     }
 }
@@ -124,5 +126,5 @@ async fn shutdown_abandons_hanging_deliveries_promptly() {
         message.summary().failed == 1
     })
     .await;
-    assert!(inner.is_closed());
+    assert!(inner.is_stopping());
 }

@@ -3,7 +3,9 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use herald::hub::{DeliveryError, DeliveryStatus, HubEvent, RemovalReason, SubscriberState};
+use herald::hub::{
+    DeliveryError, DeliveryState, HubEvent, Outcome, RemovalReason, SubscriberState,
+};
 
 use crate::utils::{Receiver, Reply, TestHub, eventually, hanging_receiver, start_hub};
 
@@ -15,10 +17,8 @@ async fn quick_retries() -> TestHub {
     .await
 }
 
-fn status_of(hub: &TestHub, id: u64) -> DeliveryStatus {
-    hub.hub().message(id).unwrap().deliveries()[0]
-        .status
-        .clone()
+fn state_of(hub: &TestHub, id: u64) -> DeliveryState {
+    hub.hub().message(id).unwrap().deliveries()[0].state.clone()
 }
 
 #[tokio::test]
@@ -39,9 +39,9 @@ async fn a_subscriber_that_fails_twice_then_succeeds_gets_one_delivery_in_three_
     let statuses: Vec<Option<u16>> = delivery
         .attempts
         .iter()
-        .map(|a| match &a.status {
-            DeliveryStatus::Delivered { status, .. } => Some(*status),
-            DeliveryStatus::Failed(DeliveryError::Status { status, .. }) => Some(*status),
+        .map(|a| match &a.outcome {
+            Outcome::Delivered { status, .. } => Some(*status),
+            Outcome::Failed(DeliveryError::Status { status, .. }) => Some(*status),
             _ => None,
         })
         .collect();
@@ -150,11 +150,11 @@ async fn redirects_are_recorded_not_followed() {
     receiver.recv().await;
     hub.until_failed(id, 1).await;
     assert_eq!(
-        status_of(&hub, id),
-        DeliveryStatus::Failed(DeliveryError::Redirect {
+        state_of(&hub, id),
+        DeliveryState::Done(Outcome::Failed(DeliveryError::Redirect {
             status: 307,
             location
-        })
+        }))
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(elsewhere.drain().is_empty(), "the redirect was followed");
@@ -176,8 +176,10 @@ async fn a_hanging_subscriber_times_out_and_others_are_unaffected() {
     let message = hub.until_failed(id, 1).await;
     let timed_out = message.deliveries().into_iter().any(|d| {
         *d.subscriber == hanging
-            && d.status
-                == DeliveryStatus::Failed(DeliveryError::Timeout(Duration::from_millis(300)))
+            && d.state
+                == DeliveryState::Done(Outcome::Failed(DeliveryError::Timeout(
+                    Duration::from_millis(300),
+                )))
     });
     assert!(timed_out, "{:?}", message.deliveries());
 }

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use herald::hub::{DeliveryError, DeliveryStatus, RemovalReason};
+use herald::hub::{DeliveryError, DeliveryState, Outcome, RemovalReason};
 use herald::{Config, Service};
 use tokio::net::TcpListener;
 
@@ -179,9 +179,9 @@ async fn names_resolving_to_refused_addresses_are_blocked_at_delivery() {
     hub.register(&address).await;
     let id = hub.publish("nope", None).await;
     let message = hub.until_failed(id, 1).await;
-    let status = &message.deliveries()[0].status;
+    let status = &message.deliveries()[0].state;
     assert!(
-        matches!(status, DeliveryStatus::Failed(DeliveryError::Blocked(why)) if why.contains("--deny-target")),
+        matches!(status, DeliveryState::Done(Outcome::Failed(DeliveryError::Blocked(why))) if why.contains("--deny-target")),
         "{status:?}"
     );
     assert_eq!(receiver.connections(), 0);
@@ -224,10 +224,12 @@ async fn shutdown_drains_queues_then_gives_up_on_hanging_subscribers() {
         let deliveries = inner.message(id).unwrap().deliveries();
         for delivery in deliveries {
             let expected_ok = *delivery.subscriber == slow.address();
-            match (&delivery.status, expected_ok) {
-                (DeliveryStatus::Delivered { .. }, true) => {}
+            match (&delivery.state, expected_ok) {
+                (DeliveryState::Done(Outcome::Delivered { .. }), true) => {}
                 (
-                    DeliveryStatus::Failed(DeliveryError::Removed(RemovalReason::Shutdown)),
+                    DeliveryState::Done(Outcome::Failed(DeliveryError::Removed(
+                        RemovalReason::Shutdown,
+                    ))),
                     false,
                 ) => {}
                 (status, _) => panic!("{}: {status:?}", delivery.subscriber),
@@ -268,10 +270,13 @@ async fn a_large_fan_out_published_just_before_shutdown_is_delivered_in_full() {
         assert_eq!(deliveries.len(), 300, "message {id} was not fanned out");
         for delivery in deliveries {
             assert!(
-                matches!(delivery.status, DeliveryStatus::Delivered { .. }),
+                matches!(
+                    delivery.state,
+                    DeliveryState::Done(Outcome::Delivered { .. })
+                ),
                 "{}: {:?}",
                 delivery.subscriber,
-                delivery.status
+                delivery.state
             );
         }
     }

@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use super::{millis, time};
-use crate::hub::{DeliveryStatus, HubEvent};
+use crate::hub::HubEvent;
 use crate::server::AppState;
 
 /// One hub event. The SSE `event:` field carries `type`; `data:` carries this JSON.
@@ -51,7 +51,7 @@ pub(super) enum EventJson {
         /// Live subscribers when it was accepted.
         subscribers: u64,
     },
-    /// A delivery reached its final state.
+    /// A delivery reached its outcome.
     Delivery {
         at: String,
         id: u64,
@@ -115,25 +115,16 @@ impl EventJson {
             HubEvent::Delivery {
                 id,
                 address,
-                status,
-            } => {
-                let (outcome, error) = match &status {
-                    DeliveryStatus::Delivered { .. } => ("delivered", None),
-                    DeliveryStatus::Failed(error) => ("failed", Some(error.to_string())),
-                    DeliveryStatus::Pending => ("pending", None),
-                };
-                let (http_status, latency_ms) =
-                    (status.http_status(), status.latency().map(millis));
-                Self::Delivery {
-                    at,
-                    id,
-                    address: address.to_string(),
-                    outcome: outcome.to_owned(),
-                    http_status,
-                    latency_ms,
-                    error,
-                }
-            }
+                outcome,
+            } => Self::Delivery {
+                at,
+                id,
+                address: address.to_string(),
+                outcome: outcome.label().to_owned(),
+                http_status: outcome.http_status(),
+                latency_ms: outcome.latency().map(millis),
+                error: outcome.error().map(ToString::to_string),
+            },
         }
     }
 
@@ -159,11 +150,12 @@ pub(super) async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.hub.events();
     // Ends with the hub, so that shutdown does not wait on readers.
-    let closing = state.hub.closing();
-    let events =
-        futures_util::stream::unfold((receiver, closing), |(mut receiver, closing)| async move {
+    let stopping = state.hub.stopping();
+    let events = futures_util::stream::unfold(
+        (receiver, stopping),
+        |(mut receiver, stopping)| async move {
             let received = tokio::select! {
-                () = closing.cancelled() => return None,
+                () = stopping.cancelled() => return None,
                 received = receiver.recv() => received,
             };
             let event = match received {
@@ -174,7 +166,8 @@ pub(super) async fn stream(
                 },
                 Err(RecvError::Closed) => return None,
             };
-            Some((Ok(event.into_sse()), (receiver, closing)))
-        });
+            Some((Ok(event.into_sse()), (receiver, stopping)))
+        },
+    );
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, millis, path_rejection, query_rejection, time};
-use crate::hub::{Attempt, Delivery, DeliveryStatus, Hub, MessageRecord, ResendError};
+use crate::hub::{Attempt, Delivery, Hub, MessageRecord, Outcome, ResendError};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
 use crate::wire::webhook_id;
@@ -153,28 +153,33 @@ fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
     }
 }
 
-/// Splits a status into the API's (state, http status, latency, error).
-fn describe(
-    status: &DeliveryStatus,
-) -> (DeliveryStateJson, Option<u16>, Option<f64>, Option<String>) {
-    let (state, error) = match status {
-        DeliveryStatus::Pending => (DeliveryStateJson::Pending, None),
-        DeliveryStatus::Delivered { .. } => (DeliveryStateJson::Delivered, None),
-        DeliveryStatus::Failed(error) => (DeliveryStateJson::Failed, Some(error.to_string())),
-    };
-    (
-        state,
-        status.http_status(),
-        status.latency().map(millis),
-        error,
-    )
+impl From<Option<&Outcome>> for DeliveryStateJson {
+    fn from(outcome: Option<&Outcome>) -> Self {
+        match outcome {
+            None => DeliveryStateJson::Pending,
+            Some(outcome) if outcome.is_delivered() => DeliveryStateJson::Delivered,
+            Some(_) => DeliveryStateJson::Failed,
+        }
+    }
+}
+
+/// An outcome as the API spells it: (http status, latency, error), absent while pending.
+fn outcome_fields(outcome: Option<&Outcome>) -> (Option<u16>, Option<f64>, Option<String>) {
+    outcome.map_or((None, None, None), |outcome| {
+        (
+            outcome.http_status(),
+            outcome.latency().map(millis),
+            outcome.error().map(ToString::to_string),
+        )
+    })
 }
 
 fn delivery(delivery: Delivery) -> DeliveryJson {
-    let (status, http_status, latency_ms, error) = describe(&delivery.status);
+    let outcome = delivery.state.outcome();
+    let (http_status, latency_ms, error) = outcome_fields(outcome);
     DeliveryJson {
         subscriber: delivery.subscriber.to_string(),
-        status,
+        status: outcome.into(),
         http_status,
         latency_ms,
         error,
@@ -183,10 +188,10 @@ fn delivery(delivery: Delivery) -> DeliveryJson {
 }
 
 fn attempt(attempt: &Attempt) -> AttemptJson {
-    let (status, http_status, latency_ms, error) = describe(&attempt.status);
+    let (http_status, latency_ms, error) = outcome_fields(Some(&attempt.outcome));
     AttemptJson {
         at: time(attempt.at),
-        status,
+        status: Some(&attempt.outcome).into(),
         http_status,
         latency_ms,
         error,

@@ -1,0 +1,176 @@
+//! How a delivery attempt ended, and where a delivery stands.
+//!
+//! An attempt always ends in an [`Outcome`]; a delivery is [`DeliveryState::Pending`] until
+//! its last attempt (or its abandonment) gives it one. The two are separate types so that
+//! nothing final can be "pending".
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::subscriber::RemovalReason;
+
+/// How one attempt ended, and so, for its last attempt, how a delivery ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The subscriber answered 2xx.
+    Delivered { status: u16, latency: Duration },
+    /// Not delivered, for this reason.
+    Failed(DeliveryError),
+}
+
+impl Outcome {
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. })
+    }
+
+    /// The HTTP status the subscriber answered with, if it answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Outcome::Delivered { status, .. }
+            | Outcome::Failed(DeliveryError::Status { status, .. })
+            | Outcome::Failed(DeliveryError::Redirect { status, .. }) => Some(*status),
+            Outcome::Failed(_) => None,
+        }
+    }
+
+    /// How long the subscriber took to answer, for answers that were timed.
+    pub fn latency(&self) -> Option<Duration> {
+        match self {
+            Outcome::Delivered { latency, .. }
+            | Outcome::Failed(DeliveryError::Status { latency, .. }) => Some(*latency),
+            Outcome::Failed(_) => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&DeliveryError> {
+        match self {
+            Outcome::Delivered { .. } => None,
+            Outcome::Failed(error) => Some(error),
+        }
+    }
+
+    /// "delivered" or "failed", as the API, the event stream and the console name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The finer kind `/metrics` counts it under.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Delivered { .. } => OutcomeKind::Delivered,
+            Outcome::Failed(error) => match error {
+                DeliveryError::Status { .. } => OutcomeKind::ErrorStatus,
+                DeliveryError::Redirect { .. } => OutcomeKind::Redirect,
+                DeliveryError::Connect(_) => OutcomeKind::Connect,
+                DeliveryError::Timeout(_) => OutcomeKind::Timeout,
+                DeliveryError::Request(_) => OutcomeKind::Request,
+                DeliveryError::Blocked(_) => OutcomeKind::Blocked,
+                DeliveryError::QueueFull { .. } => OutcomeKind::QueueFull,
+                DeliveryError::Removed(_) => OutcomeKind::Removed,
+            },
+        }
+    }
+}
+
+/// Where one delivery stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum DeliveryState {
+    /// Queued, in flight, or waiting for a retry.
+    #[default]
+    Pending,
+    Done(Outcome),
+}
+
+impl DeliveryState {
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            DeliveryState::Pending => None,
+            DeliveryState::Done(outcome) => Some(outcome),
+        }
+    }
+
+    /// "pending", or the outcome's label.
+    pub fn label(&self) -> &'static str {
+        self.outcome().map_or("pending", Outcome::label)
+    }
+}
+
+/// Outcomes as `/metrics` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Delivered,
+    ErrorStatus,
+    Redirect,
+    Connect,
+    Timeout,
+    Request,
+    Blocked,
+    QueueFull,
+    Removed,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 9] = [
+        OutcomeKind::Delivered,
+        OutcomeKind::ErrorStatus,
+        OutcomeKind::Redirect,
+        OutcomeKind::Connect,
+        OutcomeKind::Timeout,
+        OutcomeKind::Request,
+        OutcomeKind::Blocked,
+        OutcomeKind::QueueFull,
+        OutcomeKind::Removed,
+    ];
+
+    /// The `outcome` label of `herald_deliveries_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            OutcomeKind::Delivered => "delivered",
+            OutcomeKind::ErrorStatus => "error_status",
+            OutcomeKind::Redirect => "redirect",
+            OutcomeKind::Connect => "connect",
+            OutcomeKind::Timeout => "timeout",
+            OutcomeKind::Request => "request",
+            OutcomeKind::Blocked => "blocked",
+            OutcomeKind::QueueFull => "queue_full",
+            OutcomeKind::Removed => "removed",
+        }
+    }
+}
+
+/// Why a delivery did not succeed. Every variant is recorded; none is dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeliveryError {
+    #[error("answered HTTP {status} after {latency:?}")]
+    Status { status: u16, latency: Duration },
+    #[error("answered with a redirect (HTTP {status}) to {location:?}; redirects are not followed")]
+    Redirect { status: u16, location: String },
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("refused by the target policy: {0}")]
+    Blocked(String),
+    #[error("dropped: the subscriber's queue was full ({capacity} messages waiting)")]
+    QueueFull { capacity: usize },
+    #[error("not delivered: the subscriber was {0} first")]
+    Removed(RemovalReason),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_in_its_own_place() {
+        for (index, kind) in OutcomeKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, index, "{kind:?}");
+        }
+    }
+}

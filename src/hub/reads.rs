@@ -1,0 +1,126 @@
+//! What the console, the API and `/metrics` read: listings, the log, totals, and the
+//! events and version that tell them something changed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+use super::Hub;
+use super::event::{Activity, HubEvent};
+use super::message::{MessageId, MessageRecord};
+use super::metrics::MetricsSnapshot;
+use super::subscriber::SubscriberView;
+
+/// Subscribers coming and going kept for [`Hub::activity`].
+const ACTIVITY_CAPACITY: usize = 1_000;
+
+/// Hub-wide delivery counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub messages: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+impl Hub {
+    /// Every live subscriber, ordered by address.
+    pub fn subscribers(&self) -> Vec<SubscriberView> {
+        let ttl = self.ttl();
+        self.shared
+            .subscribers
+            .read()
+            .values()
+            .map(|entry| entry.view(ttl))
+            .collect()
+    }
+
+    /// One live subscriber.
+    pub fn subscriber(&self, address: &str) -> Option<SubscriberView> {
+        let ttl = self.ttl();
+        self.shared
+            .subscribers
+            .read()
+            .get(address)
+            .map(|entry| entry.view(ttl))
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.subscribers.read().len()
+    }
+
+    /// Delivery outcome counts and the latency histogram.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            messages: self.shared.messages.load(Ordering::Relaxed),
+            delivered: self.shared.metrics.delivered(),
+            failed: self.shared.metrics.failed(),
+        }
+    }
+
+    /// Up to `limit` logged messages published before message `before`, newest first.
+    pub fn messages(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
+        self.shared.log.lock().page(before, limit)
+    }
+
+    /// The `index`-th newest logged message (0 is the newest): for views that show a
+    /// window of the log without copying all of it.
+    pub fn nth_newest_message(&self, index: usize) -> Option<Arc<MessageRecord>> {
+        self.shared.log.lock().nth_newest(index)
+    }
+
+    pub fn message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
+        self.shared.log.lock().get(id)
+    }
+
+    pub fn logged_messages(&self) -> usize {
+        self.shared.log.lock().len()
+    }
+
+    pub fn clear_log(&self) {
+        let cleared = self.shared.log.lock().clear();
+        cleared.iter().for_each(|m| m.evict());
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subscribers registered and removed, oldest first.
+    pub fn activity(&self) -> Vec<Activity> {
+        self.shared.activity.lock().iter().cloned().collect()
+    }
+
+    /// Follows hub events live from now on.
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Changes whenever anything in the hub changes.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `event` in the activity log as well as sending it.
+    pub(super) fn record_activity(&self, event: HubEvent) {
+        {
+            let mut activity = self.shared.activity.lock();
+            if activity.len() == ACTIVITY_CAPACITY {
+                activity.pop_front();
+            }
+            activity.push_back(Activity {
+                at: SystemTime::now(),
+                event: event.clone(),
+            });
+        }
+        self.emit(event);
+    }
+
+    pub(super) fn emit(&self, event: HubEvent) {
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
+        // No receiver is the common case in headless mode; that is not an error.
+        self.shared.events.send(event).ok();
+    }
+}

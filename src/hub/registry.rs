@@ -1,0 +1,275 @@
+//! Who is subscribed: registering and refreshing, removal and expiry, and the list of
+//! recipients a publish goes to, kept in step with the subscribers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use super::Hub;
+use super::address::{AddressError, parse_target};
+use super::event::HubEvent;
+use super::policy::TargetRefused;
+use super::secret::Secret;
+use super::subscriber::{Entry, Job, Mailbox, RemovalReason, SubscriberShared};
+
+/// Shortest and longest per-subscriber lease accepted; others are clamped into this range.
+pub const LEASE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 60 * 60));
+
+/// What a subscriber asks for when it registers or refreshes.
+#[derive(Debug, Clone)]
+pub struct Subscription<'a> {
+    pub address: &'a str,
+    /// Signs its deliveries with this secret instead of the hub's.
+    pub secret: Option<Secret>,
+    /// Its own keep-alive period instead of the hub's TTL (clamped to [`LEASE_RANGE`]).
+    pub lease: Option<Duration>,
+}
+
+impl<'a> Subscription<'a> {
+    /// Just the address, as the seed's clients register.
+    pub fn new(address: &'a str) -> Self {
+        Self {
+            address,
+            secret: None,
+            lease: None,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Subscription<'a> {
+    fn from(address: &'a str) -> Self {
+        Self::new(address)
+    }
+}
+
+impl<'a> From<&'a String> for Subscription<'a> {
+    fn from(address: &'a String) -> Self {
+        Self::new(address)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("refused: {0}")]
+    Target(#[from] TargetRefused),
+    #[error(
+        "the hub already has {max} subscribers, its limit; deregister some or raise --max-subscribers"
+    )]
+    Full { max: usize },
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Registered,
+    Refreshed,
+}
+
+/// One live subscriber as a publish sees it: whom to record and where to queue.
+#[derive(Debug, Clone)]
+pub(super) struct Recipient {
+    pub(super) subscriber: Arc<SubscriberShared>,
+    pub(super) queue: mpsc::Sender<Job>,
+}
+
+impl Recipient {
+    pub(super) fn of(entry: &Entry) -> Self {
+        Self {
+            subscriber: entry.shared.clone(),
+            queue: entry.queue.clone(),
+        }
+    }
+}
+
+impl Hub {
+    /// The keep-alive period for subscribers without a lease of their own.
+    pub fn ttl(&self) -> Duration {
+        self.shared.ttl.get()
+    }
+
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.shared.ttl.set(ttl);
+    }
+
+    pub fn reap_every(&self) -> Duration {
+        self.shared.reap_every.get()
+    }
+
+    pub fn set_reap_every(&self, every: Duration) {
+        self.shared.reap_every.set(every);
+    }
+
+    /// Where this hub listens, so that no subscriber address can point back at it.
+    pub fn set_own_addr(&self, addr: Option<SocketAddr>) {
+        self.shared.policy.write().own_addr = addr;
+    }
+
+    /// Registers a subscriber, or refreshes it: its keep-alive, and its secret and lease
+    /// when given. Refreshing a suspended subscriber resumes it at once.
+    pub fn subscribe<'a>(
+        &self,
+        request: impl Into<Subscription<'a>>,
+    ) -> Result<Registration, RegisterError> {
+        let Subscription {
+            address,
+            secret,
+            lease,
+        } = request.into();
+        let target = parse_target(address)?;
+        self.shared.policy.read().check_url(&target)?;
+        if self.is_stopping() {
+            return Err(RegisterError::ShuttingDown);
+        }
+        let lease = lease.map(|l| l.clamp(LEASE_RANGE.0, LEASE_RANGE.1));
+        let now = SystemTime::now();
+        let mut subscribers = self.shared.subscribers.write();
+        if let Some(entry) = subscribers.get_mut(address) {
+            entry.last_seen = now;
+            entry.last_seen_at = Instant::now();
+            if lease.is_some() {
+                entry.lease = lease;
+            }
+            let shared = entry.shared.clone();
+            drop(subscribers);
+            if let Some(secret) = secret {
+                shared.set_secret(secret);
+            }
+            self.emit(HubEvent::Refreshed {
+                address: shared.address.clone(),
+            });
+            if shared.is_suspended() {
+                self.set_suspended(&shared, false);
+                shared.resume.notify_one();
+            }
+            return Ok(Registration::Refreshed);
+        }
+        let max = self.shared.config.max_subscribers;
+        if subscribers.len() >= max {
+            return Err(RegisterError::Full { max });
+        }
+        let address: Arc<str> = address.into();
+        let shared = Arc::new(SubscriberShared::new(address.clone(), target));
+        if let Some(secret) = secret {
+            shared.set_secret(secret);
+        }
+        let (queue, jobs) = mpsc::channel(self.shared.config.queue_capacity.max(1));
+        let entry = Entry {
+            shared: shared.clone(),
+            registered_at: now,
+            last_seen: now,
+            last_seen_at: Instant::now(),
+            lease,
+            queue,
+        };
+        Arc::make_mut(&mut self.shared.recipients.lock()).push(Recipient::of(&entry));
+        subscribers.insert(address.clone(), entry);
+        drop(subscribers);
+        tracing::info!(%address, "subscriber registered");
+        self.shared.launcher.launch(
+            self.clone(),
+            Mailbox {
+                subscriber: shared,
+                jobs,
+            },
+        );
+        self.record_activity(HubEvent::Registered { address });
+        Ok(Registration::Registered)
+    }
+
+    /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and
+    /// recorded as failed with `reason`. Returns whether it was registered.
+    pub fn remove(&self, address: &str, reason: RemovalReason) -> bool {
+        let entry = {
+            let mut subscribers = self.shared.subscribers.write();
+            let entry = subscribers.remove(address);
+            if let Some(entry) = &entry {
+                self.drop_recipients(|r| Arc::ptr_eq(&r.subscriber, &entry.shared));
+            }
+            entry
+        };
+        match entry {
+            Some(entry) => {
+                self.retire(entry, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every subscriber whose last keep-alive is older than its lease at `now`.
+    pub fn expire(&self, now: Instant) -> Vec<Arc<str>> {
+        let ttl = self.ttl();
+        let expired: Vec<Entry> = {
+            let mut subscribers = self.shared.subscribers.write();
+            let stale: Vec<Arc<str>> = subscribers
+                .iter()
+                .filter(|(_, e)| now.saturating_duration_since(e.last_seen_at) > e.lease(ttl))
+                .map(|(address, _)| address.clone())
+                .collect();
+            let expired: Vec<Entry> = stale
+                .iter()
+                .filter_map(|address| subscribers.remove(address))
+                .collect();
+            if !expired.is_empty() {
+                self.drop_recipients(|r| !subscribers.contains_key(&r.subscriber.address));
+            }
+            expired
+        };
+        expired
+            .into_iter()
+            .map(|entry| {
+                let address = entry.shared.address.clone();
+                self.retire(entry, RemovalReason::Expired);
+                address
+            })
+            .collect()
+    }
+
+    /// Stops taking subscribers and messages, and removes every subscriber, which cancels
+    /// their deliveries.
+    pub fn close(&self) {
+        self.stop_intake();
+        let all = {
+            let mut subscribers = self.shared.subscribers.write();
+            *self.shared.recipients.lock() = Arc::default();
+            std::mem::take(&mut *subscribers)
+        };
+        for entry in all.into_values() {
+            self.retire(entry, RemovalReason::Shutdown);
+        }
+    }
+
+    fn retire(&self, entry: Entry, reason: RemovalReason) {
+        let address = entry.shared.address.clone();
+        tracing::info!(%address, %reason, "subscriber removed");
+        entry.shared.remove(reason);
+        self.record_activity(HubEvent::Removed { address, reason });
+    }
+
+    /// The live subscribers' queues as they are now.
+    pub(super) fn recipients(&self) -> Arc<Vec<Recipient>> {
+        self.shared.recipients.lock().clone()
+    }
+
+    /// The recipient of one live subscriber.
+    pub(super) fn recipient(&self, address: &str) -> Option<Recipient> {
+        self.shared
+            .subscribers
+            .read()
+            .get(address)
+            .map(Recipient::of)
+    }
+
+    /// Takes the subscribers for which `gone` holds out of the recipients. Called with the
+    /// `subscribers` write lock held, so the two stay in step.
+    fn drop_recipients(&self, gone: impl Fn(&Recipient) -> bool) {
+        Arc::make_mut(&mut self.shared.recipients.lock()).retain(|r| !gone(r));
+    }
+}
