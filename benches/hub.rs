@@ -569,7 +569,8 @@ fn main() {
     };
     let only_k = arg("k=");
     let duration = Duration::from_secs(arg("secs=").unwrap_or(if quick { 2 } else { 5 }));
-    raise_fd_limit();
+    // Thousands of subscribers mean thousands of sockets on the sink side.
+    herald::service::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -644,19 +645,4 @@ fn main() {
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Thousands of subscribers mean thousands of sockets on the sink side.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

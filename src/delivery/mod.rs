@@ -5,7 +5,7 @@
 //! worker has at most one request in flight, so a hung subscriber holds up only itself.
 
 mod resolver;
-pub mod signature;
+mod signature;
 mod worker;
 
 use std::collections::HashMap;
@@ -67,7 +67,7 @@ struct Origins {
 }
 
 impl Dispatcher {
-    pub fn new(config: DeliveryConfig, runtime: Handle) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(config: DeliveryConfig, runtime: Handle) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)

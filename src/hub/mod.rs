@@ -38,7 +38,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use address::{AddressError, MAX_ADDRESS_LEN, parse_target};
+pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use event::{Activity, HubEvent};
 pub use intake::{PublishError, Published, ResendError};
 pub use message::{Attempt, Delivery, DeliverySummary, MessageId, MessageRecord, Source};
@@ -46,7 +46,7 @@ pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
-pub use registry::{LEASE_RANGE, RegisterError, Registration, Subscription};
+pub use registry::{RegisterError, Registration, Subscription};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
@@ -201,7 +201,8 @@ impl Hub {
     }
 
     /// Whether no delivery is queued or in flight, and no fan-out under way.
-    pub fn is_drained(&self) -> bool {
+    #[cfg(test)]
+    fn is_drained(&self) -> bool {
         self.shared.outstanding.is_empty()
     }
 

@@ -100,7 +100,7 @@ impl TargetPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::parse_target;
+    use crate::hub::address::parse_target;
 
     fn policy() -> TargetPolicy {
         TargetPolicy {

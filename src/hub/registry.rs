@@ -16,7 +16,7 @@ use super::secret::Secret;
 use super::subscriber::{Entry, Job, Mailbox, RemovalReason, SubscriberShared};
 
 /// Shortest and longest per-subscriber lease accepted; others are clamped into this range.
-pub const LEASE_RANGE: (Duration, Duration) =
+const LEASE_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(24 * 60 * 60));
 
 /// What a subscriber asks for when it registers or refreshes.
@@ -25,7 +25,7 @@ pub struct Subscription<'a> {
     pub address: &'a str,
     /// Signs its deliveries with this secret instead of the hub's.
     pub secret: Option<Secret>,
-    /// Its own keep-alive period instead of the hub's TTL (clamped to [`LEASE_RANGE`]).
+    /// Its own keep-alive period instead of the hub's TTL (clamped to `LEASE_RANGE`).
     pub lease: Option<Duration>,
 }
 
@@ -204,7 +204,7 @@ impl Hub {
     }
 
     /// Removes every subscriber whose last keep-alive is older than its lease at `now`.
-    pub fn expire(&self, now: Instant) -> Vec<Arc<str>> {
+    pub(super) fn expire(&self, now: Instant) -> Vec<Arc<str>> {
         let ttl = self.ttl();
         let expired: Vec<Entry> = {
             let mut subscribers = self.shared.subscribers.write();
