@@ -2,11 +2,13 @@
 //!
 //! Loopback and private addresses are Herald's main use and are allowed. What is refused
 //! by default is what no subscriber legitimately is and what an attacker would aim a hub
-//! at: link-local addresses (cloud metadata services live at 169.254.169.254), unspecified,
-//! multicast and broadcast addresses, and the hub's own listening address (a loop).
+//! at: link-local addresses and the other homes of cloud metadata services (169.254.169.254,
+//! fd00:ec2::254, 100.100.100.200, 192.0.0.192), unspecified, multicast and broadcast
+//! addresses, and the hub's own listening address (a loop). An IPv6 address that carries an
+//! IPv4 one (mapped, compatible, NAT64, 6to4) is judged by the IPv4 address it reaches.
 //! `--deny-target` and `--allow-target` adjust the first part; a loop is always refused.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use thiserror::Error;
@@ -18,6 +20,10 @@ pub enum TargetRefused {
         "{ip} is link-local (169.254.0.0/16, fe80::/10), where cloud metadata services live; Herald never delivers there (see --allow-target)"
     )]
     LinkLocal { ip: IpAddr },
+    #[error(
+        "{ip} is a cloud metadata service address; Herald never delivers there (see --allow-target)"
+    )]
+    Metadata { ip: IpAddr },
     #[error("{ip} is an unspecified address, not a subscriber")]
     Unspecified { ip: IpAddr },
     #[error("{ip} is a multicast address, not a subscriber")]
@@ -43,8 +49,7 @@ pub struct TargetPolicy {
 impl TargetPolicy {
     /// Checks one address a delivery would connect to.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), TargetRefused> {
-        // `::ffff:169.254.169.254` is 169.254.169.254 to the kernel; judge it as such.
-        let ip = ip.to_canonical();
+        let ip = reached(ip);
         if let Some(net) = self.deny.iter().find(|net| net.contains(&ip)) {
             return Err(TargetRefused::Denied { ip, net: *net });
         }
@@ -52,6 +57,7 @@ impl TargetPolicy {
             return Ok(());
         }
         match ip {
+            ip if METADATA.contains(&ip) => Err(TargetRefused::Metadata { ip }),
             IpAddr::V4(v4) if v4.is_link_local() => Err(TargetRefused::LinkLocal { ip }),
             IpAddr::V6(v6) if v6.is_unicast_link_local() => Err(TargetRefused::LinkLocal { ip }),
             // All of 0.0.0.0/8 means "this host" or nothing; connecting to it reaches
@@ -78,7 +84,7 @@ impl TargetPolicy {
             self.check_ip(ip)?;
         }
         let loopback = match (ip, url.host()) {
-            (Some(ip), _) => ip.to_canonical().is_loopback(),
+            (Some(ip), _) => reached(ip).is_loopback(),
             (None, Some(Host::Domain(name))) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
                 name == "localhost" || name.ends_with(".localhost")
@@ -86,7 +92,7 @@ impl TargetPolicy {
             _ => false,
         };
         if let (Some(own), Some(port)) = (self.own_addr, url.port_or_known_default()) {
-            let same_ip = ip.is_some_and(|ip| ip.to_canonical() == own.ip());
+            let same_ip = ip.is_some_and(|ip| reached(ip) == reached(own.ip()));
             let reaches_own =
                 same_ip || (loopback && (own.ip().is_loopback() || own.ip().is_unspecified()));
             if port == own.port() && reaches_own {
@@ -94,6 +100,36 @@ impl TargetPolicy {
             }
         }
         Ok(())
+    }
+}
+
+/// Metadata services outside link-local space: AWS's IPv6 one, Alibaba Cloud's and
+/// Oracle Cloud's.
+const METADATA: [IpAddr; 3] = [
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
+    IpAddr::V4(Ipv4Addr::new(192, 0, 0, 192)),
+];
+
+/// The address a connection to `ip` reaches: the IPv4 address inside an IPv6 one that
+/// carries it (`::ffff:a.b.c.d` mapped, `::a.b.c.d` compatible, `64:ff9b::a.b.c.d` NAT64,
+/// `2002:aabb:ccdd::` 6to4), since a gateway or the kernel takes it there.
+fn reached(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip.to_canonical() else {
+        return ip.to_canonical();
+    };
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    };
+    match s {
+        // IPv4-compatible, but not :: and ::1, which are IPv6's own.
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => v4(hi, lo),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => v4(hi, lo),
+        [0x2002, hi, lo, ..] => v4(hi, lo),
+        _ => IpAddr::V6(v6),
     }
 }
 
@@ -125,6 +161,10 @@ mod tests {
             "172.16.5.5:80",
             "[::1]:8080",
             "[fd00::1]:80",
+            "[fd00:ec2::253]:80",
+            "100.100.100.201:80",
+            "[64:ff9b::10.0.0.1]:80",
+            "[2002:0a00:0001::1]:80",
             "2130706433:8080", // decimal 127.0.0.1
             "http://0x7f000001:8080/x",
             "api.internal:80",
@@ -144,6 +184,17 @@ mod tests {
             ("[::ffff:169.254.169.254]:80", "link-local"), // IPv4-mapped IPv6
             ("[::ffff:a9fe:a9fe]:80", "link-local"),
             ("[fe80::1]:80", "link-local"),
+            ("[fd00:ec2::254]:80", "metadata"),
+            ("100.100.100.200:80", "metadata"),
+            ("192.0.0.192:80", "metadata"),
+            ("[64:ff9b::169.254.169.254]:80", "link-local"), // NAT64
+            ("[64:ff9b::a9fe:a9fe]:80", "link-local"),
+            ("[2002:a9fe:a9fe::1]:80", "link-local"), // 6to4
+            ("[::169.254.169.254]:80", "link-local"), // IPv4-compatible
+            ("[64:ff9b::100.100.100.200]:80", "metadata"),
+            ("[2002:c000:00c0::]:80", "metadata"),
+            ("[64:ff9b::127.0.0.1]:3000", "own address"),
+            ("[::127.0.0.1]:3000", "own address"),
             ("0.0.0.0:80", "unspecified"),
             ("0:80", "unspecified"),
             ("[::]:80", "unspecified"),
