@@ -54,12 +54,8 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
     axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|err| {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-            while let Some(inner) = cause {
-                if inner.is::<LengthLimitError>() {
-                    return HttpError::too_large(limit);
-                }
-                cause = inner.source();
+            if anyhow::Chain::new(&err).any(|cause| cause.is::<LengthLimitError>()) {
+                return HttpError::too_large(limit);
             }
             HttpError::new(
                 StatusCode::BAD_REQUEST,
