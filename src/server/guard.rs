@@ -31,7 +31,7 @@ fn check(state: &AppState, headers: &HeaderMap) -> Result<()> {
             ));
         }
     }
-    if let Some(token) = &state.token {
+    if let Some(token) = &state.config.token {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -58,7 +58,7 @@ fn check(state: &AppState, headers: &HeaderMap) -> Result<()> {
 /// Whether a `Host` header value may be answered. A DNS-rebinding page reaches the hub
 /// under the attacker's own host name, so names must be known; IP literals (any port) can
 /// never be such a name.
-pub(super) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((v6, port)) if port.is_empty() || valid_port(port) => {

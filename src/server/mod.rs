@@ -60,15 +60,12 @@ impl Default for ServerConfig {
 struct AppState {
     hub: Hub,
     config: Arc<ServerConfig>,
-    /// The token in force: the configured one, or one generated for a non-loopback bind.
-    token: Option<Arc<str>>,
 }
 
 /// Every route Herald serves, behind the host, token and size checks.
 pub fn router(hub: Hub, config: ServerConfig) -> Router {
     let state = AppState {
         hub,
-        token: config.token.as_deref().map(Arc::from),
         config: Arc::new(config),
     };
     Router::new()

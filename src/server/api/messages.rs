@@ -22,7 +22,7 @@ const MAX_PAGE: u32 = 1000;
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // Only describes the body in the OpenAPI document.
-pub(super) struct Payload(Vec<u8>);
+struct Payload(Vec<u8>);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct PublishedJson {
@@ -36,14 +36,14 @@ pub(super) struct PublishedJson {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct CountsJson {
+struct CountsJson {
     delivered: u64,
     failed: u64,
     pending: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct MessageSummaryJson {
+struct MessageSummaryJson {
     id: u64,
     webhook_id: String,
     /// When the hub accepted it (RFC 3339).
@@ -58,21 +58,21 @@ pub(super) struct MessageSummaryJson {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum BodyEncoding {
+enum BodyEncoding {
     Utf8,
     Base64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum DeliveryStateJson {
+enum DeliveryStateJson {
     Pending,
     Delivered,
     Failed,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct AttemptJson {
+struct AttemptJson {
     /// When the request was sent (RFC 3339).
     at: String,
     status: DeliveryStateJson,
@@ -84,7 +84,7 @@ pub(super) struct AttemptJson {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct DeliveryJson {
+struct DeliveryJson {
     subscriber: String,
     status: DeliveryStateJson,
     http_status: Option<u16>,

@@ -18,7 +18,7 @@ use crate::server::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum StateJson {
+enum StateJson {
     Active,
     /// Failing repeatedly: deliveries wait while it is probed with backoff.
     Suspended,
