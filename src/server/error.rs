@@ -1,38 +1,72 @@
-//! One error type for the whole server. Seed routes and other plain paths get the seed's
-//! plain-text `Error: ...` body; `/api` paths get JSON `{"error": "..."}`.
+//! The server's one error type, and the two dialects it is written in.
+//!
+//! Every failure is an [`HttpError`]: a status and a message, decided once per cause by the
+//! `From` conversions below, so that handlers only write `?`. Who asked decides how it is
+//! written: the seed's routes answer in the seed's plain text (`Error: ...`, with the exact
+//! bodies its clients may match on), `/api` routes in JSON (`{"error": "..."}`). A handler
+//! says which by its error type, [`SeedError`] or [`ApiError`]; answers given before any
+//! route is chosen (the guard, the fallback) ask [`Dialect::of`].
 
-use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone)]
+use crate::hub::{PublishError, RegisterError, ResendError, SecretError};
+
+pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    /// The seed's `text/plain` bodies.
+    Seed,
+    /// [`ErrorBody`].
+    Json,
+}
+
+impl Dialect {
+    /// The dialect of a request no route has claimed yet. The seed answered every path it
+    /// did not know, so everything outside `/api/` keeps its text.
+    pub(super) fn of(path: &str) -> Self {
+        if path.starts_with("/api/") {
+            Self::Json
+        } else {
+            Self::Seed
+        }
+    }
+}
+
+#[derive(Debug)]
 pub(super) struct HttpError {
-    pub(super) status: StatusCode,
-    pub(super) message: String,
-    /// The exact body the Go design gave for this error, where it had one.
+    status: StatusCode,
+    /// What went wrong and what to change.
+    message: String,
+    /// The seed's exact body for this error, where it had one: its clients may compare it
+    /// byte for byte.
     seed_body: Option<String>,
-    /// For 401: tells the client which scheme to use.
-    pub(super) www_authenticate: bool,
 }
 
 impl HttpError {
-    pub(super) fn new(status: StatusCode, message: String) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            message,
+            message: message.into(),
             seed_body: None,
-            www_authenticate: false,
         }
     }
 
-    /// An error the seed also gave, with its exact body (e.g. `Error:Wrong input address.`).
+    /// An error only the seed's routes give, with its exact body (e.g.
+    /// `Error:Wrong input address.`).
     pub(super) fn seed(status: StatusCode, body: String) -> Self {
         let message = body.trim_start_matches("Error:").trim_start().to_owned();
-        Self {
-            seed_body: Some(body),
-            ..Self::new(status, message)
-        }
+        Self::new(status, message).with_seed_body(body)
+    }
+
+    /// Answers seed clients with `body` instead of `Error: {message}`.
+    pub(super) fn with_seed_body(mut self, body: impl Into<String>) -> Self {
+        self.seed_body = Some(body.into());
+        self
     }
 
     pub(super) fn too_large(limit: usize) -> Self {
@@ -45,17 +79,23 @@ impl HttpError {
         )
     }
 
-    /// Renders for the route at `path`: JSON under `/api/`, the seed's text elsewhere.
-    pub(super) fn render(self, path: &str) -> Response {
-        let mut response = if path.starts_with("/api/") {
-            (self.status, Json(json!({ "error": self.message }))).into_response()
-        } else {
-            let body = self
-                .seed_body
-                .unwrap_or_else(|| format!("Error: {}", self.message));
-            super::seed::text(self.status, body)
+    pub(super) fn render(self, dialect: Dialect) -> Response {
+        let mut response = match dialect {
+            Dialect::Seed => {
+                let body = self
+                    .seed_body
+                    .unwrap_or_else(|| format!("Error: {}", self.message));
+                super::seed::text(self.status, body)
+            }
+            Dialect::Json => {
+                let body = ErrorBody {
+                    error: self.message,
+                };
+                (self.status, axum::Json(body)).into_response()
+            }
         };
-        if self.www_authenticate {
+        // HTTP requires a 401 to name the scheme that would be accepted.
+        if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"herald\""),
@@ -65,9 +105,158 @@ impl HttpError {
     }
 }
 
-/// Outside `/api`, errors render as the seed's plain text.
-impl IntoResponse for HttpError {
+/// The JSON document every `/api` error has.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ErrorBody {
+    /// What went wrong and what to change.
+    error: String,
+}
+
+/// An error from a seed route: written as the seed wrote it.
+#[derive(Debug)]
+pub(super) struct SeedError(HttpError);
+
+/// An error from an `/api` route: written as [`ErrorBody`].
+#[derive(Debug)]
+pub(super) struct ApiError(HttpError);
+
+impl<E: Into<HttpError>> From<E> for SeedError {
+    fn from(err: E) -> Self {
+        Self(err.into())
+    }
+}
+
+impl<E: Into<HttpError>> From<E> for ApiError {
+    fn from(err: E) -> Self {
+        Self(err.into())
+    }
+}
+
+impl IntoResponse for SeedError {
     fn into_response(self) -> Response {
-        self.render("/")
+        self.0.render(Dialect::Seed)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.render(Dialect::Json)
+    }
+}
+
+impl From<RegisterError> for HttpError {
+    fn from(err: RegisterError) -> Self {
+        match err {
+            RegisterError::Address(_) | RegisterError::Target(_) => {
+                let seed_body = format!("Error:Wrong input address. {err}");
+                Self::new(StatusCode::BAD_REQUEST, err.to_string()).with_seed_body(seed_body)
+            }
+            RegisterError::Full { .. } | RegisterError::ShuttingDown => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
+        }
+    }
+}
+
+impl From<SecretError> for HttpError {
+    fn from(err: SecretError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, format!("bad secret: {err}"))
+    }
+}
+
+impl From<PublishError> for HttpError {
+    fn from(err: PublishError) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+    }
+}
+
+impl From<ResendError> for HttpError {
+    fn from(err: ResendError) -> Self {
+        let status = match err {
+            ResendError::UnknownMessage(_) | ResendError::UnknownSubscriber(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ResendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, err.to_string())
+    }
+}
+
+impl From<JsonRejection> for HttpError {
+    fn from(rejection: JsonRejection) -> Self {
+        // A body that does not fit the schema is a 400, the status the document promises,
+        // rather than axum's 422.
+        let status = match rejection.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            status => status,
+        };
+        let message = match &rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                "send the request body as JSON with `Content-Type: application/json`".to_owned()
+            }
+            _ => rejection.body_text(),
+        };
+        Self::new(status, message)
+    }
+}
+
+impl From<PathRejection> for HttpError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for HttpError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::AddressError;
+
+    async fn written(err: impl Into<HttpError>, dialect: Dialect) -> (StatusCode, String) {
+        let response = err.into().render(dialect);
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn only_api_paths_are_json() {
+        assert_eq!(Dialect::of("/api/v1/nope"), Dialect::Json);
+        for path in ["/api", "/apis", "/", "/sendMessage"] {
+            assert_eq!(Dialect::of(path), Dialect::Seed, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_refusal_in_each_dialect() {
+        let refused = || RegisterError::Address(AddressError::Empty);
+        let message = refused().to_string();
+        assert_eq!(
+            written(refused(), Dialect::Seed).await,
+            (
+                StatusCode::BAD_REQUEST,
+                format!("Error:Wrong input address. {message}")
+            )
+        );
+        assert_eq!(
+            written(refused(), Dialect::Json).await,
+            (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": message }).to_string()
+            )
+        );
+        let full = RegisterError::Full { max: 1 };
+        let message = full.to_string();
+        assert_eq!(
+            written(full, Dialect::Seed).await,
+            (StatusCode::SERVICE_UNAVAILABLE, format!("Error: {message}"))
+        );
     }
 }

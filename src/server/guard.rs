@@ -8,16 +8,16 @@ use axum::response::Response;
 use subtle::ConstantTimeEq as _;
 
 use super::AppState;
-use super::error::HttpError;
+use super::error::{Dialect, HttpError, Result};
 
 pub(super) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Err(err) = check(&state, request.headers()) {
-        return err.render(request.uri().path());
+        return err.render(Dialect::of(request.uri().path()));
     }
     next.run(request).await
 }
 
-fn check(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
+fn check(state: &AppState, headers: &HeaderMap) -> Result<()> {
     if let Some(host) = headers.get(header::HOST) {
         let host = host.to_str().unwrap_or("");
         if !host_allowed(host, &state.config.allowed_hosts) {
@@ -31,21 +31,18 @@ fn check(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
             ));
         }
     }
-    if let Some(token) = &state.token {
+    if let Some(token) = &state.config.token {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            let mut err = HttpError::new(
+            return Err(HttpError::new(
                 StatusCode::UNAUTHORIZED,
                 "this hub requires the header `Authorization: Bearer TOKEN`, with the token \
-                 given by --token or printed when Herald started"
-                    .to_owned(),
-            );
-            err.www_authenticate = true;
-            return Err(err);
+                 given by --token or printed when Herald started",
+            ));
         }
     }
     let declared = headers
@@ -61,7 +58,7 @@ fn check(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
 /// Whether a `Host` header value may be answered. A DNS-rebinding page reaches the hub
 /// under the attacker's own host name, so names must be known; IP literals (any port) can
 /// never be such a name.
-pub(super) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((v6, port)) if port.is_empty() || valid_port(port) => {

@@ -33,8 +33,8 @@ use tower::ServiceExt as _;
 
 pub use api::log_ndjson;
 
-use crate::hub::{Hub, RegisterError};
-use error::HttpError;
+use crate::hub::Hub;
+use error::{Dialect, HttpError};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -50,15 +50,12 @@ pub struct ServerConfig {
 struct AppState {
     hub: Hub,
     config: Arc<ServerConfig>,
-    /// The token in force: the configured one, or one generated for a non-loopback bind.
-    token: Option<Arc<str>>,
 }
 
 /// Every route Herald serves, behind the host, token and size checks.
 pub fn router(hub: Hub, config: ServerConfig) -> Router {
     let state = AppState {
         hub,
-        token: config.token.as_deref().map(Arc::from),
         config: Arc::new(config),
     };
     Router::new()
@@ -77,23 +74,13 @@ pub fn router(hub: Hub, config: ServerConfig) -> Router {
 /// Go's `http.NotFound` body, so seed clients see the same 404; JSON under `/api`.
 async fn not_found(request: Request) -> Response {
     let path = request.uri().path();
-    if path.starts_with("/api/") {
-        let message = format!(
-            "no route {} {path}; the routes are listed in /api/v1/openapi.json",
-            request.method()
-        );
-        return HttpError::new(StatusCode::NOT_FOUND, message).render(path);
-    }
-    seed::text(StatusCode::NOT_FOUND, "404 page not found\n")
-}
-
-/// The status and message for a refused registration, on any route.
-fn register_error(err: RegisterError) -> HttpError {
-    let status = match err {
-        RegisterError::Address(_) | RegisterError::Target(_) => StatusCode::BAD_REQUEST,
-        RegisterError::Full { .. } | RegisterError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    HttpError::new(status, err.to_string())
+    let message = format!(
+        "no route {} {path}; the routes are listed in /api/v1/openapi.json",
+        request.method()
+    );
+    HttpError::new(StatusCode::NOT_FOUND, message)
+        .with_seed_body("404 page not found\n")
+        .render(Dialect::of(path))
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets the requests in

@@ -8,13 +8,13 @@ use bytes::Bytes;
 use http_body_util::LengthLimitError;
 
 use super::AppState;
-use super::error::HttpError;
+use super::error::{HttpError, Result};
 use crate::hub::{Published, Source};
 use crate::wire::INSTANCE_HEADER;
 
 /// Reads the whole body and publishes it with the request's content type. A body that is
 /// too large or did not arrive whole is never published.
-pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published, HttpError> {
+pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published> {
     if request
         .headers()
         .get(INSTANCE_HEADER)
@@ -23,8 +23,7 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
         return Err(HttpError::new(
             StatusCode::LOOP_DETECTED,
             "this request is one of this hub's own deliveries (a subscriber address points \
-             back at Herald); it was not published again"
-                .to_owned(),
+             back at Herald); it was not published again",
         ));
     }
     let peer = request
@@ -36,32 +35,27 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
         Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
             HttpError::new(
                 StatusCode::BAD_REQUEST,
-                "the Content-Type header must be plain ASCII, e.g. application/json".to_owned(),
+                "the Content-Type header must be plain ASCII, e.g. application/json",
             )
         })?),
     };
     let body = read_body(request, state.config.max_body).await?;
     // Waits, rather than refusing, while the fan-out is a full backlog behind: a
     // publisher that outruns it is slowed down, and nothing it was told was accepted is lost.
-    state
+    Ok(state
         .hub
         .publish_when_ready(body, content_type, Source::Http(peer))
-        .await
-        .map_err(|err| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()))
+        .await?)
 }
 
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, HttpError> {
+async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
     // A declared length over the limit was already refused by the guard; this catches
     // chunked bodies that grow past it.
     axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|err| {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-            while let Some(inner) = cause {
-                if inner.is::<LengthLimitError>() {
-                    return HttpError::too_large(limit);
-                }
-                cause = inner.source();
+            if anyhow::Chain::new(&err).any(|cause| cause.is::<LengthLimitError>()) {
+                return HttpError::too_large(limit);
             }
             HttpError::new(
                 StatusCode::BAD_REQUEST,

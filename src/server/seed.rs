@@ -8,11 +8,11 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 
-use super::error::HttpError;
+use super::AppState;
+use super::error::{HttpError, Result, SeedError};
 use super::publish::publish;
 use super::query::{first, parse_query};
-use super::{AppState, register_error};
-use crate::hub::{RegisterError, RemovalReason, Secret, Subscription};
+use crate::hub::{RemovalReason, Secret, Subscription};
 use crate::wire::{MESSAGE_ID_HEADER, SUBSCRIBERS_HEADER};
 
 pub(super) fn router() -> Router<AppState> {
@@ -42,17 +42,21 @@ fn success() -> Response {
     text(StatusCode::OK, "success")
 }
 
-type SeedResult = Result<Response, HttpError>;
+type SeedResult = Result<Response, SeedError>;
 
-fn only(method: &str) -> HttpError {
-    HttpError::seed(
+/// Refuses any other method with the seed's 400 and text.
+fn only(method: Method, request: &Request) -> Result<()> {
+    if *request.method() == method {
+        return Ok(());
+    }
+    Err(HttpError::seed(
         StatusCode::BAD_REQUEST,
         format!("Error: Only {method} accepted"),
-    )
+    ))
 }
 
 /// The query's pairs, and its `address`, as the seed read them.
-fn address(request: &Request) -> Result<(String, Vec<(String, String)>), HttpError> {
+fn address(request: &Request) -> Result<(String, Vec<(String, String)>)> {
     let pairs = parse_query(request.uri().query().unwrap_or(""))
         .map_err(|err| HttpError::seed(StatusCode::BAD_REQUEST, format!("Error:{err}")))?;
     match first(&pairs, "address") {
@@ -60,40 +64,28 @@ fn address(request: &Request) -> Result<(String, Vec<(String, String)>), HttpErr
             StatusCode::BAD_REQUEST,
             "Error:Wrong input address.".to_owned(),
         )),
-        address => Ok((address.to_owned(), pairs.clone())),
+        address => Ok((address.to_owned(), pairs)),
     }
 }
 
 async fn register_and_keep_alive(State(state): State<AppState>, request: Request) -> SeedResult {
-    if request.method() != Method::POST {
-        return Err(only("POST"));
-    }
+    only(Method::POST, &request)?;
     let (address, query) = address(&request)?;
     // Herald's addition: `&secret=whsec_...` signs this subscriber's deliveries.
     let secret = match first(&query, "secret") {
         "" => None,
-        text => Some(text.parse::<Secret>().map_err(|err| {
-            HttpError::new(StatusCode::BAD_REQUEST, format!("bad secret: {err}"))
-        })?),
+        text => Some(text.parse::<Secret>()?),
     };
     let subscription = Subscription {
         secret,
         ..Subscription::new(&address)
     };
-    match state.hub.subscribe(subscription) {
-        Ok(_) => Ok(success()),
-        Err(err @ (RegisterError::Address(_) | RegisterError::Target(_))) => Err(HttpError::seed(
-            StatusCode::BAD_REQUEST,
-            format!("Error:Wrong input address. {err}"),
-        )),
-        Err(err) => Err(register_error(err)),
-    }
+    state.hub.subscribe(subscription)?;
+    Ok(success())
 }
 
 async fn deregister(State(state): State<AppState>, request: Request) -> SeedResult {
-    if request.method() != Method::DELETE {
-        return Err(only("DELETE"));
-    }
+    only(Method::DELETE, &request)?;
     let (address, _) = address(&request)?;
     // Unknown addresses are fine: the seed answered "success" for them too.
     state.hub.remove(&address, RemovalReason::Deregistered);
@@ -101,9 +93,7 @@ async fn deregister(State(state): State<AppState>, request: Request) -> SeedResu
 }
 
 async fn send_message(State(state): State<AppState>, request: Request) -> SeedResult {
-    if request.method() != Method::POST {
-        return Err(only("POST"));
-    }
+    only(Method::POST, &request)?;
     let published = publish(&state, request).await?;
     let mut response = success();
     let headers = response.headers_mut();
@@ -113,9 +103,7 @@ async fn send_message(State(state): State<AppState>, request: Request) -> SeedRe
 }
 
 async fn list_subscribers(State(state): State<AppState>, request: Request) -> SeedResult {
-    if request.method() != Method::GET {
-        return Err(only("GET"));
-    }
+    only(Method::GET, &request)?;
     let mut body = String::new();
     for subscriber in state.hub.subscribers() {
         // Go's `Fprintln(w, a, " : ", t)` puts a space between operands: "A  :  T\n".

@@ -22,7 +22,7 @@ use crate::server::AppState;
 /// One hub event. The SSE `event:` field carries `type`; `data:` carries this JSON.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub(super) enum EventJson {
+enum EventJson {
     Registered {
         at: String,
         address: String,

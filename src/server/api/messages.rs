@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ErrorBody, millis, path_rejection, query_rejection, time};
+use super::{ApiError, ErrorBody, HttpError, millis, time};
 use crate::hub::{Attempt, Delivery, Hub, MessageRecord, Outcome, ResendError};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
@@ -22,7 +22,7 @@ const MAX_PAGE: u32 = 1000;
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // Only describes the body in the OpenAPI document.
-pub(super) struct Payload(Vec<u8>);
+struct Payload(Vec<u8>);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct PublishedJson {
@@ -36,14 +36,14 @@ pub(super) struct PublishedJson {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct CountsJson {
+struct CountsJson {
     delivered: u64,
     failed: u64,
     pending: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct MessageSummaryJson {
+struct MessageSummaryJson {
     id: u64,
     webhook_id: String,
     /// When the hub accepted it (RFC 3339).
@@ -58,21 +58,21 @@ pub(super) struct MessageSummaryJson {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum BodyEncoding {
+enum BodyEncoding {
     Utf8,
     Base64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum DeliveryStateJson {
+enum DeliveryStateJson {
     Pending,
     Delivered,
     Failed,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct AttemptJson {
+struct AttemptJson {
     /// When the request was sent (RFC 3339).
     at: String,
     status: DeliveryStateJson,
@@ -84,7 +84,7 @@ pub(super) struct AttemptJson {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct DeliveryJson {
+struct DeliveryJson {
     subscriber: String,
     status: DeliveryStateJson,
     http_status: Option<u16>,
@@ -269,13 +269,14 @@ pub(super) async fn list(
     State(state): State<AppState>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<MessagePageJson>, ApiError> {
-    let Query(query) = query.map_err(query_rejection)?;
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
+        return Err(HttpError::new(
             StatusCode::BAD_REQUEST,
             format!("limit must be between 1 and {MAX_PAGE}, not {limit}"),
-        ));
+        )
+        .into());
     }
     let page = state.hub.messages(query.before, limit as usize + 1);
     let more = page.len() > limit as usize;
@@ -308,11 +309,11 @@ pub(super) async fn get(
     State(state): State<AppState>,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<MessageJson>, ApiError> {
-    let Path(id) = id.map_err(path_rejection)?;
+    let Path(id) = id?;
     let message = state
         .hub
         .message(id)
-        .ok_or_else(|| ApiError::from_resend(ResendError::UnknownMessage(id)))?;
+        .ok_or(ResendError::UnknownMessage(id))?;
     Ok(Json(message_json(&state.hub, &message)))
 }
 
@@ -335,28 +336,13 @@ pub(super) async fn resend(
     id: Result<Path<u64>, PathRejection>,
     query: Result<Query<ResendQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<ResentJson>), ApiError> {
-    let Path(id) = id.map_err(path_rejection)?;
-    let Query(query) = query.map_err(query_rejection)?;
-    let queued = state
-        .hub
-        .resend(id, query.subscriber.as_deref())
-        .map_err(ApiError::from_resend)?;
+    let Path(id) = id?;
+    let Query(query) = query?;
+    let queued = state.hub.resend(id, query.subscriber.as_deref())?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ResentJson {
             queued: queued as u64,
         }),
     ))
-}
-
-impl ApiError {
-    fn from_resend(err: ResendError) -> Self {
-        let status = match err {
-            ResendError::UnknownMessage(_) | ResendError::UnknownSubscriber(_) => {
-                StatusCode::NOT_FOUND
-            }
-            ResendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::new(status, err.to_string())
-    }
 }

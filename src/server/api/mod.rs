@@ -10,21 +10,19 @@ pub use messages::log_ndjson;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::HttpError;
+use super::error::{ApiError, Dialect, ErrorBody, HttpError};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -88,38 +86,8 @@ pub(super) fn router() -> Router<AppState> {
         .layer(axum::middleware::map_response(method_not_allowed_as_json))
 }
 
-/// The JSON document every `/api` error has.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct ErrorBody {
-    /// What went wrong and what to change.
-    error: String,
-}
-
-/// An error from an `/api` route: rendered as `{"error": "..."}`.
-#[derive(Debug)]
-pub(super) struct ApiError(pub(super) HttpError);
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self(HttpError::new(status, message.into()))
-    }
-}
-
-impl From<HttpError> for ApiError {
-    fn from(err: HttpError) -> Self {
-        Self(err)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        self.0.render("/api/")
-    }
-}
-
-/// `Json<T>` whose rejections come back as [`ApiError`]s, with 400 for any body that
-/// does not fit the schema (axum's 422 would be a status the document does not promise).
-pub(super) struct ApiJson<T>(pub(super) T);
+/// `Json<T>` whose rejections come back as [`ApiError`]s.
+struct ApiJson<T>(T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -129,33 +97,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Self(value))
     }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = match rejection.status() {
-        StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-        status => status,
-    };
-    let message = match &rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            "send the request body as JSON with `Content-Type: application/json`".to_owned()
-        }
-        _ => rejection.body_text(),
-    };
-    ApiError::new(status, message)
-}
-
-pub(super) fn path_rejection(rejection: PathRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
-}
-
-pub(super) fn query_rejection(rejection: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
 }
 
 /// axum answers a known path with the wrong method with an empty 405; give it the JSON
@@ -166,11 +110,11 @@ async fn method_not_allowed_as_json(response: Response) -> Response {
     {
         return response;
     }
-    let mut json = ApiError::new(
+    let mut json = HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "this route does not take that method; the Allow header lists those it takes",
     )
-    .into_response();
+    .render(Dialect::Json);
     // axum adds `Allow` after this layer runs; keep any that is already there.
     if let Some(allow) = response.headers().get(header::ALLOW) {
         json.headers_mut().insert(header::ALLOW, allow.clone());
@@ -179,10 +123,10 @@ async fn method_not_allowed_as_json(response: Response) -> Response {
 }
 
 /// RFC 3339 with milliseconds, in UTC.
-pub(super) fn time(at: std::time::SystemTime) -> String {
+fn time(at: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-pub(super) fn millis(duration: std::time::Duration) -> f64 {
+fn millis(duration: std::time::Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }

@@ -10,15 +10,15 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, millis, path_rejection, time};
+use super::{ApiError, ApiJson, ErrorBody, HttpError, millis, time};
 use crate::hub::{
     Registration, RemovalReason, Secret, SubscriberState, SubscriberView, Subscription,
 };
-use crate::server::{AppState, register_error};
+use crate::server::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum StateJson {
+enum StateJson {
     Active,
     /// Failing repeatedly: deliveries wait while it is probed with backoff.
     Suspended,
@@ -129,19 +129,15 @@ pub(super) async fn register(
         .secret
         .as_deref()
         .map(str::parse::<Secret>)
-        .transpose()
-        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("bad secret: {err}")))?;
-    let registration = state
-        .hub
-        .subscribe(Subscription {
-            address: &request.address,
-            secret,
-            lease: request.lease_seconds.map(Duration::from_secs),
-        })
-        .map_err(register_error)?;
+        .transpose()?;
+    let registration = state.hub.subscribe(Subscription {
+        address: &request.address,
+        secret,
+        lease: request.lease_seconds.map(Duration::from_secs),
+    })?;
     let view = state.hub.subscriber(&request.address).ok_or_else(|| {
         // Only possible if it was removed in the instant since registering.
-        ApiError::new(
+        HttpError::new(
             StatusCode::CONFLICT,
             "the subscriber was removed while registering",
         )
@@ -170,13 +166,14 @@ pub(super) async fn kick(
     State(state): State<AppState>,
     address: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Path(address) = address.map_err(path_rejection)?;
+    let Path(address) = address?;
     if state.hub.remove(&address, RemovalReason::Kicked) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::new(
+        Err(HttpError::new(
             StatusCode::NOT_FOUND,
             format!("{address:?} is not a live subscriber"),
-        ))
+        )
+        .into())
     }
 }
