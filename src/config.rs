@@ -32,16 +32,16 @@ pub struct Config {
     pub reap_every: Duration,
 
     /// Deliveries waiting per subscriber; beyond this new ones are dropped and recorded.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub queue_capacity: u32,
 
     /// Messages kept in the log (newest kept; fewer when they went to many subscribers:
     /// the log holds at most 500,000 delivery records).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000), value_name = "N")]
     pub log_capacity: u32,
 
     /// Most subscribers the hub accepts at once.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub max_subscribers: u32,
 
     /// Longest wait for a connection to a subscriber.
@@ -54,11 +54,11 @@ pub struct Config {
 
     /// Most deliveries in flight at once to one subscriber host (scheme, host and port),
     /// and so most connections to it: subscribers that share a service take turns.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_535), value_name = "N")]
     pub max_connections_per_host: u32,
 
     /// Largest request body accepted on any route (bytes; KiB and MiB suffixes allowed).
-    #[arg(long, default_value = "1MiB", value_parser = byte_size, value_name = "SIZE")]
+    #[arg(long, default_value = "1MiB", value_parser = |text: &str| byte_size(text, MAX_BODY), value_name = "SIZE")]
     pub max_body: usize,
 
     /// Waits before each retry of a failed delivery, comma-separated; "" for no retries.
@@ -67,11 +67,11 @@ pub struct Config {
 
     /// After this many failed messages in a row a subscriber is suspended: its queue is
     /// kept and it is probed until it answers.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub suspend_after: u32,
 
     /// First and longest wait between probes of a suspended subscriber (doubling).
-    #[arg(long, default_value = "1s,60s", value_parser = retry_schedule, value_name = "FIRST,MAX")]
+    #[arg(long, default_value = "1s,60s", value_parser = probe_backoff, value_name = "FIRST,MAX")]
     pub probe_backoff: RetrySchedule,
 
     /// Sign every delivery (Standard Webhooks) with this secret, unless the subscriber
@@ -111,6 +111,13 @@ pub struct Config {
 
 /// A `Retry-After` longer than this is cut to it (a subscriber cannot park its queue).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The longest duration any flag takes. Far beyond any sensible keep-alive or timeout,
+/// and far enough inside what clocks can add that no deadline overflows.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The most retries `--retry-schedule` may list.
+const MAX_RETRIES: usize = 50;
+/// The largest `--max-body`.
+const MAX_BODY: usize = 256 * 1024 * 1024;
 
 /// The `--retry-schedule` list. A type of its own so clap takes it as one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,19 +225,42 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     if duration.is_zero() {
         return Err("must be longer than zero".to_owned());
     }
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than {}, the most any setting takes",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
     Ok(duration)
 }
 
 fn retry_schedule(text: &str) -> Result<RetrySchedule, String> {
-    text.split(',')
+    let schedule: Vec<Duration> = text
+        .split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
         .map(positive_duration)
-        .collect::<Result<_, _>>()
-        .map(RetrySchedule)
+        .collect::<Result<_, _>>()?;
+    if schedule.len() > MAX_RETRIES {
+        return Err(format!(
+            "{} retries listed; at most {MAX_RETRIES} are taken",
+            schedule.len()
+        ));
+    }
+    Ok(RetrySchedule(schedule))
 }
 
-fn byte_size(text: &str) -> Result<usize, String> {
+/// `FIRST` or `FIRST,MAX`.
+fn probe_backoff(text: &str) -> Result<RetrySchedule, String> {
+    let schedule = retry_schedule(text)?;
+    match schedule.0.len() {
+        1 | 2 => Ok(schedule),
+        _ => Err("write the first and the longest wait, e.g. 1s,60s".to_owned()),
+    }
+}
+
+/// A size in bytes, with an optional unit (KiB, MiB, GiB), from 1 to `max`.
+fn byte_size(text: &str, max: usize) -> Result<usize, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -240,6 +270,7 @@ fn byte_size(text: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         other => {
             return Err(format!(
                 "unknown unit {other:?}; write e.g. 65536, 512KiB or 2MiB"
@@ -249,10 +280,13 @@ fn byte_size(text: &str) -> Result<usize, String> {
     let number: usize = number
         .parse()
         .map_err(|_| format!("{text:?} is not a size; write e.g. 65536, 512KiB or 2MiB"))?;
-    number
-        .checked_mul(multiplier)
-        .filter(|size| *size > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
+    match number.checked_mul(multiplier) {
+        Some(0) => Err("must be at least one byte".to_owned()),
+        Some(size) if size <= max => Ok(size),
+        _ => Err(format!(
+            "{text:?} is more than the largest allowed, {max} bytes"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -118,14 +118,20 @@ impl Dispatcher {
 
 impl Launch for Arc<Dispatcher> {
     fn launch(&self, hub: Hub, mailbox: Mailbox) {
-        let worker = worker::Worker::new(
-            hub,
-            self.client.clone(),
-            self.config.clone(),
-            self.timeout.clone(),
-            self.origin_limit(&mailbox.subscriber.target),
-        );
-        self.runtime.spawn(worker.run(mailbox));
+        let client = self.client.clone();
+        let config = self.config.clone();
+        let timeout = self.timeout.clone();
+        let origin_limit = self.origin_limit(&mailbox.subscriber.target);
+        let new_worker = move || {
+            worker::Worker::new(
+                hub.clone(),
+                client.clone(),
+                config.clone(),
+                timeout.clone(),
+                origin_limit.clone(),
+            )
+        };
+        self.runtime.spawn(worker::supervise(mailbox, new_worker));
     }
 
     fn spawn(&self, name: &'static str, task: Task) {

@@ -1,8 +1,11 @@
 //! The per-subscriber delivery loop: one message at a time, in order, with retries,
 //! suspension of a subscriber that keeps failing, and probing until it recovers.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::FutureExt as _;
 
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
@@ -12,7 +15,7 @@ use super::DeliveryConfig;
 use super::resolver::blocked_reason;
 use super::signature::sign;
 use crate::hub::{
-    Attempt, DeliveryError, Hub, Job, LiveDuration, Mailbox, Outcome, RemovalReason,
+    Attempt, DeliveryError, Hub, Job, LiveDuration, Mailbox, MessageRecord, Outcome, RemovalReason,
     SubscriberShared,
 };
 use crate::wire::{
@@ -38,6 +41,39 @@ pub(super) struct Worker {
     failed_in_row: u32,
     /// Wait before the next probe while suspended.
     probe_delay: Duration,
+}
+
+/// The delivery a worker is making, noted where its supervisor can see it.
+pub(super) struct InHand {
+    message: Arc<MessageRecord>,
+    slot: usize,
+}
+
+/// Runs a subscriber's worker, and a new one whenever one panics: the delivery it had in
+/// hand is recorded as failed with the panic's message, and the rest of the queue is
+/// served by the new worker. Without this, a panic would leave that delivery pending for
+/// ever and close the queue as if the subscriber had left.
+pub(super) async fn supervise(mut mailbox: Mailbox, mut new_worker: impl FnMut() -> Worker) {
+    let mut in_hand = None;
+    loop {
+        let worker = new_worker();
+        let hub = worker.hub.clone();
+        let run = AssertUnwindSafe(worker.run(&mut mailbox, &mut in_hand));
+        let Err(panic) = run.catch_unwind().await else {
+            return;
+        };
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        let subscriber = &mailbox.subscriber;
+        tracing::error!(address = %subscriber.address, "delivery worker panicked ({reason}); a new one takes over");
+        if let Some(InHand { message, slot }) = in_hand.take() {
+            let outcome = Outcome::Failed(DeliveryError::Crashed(reason));
+            hub.finish(&message, slot, subscriber, outcome);
+        }
+    }
 }
 
 /// What to do after one attempt.
@@ -73,7 +109,10 @@ impl Worker {
         }
     }
 
-    pub(super) async fn run(mut self, mut mailbox: Mailbox) {
+    /// Delivers from `mailbox` until the subscriber leaves. Which delivery is under way is
+    /// noted in `in_hand`, outside the worker, so that if the worker panics its supervisor
+    /// can still record it.
+    async fn run(mut self, mailbox: &mut Mailbox, in_hand: &mut Option<InHand>) {
         let subscriber = mailbox.subscriber.clone();
         // One waiter for the worker's whole life, rather than registering a new one with
         // the token twice per delivery.
@@ -88,14 +127,24 @@ impl Worker {
                     None => break,
                 },
             };
+            *in_hand = Some(InHand {
+                message: job.message.clone(),
+                slot: job.slot,
+            });
+            #[cfg(test)]
+            if job.message.body == tests::PANIC {
+                panic!("a panic injected by a test");
+            }
             let outcome = tokio::select! {
                 biased;
                 () = &mut cancelled => {
+                    *in_hand = None;
                     self.abandon(&subscriber, &job);
                     break;
                 }
                 outcome = self.deliver(&subscriber, &job) => outcome,
             };
+            *in_hand = None;
             let delivered = outcome.is_delivered();
             self.hub
                 .finish(&job.message, job.slot, &subscriber, outcome);
@@ -135,7 +184,7 @@ impl Worker {
             let was_suspended = subscriber.is_suspended();
             if was_suspended {
                 let wait = self.probe_delay;
-                self.probe_delay = (wait * 2).min(self.config.probe_backoff.1);
+                self.probe_delay = wait.saturating_mul(2).min(self.config.probe_backoff.1);
                 tokio::select! {
                     () = subscriber.resume.notified() => {}
                     () = tokio::time::sleep(wait) => {}
@@ -287,7 +336,8 @@ fn verdict(outcome: &Outcome, after: Option<Duration>) -> Verdict {
             | DeliveryError::Redirect { .. }
             | DeliveryError::Blocked(_)
             | DeliveryError::QueueFull { .. }
-            | DeliveryError::Removed(_) => Verdict::Done,
+            | DeliveryError::Removed(_)
+            | DeliveryError::Crashed(_) => Verdict::Done,
         },
     }
 }
@@ -306,7 +356,7 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 fn jitter(base: Duration) -> Duration {
     let random = getrandom::u64().unwrap_or(u64::MAX / 2);
     let factor = 0.8 + 0.4 * (random as f64 / u64::MAX as f64);
-    base.mul_f64(factor)
+    Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {
@@ -325,8 +375,62 @@ fn root_cause(err: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A payload that makes a worker panic, to test its supervision.
+    pub(in crate::delivery) const PANIC: &[u8] = b"panic in the worker, please";
+
+    #[test]
+    fn a_worker_that_panics_is_replaced_and_its_delivery_recorded() {
+        use crate::delivery::{DeliveryConfig, Dispatcher};
+        use crate::hub::{DeliveryState, HubConfig, Source};
+        use bytes::Bytes;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap().to_string();
+            let receiver = axum::Router::new().route(
+                "/event",
+                axum::routing::post(|| async { axum::http::StatusCode::OK }),
+            );
+            tokio::spawn(async move { axum::serve(listener, receiver).await });
+            let dispatcher =
+                Dispatcher::new(DeliveryConfig::default(), tokio::runtime::Handle::current());
+            let hub = Hub::new(
+                HubConfig::default(),
+                Arc::new(Arc::new(dispatcher.unwrap())),
+            );
+            hub.subscribe(&address).unwrap();
+            let publish = |body: &'static [u8]| {
+                hub.publish(Bytes::from_static(body), None, Source::Console)
+                    .unwrap()
+                    .id
+            };
+            let (crashed, after) = (publish(PANIC), publish(b"fine"));
+            let state = |id| hub.message(id).unwrap().deliveries()[0].state.clone();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while state(after) == DeliveryState::Pending && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let DeliveryState::Done(Outcome::Failed(DeliveryError::Crashed(reason))) =
+                state(crashed)
+            else {
+                panic!("{:?}", state(crashed));
+            };
+            assert!(reason.contains("injected"), "{reason}");
+            assert!(
+                matches!(state(after), DeliveryState::Done(Outcome::Delivered { .. })),
+                "the next message was not delivered by a new worker: {:?}",
+                state(after)
+            );
+        });
+    }
 
     fn failed(status: u16) -> Outcome {
         Outcome::Failed(DeliveryError::Status {

@@ -71,6 +71,7 @@ impl Outcome {
                 DeliveryError::Blocked(_) => OutcomeKind::Blocked,
                 DeliveryError::QueueFull { .. } => OutcomeKind::QueueFull,
                 DeliveryError::Removed(_) => OutcomeKind::Removed,
+                DeliveryError::Crashed(_) => OutcomeKind::Crashed,
             },
         }
     }
@@ -111,10 +112,11 @@ pub enum OutcomeKind {
     Blocked,
     QueueFull,
     Removed,
+    Crashed,
 }
 
 impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 9] = [
+    pub const ALL: [OutcomeKind; 10] = [
         OutcomeKind::Delivered,
         OutcomeKind::ErrorStatus,
         OutcomeKind::Redirect,
@@ -124,6 +126,7 @@ impl OutcomeKind {
         OutcomeKind::Blocked,
         OutcomeKind::QueueFull,
         OutcomeKind::Removed,
+        OutcomeKind::Crashed,
     ];
 
     /// The `outcome` label of `herald_deliveries_total`.
@@ -138,6 +141,7 @@ impl OutcomeKind {
             OutcomeKind::Blocked => "blocked",
             OutcomeKind::QueueFull => "queue_full",
             OutcomeKind::Removed => "removed",
+            OutcomeKind::Crashed => "worker_panic",
         }
     }
 }
@@ -161,6 +165,10 @@ pub enum DeliveryError {
     QueueFull { capacity: usize },
     #[error("not delivered: the subscriber was {0} first")]
     Removed(RemovalReason),
+    #[error(
+        "the delivery worker failed unexpectedly ({0}); this is a bug in Herald, please report it"
+    )]
+    Crashed(String),
 }
 
 #[cfg(test)]

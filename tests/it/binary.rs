@@ -67,6 +67,36 @@ async fn bad_flags_exit_non_zero_with_a_message() {
 }
 
 #[tokio::test]
+async fn no_setting_near_overflow_gets_past_the_command_line() {
+    let many_retries = vec!["1s"; 51].join(",");
+    for (flag, value, expected) in [
+        ("--probe-backoff", "10000000000000000000s", "longer than"),
+        ("--probe-backoff", "1s,2s,3s", "first and the longest"),
+        ("--ttl", "10000000000000000000s", "longer than"),
+        ("--reap-every", "99999999999999d", "longer than"),
+        ("--delivery-timeout", "1000y", "longer than"),
+        ("--connect-timeout", "0s", "longer than zero"),
+        ("--retry-schedule", "18446744073709551616ms", "500ms"),
+        ("--retry-schedule", &many_retries, "at most 50"),
+        ("--queue-capacity", "0", "1..=1000000"),
+        ("--queue-capacity", "99999999999", "--queue-capacity"),
+        ("--log-capacity", "-1", "--log-capacity"),
+        ("--max-subscribers", "4294967296", "--max-subscribers"),
+        ("--max-connections-per-host", "70000", "1..=65535"),
+        ("--suspend-after", "0", "1..=1000000"),
+        ("--max-body", "0", "at least one byte"),
+        ("--max-body", "99999999999999999999", "not a size"),
+        ("--max-body", "1024GiB", "largest allowed"),
+    ] {
+        // `--flag=value`, so that a value like -1 is not taken for a flag.
+        let (code, stderr) = output(&["--headless", &format!("{flag}={value}")]).await;
+        assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn a_busy_port_exits_non_zero_and_says_so() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
