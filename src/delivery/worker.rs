@@ -207,7 +207,7 @@ impl Worker {
             match verdict(&outcome, after) {
                 Verdict::Done => return outcome,
                 Verdict::Unsubscribe => {
-                    self.hub.remove(&subscriber.address, RemovalReason::Gone);
+                    self.hub.remove(&subscriber.key, RemovalReason::Gone);
                     return outcome;
                 }
                 Verdict::Retry { .. } if subscriber.is_suspended() => {}

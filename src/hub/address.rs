@@ -5,6 +5,7 @@
 //! `host:port` keeps the seed's meaning, a full `http://` or `https://` URL is used as
 //! given, and anything else is refused with a message that says what was expected.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
@@ -73,6 +74,24 @@ pub fn parse_target(address: &str) -> Result<Url, AddressError> {
     }
     let port = parse_port(address, port)?;
     parse_url(&format!("http://{host}:{port}/event"))
+}
+
+/// An address as it may be shown: a password in it (`http://user:pass@host/`) becomes
+/// `***`. Listings, logs, events and the console show this, never the password.
+pub(crate) fn redact(address: &str) -> Cow<'_, str> {
+    let Some(start) = address.find("://").map(|i| i + 3) else {
+        return Cow::Borrowed(address);
+    };
+    let authority_end = address[start..]
+        .find(['/', '?', '#'])
+        .map_or(address.len(), |i| start + i);
+    let Some(at) = address[start..authority_end].rfind('@').map(|i| start + i) else {
+        return Cow::Borrowed(address);
+    };
+    match address[start..at].find(':').map(|i| start + i) {
+        Some(colon) => Cow::Owned(format!("{}:***{}", &address[..colon], &address[at..])),
+        None => Cow::Borrowed(address),
+    }
 }
 
 fn parse_url(address: &str) -> Result<Url, AddressError> {
@@ -211,6 +230,20 @@ mod tests {
                 err.contains(needle),
                 "{address:?} gave {err:?}, wanted {needle:?}"
             );
+        }
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        for (address, shown) in [
+            ("http://user:pass@host:80/", "http://user:***@host:80/"),
+            ("https://u:p@ss:w0rd@h/x?a=b@c", "https://u:***@h/x?a=b@c"),
+            ("http://user@host:80/", "http://user@host:80/"),
+            ("http://host:80/path@x", "http://host:80/path@x"),
+            ("localhost:8080", "localhost:8080"),
+            ("http://:secret@host/", "http://:***@host/"),
+        ] {
+            assert_eq!(redact(address), shown, "{address}");
         }
     }
 

@@ -11,6 +11,7 @@ use super::Hub;
 use super::event::{Activity, HubEvent};
 use super::message::{MessageId, MessageRecord};
 use super::metrics::MetricsSnapshot;
+use super::registry::key_of;
 use super::subscriber::SubscriberView;
 
 /// Subscribers coming and going kept for [`Hub::activity`].
@@ -36,13 +37,12 @@ impl Hub {
             .collect()
     }
 
-    /// One live subscriber.
+    /// One live subscriber, by its address as registered or as shown.
     pub fn subscriber(&self, address: &str) -> Option<SubscriberView> {
         let ttl = self.ttl();
-        self.shared
-            .subscribers
-            .read()
-            .get(address)
+        let subscribers = self.shared.subscribers.read();
+        key_of(&subscribers, address)
+            .and_then(|key| subscribers.get(&key))
             .map(|entry| entry.view(ttl))
     }
 

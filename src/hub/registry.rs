@@ -1,6 +1,7 @@
 //! Who is subscribed: registering and refreshing, removal and expiry, and the list of
 //! recipients a publish goes to, kept in step with the subscribers.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -88,6 +89,21 @@ impl Recipient {
     }
 }
 
+/// The key of the subscriber `address` names: as registered, or else as shown (with its
+/// password hidden), which is all that listings give away.
+pub(super) fn key_of(subscribers: &BTreeMap<Arc<str>, Entry>, address: &str) -> Option<Arc<str>> {
+    if let Some((key, _)) = subscribers.get_key_value(address) {
+        return Some(key.clone());
+    }
+    if !address.contains(":***@") {
+        return None;
+    }
+    subscribers
+        .values()
+        .find(|entry| &*entry.shared.address == address)
+        .map(|entry| entry.shared.key.clone())
+}
+
 impl Hub {
     /// The keep-alive period for subscribers without a lease of their own.
     pub fn ttl(&self) -> Duration {
@@ -154,8 +170,8 @@ impl Hub {
         if subscribers.len() >= max {
             return Err(RegisterError::Full { max });
         }
-        let address: Arc<str> = address.into();
-        let shared = Arc::new(SubscriberShared::new(address.clone(), target));
+        let key: Arc<str> = address.into();
+        let shared = Arc::new(SubscriberShared::new(key.clone(), target));
         if let Some(secret) = secret {
             shared.set_secret(secret);
         }
@@ -169,8 +185,9 @@ impl Hub {
             queue,
         };
         Arc::make_mut(&mut self.shared.recipients.lock()).push(Recipient::of(&entry));
-        subscribers.insert(address.clone(), entry);
+        subscribers.insert(key, entry);
         drop(subscribers);
+        let address = shared.address.clone();
         tracing::info!(%address, "subscriber registered");
         self.shared.launcher.launch(
             self.clone(),
@@ -185,10 +202,11 @@ impl Hub {
 
     /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and
     /// recorded as failed with `reason`. Returns whether it was registered.
+    /// `address` is as registered, or as shown (with its password hidden).
     pub fn remove(&self, address: &str, reason: RemovalReason) -> bool {
         let entry = {
             let mut subscribers = self.shared.subscribers.write();
-            let entry = subscribers.remove(address);
+            let entry = key_of(&subscribers, address).and_then(|key| subscribers.remove(&key));
             if let Some(entry) = &entry {
                 self.drop_recipients(|r| Arc::ptr_eq(&r.subscriber, &entry.shared));
             }
@@ -218,7 +236,7 @@ impl Hub {
                 .filter_map(|address| subscribers.remove(address))
                 .collect();
             if !expired.is_empty() {
-                self.drop_recipients(|r| !subscribers.contains_key(&r.subscriber.address));
+                self.drop_recipients(|r| !subscribers.contains_key(&r.subscriber.key));
             }
             expired
         };
@@ -258,12 +276,11 @@ impl Hub {
         self.shared.recipients.lock().clone()
     }
 
-    /// The recipient of one live subscriber.
+    /// The recipient of one live subscriber, by its address as registered or as shown.
     pub(super) fn recipient(&self, address: &str) -> Option<Recipient> {
-        self.shared
-            .subscribers
-            .read()
-            .get(address)
+        let subscribers = self.shared.subscribers.read();
+        key_of(&subscribers, address)
+            .and_then(|key| subscribers.get(&key))
             .map(Recipient::of)
     }
 

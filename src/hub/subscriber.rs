@@ -1,5 +1,6 @@
 //! A registered subscriber: where it receives, when it was last seen, how delivery fares.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use url::Url;
 
+use super::address::redact;
 use super::message::MessageRecord;
 use super::outcome::Outcome;
 use super::secret::Secret;
@@ -18,6 +20,9 @@ use super::secret::Secret;
 /// The part of a subscriber that its delivery worker shares with the hub.
 #[derive(Debug)]
 pub(crate) struct SubscriberShared {
+    /// The address exactly as registered: the hub's key for it. May hold a password.
+    pub(crate) key: Arc<str>,
+    /// The address as it is shown everywhere: the key with any password hidden.
     pub(crate) address: Arc<str>,
     /// Where its deliveries go. Shared, so that listing thousands of subscribers copies
     /// no strings.
@@ -37,8 +42,13 @@ pub(crate) struct SubscriberShared {
 }
 
 impl SubscriberShared {
-    pub(crate) fn new(address: Arc<str>, target: Url) -> Self {
+    pub(crate) fn new(key: Arc<str>, target: Url) -> Self {
+        let address = match redact(&key) {
+            Cow::Borrowed(_) => key.clone(),
+            Cow::Owned(shown) => shown.into(),
+        };
         Self {
+            key,
             address,
             target: Arc::new(target),
             stats: SubscriberStats::default(),
@@ -207,8 +217,10 @@ pub enum SubscriberState {
 /// A point-in-time copy of one subscriber, for listings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriberView {
+    /// As registered, with any password hidden.
     pub address: Arc<str>,
-    pub target: Arc<Url>,
+    /// Where deliveries go, with any password hidden.
+    pub target: Arc<str>,
     pub registered_at: SystemTime,
     pub last_seen: SystemTime,
     pub expires_at: SystemTime,
@@ -233,7 +245,7 @@ impl Entry {
         let lease = self.lease(ttl);
         SubscriberView {
             address: self.shared.address.clone(),
-            target: self.shared.target.clone(),
+            target: redact(self.shared.target.as_str()).into(),
             registered_at: self.registered_at,
             last_seen: self.last_seen,
             expires_at: self.last_seen + lease,

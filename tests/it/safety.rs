@@ -282,3 +282,63 @@ async fn a_large_fan_out_published_just_before_shutdown_is_delivered_in_full() {
     }
     assert_eq!(receiver.drain().len(), 900);
 }
+
+#[tokio::test]
+async fn passwords_in_addresses_are_never_shown() {
+    let hub = start_hub(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    let registered = format!("http://user:s3cret@{}/event", receiver.address());
+    let shown = format!("http://user:***@{}/event", receiver.address());
+    let (status, _) = hub
+        .call(
+            "POST",
+            &format!(
+                "/registerAndKeepAlive?address={}",
+                registered.replace(':', "%3A").replace('@', "%40")
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = hub.publish("for the basic-auth service", None).await;
+    let received = receiver.recv().await;
+    assert!(
+        received.headers.contains_key("authorization"),
+        "the password is still used to deliver"
+    );
+    hub.until_delivered(id, 1).await;
+    let mut events = hub.hub().events();
+    hub.register(&registered.replace(':', "%3A").replace('@', "%40"))
+        .await;
+    let refreshed = tokio::time::timeout(crate::utils::PATIENCE, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let views = [
+        hub.call("GET", "/listSubscribers").await.1,
+        hub.call("GET", "/api/v1/subscribers").await.1,
+        hub.call("GET", &format!("/api/v1/messages/{id}")).await.1,
+        format!("{:?}", hub.hub().subscribers()),
+        format!("{:?}", hub.hub().activity()),
+        format!("{refreshed:?}"),
+    ];
+    for view in &views {
+        assert!(!view.contains("s3cret"), "the password shows in {view}");
+        assert!(
+            view.contains("user:***@"),
+            "the subscriber is missing from {view}"
+        );
+    }
+    // What listings show is enough to act on the subscriber.
+    let encoded: String = shown
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    let (status, body) = hub
+        .call("DELETE", &format!("/api/v1/subscribers/{encoded}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(hub.hub().subscriber_count(), 0);
+}
