@@ -40,6 +40,11 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000), value_name = "N")]
     pub log_capacity: u32,
 
+    /// Bytes the message log keeps at most, counting payloads and everything kept per
+    /// delivery attempt; the oldest messages leave first.
+    #[arg(long, default_value = "256MiB", value_parser = |text: &str| byte_size(text, MAX_LOG_BYTES), value_name = "SIZE")]
+    pub log_max_bytes: usize,
+
     /// Most subscribers the hub accepts at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub max_subscribers: u32,
@@ -116,6 +121,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// The most retries `--retry-schedule` may list.
 const MAX_RETRIES: usize = 50;
+/// The largest `--log-max-bytes`.
+const MAX_LOG_BYTES: usize = 1024 * 1024 * 1024 * 1024;
 /// The largest `--max-body`.
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
@@ -150,6 +157,7 @@ impl Config {
             reap_every: self.reap_every,
             queue_capacity: self.queue_capacity as usize,
             log_capacity: self.log_capacity as usize,
+            log_max_bytes: self.log_max_bytes,
             max_subscribers: self.max_subscribers as usize,
             policy: self.policy(),
         }

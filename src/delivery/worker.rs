@@ -16,7 +16,7 @@ use super::resolver::blocked_reason;
 use super::signature::sign;
 use crate::hub::{
     Attempt, DeliveryError, Hub, Job, LiveDuration, Mailbox, MessageRecord, Outcome, RemovalReason,
-    SubscriberShared,
+    SubscriberShared, clip,
 };
 use crate::wire::{
     INSTANCE_HEADER, MESSAGE_ID_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
@@ -197,7 +197,8 @@ impl Worker {
             }
             let at = SystemTime::now();
             let (outcome, after) = self.attempt(subscriber, job).await;
-            job.message.push_attempt(
+            self.hub.record_attempt(
+                &job.message,
                 job.slot,
                 Attempt {
                     at,
@@ -273,7 +274,7 @@ impl Worker {
         let latency = started.elapsed();
         let status = response.status().as_u16();
         if response.status().is_redirection() {
-            let location = header_text(response.headers(), LOCATION);
+            let location = clip(header_text(response.headers(), LOCATION));
             let error = DeliveryError::Redirect { status, location };
             return (Outcome::Failed(error), None);
         }
@@ -296,7 +297,7 @@ impl Worker {
 
     fn classify(&self, err: &reqwest::Error, timeout: Duration) -> DeliveryError {
         if let Some(reason) = blocked_reason(err) {
-            return DeliveryError::Blocked(reason);
+            return DeliveryError::Blocked(clip(reason));
         }
         if err.is_connect() {
             if err.is_timeout() {
@@ -305,12 +306,12 @@ impl Worker {
                     self.config.connect_timeout
                 ));
             }
-            return DeliveryError::Connect(root_cause(err));
+            return DeliveryError::Connect(clip(root_cause(err)));
         }
         if err.is_timeout() {
             return DeliveryError::Timeout(timeout);
         }
-        DeliveryError::Request(root_cause(err))
+        DeliveryError::Request(clip(root_cause(err)))
     }
 }
 

@@ -42,6 +42,10 @@ pub enum ResendError {
     UnknownMessage(MessageId),
     #[error("{0:?} is not a live subscriber")]
     UnknownSubscriber(String),
+    #[error(
+        "message {id} would hold more than {max} deliveries, all the log keeps; publish it again instead of resending it"
+    )]
+    TooManyDeliveries { id: MessageId, max: usize },
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -169,9 +173,16 @@ impl Hub {
             }
             None => self.recipients(),
         };
+        // One message cannot take the whole log: the newest is never evicted, so without
+        // this, resending it over and over would grow the log without end.
+        let max = self.shared.log_usage.budget().records;
+        if message.held().records + recipients.len() > max {
+            return Err(ResendError::TooManyDeliveries { id, max });
+        }
         let refused = self.queue(&message, &recipients, Round::Resend);
         let queued = recipients.len() - refused.len();
         self.record_refused(&message, refused);
+        self.trim_log();
         Ok(queued)
     }
 
@@ -372,5 +383,31 @@ mod tests {
             assert_eq!(job.message.id, published.id);
         }
         assert_eq!(hub.message(published.id).unwrap().summary().pending, 3);
+    }
+
+    #[test]
+    fn resending_one_message_cannot_grow_the_log_without_end() {
+        let (hub, _held) = hub_with(200);
+        let id = publish(&hub, "again and again").unwrap().id;
+        let mut resent = 0;
+        let refused = loop {
+            match hub.resend(id, None) {
+                Ok(_) => resent += 1,
+                Err(err) => break err,
+            }
+            assert!(resent < 10_000, "resends were never refused");
+        };
+        let max = crate::hub::log::DELIVERY_BUDGET;
+        assert_eq!(refused, ResendError::TooManyDeliveries { id, max });
+        assert!(
+            refused.to_string().contains("publish it again"),
+            "{refused}"
+        );
+        assert_eq!(
+            resent,
+            max / 200 - 1,
+            "every resend the budget allows was made"
+        );
+        assert!(hub.shared.log_usage.held().records <= max);
     }
 }

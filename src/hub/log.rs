@@ -1,52 +1,113 @@
 //! The bounded message log: the newest messages, oldest evicted first.
 //!
-//! Bounded twice: by messages, and by the delivery records they carry, since a message
-//! keeps one per subscriber (about 150 bytes with its first attempt). Ten thousand
-//! messages to ten thousand subscribers would otherwise hold 10^8 of them, some 15 GB.
+//! Bounded three times: by messages, by the delivery records they carry (a message keeps
+//! one per subscriber and per resend), and by bytes (payloads and everything kept per
+//! attempt). Ten thousand messages to ten thousand subscribers would otherwise hold 10^8
+//! records, some 15 GB, and a thousand publishes of 1 MiB a gigabyte.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::message::{MessageId, MessageRecord};
+use super::message::{Held, MessageId, MessageRecord};
 
-/// Delivery records the log keeps at most (about 75 MB), counted by the subscribers each
-/// message was published to.
+/// Delivery records the log keeps at most (about 75 MB).
 pub(crate) const DELIVERY_BUDGET: usize = 500_000;
+
+/// How much the log may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    pub(crate) messages: usize,
+    pub(crate) records: usize,
+    pub(crate) bytes: usize,
+}
+
+/// What the logged messages hold. Shared with each of them, since they grow after they
+/// were logged (resends, attempts) without taking the log's lock.
+#[derive(Debug)]
+pub(crate) struct LogUsage {
+    records: AtomicUsize,
+    bytes: AtomicUsize,
+    budget: Budget,
+}
+
+impl LogUsage {
+    pub(crate) fn add(&self, held: Held) {
+        self.records.fetch_add(held.records, Ordering::Relaxed);
+        self.bytes.fetch_add(held.bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(&self, held: Held) {
+        self.records.fetch_sub(held.records, Ordering::Relaxed);
+        self.bytes.fetch_sub(held.bytes, Ordering::Relaxed);
+    }
+
+    /// Whether the log holds more records or bytes than its budget allows.
+    pub(crate) fn over(&self) -> bool {
+        self.records.load(Ordering::Relaxed) > self.budget.records
+            || self.bytes.load(Ordering::Relaxed) > self.budget.bytes
+    }
+
+    pub(crate) fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Records and bytes held now.
+    pub(crate) fn held(&self) -> Held {
+        Held {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct MessageLog {
-    capacity: usize,
-    delivery_budget: usize,
-    /// The sum of `subscribers` over `entries`.
-    deliveries: usize,
+    usage: Arc<LogUsage>,
     entries: VecDeque<Arc<MessageRecord>>,
 }
 
 impl MessageLog {
-    pub(crate) fn new(capacity: usize, delivery_budget: usize) -> Self {
+    pub(crate) fn new(budget: Budget) -> Self {
         // Grow on demand: a 10,000-message log that only ever sees ten should not
         // reserve room for 10,000 up front.
         Self {
-            capacity: capacity.max(1),
-            delivery_budget,
-            deliveries: 0,
+            usage: Arc::new(LogUsage {
+                records: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
+                budget: Budget {
+                    messages: budget.messages.max(1),
+                    ..budget
+                },
+            }),
             entries: VecDeque::new(),
         }
     }
 
-    /// Adds the newest message, and takes out the oldest ones while the log is over
-    /// either bound (the newest is always kept). The caller evicts what is returned once
-    /// it no longer holds the log: freeing 10,000 records takes a while.
+    /// The usage its messages count themselves into.
+    pub(crate) fn usage(&self) -> &Arc<LogUsage> {
+        &self.usage
+    }
+
+    /// Adds the newest message, and takes out the oldest ones while the log is over any
+    /// bound (the newest is always kept). The caller evicts what is returned once it no
+    /// longer holds the log: freeing 10,000 records takes a while.
     #[must_use = "evict what left the log"]
     pub(crate) fn push(&mut self, record: Arc<MessageRecord>) -> Vec<Arc<MessageRecord>> {
-        self.deliveries += record.subscribers;
+        record.enter_log(&self.usage);
         self.entries.push_back(record);
+        self.trim()
+    }
+
+    /// Takes out the oldest messages while the log is over any bound, keeping the newest.
+    #[must_use = "evict what left the log"]
+    pub(crate) fn trim(&mut self) -> Vec<Arc<MessageRecord>> {
         let mut out = Vec::new();
         while self.entries.len() > 1
-            && (self.entries.len() > self.capacity || self.deliveries > self.delivery_budget)
+            && (self.entries.len() > self.usage.budget.messages || self.usage.over())
         {
             if let Some(oldest) = self.entries.pop_front() {
-                self.deliveries -= oldest.subscribers;
+                oldest.leave_log();
                 out.push(oldest);
             }
         }
@@ -60,8 +121,9 @@ impl MessageLog {
     /// Empties the log, returning what was in it to be evicted.
     #[must_use = "evict what left the log"]
     pub(crate) fn clear(&mut self) -> Vec<Arc<MessageRecord>> {
-        self.deliveries = 0;
-        self.entries.drain(..).collect()
+        let out: Vec<_> = self.entries.drain(..).collect();
+        out.iter().for_each(|m| m.leave_log());
+        out
     }
 
     /// Up to `limit` messages older than `before` (all when `None`), newest first.
@@ -97,7 +159,16 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::message::{Round, Source};
+    use crate::hub::message::{Attempt, Round, Source};
+    use crate::hub::{DeliveryError, Outcome};
+
+    fn budget(messages: usize, records: usize) -> Budget {
+        Budget {
+            messages,
+            records,
+            bytes: usize::MAX,
+        }
+    }
 
     fn record(id: MessageId) -> Arc<MessageRecord> {
         to_subscribers(id, 0)
@@ -115,7 +186,7 @@ mod tests {
 
     #[test]
     fn messages_with_many_subscribers_are_evicted_sooner() {
-        let mut log = MessageLog::new(100, 1_000);
+        let mut log = MessageLog::new(budget(100, 1_000));
         for id in 1..=5 {
             let _ = log.push(to_subscribers(id, 300));
         }
@@ -149,7 +220,7 @@ mod tests {
 
     #[test]
     fn keeps_only_the_newest_messages() {
-        let mut log = MessageLog::new(3, DELIVERY_BUDGET);
+        let mut log = MessageLog::new(budget(3, DELIVERY_BUDGET));
         for id in 1..=5 {
             let _ = log.push(record(id));
         }
@@ -165,7 +236,7 @@ mod tests {
 
     #[test]
     fn pages_walk_backwards_from_a_cursor() {
-        let mut log = MessageLog::new(100, DELIVERY_BUDGET);
+        let mut log = MessageLog::new(budget(100, DELIVERY_BUDGET));
         for id in 1..=10 {
             let _ = log.push(record(id));
         }
@@ -176,10 +247,78 @@ mod tests {
 
     #[test]
     fn a_zero_capacity_still_keeps_the_latest() {
-        let mut log = MessageLog::new(0, DELIVERY_BUDGET);
+        let mut log = MessageLog::new(budget(0, DELIVERY_BUDGET));
         let _ = log.push(record(1));
         let _ = log.push(record(2));
         assert_eq!(log.page(None, 10).len(), 1);
         assert_eq!(log.get(2).map(|m| m.id), Some(2));
+    }
+
+    #[test]
+    fn payloads_and_attempts_count_against_the_byte_budget() {
+        let mut log = MessageLog::new(Budget {
+            messages: 1_000,
+            records: DELIVERY_BUDGET,
+            bytes: 3 * 1024 * 1024 + 4096,
+        });
+        let mib = |id| {
+            Arc::new(MessageRecord::new(
+                id,
+                Bytes::from(vec![b'x'; 1024 * 1024]),
+                None,
+                Source::Console,
+                1,
+            ))
+        };
+        for id in 1..=5 {
+            log.push(mib(id)).iter().for_each(|m| m.evict());
+        }
+        assert_eq!(log.len(), 3, "three MiB fit in the budget, four do not");
+        assert!(log.usage().held().bytes <= log.usage().budget().bytes);
+        // What an attempt keeps counts too, so a subscriber's long answers push old
+        // messages out.
+        let newest = log.get(5).unwrap();
+        newest.add_deliveries(std::iter::once(Arc::<str>::from("s:1")), Round::Publish);
+        let before = log.usage().held().bytes;
+        newest.push_attempt(
+            0,
+            Attempt {
+                at: std::time::SystemTime::now(),
+                outcome: Outcome::Failed(DeliveryError::Request("x".repeat(5000))),
+            },
+        );
+        assert!(log.usage().held().bytes >= before + 5000);
+        assert_eq!(log.trim().len(), 1, "over the budget, the oldest leaves");
+        let evicted = log.clear();
+        assert_eq!(evicted.len(), 2);
+        assert_eq!(log.usage().held(), Held::default(), "all given back");
+    }
+
+    #[test]
+    fn resends_count_against_the_record_budget() {
+        let mut log = MessageLog::new(budget(100, 50));
+        let _ = log.push(to_subscribers(1, 10));
+        let _ = log.push(to_subscribers(2, 10));
+        let first = log.get(1).unwrap();
+        first.add_deliveries(
+            std::iter::repeat_n(Arc::<str>::from("s:1"), 10),
+            Round::Publish,
+        );
+        assert_eq!(
+            log.usage().held().records,
+            20,
+            "the publish round is counted once"
+        );
+        let second = log.get(2).unwrap();
+        for _ in 0..4 {
+            second.add_deliveries(
+                std::iter::repeat_n(Arc::<str>::from("s:1"), 10),
+                Round::Resend,
+            );
+        }
+        assert_eq!(log.usage().held().records, 60);
+        let evicted = log.trim();
+        assert_eq!(evicted.iter().map(|m| m.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(log.usage().held().records, 50);
     }
 }

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::outcome::{DeliveryState, Outcome};
+use super::log::LogUsage;
+use super::outcome::{DeliveryError, DeliveryState, Outcome};
 
 /// Hub-wide message number, in publish order, starting at 1.
 pub type MessageId = u64;
@@ -59,6 +60,30 @@ struct Deliveries {
     /// the metrics and the subscribers' stats). A subscriber's queue can hold a message
     /// long after the log let it go, and its records are most of its memory.
     evicted: bool,
+    /// What this message holds, as counted into its log's usage.
+    held: Held,
+    /// The usage of the log that holds it: none before it is logged or once it left.
+    log: Option<Arc<LogUsage>>,
+}
+
+/// Delivery records and bytes, as the log's budgets count them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) records: usize,
+    pub(crate) bytes: usize,
+}
+
+/// What one delivery record costs, before its attempts.
+const DELIVERY_BYTES: usize = std::mem::size_of::<Delivery>();
+
+impl Deliveries {
+    fn grow(&mut self, by: Held) {
+        self.held.records += by.records;
+        self.held.bytes += by.bytes;
+        if let Some(log) = &self.log {
+            log.add(by);
+        }
+    }
 }
 
 impl MessageRecord {
@@ -103,9 +128,17 @@ impl MessageRecord {
         summary
     }
 
+    /// What it holds now, as the log's budgets count it.
+    pub(crate) fn held(&self) -> Held {
+        self.deliveries.lock().held
+    }
+
     pub(crate) fn push_attempt(&self, slot: usize, attempt: Attempt) {
-        if let Some(delivery) = self.deliveries.lock().list.get_mut(slot) {
+        let mut deliveries = self.deliveries.lock();
+        let bytes = attempt.stored_bytes();
+        if let Some(delivery) = deliveries.list.get_mut(slot) {
             delivery.attempts.push(attempt);
+            deliveries.grow(Held { records: 0, bytes });
         }
     }
 
@@ -126,10 +159,42 @@ impl MessageRecord {
         let first = deliveries.list.len();
         deliveries.queued |= round == Round::Publish;
         if !deliveries.evicted {
-            deliveries.list.reserve(subscribers.len());
+            let added = subscribers.len();
+            deliveries.list.reserve(added);
             deliveries.list.extend(subscribers.map(Delivery::pending));
+            // The publish round was counted when the message entered the log.
+            if round == Round::Resend {
+                deliveries.grow(Held {
+                    records: added,
+                    bytes: added * DELIVERY_BYTES,
+                });
+            }
         }
         first
+    }
+
+    /// Counts the message into `usage`, the log it enters, with a record for each of the
+    /// subscribers its publish round will reach.
+    pub(crate) fn enter_log(&self, usage: &Arc<LogUsage>) {
+        let mut deliveries = self.deliveries.lock();
+        deliveries.log = Some(usage.clone());
+        let own = std::mem::size_of::<Self>()
+            + self.body.len()
+            + self.content_type.as_ref().map_or(0, String::len);
+        deliveries.grow(Held {
+            records: self.subscribers,
+            bytes: own + self.subscribers * DELIVERY_BYTES,
+        });
+    }
+
+    /// Takes the message out of its log's usage: from now on, nothing it gains is kept.
+    /// Its records are freed by [`MessageRecord::evict`], once no log lock is held.
+    pub(crate) fn leave_log(&self) {
+        let mut deliveries = self.deliveries.lock();
+        deliveries.evicted = true;
+        if let Some(log) = deliveries.log.take() {
+            log.sub(deliveries.held);
+        }
     }
 
     /// Drops the delivery records of a message the log no longer holds.
@@ -175,6 +240,13 @@ impl Delivery {
 pub struct Attempt {
     pub at: SystemTime,
     pub outcome: Outcome,
+}
+
+impl Attempt {
+    /// What keeping it costs: itself and the text its outcome carries.
+    fn stored_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.outcome.error().map_or(0, DeliveryError::text_len)
+    }
 }
 
 /// Why deliveries are being added to a message.

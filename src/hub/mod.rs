@@ -51,10 +51,11 @@ pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
 
+pub(crate) use outcome::clip;
 pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 
 use intake::FanOut;
-use log::MessageLog;
+use log::{LogUsage, MessageLog};
 use metrics::Metrics;
 use registry::Recipient;
 use subscriber::Entry;
@@ -82,6 +83,8 @@ pub struct HubConfig {
     pub queue_capacity: usize,
     /// Messages kept in the log.
     pub log_capacity: usize,
+    /// Bytes the log keeps at most: payloads and what is kept per delivery and attempt.
+    pub log_max_bytes: usize,
     /// Live subscribers at most; registering one more is refused.
     pub max_subscribers: usize,
     /// Which addresses deliveries may go to.
@@ -114,6 +117,9 @@ struct Shared {
     /// there are any, a publish must go the same way, behind them, to keep the order.
     fanning_out: AtomicUsize,
     log: Mutex<MessageLog>,
+    /// What the log holds, readable without its lock: whoever makes a message grow
+    /// checks it and trims the log when it is over budget.
+    log_usage: Arc<LogUsage>,
     /// Subscribers coming and going, newest last, bounded like the message log.
     activity: Mutex<VecDeque<Activity>>,
     next_id: AtomicU64,
@@ -142,9 +148,16 @@ impl Hub {
     pub(crate) fn new(config: HubConfig, launcher: Arc<dyn Launch>) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (fan_out, backlog) = mpsc::channel(intake::FAN_OUT_BACKLOG);
+        let log = MessageLog::new(log::Budget {
+            messages: config.log_capacity,
+            records: log::DELIVERY_BUDGET,
+            bytes: config.log_max_bytes,
+        });
+        let log_usage = log.usage().clone();
         let hub = Self {
             shared: Arc::new(Shared {
-                log: Mutex::new(MessageLog::new(config.log_capacity, log::DELIVERY_BUDGET)),
+                log: Mutex::new(log),
+                log_usage,
                 ttl: LiveDuration::new(config.ttl),
                 reap_every: LiveDuration::new(config.reap_every),
                 policy: RwLock::new(config.policy.clone()),

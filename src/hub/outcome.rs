@@ -171,9 +171,56 @@ pub enum DeliveryError {
     Crashed(String),
 }
 
+impl DeliveryError {
+    /// Bytes of text it carries (a `Location`, an error message), for the log's budget.
+    pub(crate) fn text_len(&self) -> usize {
+        match self {
+            DeliveryError::Redirect { location: text, .. }
+            | DeliveryError::Connect(text)
+            | DeliveryError::Request(text)
+            | DeliveryError::Blocked(text)
+            | DeliveryError::Crashed(text) => text.len(),
+            DeliveryError::Status { .. }
+            | DeliveryError::Timeout(_)
+            | DeliveryError::QueueFull { .. }
+            | DeliveryError::Removed(_) => 0,
+        }
+    }
+}
+
+/// Longest text kept from a subscriber's answer or an error (a `Location`, a message):
+/// a subscriber must not be able to make every record of it cost 200 KB.
+pub(crate) const MAX_STORED_TEXT: usize = 2 * 1024;
+
+/// `text` cut to [`MAX_STORED_TEXT`] bytes (at a character boundary), marked as cut.
+pub(crate) fn clip(mut text: String) -> String {
+    if text.len() > MAX_STORED_TEXT {
+        let mut end = MAX_STORED_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("… (cut)");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary() {
+        assert_eq!(clip("short".to_owned()), "short");
+        let long = "é".repeat(MAX_STORED_TEXT);
+        let cut = clip(long);
+        assert!(
+            cut.len() <= MAX_STORED_TEXT + "… (cut)".len(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with("… (cut)"));
+    }
 
     #[test]
     fn every_kind_is_listed_once_in_its_own_place() {

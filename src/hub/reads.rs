@@ -82,6 +82,12 @@ impl Hub {
         self.shared.log.lock().len()
     }
 
+    /// Bytes the log holds now (payloads, delivery records, attempts), against
+    /// `--log-max-bytes`.
+    pub fn logged_bytes(&self) -> usize {
+        self.shared.log_usage.held().bytes
+    }
+
     pub fn clear_log(&self) {
         let cleared = self.shared.log.lock().clear();
         cleared.iter().for_each(|m| m.evict());

@@ -3,11 +3,27 @@
 
 use super::Hub;
 use super::event::HubEvent;
-use super::message::MessageRecord;
+use super::message::{Attempt, MessageRecord};
 use super::outcome::Outcome;
 use super::subscriber::SubscriberShared;
 
 impl Hub {
+    /// Keeps one attempt of a delivery, and keeps the log within its budget.
+    pub(crate) fn record_attempt(&self, message: &MessageRecord, slot: usize, attempt: Attempt) {
+        message.push_attempt(slot, attempt);
+        self.trim_log();
+    }
+
+    /// Takes the oldest messages out of the log while it holds more than its budget.
+    /// Cheap when it does not: two atomic reads.
+    pub(super) fn trim_log(&self) {
+        if !self.shared.log_usage.over() {
+            return;
+        }
+        let evicted = self.shared.log.lock().trim();
+        evicted.iter().for_each(|m| m.evict());
+    }
+
     /// Records the final outcome of one delivery: in the message, the subscriber's stats,
     /// the metrics and the event stream.
     pub(crate) fn finish(

@@ -50,6 +50,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     writeln!(out, "herald_log_messages {}", hub.logged_messages()).ok();
     write_family(
         &mut out,
+        "herald_log_bytes",
+        "gauge",
+        "Bytes the log holds: payloads, delivery records and attempts (at most --log-max-bytes).",
+    );
+    writeln!(out, "herald_log_bytes {}", hub.logged_bytes()).ok();
+    write_family(
+        &mut out,
         "herald_deliveries_total",
         "counter",
         "Finished deliveries by outcome.",

@@ -22,6 +22,9 @@ mod reliability;
 /// Body limits, Host checks, tokens, target policy, loops, bounded shutdown.
 mod safety;
 
+/// The message log's budgets: bytes, records, what one subscriber answer may cost.
+mod bounds;
+
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 

@@ -328,6 +328,7 @@ pub(super) async fn get(
         (status = ACCEPTED, description = "Queued again", body = ResentJson),
         (status = BAD_REQUEST, description = "Not a message id", body = ErrorBody),
         (status = NOT_FOUND, description = "No such message or subscriber", body = ErrorBody),
+        (status = CONFLICT, description = "The message already holds as many deliveries as the log keeps", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Shutting down", body = ErrorBody),
     )
 )]
