@@ -14,10 +14,11 @@ use super::dialogs::{FileDone, Files};
 use super::log::{LogAction, LogPanel};
 use super::plot::Rates;
 use super::subscribers::SubscribersPanel;
-use super::test_subscriber::{TestState, TestSubscriber};
+use super::test_subscriber::test_subscriber_ui;
 use super::{format, theme};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::server::TestSubscriber;
 
 /// Where eframe keeps the settings between runs.
 pub const SETTINGS_KEY: &str = "herald.settings";
@@ -292,69 +293,10 @@ impl HeraldApp {
             });
         egui::Panel::bottom("test_subscriber_panel")
             .resizable(false)
-            .show(ui, |ui| self.test_subscriber_ui(ui));
+            .show(ui, |ui| {
+                test_subscriber_ui(ui, &self.test_subscriber, &self.backend)
+            });
         self.subscribers.subscribers_ui(ui, self.backend.hub());
-    }
-
-    fn test_subscriber_ui(&mut self, ui: &mut egui::Ui) {
-        let state = self.test_subscriber.state();
-        ui.horizontal(|ui| {
-            let mut on = matches!(state, TestState::On(_) | TestState::Starting);
-            if ui
-                .checkbox(&mut on, "Test subscriber")
-                .on_hover_text("A subscriber inside Herald that shows what it receives")
-                .changed()
-            {
-                if on {
-                    self.test_subscriber.start(
-                        self.backend.hub(),
-                        self.backend.runtime(),
-                        ui.ctx(),
-                    );
-                } else {
-                    self.test_subscriber.stop();
-                }
-            }
-            match &state {
-                TestState::On(address) => {
-                    ui.weak(format!(
-                        "at {address} · received {}",
-                        self.test_subscriber.received_count()
-                    ));
-                }
-                TestState::Starting => {
-                    ui.spinner();
-                }
-                TestState::Failed(error) => {
-                    ui.colored_label(theme::FAILED, error);
-                }
-                TestState::Off => {}
-            }
-        });
-        if let TestState::On(_) = state {
-            let received = self.test_subscriber.received();
-            egui::ScrollArea::vertical()
-                .id_salt("test_received")
-                .max_height(90.0)
-                .show(ui, |ui| {
-                    if received.is_empty() {
-                        ui.weak("Nothing received yet: publish something");
-                    }
-                    for item in received.iter().take(20) {
-                        let preview: String = String::from_utf8_lossy(&item.body)
-                            .chars()
-                            .filter(|c| !c.is_control())
-                            .take(90)
-                            .collect();
-                        ui.horizontal(|ui| {
-                            ui.label(RichText::new(format::time_of_day(item.at)).weak());
-                            ui.label(format!("Received {}", format::size(item.body.len())));
-                            ui.weak(item.content_type.as_deref().unwrap_or("–"));
-                            ui.monospace(preview);
-                        });
-                    }
-                });
-        }
     }
 
     fn central_ui(&mut self, ui: &mut egui::Ui) {

@@ -21,7 +21,6 @@ use std::sync::{Arc, OnceLock};
 
 pub use app::{HeraldApp, SETTINGS_KEY, Settings};
 pub use backend::{Backend, ListenState};
-pub use test_subscriber::{TestState, TestSubscriber};
 
 use crate::config::Config;
 
