@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use egui::RichText;
 use serde::{Deserialize, Serialize};
 
+use super::action::Action;
 use super::backend::{Backend, ListenState};
-use super::compose::{Compose, ComposeAction};
+use super::compose::Compose;
 use super::dialogs::{FileDone, Files};
-use super::log::{LogAction, LogPanel};
+use super::log::LogPanel;
 use super::plot::Rates;
 use super::subscribers::SubscribersPanel;
 use super::test_subscriber::test_subscriber_ui;
@@ -285,16 +286,14 @@ impl HeraldApp {
             .show(ui, |ui| {
                 ui.add_space(4.0);
                 let busy = self.files.busy();
-                if let Some(ComposeAction::LoadFile) =
-                    self.compose.compose_ui(ui, self.backend.hub(), busy)
-                {
-                    self.files.load_file(self.backend.runtime(), ui.ctx());
-                }
+                let action = self.compose.compose_ui(ui, self.backend.hub(), busy);
+                self.handle(action, ui.ctx());
             });
         egui::Panel::bottom("test_subscriber_panel")
             .resizable(false)
             .show(ui, |ui| {
-                test_subscriber_ui(ui, &self.test_subscriber, &self.backend)
+                let action = test_subscriber_ui(ui, &self.test_subscriber);
+                self.handle(action, ui.ctx());
             });
         self.subscribers.subscribers_ui(ui, self.backend.hub());
     }
@@ -325,14 +324,21 @@ impl HeraldApp {
         self.handle(action, ui.ctx());
     }
 
-    fn handle(&mut self, action: Option<LogAction>, ctx: &egui::Context) {
+    fn handle(&mut self, action: Option<Action>, ctx: &egui::Context) {
+        let Some(action) = action else {
+            return;
+        };
+        let (hub, runtime) = (self.backend.hub(), self.backend.runtime());
         match action {
-            Some(LogAction::Export) => {
-                self.files
-                    .export_log(self.backend.hub(), self.backend.runtime(), ctx);
+            Action::Notice(text) => self.notify(text),
+            Action::ExportLog => self.files.export_log(hub, runtime, ctx),
+            Action::LoadFile => self.files.load_file(runtime, ctx),
+            Action::StartTestSubscriber => {
+                let ctx = ctx.clone();
+                let wake = Arc::new(move || ctx.request_repaint());
+                self.test_subscriber.start(hub, runtime, wake);
             }
-            Some(LogAction::Notice(text)) => self.notify(text),
-            None => {}
+            Action::StopTestSubscriber => self.test_subscriber.stop(),
         }
     }
 

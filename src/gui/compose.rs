@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use egui::RichText;
 
+use super::action::Action;
 use super::{format, theme};
 use crate::hub::{Hub, Source};
 
@@ -30,12 +31,6 @@ const CONTENT_TYPES: [&str; 4] = [
     "application/octet-stream",
     "(none)",
 ];
-
-/// What the compose box asks the app to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComposeAction {
-    LoadFile,
-}
 
 pub struct Compose {
     pub text: String,
@@ -104,12 +99,7 @@ impl Compose {
         self.checked = None;
     }
 
-    pub fn compose_ui(
-        &mut self,
-        ui: &mut egui::Ui,
-        hub: &Hub,
-        files_busy: bool,
-    ) -> Option<ComposeAction> {
+    pub fn compose_ui(&mut self, ui: &mut egui::Ui, hub: &Hub, files_busy: bool) -> Option<Action> {
         self.check();
         let mut action = None;
         ui.horizontal(|ui| {
@@ -148,7 +138,7 @@ impl Compose {
                 .add_enabled(!files_busy, egui::Button::new("Load file…"))
                 .clicked()
             {
-                action = Some(ComposeAction::LoadFile);
+                action = Some(Action::LoadFile);
             }
         });
         let publish_shortcut =

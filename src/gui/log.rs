@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use egui::RichText;
 use egui_extras::{Column, TableBuilder};
 
+use super::action::Action;
 use super::format;
 use super::theme;
 use crate::hub::{DeliveryError, DeliveryStatus, Hub, MessageId, MessageRecord};
@@ -15,13 +16,6 @@ use crate::hub::{DeliveryError, DeliveryStatus, Hub, MessageId, MessageRecord};
 const SHOWN_PAYLOAD: usize = 64 * 1024;
 /// Bytes of each body that search looks through.
 const SEARCHED_PAYLOAD: usize = 4 * 1024;
-
-/// What the log panel asks the app to do (things that need more than the hub).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogAction {
-    Export,
-    Notice(String),
-}
 
 #[derive(Default)]
 pub struct LogPanel {
@@ -63,7 +57,7 @@ impl LogPanel {
         self.seen_search = self.search.clone();
     }
 
-    pub fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<LogAction> {
+    pub fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<Action> {
         self.refresh(hub);
         let mut action = None;
         ui.horizontal(|ui| {
@@ -81,7 +75,7 @@ impl LogPanel {
                 .on_hover_text("Save the log as NDJSON, one message per line")
                 .clicked()
             {
-                action = Some(LogAction::Export);
+                action = Some(Action::ExportLog);
             }
             if ui
                 .button("Clear")
@@ -174,7 +168,7 @@ impl LogPanel {
         hub: &Hub,
         url: Option<&str>,
         token: Option<&str>,
-    ) -> Option<LogAction> {
+    ) -> Option<Action> {
         let Some(message) = self.selected.and_then(|id| hub.message(id)) else {
             ui.centered_and_justified(|ui| {
                 ui.weak("Select a message to see its payload and every delivery");
@@ -229,7 +223,7 @@ impl LogPanel {
                 let command =
                     format::curl(url, message.content_type.as_deref(), &message.body, token);
                 ui.ctx().copy_text(command);
-                action = Some(LogAction::Notice("cURL command copied".to_owned()));
+                action = Some(Action::Notice("cURL command copied".to_owned()));
             }
         });
         ui.separator();
@@ -301,8 +295,8 @@ impl LogPanel {
     }
 }
 
-fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> LogAction {
-    LogAction::Notice(match hub.resend(id, to) {
+fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> Action {
+    Action::Notice(match hub.resend(id, to) {
         Ok(1) => "Resent to 1 subscriber".to_owned(),
         Ok(n) => format!("Resent to {n} subscribers"),
         Err(err) => format!("Not resent: {err}"),

@@ -6,6 +6,7 @@
 //! runtime. Hub events wake the window; otherwise it repaints once a second for the
 //! ticking keep-alive ages.
 
+mod action;
 mod app;
 mod backend;
 mod compose;

@@ -1,22 +1,17 @@
 //! The test subscriber's panel: a switch, where it listens, and what it received.
 
-use std::sync::Arc;
-
 use egui::RichText;
 
-use super::backend::Backend;
+use super::action::Action;
 use super::{format, theme};
 use crate::server::{TestState, TestSubscriber};
 
 /// Received messages listed, newest first.
 const LISTED: usize = 20;
 
-pub(crate) fn test_subscriber_ui(
-    ui: &mut egui::Ui,
-    subscriber: &TestSubscriber,
-    backend: &Backend,
-) {
+pub(crate) fn test_subscriber_ui(ui: &mut egui::Ui, subscriber: &TestSubscriber) -> Option<Action> {
     let state = subscriber.state();
+    let mut action = None;
     ui.horizontal(|ui| {
         let mut on = matches!(state, TestState::On(_) | TestState::Starting);
         if ui
@@ -24,16 +19,11 @@ pub(crate) fn test_subscriber_ui(
             .on_hover_text("A subscriber inside Herald that shows what it receives")
             .changed()
         {
-            if on {
-                let ctx = ui.ctx().clone();
-                subscriber.start(
-                    backend.hub(),
-                    backend.runtime(),
-                    Arc::new(move || ctx.request_repaint()),
-                );
+            action = Some(if on {
+                Action::StartTestSubscriber
             } else {
-                subscriber.stop();
-            }
+                Action::StopTestSubscriber
+            });
         }
         match &state {
             TestState::On(address) => {
@@ -75,4 +65,5 @@ pub(crate) fn test_subscriber_ui(
                 }
             });
     }
+    action
 }

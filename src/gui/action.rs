@@ -1,0 +1,13 @@
+//! What a panel asks the app to do when it needs more than the hub and its own state: the
+//! runtime, the files, other panels or the top bar. The app carries it out as soon as the
+//! panel's UI code returns, within the same frame.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Show this in the top bar for a while.
+    Notice(String),
+    ExportLog,
+    LoadFile,
+    StartTestSubscriber,
+    StopTestSubscriber,
+}
