@@ -2,7 +2,11 @@
 //! runtime, the files, other panels or the top bar. The app carries it out as soon as the
 //! panel's UI code returns, within the same frame.
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use std::net::SocketAddr;
+
+use super::settings::Settings;
+
+#[derive(Debug)]
 pub(crate) enum Action {
     /// Show this in the top bar for a while.
     Notice(String),
@@ -10,4 +14,6 @@ pub(crate) enum Action {
     LoadFile,
     StartTestSubscriber,
     StopTestSubscriber,
+    /// Put these settings in force; `bind` is theirs, parsed.
+    ApplySettings(Settings, SocketAddr),
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui::RichText;
-use serde::{Deserialize, Serialize};
 
 use super::action::Action;
 use super::backend::{Backend, ListenState};
@@ -14,80 +13,20 @@ use super::compose::Compose;
 use super::dialogs::{FileDone, Files};
 use super::log::LogPanel;
 use super::plot::Rates;
+use super::settings::{SETTINGS_KEY, Settings, SettingsWindow};
 use super::subscribers::SubscribersPanel;
 use super::test_subscriber::test_subscriber_ui;
 use super::{format, theme};
-use crate::config::Config;
 use crate::hub::Hub;
 use crate::server::TestSubscriber;
-
-/// Where eframe keeps the settings between runs.
-pub const SETTINGS_KEY: &str = "herald.settings";
 
 /// How long a notice stays in the top bar.
 const NOTICE_FOR: Duration = Duration::from_secs(8);
 
-/// What the settings window edits, remembered across restarts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub ttl_secs: f64,
-    pub reap_every_secs: f64,
-    pub delivery_timeout_secs: f64,
-    pub connect_timeout_secs: f64,
-    pub bind: String,
-    pub dark: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self::from_config(&Config::default())
-    }
-}
-
-impl Settings {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            ttl_secs: config.ttl.as_secs_f64(),
-            reap_every_secs: config.reap_every.as_secs_f64(),
-            delivery_timeout_secs: config.delivery_timeout.as_secs_f64(),
-            connect_timeout_secs: config.connect_timeout.as_secs_f64(),
-            bind: config.bind.to_string(),
-            dark: true,
-        }
-    }
-
-    /// Puts remembered settings into `config`, except where the command line said
-    /// otherwise: a flag given now wins over what was saved last time.
-    pub fn apply_to(&self, config: &mut Config, given: &[String]) {
-        let from_user = |id: &str| given.iter().any(|g| g == id);
-        let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
-        if !from_user("ttl") {
-            config.ttl = secs(self.ttl_secs);
-        }
-        if !from_user("reap_every") {
-            config.reap_every = secs(self.reap_every_secs);
-        }
-        if !from_user("delivery_timeout") {
-            config.delivery_timeout = secs(self.delivery_timeout_secs);
-        }
-        if !from_user("connect_timeout") {
-            config.connect_timeout = secs(self.connect_timeout_secs);
-        }
-        if !from_user("bind")
-            && let Ok(bind) = self.bind.parse()
-        {
-            config.bind = bind;
-        }
-    }
-}
-
 pub struct HeraldApp {
     backend: Arc<Backend>,
     settings: Settings,
-    /// The settings window's edits, applied with its Apply button.
-    draft: Option<Settings>,
-    draft_error: Option<String>,
+    settings_window: SettingsWindow,
     subscribers: SubscribersPanel,
     log: LogPanel,
     compose: Compose,
@@ -103,11 +42,7 @@ pub struct HeraldApp {
 
 impl HeraldApp {
     pub fn new(backend: Arc<Backend>, settings: Settings, ctx: &egui::Context) -> Self {
-        ctx.set_theme(if settings.dark {
-            egui::Theme::Dark
-        } else {
-            egui::Theme::Light
-        });
+        theme::set(ctx, settings.dark);
         // Panels are left unpainted and the frame is cleared to their colour instead (see
         // `clear_color`): one full-window layer less for a software renderer to fill.
         ctx.all_styles_mut(|style| style.visuals.panel_fill = egui::Color32::TRANSPARENT);
@@ -115,8 +50,7 @@ impl HeraldApp {
         Self {
             backend,
             settings,
-            draft: None,
-            draft_error: None,
+            settings_window: SettingsWindow::default(),
             subscribers: SubscribersPanel::default(),
             log: LogPanel::default(),
             compose: Compose::default(),
@@ -158,7 +92,8 @@ impl HeraldApp {
             .min_size(420.0)
             .show(ui, |ui| self.left_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
-        self.settings_window(ui.ctx());
+        let action = self.settings_window.show(ui.ctx());
+        self.handle(action, ui.ctx());
         self.schedule_tick(ui.ctx());
         self.frame_time = started.elapsed();
     }
@@ -242,8 +177,7 @@ impl HeraldApp {
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui.button("Settings").clicked() {
-                    self.draft = Some(self.settings.clone());
-                    self.draft_error = None;
+                    self.settings_window.open(&self.settings);
                 }
                 let theme_label = if self.settings.dark { "Light" } else { "Dark" };
                 if ui
@@ -252,11 +186,7 @@ impl HeraldApp {
                     .clicked()
                 {
                     self.settings.dark = !self.settings.dark;
-                    ui.ctx().set_theme(if self.settings.dark {
-                        egui::Theme::Dark
-                    } else {
-                        egui::Theme::Light
-                    });
+                    theme::set(ui.ctx(), self.settings.dark);
                 }
                 ui.label(
                     RichText::new(format!(
@@ -339,100 +269,21 @@ impl HeraldApp {
                 self.test_subscriber.start(hub, runtime, wake);
             }
             Action::StopTestSubscriber => self.test_subscriber.stop(),
+            Action::ApplySettings(settings, bind) => self.apply_settings(settings, bind, ctx),
         }
     }
 
-    fn settings_window(&mut self, ctx: &egui::Context) {
-        let Some(draft) = &mut self.draft else {
-            return;
-        };
-        let mut open = true;
-        let mut apply = false;
-        egui::Window::new("Settings")
-            .open(&mut open)
-            .resizable(false)
-            .collapsible(false)
-            .show(ctx, |ui| {
-                egui::Grid::new("settings_grid")
-                    .num_columns(2)
-                    .spacing([12.0, 8.0])
-                    .show(ui, |ui| {
-                        let seconds = |ui: &mut egui::Ui, value: &mut f64, min: f64| {
-                            ui.add(
-                                egui::DragValue::new(value)
-                                    .range(min..=86_400.0)
-                                    .speed(0.5)
-                                    .suffix(" s"),
-                            );
-                        };
-                        ui.label("Keep-alive TTL");
-                        seconds(ui, &mut draft.ttl_secs, 0.1);
-                        ui.end_row();
-                        ui.label("Check for expired every");
-                        seconds(ui, &mut draft.reap_every_secs, 0.1);
-                        ui.end_row();
-                        ui.label("Delivery timeout");
-                        seconds(ui, &mut draft.delivery_timeout_secs, 0.1);
-                        ui.end_row();
-                        ui.label("Connect timeout");
-                        ui.horizontal(|ui| {
-                            seconds(ui, &mut draft.connect_timeout_secs, 0.1);
-                            ui.weak("(at next start)");
-                        });
-                        ui.end_row();
-                        ui.label("Listen on");
-                        ui.text_edit_singleline(&mut draft.bind);
-                        ui.end_row();
-                        ui.label("Theme");
-                        ui.horizontal(|ui| {
-                            ui.radio_value(&mut draft.dark, true, "Dark");
-                            ui.radio_value(&mut draft.dark, false, "Light");
-                        });
-                        ui.end_row();
-                    });
-                if let Some(error) = &self.draft_error {
-                    ui.colored_label(theme::FAILED, error);
-                }
-                ui.horizontal(|ui| {
-                    apply = ui.button("Apply").clicked();
-                    ui.weak("Remembered for next time");
-                });
-            });
-        if apply && let Some(draft) = self.draft.clone() {
-            self.apply_settings(draft, ctx);
-        }
-        if !open {
-            self.draft = None;
-        }
-    }
-
-    fn apply_settings(&mut self, draft: Settings, ctx: &egui::Context) {
-        let bind: SocketAddr = match draft.bind.parse() {
-            Ok(bind) => bind,
-            Err(_) => {
-                self.draft_error = Some(format!(
-                    "{:?} is not an address to listen on; write IP:PORT, e.g. 127.0.0.1:3000",
-                    draft.bind
-                ));
-                return;
-            }
-        };
+    fn apply_settings(&mut self, settings: Settings, bind: SocketAddr, ctx: &egui::Context) {
         let hub = self.backend.hub();
-        hub.set_ttl(Duration::from_secs_f64(draft.ttl_secs));
-        hub.set_reap_every(Duration::from_secs_f64(draft.reap_every_secs));
+        hub.set_ttl(settings.ttl());
+        hub.set_reap_every(settings.reap_every());
         self.backend
-            .set_delivery_timeout(Duration::from_secs_f64(draft.delivery_timeout_secs));
-        ctx.set_theme(if draft.dark {
-            egui::Theme::Dark
-        } else {
-            egui::Theme::Light
-        });
-        if draft.bind != self.settings.bind {
+            .set_delivery_timeout(settings.delivery_timeout());
+        theme::set(ctx, settings.dark);
+        if settings.bind != self.settings.bind {
             self.backend.listen(bind, ctx);
         }
-        self.settings = draft;
-        self.draft = None;
-        self.draft_error = None;
+        self.settings = settings;
         self.notify("Settings applied");
     }
 

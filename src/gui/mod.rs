@@ -14,14 +14,16 @@ mod dialogs;
 mod format;
 mod log;
 mod plot;
+mod settings;
 mod subscribers;
 mod test_subscriber;
 mod theme;
 
 use std::sync::{Arc, OnceLock};
 
-pub use app::{HeraldApp, SETTINGS_KEY, Settings};
+pub use app::HeraldApp;
 pub use backend::{Backend, ListenState};
+pub use settings::{SETTINGS_KEY, Settings};
 
 use crate::config::Config;
 
