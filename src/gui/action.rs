@@ -14,6 +14,10 @@ pub(crate) enum Action {
     LoadFile,
     StartTestSubscriber,
     StopTestSubscriber,
+    /// Serve here from now on.
+    Listen(SocketAddr),
+    ToggleTheme,
+    OpenSettings,
     /// Put these settings in force; `bind` is theirs, parsed.
     ApplySettings(Settings, SocketAddr),
 }

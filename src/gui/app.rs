@@ -1,41 +1,38 @@
 //! The console window: a top bar, subscribers and compose on the left, the message log and
-//! its details in the middle, plots at the bottom, settings in a window.
+//! its details in the middle, plots at the bottom, settings in a window. This file lays
+//! the panels out and carries out the [`Action`]s they return.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use egui::RichText;
-
 use super::action::Action;
 use super::backend::{Backend, ListenState};
 use super::compose::Compose;
 use super::dialogs::{FileDone, Files};
+use super::format;
 use super::log::LogPanel;
 use super::plot::Rates;
 use super::settings::{SETTINGS_KEY, Settings, SettingsWindow};
 use super::subscribers::SubscribersPanel;
 use super::test_subscriber::test_subscriber_ui;
-use super::{format, theme};
+use super::theme;
+use super::top_bar::TopBar;
 use crate::hub::Hub;
 use crate::server::TestSubscriber;
 
-/// How long a notice stays in the top bar.
-const NOTICE_FOR: Duration = Duration::from_secs(8);
-
 pub struct HeraldApp {
     backend: Arc<Backend>,
+    /// What is in force, saved when the window closes.
     settings: Settings,
     settings_window: SettingsWindow,
+    top_bar: TopBar,
     subscribers: SubscribersPanel,
     log: LogPanel,
     compose: Compose,
     rates: Rates,
     test_subscriber: TestSubscriber,
     files: Files,
-    notice: Option<(String, Instant)>,
-    /// The address typed in the "port busy" bar.
-    retry_bind: String,
     /// How long the last frame's UI code took.
     frame_time: Duration,
 }
@@ -46,9 +43,9 @@ impl HeraldApp {
         // Panels are left unpainted and the frame is cleared to their colour instead (see
         // `clear_color`): one full-window layer less for a software renderer to fill.
         ctx.all_styles_mut(|style| style.visuals.panel_fill = egui::Color32::TRANSPARENT);
-        let retry_bind = next_port(&settings.bind);
         Self {
             backend,
+            top_bar: TopBar::new(&settings.bind),
             settings,
             settings_window: SettingsWindow::default(),
             subscribers: SubscribersPanel::default(),
@@ -57,8 +54,6 @@ impl HeraldApp {
             rates: Rates::default(),
             test_subscriber: TestSubscriber::default(),
             files: Files::default(),
-            notice: None,
-            retry_bind,
             frame_time: Duration::ZERO,
         }
     }
@@ -71,10 +66,6 @@ impl HeraldApp {
         &self.test_subscriber
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// How long the last frame's UI code took.
     pub fn frame_time(&self) -> Duration {
         self.frame_time
@@ -85,7 +76,12 @@ impl HeraldApp {
         let started = Instant::now();
         self.poll_files();
         self.rates.sample(self.backend.hub());
-        egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
+        egui::Panel::top("top_bar").show(ui, |ui| {
+            let action =
+                self.top_bar
+                    .top_bar_ui(ui, &self.backend, self.settings.dark, self.frame_time);
+            self.handle(action, ui.ctx());
+        });
         egui::Panel::left("left")
             .resizable(true)
             .default_size(600.0)
@@ -106,106 +102,9 @@ impl HeraldApp {
         let moving = hub.subscriber_count() > 0 || self.rates.active();
         if moving {
             ctx.request_repaint_after(Duration::from_secs(1));
-        } else if let Some((_, at)) = &self.notice {
-            ctx.request_repaint_after(NOTICE_FOR.saturating_sub(at.elapsed()));
+        } else if let Some(left) = self.top_bar.notice_left() {
+            ctx.request_repaint_after(left);
         }
-    }
-
-    fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal_wrapped(|ui| {
-            ui.heading(RichText::new("Herald").strong());
-            ui.separator();
-            match self.backend.listen_state() {
-                ListenState::Listening { url, token } => {
-                    status_dot(ui, theme::OK).on_hover_text("Listening");
-                    ui.monospace(&url);
-                    if ui
-                        .small_button("Copy")
-                        .on_hover_text("Copy the URL")
-                        .clicked()
-                    {
-                        ui.ctx().copy_text(url.clone());
-                        self.notify("URL copied");
-                    }
-                    if let Some(token) = token
-                        && ui
-                            .small_button("Copy token")
-                            .on_hover_text("Requests need Authorization: Bearer <token>")
-                            .clicked()
-                    {
-                        ui.ctx().copy_text(token);
-                        self.notify("Token copied");
-                    }
-                }
-                ListenState::Starting(addr) => {
-                    ui.spinner();
-                    ui.label(format!("Starting on {addr}…"));
-                }
-                ListenState::Failed { addr, error } => {
-                    status_dot(ui, theme::FAILED);
-                    ui.colored_label(
-                        theme::FAILED,
-                        format!("Not listening: port {addr} is busy or unavailable"),
-                    )
-                    .on_hover_text(error);
-                    let label = ui.label("Listen on");
-                    ui.add(egui::TextEdit::singleline(&mut self.retry_bind).desired_width(130.0))
-                        .labelled_by(label.id);
-                    if ui.button("Listen").clicked() {
-                        self.listen_at(self.retry_bind.clone(), ui.ctx());
-                    }
-                }
-            }
-            ui.separator();
-            let hub = self.backend.hub();
-            let totals = hub.totals();
-            ui.label(format!(
-                "{} subscribers · {} messages",
-                hub.subscriber_count(),
-                totals.messages
-            ));
-            ui.label(RichText::new(format!("{} ok", totals.delivered)).color(theme::OK));
-            ui.label(RichText::new(format!("{} failed", totals.failed)).color(
-                if totals.failed > 0 {
-                    theme::FAILED
-                } else {
-                    ui.visuals().weak_text_color()
-                },
-            ));
-            if hub.is_closed() {
-                ui.colored_label(theme::PENDING, "stopping");
-            }
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if ui.button("Settings").clicked() {
-                    self.settings_window.open(&self.settings);
-                }
-                let theme_label = if self.settings.dark { "Light" } else { "Dark" };
-                if ui
-                    .button(theme_label)
-                    .on_hover_text("Switch theme")
-                    .clicked()
-                {
-                    self.settings.dark = !self.settings.dark;
-                    theme::set(ui.ctx(), self.settings.dark);
-                }
-                ui.label(
-                    RichText::new(format!(
-                        "frame {:.1} ms",
-                        self.frame_time.as_secs_f64() * 1000.0
-                    ))
-                    .small()
-                    .weak(),
-                )
-                .on_hover_text("Time the last frame's UI code took");
-                if let Some((notice, at)) = &self.notice {
-                    if at.elapsed() < NOTICE_FOR {
-                        ui.label(RichText::new(notice).italics());
-                    } else {
-                        self.notice = None;
-                    }
-                }
-            });
-        });
     }
 
     fn left_ui(&mut self, ui: &mut egui::Ui) {
@@ -260,7 +159,7 @@ impl HeraldApp {
         };
         let (hub, runtime) = (self.backend.hub(), self.backend.runtime());
         match action {
-            Action::Notice(text) => self.notify(text),
+            Action::Notice(text) => self.top_bar.notify(text),
             Action::ExportLog => self.files.export_log(hub, runtime, ctx),
             Action::LoadFile => self.files.load_file(runtime, ctx),
             Action::StartTestSubscriber => {
@@ -269,6 +168,15 @@ impl HeraldApp {
                 self.test_subscriber.start(hub, runtime, wake);
             }
             Action::StopTestSubscriber => self.test_subscriber.stop(),
+            Action::Listen(addr) => {
+                self.backend.listen(addr, ctx);
+                self.settings.bind = addr.to_string();
+            }
+            Action::ToggleTheme => {
+                self.settings.dark = !self.settings.dark;
+                theme::set(ctx, self.settings.dark);
+            }
+            Action::OpenSettings => self.settings_window.open(&self.settings),
             Action::ApplySettings(settings, bind) => self.apply_settings(settings, bind, ctx),
         }
     }
@@ -284,17 +192,7 @@ impl HeraldApp {
             self.backend.listen(bind, ctx);
         }
         self.settings = settings;
-        self.notify("Settings applied");
-    }
-
-    fn listen_at(&mut self, text: String, ctx: &egui::Context) {
-        match text.trim().parse::<SocketAddr>() {
-            Ok(addr) => {
-                self.backend.listen(addr, ctx);
-                self.settings.bind = addr.to_string();
-            }
-            Err(_) => self.notify(format!("{text:?} is not IP:PORT, e.g. 127.0.0.1:3001")),
-        }
+        self.top_bar.notify("Settings applied");
     }
 
     fn poll_files(&mut self) {
@@ -304,16 +202,13 @@ impl HeraldApp {
                     || path.display().to_string(),
                     |n| n.to_string_lossy().into_owned(),
                 );
-                self.notify(format!("Loaded {name} ({})", format::size(bytes.len())));
+                let notice = format!("Loaded {name} ({})", format::size(bytes.len()));
+                self.top_bar.notify(notice);
                 self.compose.load(name, bytes);
             }
-            Some(FileDone::Notice(text)) => self.notify(text),
+            Some(FileDone::Notice(text)) => self.top_bar.notify(text),
             None => {}
         }
-    }
-
-    fn notify(&mut self, text: impl Into<String>) {
-        self.notice = Some((text.into(), Instant::now()));
     }
 }
 
@@ -333,23 +228,5 @@ impl eframe::App for HeraldApp {
             egui::Visuals::light()
         };
         theme.panel_fill.to_normalized_gamma_f32()
-    }
-}
-
-/// A small filled circle: green when listening, red when not.
-fn status_dot(ui: &mut egui::Ui, colour: egui::Color32) -> egui::Response {
-    let (rect, response) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
-    ui.painter().circle_filled(rect.center(), 5.0, colour);
-    response
-}
-
-/// The same address one port up: the likeliest free one next to a busy one.
-fn next_port(bind: &str) -> String {
-    match bind.parse::<SocketAddr>() {
-        Ok(mut addr) => {
-            addr.set_port(addr.port().wrapping_add(1).max(1));
-            addr.to_string()
-        }
-        Err(_) => "127.0.0.1:3001".to_owned(),
     }
 }

@@ -18,6 +18,7 @@ mod settings;
 mod subscribers;
 mod test_subscriber;
 mod theme;
+mod top_bar;
 
 use std::sync::{Arc, OnceLock};
 
