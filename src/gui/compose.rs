@@ -32,16 +32,16 @@ const CONTENT_TYPES: [&str; 4] = [
     "(none)",
 ];
 
-pub struct Compose {
-    pub text: String,
-    pub content_type: String,
+pub(crate) struct Compose {
+    text: String,
+    content_type: String,
     /// A loaded file that is not text: published as is instead of `text`.
     binary: Option<(String, Bytes)>,
     /// Where the JSON stops making sense, checked when the text changes.
     json_error: Option<String>,
     checked: Option<(String, String)>,
     /// What the last publish did.
-    pub result: Option<(String, bool)>,
+    result: Option<(String, bool)>,
 }
 
 impl Default for Compose {
@@ -85,7 +85,7 @@ impl Compose {
     }
 
     /// Puts a loaded file in the box: text is editable, anything else is sent as is.
-    pub fn load(&mut self, name: String, bytes: Vec<u8>) {
+    pub(crate) fn load(&mut self, name: String, bytes: Vec<u8>) {
         match String::from_utf8(bytes) {
             Ok(text) => {
                 self.text = text;
@@ -99,7 +99,12 @@ impl Compose {
         self.checked = None;
     }
 
-    pub fn compose_ui(&mut self, ui: &mut egui::Ui, hub: &Hub, files_busy: bool) -> Option<Action> {
+    pub(crate) fn compose_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        hub: &Hub,
+        files_busy: bool,
+    ) -> Option<Action> {
         self.check();
         let mut action = None;
         ui.horizontal(|ui| {

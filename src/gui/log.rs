@@ -18,9 +18,9 @@ const SHOWN_PAYLOAD: usize = 64 * 1024;
 const SEARCHED_PAYLOAD: usize = 4 * 1024;
 
 #[derive(Default)]
-pub struct LogPanel {
-    pub search: String,
-    pub selected: Option<MessageId>,
+pub(crate) struct LogPanel {
+    search: String,
+    selected: Option<MessageId>,
     /// While searching: the matching messages as of `seen_version`, newest first.
     rows: Vec<Arc<MessageRecord>>,
     seen_version: u64,
@@ -57,7 +57,7 @@ impl LogPanel {
         self.seen_search = self.search.clone();
     }
 
-    pub fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<Action> {
+    pub(crate) fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<Action> {
         self.refresh(hub);
         let mut action = None;
         ui.horizontal(|ui| {
@@ -162,7 +162,7 @@ impl LogPanel {
     }
 
     /// The selected message: payload, deliveries, and what can be done with it.
-    pub fn details_ui(
+    pub(crate) fn details_ui(
         &mut self,
         ui: &mut egui::Ui,
         hub: &Hub,

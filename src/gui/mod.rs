@@ -23,7 +23,7 @@ mod top_bar;
 use std::sync::{Arc, OnceLock};
 
 pub use app::HeraldApp;
-pub use backend::{Backend, ListenState};
+pub use backend::Backend;
 pub use settings::{SETTINGS_KEY, Settings};
 
 use crate::config::Config;

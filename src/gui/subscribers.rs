@@ -11,7 +11,7 @@ use super::theme;
 use crate::hub::{Hub, RemovalReason, SubscriberState, SubscriberView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortKey {
+enum SortKey {
     Address,
     Registered,
     Age,
@@ -20,8 +20,8 @@ pub enum SortKey {
     Failed,
 }
 
-pub struct SubscribersPanel {
-    pub filter: String,
+pub(crate) struct SubscribersPanel {
+    filter: String,
     sort: SortKey,
     descending: bool,
     add_address: String,
@@ -98,7 +98,7 @@ impl SubscribersPanel {
         self.seen_filter = settings;
     }
 
-    pub fn subscribers_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
+    pub(crate) fn subscribers_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
         self.refresh(hub);
         ui.horizontal(|ui| {
             ui.heading("Subscribers");

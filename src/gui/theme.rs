@@ -2,10 +2,10 @@
 
 use egui::Color32;
 
-pub const OK: Color32 = Color32::from_rgb(0x3f, 0xb9, 0x50);
-pub const FAILED: Color32 = Color32::from_rgb(0xe5, 0x48, 0x4d);
-pub const PENDING: Color32 = Color32::from_rgb(0xd6, 0x9e, 0x2e);
-pub const SUSPENDED: Color32 = Color32::from_rgb(0xf0, 0x8c, 0x00);
+pub(crate) const OK: Color32 = Color32::from_rgb(0x3f, 0xb9, 0x50);
+pub(crate) const FAILED: Color32 = Color32::from_rgb(0xe5, 0x48, 0x4d);
+pub(crate) const PENDING: Color32 = Color32::from_rgb(0xd6, 0x9e, 0x2e);
+pub(crate) const SUSPENDED: Color32 = Color32::from_rgb(0xf0, 0x8c, 0x00);
 
 pub(crate) fn set(ctx: &egui::Context, dark: bool) {
     ctx.set_theme(if dark {

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 pub use api::log_ndjson;
-pub use test_subscriber::{Received, TestState, TestSubscriber, Wake};
+pub use test_subscriber::{TestState, TestSubscriber};
 
 use crate::hub::{Hub, RegisterError};
 use error::HttpError;

@@ -24,14 +24,14 @@ use crate::hub::{Hub, RemovalReason};
 const KEEP: usize = 100;
 
 /// Called whenever the state or the received list changes, from a runtime thread.
-pub type Wake = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// One request the test subscriber received.
 #[derive(Debug, Clone)]
-pub struct Received {
-    pub at: SystemTime,
-    pub content_type: Option<String>,
-    pub body: Bytes,
+pub(crate) struct Received {
+    pub(crate) at: SystemTime,
+    pub(crate) content_type: Option<String>,
+    pub(crate) body: Bytes,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl TestSubscriber {
     }
 
     /// The newest `limit` received, newest first.
-    pub fn received(&self, limit: usize) -> Vec<Received> {
+    pub(crate) fn received(&self, limit: usize) -> Vec<Received> {
         let inner = self.inner.lock();
         inner.received.iter().rev().take(limit).cloned().collect()
     }
@@ -75,7 +75,7 @@ impl TestSubscriber {
 
     /// Starts a server on 127.0.0.1 and registers it with `hub`, refreshing its
     /// keep-alive well within the hub's TTL.
-    pub fn start(&self, hub: &Hub, runtime: &Handle, wake: Wake) {
+    pub(crate) fn start(&self, hub: &Hub, runtime: &Handle, wake: Wake) {
         let stop = CancellationToken::new();
         {
             let mut inner = self.inner.lock();
@@ -143,7 +143,7 @@ impl TestSubscriber {
     }
 
     /// Deregisters and stops the server.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let mut inner = self.inner.lock();
         if let Some(stop) = inner.stop.take() {
             stop.cancel();
