@@ -1,64 +1,55 @@
 //! The message log: newest first, one row per message with a coloured delivery summary;
 //! the selected message's payload and every delivery below it.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egui::RichText;
 use egui_extras::{Column, TableBuilder};
 
 use super::action::Action;
 use super::format;
+use super::search::LogSearch;
 use super::theme;
 use crate::hub::{DeliveryError, DeliveryStatus, Hub, MessageId, MessageRecord};
 
 /// Bytes of a payload shown in the details view; the rest is summarised.
 const SHOWN_PAYLOAD: usize = 64 * 1024;
-/// Bytes of each body that search looks through.
-const SEARCHED_PAYLOAD: usize = 4 * 1024;
+/// Search results are brought up to date at most this often.
+const SEARCH_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub(crate) struct LogPanel {
     search: String,
     selected: Option<MessageId>,
-    /// While searching: the matching messages as of `seen_version`, newest first.
-    rows: Vec<Arc<MessageRecord>>,
-    seen_version: u64,
-    seen_at: Option<Instant>,
-    seen_search: String,
+    /// While searching: the matching messages.
+    found: Option<LogSearch>,
     /// The selected payload, rendered once on selection rather than every frame.
     payload: Option<(MessageId, String, &'static str)>,
     resend_to: String,
 }
 
 impl LogPanel {
-    /// With a search, keeps the matching messages (re-read at most twice a second, as
-    /// searching reads bodies). Without one, rows are read from the hub as they are drawn,
-    /// so a log of 100,000 messages is never copied.
+    /// With a search, keeps the matching messages: the whole log is searched when the
+    /// search text changes, and after that, when the hub changed (at most twice a second),
+    /// only the messages logged since. Without a search, rows are read from the hub as
+    /// they are drawn, so a log of 100,000 messages is never copied.
     fn refresh(&mut self, hub: &Hub) {
         if self.search.is_empty() {
-            self.rows.clear();
-            self.seen_search.clear();
+            self.found = None;
             return;
         }
-        let version = hub.version();
-        let due = self
-            .seen_at
-            .is_none_or(|at| at.elapsed() >= Duration::from_millis(500));
-        if !(due && version != self.seen_version) && self.search == self.seen_search {
-            return;
+        match &mut self.found {
+            Some(found) if found.text() == self.search => {
+                let (version, at) = found.updated();
+                if version != hub.version() && at.elapsed() >= SEARCH_EVERY {
+                    found.update(hub);
+                }
+            }
+            found => found.insert(LogSearch::new(&self.search)).update(hub),
         }
-        let needle = self.search.to_lowercase();
-        let mut rows = hub.messages(None, usize::MAX);
-        rows.retain(|m| matches(m, &needle));
-        self.rows = rows;
-        self.seen_version = version;
-        self.seen_at = Some(Instant::now());
-        self.seen_search = self.search.clone();
     }
 
     pub(crate) fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<Action> {
-        self.refresh(hub);
         let mut action = None;
         ui.horizontal(|ui| {
             ui.heading("Messages");
@@ -84,22 +75,18 @@ impl LogPanel {
             {
                 hub.clear_log();
                 self.selected = None;
-                self.rows.clear();
-                self.seen_at = None;
+                self.found = None;
             }
         });
         ui.add_space(4.0);
+        self.refresh(hub);
         self.table_ui(ui, hub);
         action
     }
 
     fn table_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
-        let searching = !self.search.is_empty();
-        let count = if searching {
-            self.rows.len()
-        } else {
-            hub.logged_messages()
-        };
+        let found = self.found.as_ref();
+        let count = found.map_or_else(|| hub.logged_messages(), |found| found.rows().len());
         let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         let mut clicked = None;
         // A click anywhere on a row selects it, so its labels must not take the click.
@@ -125,10 +112,9 @@ impl LogPanel {
             })
             .body(|body| {
                 body.rows(row_height, count, |mut row| {
-                    let message = if searching {
-                        self.rows.get(row.index()).cloned()
-                    } else {
-                        hub.nth_newest_message(row.index())
+                    let message = match found {
+                        Some(found) => found.rows().get(row.index()).cloned(),
+                        None => hub.nth_newest_message(row.index()),
                     };
                     // The log can shrink between counting and drawing (cleared, evicted).
                     let Some(message) = message else {
@@ -301,18 +287,6 @@ fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> Action {
         Ok(n) => format!("Resent to {n} subscribers"),
         Err(err) => format!("Not resent: {err}"),
     })
-}
-
-fn matches(message: &MessageRecord, needle: &str) -> bool {
-    let body = &message.body[..message.body.len().min(SEARCHED_PAYLOAD)];
-    message
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.to_lowercase().contains(needle))
-        || message.source.to_string().contains(needle)
-        || String::from_utf8_lossy(body)
-            .to_lowercase()
-            .contains(needle)
 }
 
 /// "3 ok · 1 failed · 2 pending", each in its colour.

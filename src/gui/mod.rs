@@ -14,6 +14,7 @@ mod dialogs;
 mod format;
 mod log;
 mod plot;
+mod search;
 mod settings;
 mod subscribers;
 mod test_subscriber;

@@ -7,6 +7,7 @@ use egui::RichText;
 use egui_extras::{Column, TableBuilder};
 
 use super::format;
+use super::search::Needle;
 use super::theme;
 use crate::hub::{Hub, RemovalReason, SubscriberState, SubscriberView};
 
@@ -69,11 +70,11 @@ impl SubscribersPanel {
         if !(stale || changed || settings != self.seen_filter) {
             return;
         }
-        let needle = self.filter.to_lowercase();
+        let needle = Needle::new(&self.filter);
         let mut rows: Vec<SubscriberView> = hub
             .subscribers()
             .into_iter()
-            .filter(|s| needle.is_empty() || s.address.to_lowercase().contains(&needle))
+            .filter(|s| needle.is_in(s.address.as_bytes()))
             .collect();
         rows.sort_by(|a, b| {
             let order = match self.sort {
