@@ -51,9 +51,13 @@ impl Default for SubscribersPanel {
 }
 
 impl SubscribersPanel {
-    /// Re-reads the hub when it changed, at most ten times a second (once a second for a
-    /// hub of thousands, where a copy costs milliseconds), and at least once a second, so
-    /// the hub is never copied on every frame.
+    /// Re-reads the hub when it changed, at most ten times a second (once a second beyond
+    /// a thousand subscribers, where a copy costs milliseconds), so the hub is never copied
+    /// on every frame. Also once a second when its version did not move, for queue
+    /// depths: they change without a bump (the fan-out task queues after the publish was
+    /// announced, and a worker takes a job silently), as do leases when the TTL is set.
+    /// Ages and expiry bars move on their own: they are worked out from the stored times
+    /// as rows are drawn.
     fn refresh(&mut self, hub: &Hub) {
         let version = hub.version();
         let settings = (self.filter.clone(), self.sort, self.descending);
