@@ -25,10 +25,13 @@ pub struct Settings {
     pub(crate) dark: bool,
 }
 
+/// Puts one setting into a config.
+type CopyInto = fn(&Settings, &mut Config);
+
 /// Each setting a flag overrides: the flag's clap id, and how the setting goes into the
 /// config. Ids are strings to clap, so a test checks each against the real command line:
 /// a renamed flag would otherwise let a saved setting beat it without a word.
-const FLAGS: [(&str, fn(&Settings, &mut Config)); 5] = [
+const FLAGS: [(&str, CopyInto); 5] = [
     ("ttl", |s, config| config.ttl = s.ttl()),
     ("reap_every", |s, config| config.reap_every = s.reap_every()),
     ("delivery_timeout", |s, config| {
