@@ -1,4 +1,5 @@
-//! Colours that mean the same thing in every panel, readable on dark and light themes.
+//! Colours that mean the same thing in every panel, readable on dark and light themes,
+//! and the switch between those themes.
 
 use egui::Color32;
 
@@ -7,6 +8,7 @@ pub(crate) const FAILED: Color32 = Color32::from_rgb(0xe5, 0x48, 0x4d);
 pub(crate) const PENDING: Color32 = Color32::from_rgb(0xd6, 0x9e, 0x2e);
 pub(crate) const SUSPENDED: Color32 = Color32::from_rgb(0xf0, 0x8c, 0x00);
 
+/// Every theme change goes through here: at start, from the top bar and from settings.
 pub(crate) fn set(ctx: &egui::Context, dark: bool) {
     ctx.set_theme(if dark {
         egui::Theme::Dark

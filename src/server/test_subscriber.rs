@@ -3,7 +3,7 @@
 //!
 //! Starting it spawns, on the given runtime, a server on 127.0.0.1 that records every
 //! request, and a loop that keeps its registration alive until it is stopped. It knows no
-//! GUI: whoever shows what it received passes a `wake` callback, called on every change.
+//! GUI: whoever shows what it received passes a [`Wake`] callback.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +23,8 @@ use crate::hub::{Hub, RemovalReason};
 /// Received messages kept for display.
 const KEEP: usize = 100;
 
-/// Called whenever the state or the received list changes, from a runtime thread.
+/// Called on a runtime thread once the test subscriber has started (or failed to), and on
+/// every request it receives.
 pub(crate) type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// One request the test subscriber received.
