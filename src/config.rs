@@ -137,11 +137,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Parses the command line (exiting with a message on a bad flag) and names the
-    /// flags the user actually gave, as opposed to defaults.
-    pub fn parse_noting_given() -> (Self, Vec<String>) {
+    /// Parses the command line `args` (exiting with a message on a bad flag) and names,
+    /// by clap id, the flags the user actually gave, as opposed to defaults.
+    pub fn parse_noting_given<I, T>(args: I) -> (Self, Vec<String>)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
         use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
-        let matches = Self::command().get_matches();
+        let matches = Self::command().get_matches_from(args);
         let config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
         let given = matches
             .ids()

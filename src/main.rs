@@ -5,7 +5,7 @@ use herald::Config;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let (config, given) = Config::parse_noting_given();
+    let (config, given) = Config::parse_noting_given(std::env::args_os());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

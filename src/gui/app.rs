@@ -1,128 +1,59 @@
 //! The console window: a top bar, subscribers and compose on the left, the message log and
-//! its details in the middle, plots at the bottom, settings in a window.
+//! its details in the middle, plots at the bottom, settings in a window. This file lays
+//! the panels out and carries out the [`Action`]s they return.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use egui::RichText;
-use serde::{Deserialize, Serialize};
-
+use super::action::Action;
 use super::backend::{Backend, ListenState};
-use super::compose::{Compose, ComposeAction};
+use super::compose::Compose;
 use super::dialogs::{FileDone, Files};
-use super::log::{LogAction, LogPanel};
+use super::format;
+use super::log::LogPanel;
 use super::plot::Rates;
+use super::settings::{SETTINGS_KEY, Settings, SettingsWindow};
 use super::subscribers::SubscribersPanel;
-use super::test_subscriber::{TestState, TestSubscriber};
-use super::{format, theme};
-use crate::config::Config;
+use super::test_subscriber::test_subscriber_ui;
+use super::theme;
+use super::top_bar::TopBar;
 use crate::hub::Hub;
-
-/// Where eframe keeps the settings between runs.
-pub const SETTINGS_KEY: &str = "herald.settings";
-
-/// How long a notice stays in the top bar.
-const NOTICE_FOR: Duration = Duration::from_secs(8);
-
-/// What the settings window edits, remembered across restarts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub ttl_secs: f64,
-    pub reap_every_secs: f64,
-    pub delivery_timeout_secs: f64,
-    pub connect_timeout_secs: f64,
-    pub bind: String,
-    pub dark: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self::from_config(&Config::default())
-    }
-}
-
-impl Settings {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            ttl_secs: config.ttl.as_secs_f64(),
-            reap_every_secs: config.reap_every.as_secs_f64(),
-            delivery_timeout_secs: config.delivery_timeout.as_secs_f64(),
-            connect_timeout_secs: config.connect_timeout.as_secs_f64(),
-            bind: config.bind.to_string(),
-            dark: true,
-        }
-    }
-
-    /// Puts remembered settings into `config`, except where the command line said
-    /// otherwise: a flag given now wins over what was saved last time.
-    pub fn apply_to(&self, config: &mut Config, given: &[String]) {
-        let from_user = |id: &str| given.iter().any(|g| g == id);
-        let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
-        if !from_user("ttl") {
-            config.ttl = secs(self.ttl_secs);
-        }
-        if !from_user("reap_every") {
-            config.reap_every = secs(self.reap_every_secs);
-        }
-        if !from_user("delivery_timeout") {
-            config.delivery_timeout = secs(self.delivery_timeout_secs);
-        }
-        if !from_user("connect_timeout") {
-            config.connect_timeout = secs(self.connect_timeout_secs);
-        }
-        if !from_user("bind")
-            && let Ok(bind) = self.bind.parse()
-        {
-            config.bind = bind;
-        }
-    }
-}
+use crate::server::TestSubscriber;
 
 pub struct HeraldApp {
     backend: Arc<Backend>,
+    /// What is in force, saved when the window closes.
     settings: Settings,
-    /// The settings window's edits, applied with its Apply button.
-    draft: Option<Settings>,
-    draft_error: Option<String>,
+    settings_window: SettingsWindow,
+    top_bar: TopBar,
     subscribers: SubscribersPanel,
     log: LogPanel,
     compose: Compose,
     rates: Rates,
     test_subscriber: TestSubscriber,
     files: Files,
-    notice: Option<(String, Instant)>,
-    /// The address typed in the "port busy" bar.
-    retry_bind: String,
     /// How long the last frame's UI code took.
     frame_time: Duration,
 }
 
 impl HeraldApp {
     pub fn new(backend: Arc<Backend>, settings: Settings, ctx: &egui::Context) -> Self {
-        ctx.set_theme(if settings.dark {
-            egui::Theme::Dark
-        } else {
-            egui::Theme::Light
-        });
+        theme::set(ctx, settings.dark);
         // Panels are left unpainted and the frame is cleared to their colour instead (see
         // `clear_color`): one full-window layer less for a software renderer to fill.
         ctx.all_styles_mut(|style| style.visuals.panel_fill = egui::Color32::TRANSPARENT);
-        let retry_bind = next_port(&settings.bind);
         Self {
             backend,
+            top_bar: TopBar::new(&settings.bind),
             settings,
-            draft: None,
-            draft_error: None,
+            settings_window: SettingsWindow::default(),
             subscribers: SubscribersPanel::default(),
             log: LogPanel::default(),
             compose: Compose::default(),
             rates: Rates::default(),
             test_subscriber: TestSubscriber::default(),
             files: Files::default(),
-            notice: None,
-            retry_bind,
             frame_time: Duration::ZERO,
         }
     }
@@ -135,10 +66,6 @@ impl HeraldApp {
         &self.test_subscriber
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// How long the last frame's UI code took.
     pub fn frame_time(&self) -> Duration {
         self.frame_time
@@ -149,14 +76,20 @@ impl HeraldApp {
         let started = Instant::now();
         self.poll_files();
         self.rates.sample(self.backend.hub());
-        egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
+        egui::Panel::top("top_bar").show(ui, |ui| {
+            let action =
+                self.top_bar
+                    .top_bar_ui(ui, &self.backend, self.settings.dark, self.frame_time);
+            self.handle(action, ui.ctx());
+        });
         egui::Panel::left("left")
             .resizable(true)
             .default_size(600.0)
             .min_size(420.0)
             .show(ui, |ui| self.left_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
-        self.settings_window(ui.ctx());
+        let action = self.settings_window.show(ui.ctx());
+        self.handle(action, ui.ctx());
         self.schedule_tick(ui.ctx());
         self.frame_time = started.elapsed();
     }
@@ -169,111 +102,9 @@ impl HeraldApp {
         let moving = hub.subscriber_count() > 0 || self.rates.active();
         if moving {
             ctx.request_repaint_after(Duration::from_secs(1));
-        } else if let Some((_, at)) = &self.notice {
-            ctx.request_repaint_after(NOTICE_FOR.saturating_sub(at.elapsed()));
+        } else if let Some(left) = self.top_bar.notice_left() {
+            ctx.request_repaint_after(left);
         }
-    }
-
-    fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal_wrapped(|ui| {
-            ui.heading(RichText::new("Herald").strong());
-            ui.separator();
-            match self.backend.listen_state() {
-                ListenState::Listening { url, token } => {
-                    status_dot(ui, theme::OK).on_hover_text("Listening");
-                    ui.monospace(&url);
-                    if ui
-                        .small_button("Copy")
-                        .on_hover_text("Copy the URL")
-                        .clicked()
-                    {
-                        ui.ctx().copy_text(url.clone());
-                        self.notify("URL copied");
-                    }
-                    if let Some(token) = token
-                        && ui
-                            .small_button("Copy token")
-                            .on_hover_text("Requests need Authorization: Bearer <token>")
-                            .clicked()
-                    {
-                        ui.ctx().copy_text(token);
-                        self.notify("Token copied");
-                    }
-                }
-                ListenState::Starting(addr) => {
-                    ui.spinner();
-                    ui.label(format!("Starting on {addr}…"));
-                }
-                ListenState::Failed { addr, error } => {
-                    status_dot(ui, theme::FAILED);
-                    ui.colored_label(
-                        theme::FAILED,
-                        format!("Not listening: port {addr} is busy or unavailable"),
-                    )
-                    .on_hover_text(error);
-                    let label = ui.label("Listen on");
-                    ui.add(egui::TextEdit::singleline(&mut self.retry_bind).desired_width(130.0))
-                        .labelled_by(label.id);
-                    if ui.button("Listen").clicked() {
-                        self.listen_at(self.retry_bind.clone(), ui.ctx());
-                    }
-                }
-            }
-            ui.separator();
-            let hub = self.backend.hub();
-            let totals = hub.totals();
-            ui.label(format!(
-                "{} subscribers · {} messages",
-                hub.subscriber_count(),
-                totals.messages
-            ));
-            ui.label(RichText::new(format!("{} ok", totals.delivered)).color(theme::OK));
-            ui.label(RichText::new(format!("{} failed", totals.failed)).color(
-                if totals.failed > 0 {
-                    theme::FAILED
-                } else {
-                    ui.visuals().weak_text_color()
-                },
-            ));
-            if hub.is_stopping() {
-                ui.colored_label(theme::PENDING, "stopping");
-            }
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if ui.button("Settings").clicked() {
-                    self.draft = Some(self.settings.clone());
-                    self.draft_error = None;
-                }
-                let theme_label = if self.settings.dark { "Light" } else { "Dark" };
-                if ui
-                    .button(theme_label)
-                    .on_hover_text("Switch theme")
-                    .clicked()
-                {
-                    self.settings.dark = !self.settings.dark;
-                    ui.ctx().set_theme(if self.settings.dark {
-                        egui::Theme::Dark
-                    } else {
-                        egui::Theme::Light
-                    });
-                }
-                ui.label(
-                    RichText::new(format!(
-                        "frame {:.1} ms",
-                        self.frame_time.as_secs_f64() * 1000.0
-                    ))
-                    .small()
-                    .weak(),
-                )
-                .on_hover_text("Time the last frame's UI code took");
-                if let Some((notice, at)) = &self.notice {
-                    if at.elapsed() < NOTICE_FOR {
-                        ui.label(RichText::new(notice).italics());
-                    } else {
-                        self.notice = None;
-                    }
-                }
-            });
-        });
     }
 
     fn left_ui(&mut self, ui: &mut egui::Ui) {
@@ -284,77 +115,16 @@ impl HeraldApp {
             .show(ui, |ui| {
                 ui.add_space(4.0);
                 let busy = self.files.busy();
-                if let Some(ComposeAction::LoadFile) =
-                    self.compose.compose_ui(ui, self.backend.hub(), busy)
-                {
-                    self.files.load_file(self.backend.runtime(), ui.ctx());
-                }
+                let action = self.compose.compose_ui(ui, self.backend.hub(), busy);
+                self.handle(action, ui.ctx());
             });
         egui::Panel::bottom("test_subscriber_panel")
             .resizable(false)
-            .show(ui, |ui| self.test_subscriber_ui(ui));
+            .show(ui, |ui| {
+                let action = test_subscriber_ui(ui, &self.test_subscriber);
+                self.handle(action, ui.ctx());
+            });
         self.subscribers.subscribers_ui(ui, self.backend.hub());
-    }
-
-    fn test_subscriber_ui(&mut self, ui: &mut egui::Ui) {
-        let state = self.test_subscriber.state();
-        ui.horizontal(|ui| {
-            let mut on = matches!(state, TestState::On(_) | TestState::Starting);
-            if ui
-                .checkbox(&mut on, "Test subscriber")
-                .on_hover_text("A subscriber inside Herald that shows what it receives")
-                .changed()
-            {
-                if on {
-                    self.test_subscriber.start(
-                        self.backend.hub(),
-                        self.backend.runtime(),
-                        ui.ctx(),
-                    );
-                } else {
-                    self.test_subscriber.stop();
-                }
-            }
-            match &state {
-                TestState::On(address) => {
-                    ui.weak(format!(
-                        "at {address} · received {}",
-                        self.test_subscriber.received_count()
-                    ));
-                }
-                TestState::Starting => {
-                    ui.spinner();
-                }
-                TestState::Failed(error) => {
-                    ui.colored_label(theme::FAILED, error);
-                }
-                TestState::Off => {}
-            }
-        });
-        if let TestState::On(_) = state {
-            let received = self.test_subscriber.received();
-            egui::ScrollArea::vertical()
-                .id_salt("test_received")
-                .max_height(90.0)
-                .show(ui, |ui| {
-                    if received.is_empty() {
-                        ui.weak("Nothing received yet: publish something");
-                    }
-                    for item in received.iter().take(20) {
-                        let preview: String = String::from_utf8_lossy(&item.body)
-                            .chars()
-                            .filter(|c| !c.is_control())
-                            .take(90)
-                            .collect();
-                        ui.horizontal(|ui| {
-                            ui.label(RichText::new(format::time_of_day(item.at)).weak());
-                            ui.label(format!("Received {}", format::size(item.body.len())));
-                            ui.weak(item.content_type.as_deref().unwrap_or("–"));
-                            ui.monospace(preview);
-                        });
-                    }
-                });
-        }
     }
 
     fn central_ui(&mut self, ui: &mut egui::Ui) {
@@ -383,119 +153,46 @@ impl HeraldApp {
         self.handle(action, ui.ctx());
     }
 
-    fn handle(&mut self, action: Option<LogAction>, ctx: &egui::Context) {
-        match action {
-            Some(LogAction::Export) => {
-                self.files
-                    .export_log(self.backend.hub(), self.backend.runtime(), ctx);
-            }
-            Some(LogAction::Notice(text)) => self.notify(text),
-            None => {}
-        }
-    }
-
-    fn settings_window(&mut self, ctx: &egui::Context) {
-        let Some(draft) = &mut self.draft else {
+    fn handle(&mut self, action: Option<Action>, ctx: &egui::Context) {
+        let Some(action) = action else {
             return;
         };
-        let mut open = true;
-        let mut apply = false;
-        egui::Window::new("Settings")
-            .open(&mut open)
-            .resizable(false)
-            .collapsible(false)
-            .show(ctx, |ui| {
-                egui::Grid::new("settings_grid")
-                    .num_columns(2)
-                    .spacing([12.0, 8.0])
-                    .show(ui, |ui| {
-                        let seconds = |ui: &mut egui::Ui, value: &mut f64, min: f64| {
-                            ui.add(
-                                egui::DragValue::new(value)
-                                    .range(min..=86_400.0)
-                                    .speed(0.5)
-                                    .suffix(" s"),
-                            );
-                        };
-                        ui.label("Keep-alive TTL");
-                        seconds(ui, &mut draft.ttl_secs, 0.1);
-                        ui.end_row();
-                        ui.label("Check for expired every");
-                        seconds(ui, &mut draft.reap_every_secs, 0.1);
-                        ui.end_row();
-                        ui.label("Delivery timeout");
-                        seconds(ui, &mut draft.delivery_timeout_secs, 0.1);
-                        ui.end_row();
-                        ui.label("Connect timeout");
-                        ui.horizontal(|ui| {
-                            seconds(ui, &mut draft.connect_timeout_secs, 0.1);
-                            ui.weak("(at next start)");
-                        });
-                        ui.end_row();
-                        ui.label("Listen on");
-                        ui.text_edit_singleline(&mut draft.bind);
-                        ui.end_row();
-                        ui.label("Theme");
-                        ui.horizontal(|ui| {
-                            ui.radio_value(&mut draft.dark, true, "Dark");
-                            ui.radio_value(&mut draft.dark, false, "Light");
-                        });
-                        ui.end_row();
-                    });
-                if let Some(error) = &self.draft_error {
-                    ui.colored_label(theme::FAILED, error);
-                }
-                ui.horizontal(|ui| {
-                    apply = ui.button("Apply").clicked();
-                    ui.weak("Remembered for next time");
-                });
-            });
-        if apply && let Some(draft) = self.draft.clone() {
-            self.apply_settings(draft, ctx);
-        }
-        if !open {
-            self.draft = None;
-        }
-    }
-
-    fn apply_settings(&mut self, draft: Settings, ctx: &egui::Context) {
-        let bind: SocketAddr = match draft.bind.parse() {
-            Ok(bind) => bind,
-            Err(_) => {
-                self.draft_error = Some(format!(
-                    "{:?} is not an address to listen on; write IP:PORT, e.g. 127.0.0.1:3000",
-                    draft.bind
-                ));
-                return;
+        let (hub, runtime) = (self.backend.hub(), self.backend.runtime());
+        match action {
+            Action::Notice(text) => self.top_bar.notify(text),
+            Action::ExportLog => self.files.export_log(hub, runtime, ctx),
+            Action::LoadFile => self.files.load_file(runtime, ctx),
+            Action::StartTestSubscriber => {
+                let ctx = ctx.clone();
+                let wake = Arc::new(move || ctx.request_repaint());
+                self.test_subscriber.start(hub, runtime, wake);
             }
-        };
-        let hub = self.backend.hub();
-        hub.set_ttl(Duration::from_secs_f64(draft.ttl_secs));
-        hub.set_reap_every(Duration::from_secs_f64(draft.reap_every_secs));
-        self.backend
-            .set_delivery_timeout(Duration::from_secs_f64(draft.delivery_timeout_secs));
-        ctx.set_theme(if draft.dark {
-            egui::Theme::Dark
-        } else {
-            egui::Theme::Light
-        });
-        if draft.bind != self.settings.bind {
-            self.backend.listen(bind, ctx);
-        }
-        self.settings = draft;
-        self.draft = None;
-        self.draft_error = None;
-        self.notify("Settings applied");
-    }
-
-    fn listen_at(&mut self, text: String, ctx: &egui::Context) {
-        match text.trim().parse::<SocketAddr>() {
-            Ok(addr) => {
+            Action::StopTestSubscriber => self.test_subscriber.stop(),
+            Action::Listen(addr) => {
                 self.backend.listen(addr, ctx);
                 self.settings.bind = addr.to_string();
             }
-            Err(_) => self.notify(format!("{text:?} is not IP:PORT, e.g. 127.0.0.1:3001")),
+            Action::ToggleTheme => {
+                self.settings.dark = !self.settings.dark;
+                theme::set(ctx, self.settings.dark);
+            }
+            Action::OpenSettings => self.settings_window.open(&self.settings),
+            Action::ApplySettings(settings, bind) => self.apply_settings(settings, bind, ctx),
         }
+    }
+
+    fn apply_settings(&mut self, settings: Settings, bind: SocketAddr, ctx: &egui::Context) {
+        let hub = self.backend.hub();
+        hub.set_ttl(settings.ttl());
+        hub.set_reap_every(settings.reap_every());
+        self.backend
+            .set_delivery_timeout(settings.delivery_timeout());
+        theme::set(ctx, settings.dark);
+        if settings.bind != self.settings.bind {
+            self.backend.listen(bind, ctx);
+        }
+        self.settings = settings;
+        self.top_bar.notify("Settings applied");
     }
 
     fn poll_files(&mut self) {
@@ -505,16 +202,13 @@ impl HeraldApp {
                     || path.display().to_string(),
                     |n| n.to_string_lossy().into_owned(),
                 );
-                self.notify(format!("Loaded {name} ({})", format::size(bytes.len())));
+                let notice = format!("Loaded {name} ({})", format::size(bytes.len()));
+                self.top_bar.notify(notice);
                 self.compose.load(name, bytes);
             }
-            Some(FileDone::Notice(text)) => self.notify(text),
+            Some(FileDone::Notice(text)) => self.top_bar.notify(text),
             None => {}
         }
-    }
-
-    fn notify(&mut self, text: impl Into<String>) {
-        self.notice = Some((text.into(), Instant::now()));
     }
 }
 
@@ -534,23 +228,5 @@ impl eframe::App for HeraldApp {
             egui::Visuals::light()
         };
         theme.panel_fill.to_normalized_gamma_f32()
-    }
-}
-
-/// A small filled circle: green when listening, red when not.
-fn status_dot(ui: &mut egui::Ui, colour: egui::Color32) -> egui::Response {
-    let (rect, response) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
-    ui.painter().circle_filled(rect.center(), 5.0, colour);
-    response
-}
-
-/// The same address one port up: the likeliest free one next to a busy one.
-fn next_port(bind: &str) -> String {
-    match bind.parse::<SocketAddr>() {
-        Ok(mut addr) => {
-            addr.set_port(addr.port().wrapping_add(1).max(1));
-            addr.to_string()
-        }
-        Err(_) => "127.0.0.1:3001".to_owned(),
     }
 }

@@ -21,7 +21,7 @@ const MAX_EVENT_REPAINTS: Duration = Duration::from_millis(33);
 
 /// Where the HTTP server stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenState {
+pub(crate) enum ListenState {
     Starting(SocketAddr),
     Listening { url: String, token: Option<String> },
     Failed { addr: SocketAddr, error: String },
@@ -54,11 +54,11 @@ impl Backend {
         &self.hub
     }
 
-    pub fn runtime(&self) -> &Handle {
+    pub(crate) fn runtime(&self) -> &Handle {
         &self.runtime
     }
 
-    pub fn listen_state(&self) -> ListenState {
+    pub(crate) fn listen_state(&self) -> ListenState {
         self.listen.lock().clone()
     }
 
@@ -102,14 +102,14 @@ impl Backend {
     }
 
     /// Changes the whole-delivery timeout from the next attempt on.
-    pub fn set_delivery_timeout(&self, timeout: Duration) {
+    pub(crate) fn set_delivery_timeout(&self, timeout: Duration) {
         if let Some(service) = self.service.lock().as_ref() {
             service.dispatcher().set_timeout(timeout);
         }
     }
 
     /// Repaints the window when the hub changes, at most ~30 times a second.
-    pub fn repaint_on_hub_events(&self, ctx: &egui::Context) {
+    pub(crate) fn repaint_on_hub_events(&self, ctx: &egui::Context) {
         let mut events = self.hub.events();
         let stopping = self.hub.stopping();
         let ctx = ctx.clone();
@@ -130,7 +130,7 @@ impl Backend {
     }
 
     /// The service, for shutting it down once the window is gone.
-    pub fn take_service(&self) -> Option<Service> {
+    pub(crate) fn take_service(&self) -> Option<Service> {
         self.service.lock().take()
     }
 }

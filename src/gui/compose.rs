@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use egui::RichText;
 
+use super::action::Action;
 use super::{format, theme};
 use crate::hub::{Hub, Source};
 
@@ -31,22 +32,16 @@ const CONTENT_TYPES: [&str; 4] = [
     "(none)",
 ];
 
-/// What the compose box asks the app to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComposeAction {
-    LoadFile,
-}
-
-pub struct Compose {
-    pub text: String,
-    pub content_type: String,
+pub(crate) struct Compose {
+    text: String,
+    content_type: String,
     /// A loaded file that is not text: published as is instead of `text`.
     binary: Option<(String, Bytes)>,
     /// Where the JSON stops making sense, checked when the text changes.
     json_error: Option<String>,
     checked: Option<(String, String)>,
     /// What the last publish did.
-    pub result: Option<(String, bool)>,
+    result: Option<(String, bool)>,
 }
 
 impl Default for Compose {
@@ -90,7 +85,7 @@ impl Compose {
     }
 
     /// Puts a loaded file in the box: text is editable, anything else is sent as is.
-    pub fn load(&mut self, name: String, bytes: Vec<u8>) {
+    pub(crate) fn load(&mut self, name: String, bytes: Vec<u8>) {
         match String::from_utf8(bytes) {
             Ok(text) => {
                 self.text = text;
@@ -104,12 +99,12 @@ impl Compose {
         self.checked = None;
     }
 
-    pub fn compose_ui(
+    pub(crate) fn compose_ui(
         &mut self,
         ui: &mut egui::Ui,
         hub: &Hub,
         files_busy: bool,
-    ) -> Option<ComposeAction> {
+    ) -> Option<Action> {
         self.check();
         let mut action = None;
         ui.horizontal(|ui| {
@@ -148,7 +143,7 @@ impl Compose {
                 .add_enabled(!files_busy, egui::Button::new("Load file…"))
                 .clicked()
             {
-                action = Some(ComposeAction::LoadFile);
+                action = Some(Action::LoadFile);
             }
         });
         let publish_shortcut =

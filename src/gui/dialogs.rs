@@ -14,7 +14,7 @@ use crate::hub::Hub;
 
 /// What a finished file task reports.
 #[derive(Debug)]
-pub enum FileDone {
+pub(crate) enum FileDone {
     /// A file was loaded for the compose box.
     Loaded { path: PathBuf, bytes: Vec<u8> },
     /// Something to tell the user: a save went through, or why nothing happened.
@@ -23,17 +23,17 @@ pub enum FileDone {
 
 /// One file task in flight at a time; the GUI polls it every frame.
 #[derive(Default)]
-pub struct Files {
+pub(crate) struct Files {
     pending: Option<mpsc::Receiver<FileDone>>,
 }
 
 impl Files {
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         self.pending.is_some()
     }
 
     /// The task's result, once it has one.
-    pub fn poll(&mut self) -> Option<FileDone> {
+    pub(crate) fn poll(&mut self) -> Option<FileDone> {
         let done = self.pending.as_ref()?.try_recv();
         match done {
             Ok(done) => {
@@ -50,7 +50,7 @@ impl Files {
 
     /// Asks where to save the message log, then writes it there as NDJSON. Without any
     /// file dialog on this desktop it saves to the home folder and says so.
-    pub fn export_log(&mut self, hub: &Hub, runtime: &Handle, ctx: &egui::Context) {
+    pub(crate) fn export_log(&mut self, hub: &Hub, runtime: &Handle, ctx: &egui::Context) {
         let hub = hub.clone();
         self.run(runtime, ctx, move || {
             let name = format!("herald-log-{}.ndjson", file_stamp());
@@ -82,7 +82,7 @@ impl Files {
     }
 
     /// Asks for a file to publish and reads it.
-    pub fn load_file(&mut self, runtime: &Handle, ctx: &egui::Context) {
+    pub(crate) fn load_file(&mut self, runtime: &Handle, ctx: &egui::Context) {
         self.run(runtime, ctx, || {
             if !dialog_available() {
                 return FileDone::Notice(

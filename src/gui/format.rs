@@ -4,13 +4,13 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 /// `18:42:05.123` (UTC): the console shows times of day, the date is rarely news.
-pub fn time_of_day(at: SystemTime) -> String {
+pub(crate) fn time_of_day(at: SystemTime) -> String {
     let text = humantime::format_rfc3339_millis(at).to_string();
     text.get(11..23).unwrap_or(&text).to_owned()
 }
 
 /// `4s`, `2m 05s`, `1h 02m`.
-pub fn age(duration: Duration) -> String {
+pub(crate) fn age(duration: Duration) -> String {
     let secs = duration.as_secs();
     match secs {
         0..60 => format!("{secs}s"),
@@ -19,7 +19,7 @@ pub fn age(duration: Duration) -> String {
     }
 }
 
-pub fn size(bytes: usize) -> String {
+pub(crate) fn size(bytes: usize) -> String {
     match bytes {
         0..1024 => format!("{bytes} B"),
         1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
@@ -27,7 +27,7 @@ pub fn size(bytes: usize) -> String {
     }
 }
 
-pub fn latency(duration: Duration) -> String {
+pub(crate) fn latency(duration: Duration) -> String {
     let ms = duration.as_secs_f64() * 1000.0;
     if ms < 10.0 {
         format!("{ms:.1} ms")
@@ -37,7 +37,7 @@ pub fn latency(duration: Duration) -> String {
 }
 
 /// How a payload is shown: pretty JSON, text, or a hex dump, cut at `limit` bytes.
-pub fn payload(body: &[u8], limit: usize) -> (String, &'static str) {
+pub(crate) fn payload(body: &[u8], limit: usize) -> (String, &'static str) {
     let shown = &body[..body.len().min(limit)];
     let cut = if body.len() > limit {
         format!("\n… {} more bytes not shown", body.len() - limit)
@@ -57,7 +57,7 @@ pub fn payload(body: &[u8], limit: usize) -> (String, &'static str) {
 }
 
 /// Offset, sixteen hex bytes, and their printable ASCII, per line.
-pub fn hex_dump(bytes: &[u8]) -> String {
+fn hex_dump(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 4);
     for (line, chunk) in bytes.chunks(16).enumerate() {
         write!(out, "{:08x}  ", line * 16).ok();
@@ -81,7 +81,12 @@ pub fn hex_dump(bytes: &[u8]) -> String {
 }
 
 /// A shell command that publishes `body` to the hub at `url` again.
-pub fn curl(url: &str, content_type: Option<&str>, body: &[u8], token: Option<&str>) -> String {
+pub(crate) fn curl(
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    token: Option<&str>,
+) -> String {
     let mut command = String::new();
     let data = match std::str::from_utf8(body) {
         Ok(text) => format!("--data-binary {}", shell_quote(text)),
@@ -118,7 +123,7 @@ fn shell_quote(text: &str) -> String {
 }
 
 /// `text` with its first letter capitalised, to stand alone as a status line.
-pub fn sentence(text: &str) -> String {
+pub(crate) fn sentence(text: &str) -> String {
     let mut chars = text.chars();
     chars
         .next()

@@ -1,70 +1,55 @@
 //! The message log: newest first, one row per message with a coloured delivery summary;
 //! the selected message's payload and every delivery below it.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egui::RichText;
 use egui_extras::{Column, TableBuilder};
 
+use super::action::Action;
 use super::format;
+use super::search::LogSearch;
 use super::theme;
 use crate::hub::{DeliveryError, Hub, MessageId, MessageRecord, Outcome};
 
 /// Bytes of a payload shown in the details view; the rest is summarised.
 const SHOWN_PAYLOAD: usize = 64 * 1024;
-/// Bytes of each body that search looks through.
-const SEARCHED_PAYLOAD: usize = 4 * 1024;
-
-/// What the log panel asks the app to do (things that need more than the hub).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogAction {
-    Export,
-    Notice(String),
-}
+/// Search results are brought up to date at most this often.
+const SEARCH_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
-pub struct LogPanel {
-    pub search: String,
-    pub selected: Option<MessageId>,
-    /// While searching: the matching messages as of `seen_version`, newest first.
-    rows: Vec<Arc<MessageRecord>>,
-    seen_version: u64,
-    seen_at: Option<Instant>,
-    seen_search: String,
+pub(crate) struct LogPanel {
+    search: String,
+    selected: Option<MessageId>,
+    /// While searching: the matching messages.
+    found: Option<LogSearch>,
     /// The selected payload, rendered once on selection rather than every frame.
     payload: Option<(MessageId, String, &'static str)>,
     resend_to: String,
 }
 
 impl LogPanel {
-    /// With a search, keeps the matching messages (re-read at most twice a second, as
-    /// searching reads bodies). Without one, rows are read from the hub as they are drawn,
-    /// so a log of 100,000 messages is never copied.
+    /// With a search, keeps the matching messages: the whole log is searched when the
+    /// search text changes, and after that, when the hub changed (at most twice a second),
+    /// only the messages logged since. Without a search, rows are read from the hub as
+    /// they are drawn, so a log of 100,000 messages is never copied.
     fn refresh(&mut self, hub: &Hub) {
         if self.search.is_empty() {
-            self.rows.clear();
-            self.seen_search.clear();
+            self.found = None;
             return;
         }
-        let version = hub.version();
-        let due = self
-            .seen_at
-            .is_none_or(|at| at.elapsed() >= Duration::from_millis(500));
-        if !(due && version != self.seen_version) && self.search == self.seen_search {
-            return;
+        match &mut self.found {
+            Some(found) if found.text() == self.search => {
+                let (version, at) = found.updated();
+                if version != hub.version() && at.elapsed() >= SEARCH_EVERY {
+                    found.update(hub);
+                }
+            }
+            found => found.insert(LogSearch::new(&self.search)).update(hub),
         }
-        let needle = self.search.to_lowercase();
-        let mut rows = hub.messages(None, usize::MAX);
-        rows.retain(|m| matches(m, &needle));
-        self.rows = rows;
-        self.seen_version = version;
-        self.seen_at = Some(Instant::now());
-        self.seen_search = self.search.clone();
     }
 
-    pub fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<LogAction> {
-        self.refresh(hub);
+    pub(crate) fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<Action> {
         let mut action = None;
         ui.horizontal(|ui| {
             ui.heading("Messages");
@@ -81,7 +66,7 @@ impl LogPanel {
                 .on_hover_text("Save the log as NDJSON, one message per line")
                 .clicked()
             {
-                action = Some(LogAction::Export);
+                action = Some(Action::ExportLog);
             }
             if ui
                 .button("Clear")
@@ -90,22 +75,18 @@ impl LogPanel {
             {
                 hub.clear_log();
                 self.selected = None;
-                self.rows.clear();
-                self.seen_at = None;
+                self.found = None;
             }
         });
         ui.add_space(4.0);
+        self.refresh(hub);
         self.table_ui(ui, hub);
         action
     }
 
     fn table_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
-        let searching = !self.search.is_empty();
-        let count = if searching {
-            self.rows.len()
-        } else {
-            hub.logged_messages()
-        };
+        let found = self.found.as_ref();
+        let count = found.map_or_else(|| hub.logged_messages(), |found| found.rows().len());
         let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         let mut clicked = None;
         // A click anywhere on a row selects it, so its labels must not take the click.
@@ -131,10 +112,9 @@ impl LogPanel {
             })
             .body(|body| {
                 body.rows(row_height, count, |mut row| {
-                    let message = if searching {
-                        self.rows.get(row.index()).cloned()
-                    } else {
-                        hub.nth_newest_message(row.index())
+                    let message = match found {
+                        Some(found) => found.rows().get(row.index()).cloned(),
+                        None => hub.nth_newest_message(row.index()),
                     };
                     // The log can shrink between counting and drawing (cleared, evicted).
                     let Some(message) = message else {
@@ -168,13 +148,13 @@ impl LogPanel {
     }
 
     /// The selected message: payload, deliveries, and what can be done with it.
-    pub fn details_ui(
+    pub(crate) fn details_ui(
         &mut self,
         ui: &mut egui::Ui,
         hub: &Hub,
         url: Option<&str>,
         token: Option<&str>,
-    ) -> Option<LogAction> {
+    ) -> Option<Action> {
         let Some(message) = self.selected.and_then(|id| hub.message(id)) else {
             ui.centered_and_justified(|ui| {
                 ui.weak("Select a message to see its payload and every delivery");
@@ -229,7 +209,7 @@ impl LogPanel {
                 let command =
                     format::curl(url, message.content_type.as_deref(), &message.body, token);
                 ui.ctx().copy_text(command);
-                action = Some(LogAction::Notice("cURL command copied".to_owned()));
+                action = Some(Action::Notice("cURL command copied".to_owned()));
             }
         });
         ui.separator();
@@ -301,24 +281,12 @@ impl LogPanel {
     }
 }
 
-fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> LogAction {
-    LogAction::Notice(match hub.resend(id, to) {
+fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> Action {
+    Action::Notice(match hub.resend(id, to) {
         Ok(1) => "Resent to 1 subscriber".to_owned(),
         Ok(n) => format!("Resent to {n} subscribers"),
         Err(err) => format!("Not resent: {err}"),
     })
-}
-
-fn matches(message: &MessageRecord, needle: &str) -> bool {
-    let body = &message.body[..message.body.len().min(SEARCHED_PAYLOAD)];
-    message
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.to_lowercase().contains(needle))
-        || message.source.to_string().contains(needle)
-        || String::from_utf8_lossy(body)
-            .to_lowercase()
-            .contains(needle)
 }
 
 /// "3 ok · 1 failed · 2 pending", each in its colour.

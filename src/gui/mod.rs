@@ -6,6 +6,7 @@
 //! runtime. Hub events wake the window; otherwise it repaints once a second for the
 //! ticking keep-alive ages.
 
+mod action;
 mod app;
 mod backend;
 mod compose;
@@ -13,15 +14,18 @@ mod dialogs;
 mod format;
 mod log;
 mod plot;
+mod search;
+mod settings;
 mod subscribers;
 mod test_subscriber;
 mod theme;
+mod top_bar;
 
 use std::sync::{Arc, OnceLock};
 
-pub use app::{HeraldApp, SETTINGS_KEY, Settings};
-pub use backend::{Backend, ListenState};
-pub use test_subscriber::{TestState, TestSubscriber};
+pub use app::HeraldApp;
+pub use backend::Backend;
+pub use settings::{SETTINGS_KEY, Settings};
 
 use crate::config::Config;
 

@@ -11,7 +11,7 @@ use crate::hub::Hub;
 const WINDOW: usize = 60;
 
 #[derive(Default)]
-pub struct Rates {
+pub(crate) struct Rates {
     /// (seconds since start, deliveries per second, mean latency in ms) per second.
     samples: VecDeque<[f64; 3]>,
     start: Option<Instant>,
@@ -20,7 +20,7 @@ pub struct Rates {
 
 impl Rates {
     /// Takes a sample once a second; cheap to call every frame.
-    pub fn sample(&mut self, hub: &Hub) {
+    pub(crate) fn sample(&mut self, hub: &Hub) {
         let now = Instant::now();
         let start = *self.start.get_or_insert(now);
         if self
@@ -54,11 +54,11 @@ impl Rates {
     }
 
     /// Whether anything was delivered in the last minute (so the plots still move).
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.samples.iter().any(|s| s[1] > 0.0)
     }
 
-    pub fn plots_ui(&self, ui: &mut egui::Ui) {
+    pub(crate) fn plots_ui(&self, ui: &mut egui::Ui) {
         let height = ui.available_height().max(60.0);
         let width = ui.available_width() / 2.0 - 6.0;
         ui.horizontal(|ui| {

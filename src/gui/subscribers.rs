@@ -7,11 +7,12 @@ use egui::RichText;
 use egui_extras::{Column, TableBuilder};
 
 use super::format;
+use super::search::Needle;
 use super::theme;
 use crate::hub::{Hub, RemovalReason, SubscriberState, SubscriberView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortKey {
+enum SortKey {
     Address,
     Registered,
     Age,
@@ -20,8 +21,8 @@ pub enum SortKey {
     Failed,
 }
 
-pub struct SubscribersPanel {
-    pub filter: String,
+pub(crate) struct SubscribersPanel {
+    filter: String,
     sort: SortKey,
     descending: bool,
     add_address: String,
@@ -50,9 +51,13 @@ impl Default for SubscribersPanel {
 }
 
 impl SubscribersPanel {
-    /// Re-reads the hub when it changed, at most ten times a second (once a second for a
-    /// hub of thousands, where a copy costs milliseconds), and at least once a second, so
-    /// the hub is never copied on every frame.
+    /// Re-reads the hub when it changed, at most ten times a second (once a second beyond
+    /// a thousand subscribers, where a copy costs milliseconds), so the hub is never copied
+    /// on every frame. Also once a second when its version did not move, for queue
+    /// depths: they change without a bump (the fan-out task queues after the publish was
+    /// announced, and a worker takes a job silently), as do leases when the TTL is set.
+    /// Ages and expiry bars move on their own: they are worked out from the stored times
+    /// as rows are drawn.
     fn refresh(&mut self, hub: &Hub) {
         let version = hub.version();
         let settings = (self.filter.clone(), self.sort, self.descending);
@@ -69,11 +74,11 @@ impl SubscribersPanel {
         if !(stale || changed || settings != self.seen_filter) {
             return;
         }
-        let needle = self.filter.to_lowercase();
+        let needle = Needle::new(&self.filter);
         let mut rows: Vec<SubscriberView> = hub
             .subscribers()
             .into_iter()
-            .filter(|s| needle.is_empty() || s.address.to_lowercase().contains(&needle))
+            .filter(|s| needle.is_in(s.address.as_bytes()))
             .collect();
         rows.sort_by(|a, b| {
             let order = match self.sort {
@@ -98,7 +103,7 @@ impl SubscribersPanel {
         self.seen_filter = settings;
     }
 
-    pub fn subscribers_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
+    pub(crate) fn subscribers_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
         self.refresh(hub);
         ui.horizontal(|ui| {
             ui.heading("Subscribers");

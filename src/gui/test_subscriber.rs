@@ -1,176 +1,69 @@
-//! A subscriber built into the console, so a person sees a whole round trip (publish,
-//! fan-out over HTTP, receipt) with no other service running.
+//! The test subscriber's panel: a switch, where it listens, and what it received.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use egui::RichText;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use bytes::Bytes;
-use parking_lot::Mutex;
-use tokio::net::TcpListener;
-use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
+use super::action::Action;
+use super::{format, theme};
+use crate::server::{TestState, TestSubscriber};
 
-use crate::hub::{Hub, RemovalReason};
+/// Received messages listed, newest first.
+const LISTED: usize = 20;
 
-/// Received messages kept for display.
-const KEEP: usize = 100;
-
-/// One request the test subscriber received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: SystemTime,
-    pub content_type: Option<String>,
-    pub body: Bytes,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum TestState {
-    #[default]
-    Off,
-    Starting,
-    /// Registered with the hub under this address.
-    On(String),
-    Failed(String),
-}
-
-#[derive(Default)]
-struct Inner {
-    state: TestState,
-    received: VecDeque<Received>,
-    /// Stops the server and its keep-alive loop.
-    stop: Option<CancellationToken>,
-}
-
-/// Cheap to clone; every clone drives the same subscriber.
-#[derive(Clone, Default)]
-pub struct TestSubscriber {
-    inner: Arc<Mutex<Inner>>,
-}
-
-impl TestSubscriber {
-    pub fn state(&self) -> TestState {
-        self.inner.lock().state.clone()
-    }
-
-    /// Newest first.
-    pub fn received(&self) -> Vec<Received> {
-        self.inner.lock().received.iter().rev().cloned().collect()
-    }
-
-    pub fn received_count(&self) -> usize {
-        self.inner.lock().received.len()
-    }
-
-    /// Starts a server on 127.0.0.1 and registers it with `hub`, refreshing its
-    /// keep-alive well within the hub's TTL.
-    pub fn start(&self, hub: &Hub, runtime: &Handle, ctx: &egui::Context) {
-        let stop = CancellationToken::new();
+pub(crate) fn test_subscriber_ui(ui: &mut egui::Ui, subscriber: &TestSubscriber) -> Option<Action> {
+    let state = subscriber.state();
+    let mut action = None;
+    ui.horizontal(|ui| {
+        let mut on = matches!(state, TestState::On(_) | TestState::Starting);
+        if ui
+            .checkbox(&mut on, "Test subscriber")
+            .on_hover_text("A subscriber inside Herald that shows what it receives")
+            .changed()
         {
-            let mut inner = self.inner.lock();
-            if matches!(inner.state, TestState::Starting | TestState::On(_)) {
-                return;
-            }
-            inner.state = TestState::Starting;
-            inner.stop = Some(stop.clone());
-        }
-        let this = self.clone();
-        let hub = hub.clone();
-        let ctx = ctx.clone();
-        runtime.spawn(async move {
-            let state = match this.serve(&hub, &ctx, stop).await {
-                Ok(address) => TestState::On(address),
-                Err(error) => TestState::Failed(error),
-            };
-            this.inner.lock().state = state;
-            ctx.request_repaint();
-        });
-    }
-
-    async fn serve(
-        &self,
-        hub: &Hub,
-        ctx: &egui::Context,
-        stop: CancellationToken,
-    ) -> Result<String, String> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|err| format!("cannot listen on 127.0.0.1: {err}"))?;
-        let address = listener
-            .local_addr()
-            .map_err(|err| err.to_string())?
-            .to_string();
-        let app = Router::new()
-            .fallback(receive)
-            .with_state((self.clone(), ctx.clone()));
-        let serving = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-                .ok();
-        });
-        hub.subscribe(&address).map_err(|err| err.to_string())?;
-        let hub = hub.clone();
-        let keep_alive = address.clone();
-        tokio::spawn(async move {
-            loop {
-                let every = (hub.ttl() / 3).max(Duration::from_millis(100));
-                tokio::select! {
-                    () = stop.cancelled() => {
-                        hub.remove(&keep_alive, RemovalReason::Deregistered);
-                        return;
-                    }
-                    () = tokio::time::sleep(every) => {
-                        if hub.subscribe(&keep_alive).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(address)
-    }
-
-    /// Deregisters and stops the server.
-    pub fn stop(&self) {
-        let mut inner = self.inner.lock();
-        if let Some(stop) = inner.stop.take() {
-            stop.cancel();
-        }
-        inner.state = TestState::Off;
-    }
-
-    fn record(&self, received: Received) {
-        let mut inner = self.inner.lock();
-        if inner.received.len() == KEEP {
-            inner.received.pop_front();
-        }
-        inner.received.push_back(received);
-    }
-}
-
-async fn receive(
-    State((subscriber, ctx)): State<(TestSubscriber, egui::Context)>,
-    request: Request,
-) -> StatusCode {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    match axum::body::to_bytes(request.into_body(), usize::MAX).await {
-        Ok(body) => {
-            subscriber.record(Received {
-                at: SystemTime::now(),
-                content_type,
-                body,
+            action = Some(if on {
+                Action::StartTestSubscriber
+            } else {
+                Action::StopTestSubscriber
             });
-            ctx.request_repaint();
-            StatusCode::NO_CONTENT
         }
-        Err(_) => StatusCode::BAD_REQUEST,
+        match &state {
+            TestState::On(address) => {
+                ui.weak(format!(
+                    "at {address} · received {}",
+                    subscriber.received_count()
+                ));
+            }
+            TestState::Starting => {
+                ui.spinner();
+            }
+            TestState::Failed(error) => {
+                ui.colored_label(theme::FAILED, error);
+            }
+            TestState::Off => {}
+        }
+    });
+    if let TestState::On(_) = state {
+        let received = subscriber.received(LISTED);
+        egui::ScrollArea::vertical()
+            .id_salt("test_received")
+            .max_height(90.0)
+            .show(ui, |ui| {
+                if received.is_empty() {
+                    ui.weak("Nothing received yet: publish something");
+                }
+                for item in &received {
+                    let preview: String = String::from_utf8_lossy(&item.body)
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(90)
+                        .collect();
+                    ui.horizontal(|ui| {
+                        ui.label(RichText::new(format::time_of_day(item.at)).weak());
+                        ui.label(format!("Received {}", format::size(item.body.len())));
+                        ui.weak(item.content_type.as_deref().unwrap_or("–"));
+                        ui.monospace(preview);
+                    });
+                }
+            });
     }
+    action
 }

@@ -11,6 +11,7 @@ mod metrics;
 mod publish;
 mod query;
 mod seed;
+mod test_subscriber;
 
 use std::io;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 pub use api::log_ndjson;
+pub use test_subscriber::{TestState, TestSubscriber};
 
 use crate::hub::Hub;
 use error::{Dialect, HttpError};

@@ -8,8 +8,9 @@ use egui::accesskit::Toggled;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
 use herald::Config;
-use herald::gui::{Backend, HeraldApp, Settings, TestState};
+use herald::gui::{Backend, HeraldApp, Settings};
 use herald::hub::{HubEvent, RemovalReason};
+use herald::server::TestState;
 use tokio::runtime::Runtime;
 
 use crate::utils::{PATIENCE, Receiver};

@@ -1,0 +1,23 @@
+//! What a panel asks the app to do when it needs more than the hub and its own state: the
+//! runtime, the files, other panels or the top bar. The app carries it out as soon as the
+//! panel's UI code returns, within the same frame.
+
+use std::net::SocketAddr;
+
+use super::settings::Settings;
+
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Show this in the top bar for a while.
+    Notice(String),
+    ExportLog,
+    LoadFile,
+    StartTestSubscriber,
+    StopTestSubscriber,
+    /// Serve here from now on.
+    Listen(SocketAddr),
+    ToggleTheme,
+    OpenSettings,
+    /// Put these settings in force; `bind` is theirs, parsed.
+    ApplySettings(Settings, SocketAddr),
+}
