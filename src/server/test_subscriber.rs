@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, RemovalReason};
 
+/// Largest body it takes: it keeps what it receives, so not without end.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
 /// Received messages kept for display.
 const KEEP: usize = 100;
 
@@ -113,7 +116,7 @@ impl TestSubscriber {
             .to_string();
         let app = Router::new()
             .fallback(receive)
-            .with_state((self.clone(), wake));
+            .with_state((self.clone(), wake.clone()));
         let serving = stop.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -121,9 +124,13 @@ impl TestSubscriber {
                 .await
                 .ok();
         });
-        hub.subscribe(&address).map_err(|err| err.to_string())?;
+        if let Err(err) = hub.subscribe(&address) {
+            stop.cancel();
+            return Err(err.to_string());
+        }
         let hub = hub.clone();
         let keep_alive = address.clone();
+        let this = self.clone();
         tokio::spawn(async move {
             loop {
                 let every = (hub.ttl() / 3).max(Duration::from_millis(100));
@@ -133,7 +140,12 @@ impl TestSubscriber {
                         return;
                     }
                     () = tokio::time::sleep(every) => {
-                        if hub.subscribe(&keep_alive).is_err() {
+                        if let Err(err) = hub.subscribe(&keep_alive) {
+                            // Say so, rather than look "on" while the hub has dropped it.
+                            stop.cancel();
+                            this.inner.lock().state =
+                                TestState::Failed(format!("the hub refused its keep-alive: {err}"));
+                            wake();
                             return;
                         }
                     }
@@ -169,7 +181,7 @@ async fn receive(
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+    match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(body) => {
             subscriber.record(Received {
                 at: SystemTime::now(),
