@@ -1,6 +1,7 @@
 //! The per-subscriber delivery loop: one message at a time, in order, with retries,
 //! suspension of a subscriber that keeps failing, and probing until it recovers.
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -262,6 +263,9 @@ impl Worker {
                 .header(WEBHOOK_TIMESTAMP_HEADER, timestamp)
                 .header(WEBHOOK_SIGNATURE_HEADER, signature);
         }
+        if let Some(reason) = self.loops_back(&subscriber.target).await {
+            return (Outcome::Failed(DeliveryError::Blocked(reason)), None);
+        }
         // Held until the body is read, so the connection is back in the pool for the next
         // worker at this origin. The wait for it is not part of the delivery's timeout.
         // (Nothing closes the semaphore, so acquiring fails never.)
@@ -293,6 +297,26 @@ impl Worker {
             Outcome::Failed(DeliveryError::Status { status, latency })
         };
         (outcome, after)
+    }
+
+    /// Why a delivery to `target` would reach this hub itself, whatever name leads there
+    /// (an `/etc/hosts` alias, a port the hub has since moved to). The registration check
+    /// knows only the spelling; this looks at the addresses, just before connecting.
+    async fn loops_back(&self, target: &Url) -> Option<String> {
+        let port = target.port_or_known_default()?;
+        if self.hub.own_addr()?.port() != port {
+            return None;
+        }
+        let addrs: Vec<SocketAddr> = match target.host()? {
+            url::Host::Ipv4(ip) => vec![SocketAddr::from((ip, port))],
+            url::Host::Ipv6(ip) => vec![SocketAddr::from((ip, port))],
+            // A failed lookup is the request's own failure to report, not a loop.
+            url::Host::Domain(name) => tokio::net::lookup_host((name, port)).await.ok()?.collect(),
+        };
+        let own = addrs.into_iter().find(|addr| self.hub.is_own_addr(*addr))?;
+        Some(format!(
+            "{target} reaches {own}, this hub's own address; delivering there would loop"
+        ))
     }
 
     fn classify(&self, err: &reqwest::Error, timeout: Duration) -> DeliveryError {

@@ -103,6 +103,19 @@ impl TargetPolicy {
     }
 }
 
+impl TargetPolicy {
+    /// Whether connecting to `addr` reaches this hub's own listening socket.
+    pub fn is_own(&self, addr: SocketAddr) -> bool {
+        let Some(own) = self.own_addr else {
+            return false;
+        };
+        let (ip, own_ip) = (reached(addr.ip()), reached(own.ip()));
+        addr.port() == own.port()
+            && (ip == own_ip
+                || (own_ip.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+    }
+}
+
 /// Metadata services outside link-local space: AWS's IPv6 one, Alibaba Cloud's and
 /// Oracle Cloud's.
 const METADATA: [IpAddr; 3] = [

@@ -127,6 +127,16 @@ impl Hub {
         self.shared.policy.write().own_addr = addr;
     }
 
+    /// Where this hub listens, once it does.
+    pub(crate) fn own_addr(&self) -> Option<SocketAddr> {
+        self.shared.policy.read().own_addr
+    }
+
+    /// Whether connecting to `addr` would reach this hub itself.
+    pub(crate) fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        self.shared.policy.read().is_own(addr)
+    }
+
     /// Registers a subscriber, or refreshes it: its keep-alive, and its secret and lease
     /// when given. Refreshing a suspended subscriber resumes it at once.
     pub fn subscribe<'a>(

@@ -342,3 +342,62 @@ async fn passwords_in_addresses_are_never_shown() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(hub.hub().subscriber_count(), 0);
 }
+
+/// A name other than localhost that /etc/hosts gives an IPv4 loopback address (the
+/// machine's own name, usually), and that address.
+fn loopback_alias() -> (String, std::net::IpAddr) {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    hosts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('#').next()?.split_whitespace();
+            let ip: std::net::IpAddr = fields.next()?.parse().ok()?;
+            (ip.is_ipv4() && ip.is_loopback())
+                .then(|| fields.map(move |name| (name.to_owned(), ip)))
+        })
+        .flatten()
+        .find(|(name, _)| !name.to_ascii_lowercase().contains("localhost"))
+        .expect("this test needs /etc/hosts to give a name other than localhost a loopback address")
+}
+
+#[tokio::test]
+async fn a_loop_through_a_host_alias_is_refused_when_connecting() {
+    let (alias, ip) = loopback_alias();
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = Config {
+        allow_hosts: vec![alias.clone()],
+        retry_schedule: herald::config::RetrySchedule(Vec::new()),
+        ..Config::default()
+    };
+    let service = Service::start_on(listener, &config).unwrap();
+    let hub = service.hub().clone();
+    // The alias passes registration, which sees only a name; the hub listens behind it.
+    let address = format!("http://{alias}:{port}/api/v1/messages/1/resend");
+    hub.subscribe(&address).unwrap();
+    let id = hub
+        .publish(
+            "around and around".into(),
+            None,
+            herald::hub::Source::Console,
+        )
+        .unwrap()
+        .id;
+    crate::utils::eventually("the delivery to finish", || {
+        hub.message(id).unwrap().summary().pending == 0
+    })
+    .await;
+    let deliveries = hub.message(id).unwrap().deliveries();
+    assert_eq!(
+        deliveries.len(),
+        1,
+        "the message was resent: {deliveries:?}"
+    );
+    let DeliveryState::Done(Outcome::Failed(DeliveryError::Blocked(why))) = &deliveries[0].state
+    else {
+        panic!("{:?}", deliveries[0].state);
+    };
+    assert!(why.contains("this hub's own address"), "{why}");
+    assert_eq!(hub.totals().messages, 1);
+    service.shutdown().await;
+}
