@@ -11,6 +11,8 @@
 //!     cargo bench --bench hub -- idle      # one scenario: fanout, idle or isolation
 //!     cargo bench --bench hub -- fanout k=100 secs=20   # one K, longer runs
 //!     cargo bench --bench hub -- idle publishes=150     # 10,000 subscribers, more messages
+//!     cargo bench --bench hub -- payloads               # 1,000 publishes of 1 MiB
+//!     HERALD_BIN=/path/to/herald cargo bench --bench hub -- quick   # another build
 //!
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
 //! cores, so they are a floor for what the hub does on its own.
@@ -114,7 +116,10 @@ struct Hub {
 
 impl Hub {
     async fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        // Another build of Herald (an older commit, say) can be measured by the same bench.
+        let binary =
+            std::env::var("HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
+        let mut child = Command::new(binary)
             .args(["--headless", "--bind", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn,herald::headless=info")
@@ -512,6 +517,40 @@ async fn idle_subscribers(http: &reqwest::Client, count: usize, publishes: usize
     line
 }
 
+/// `count` publishes of `size` bytes to one subscriber: what the log's byte budget holds
+/// the hub's memory to.
+async fn large_payloads(http: &reqwest::Client, count: usize, size: usize) -> String {
+    let tally = Arc::new(Tally::default());
+    let sinks = start_sinks(1, &tally).await;
+    let hub = Hub::start(&["--max-body", "2MiB"]).await;
+    register(http, &hub.url, &[sinks[0].to_string()]).await;
+    let padding = "x".repeat(size.saturating_sub(32));
+    let started = Instant::now();
+    for _ in 0..count {
+        let response = http
+            .post(format!("{}/sendMessage", hub.url))
+            .body(format!("{};{padding}", now_nanos()))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    drain(&tally, count as u64, Duration::from_secs(60)).await;
+    let elapsed = started.elapsed();
+    let (received, _) = tally.reset();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let line = format!(
+        "{count} publishes of {:.0} KiB   delivered {received}/{count} in {:.1} s  hub RSS after {:.1} MiB  peak {:.1} MiB  log holds {} messages",
+        size as f64 / 1024.0,
+        elapsed.as_secs_f64(),
+        hub.rss_mib(),
+        hub.peak_rss_mib(),
+        hub.metric(http, "herald_log_messages ").await,
+    );
+    hub.stop().await;
+    line
+}
+
 async fn isolation(
     http: &reqwest::Client,
     fast: usize,
@@ -558,7 +597,7 @@ async fn isolation(
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
-    // Scenario names to run (fanout, idle, isolation); all when none is named.
+    // Scenario names to run (fanout, idle, isolation, payloads); all when none is named.
     let named: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| ["fanout", "idle", "isolation"].contains(&a.as_str()))
@@ -639,6 +678,9 @@ fn main() {
         }
         if wanted("isolation") {
             println!("{}", isolation(&http, 1000, 300, 10.0, duration).await);
+        }
+        if wanted("payloads") {
+            println!("{}", large_payloads(&http, 1000, 1024 * 1024).await);
         }
     });
 }
