@@ -4,6 +4,7 @@
 //! The client is shared so that connections to a subscriber are pooled and reused; each
 //! worker has at most one request in flight, so a hung subscriber holds up only itself.
 
+mod attempt;
 mod resolver;
 mod signature;
 mod worker;
@@ -122,15 +123,14 @@ impl Launch for Arc<Dispatcher> {
         let config = self.config.clone();
         let timeout = self.timeout.clone();
         let origin_limit = self.origin_limit(&mailbox.subscriber.target);
-        let new_worker = move || {
-            worker::Worker::new(
-                hub.clone(),
-                client.clone(),
-                config.clone(),
-                timeout.clone(),
-                origin_limit.clone(),
-            )
-        };
+        let sender = Arc::new(attempt::Sender::new(
+            hub,
+            client,
+            config,
+            timeout,
+            origin_limit,
+        ));
+        let new_worker = move || worker::Worker::new(sender.clone());
         self.runtime.spawn(worker::supervise(mailbox, new_worker));
     }
 

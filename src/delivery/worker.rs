@@ -1,65 +1,69 @@
-//! The per-subscriber delivery loop: one message at a time, in order, with retries,
-//! suspension of a subscriber that keeps failing, and probing until it recovers.
+//! The per-subscriber delivery loop.
+//!
+//! Deliveries start in publish order, up to the subscriber's `max_in_flight` at once (one
+//! by default). A delivery that fails waits for its retry on its own schedule while the
+//! following ones go out, as the Go design sent every message at once, failing or not; a
+//! subscriber that asked for strict order (`ordered`) has a retrying delivery hold back
+//! the later ones instead. A subscriber whose messages keep failing is suspended: it gets
+//! one probe at a time, with backoff, until one gets through.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio_util::time::DelayQueue;
 
-use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
-use tokio::sync::Semaphore;
-
-use super::DeliveryConfig;
-use super::resolver::blocked_reason;
-use super::signature::sign;
+use super::attempt::{Sender, Verdict, jitter, verdict};
 use crate::hub::{
-    Attempt, DeliveryError, Hub, Job, LiveDuration, Mailbox, MessageRecord, Outcome, RemovalReason,
-    SubscriberShared, clip,
+    Attempt, DeliveryError, DeliveryState, Job, Mailbox, Outcome, RemovalReason, SubscriberShared,
 };
-use crate::wire::{
-    INSTANCE_HEADER, MESSAGE_ID_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
-    WEBHOOK_TIMESTAMP_HEADER, webhook_id,
-};
-
-/// A subscriber's response body is read (so the connection can be reused) up to this
-/// much; a subscriber that answers with more gets its connection closed instead.
-const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 pub(super) struct Worker {
-    hub: Hub,
-    client: reqwest::Client,
-    config: Arc<DeliveryConfig>,
-    /// The dispatcher's whole-delivery timeout, which the console changes live.
-    timeout: Arc<LiveDuration>,
-    /// Shared with every subscriber at the same origin: a permit per request in flight.
-    origin_limit: Arc<Semaphore>,
-    /// The hub's instance id as a header value, made once rather than per request.
-    instance: reqwest::header::HeaderValue,
+    sender: Arc<Sender>,
     /// Messages that ended failed in a row; reaching `suspend_after` suspends.
     failed_in_row: u32,
     /// Wait before the next probe while suspended.
     probe_delay: Duration,
 }
 
-/// The delivery a worker is making, noted where its supervisor can see it.
-pub(super) struct InHand {
-    message: Arc<MessageRecord>,
-    slot: usize,
+/// A delivery taken from the queue, with how far it has got.
+struct Taking {
+    job: Job,
+    /// Attempts made so far.
+    attempts: u32,
+    /// Retries of the schedule used so far (probes while suspended do not count).
+    retries: usize,
 }
 
-/// Runs a subscriber's worker, and a new one whenever one panics: the delivery it had in
-/// hand is recorded as failed with the panic's message, and the rest of the queue is
-/// served by the new worker. Without this, a panic would leave that delivery pending for
-/// ever and close the queue as if the subscriber had left.
+/// The deliveries a worker has taken from the queue and not finished. Kept by its
+/// supervisor rather than the worker, so that a worker that panics loses none of them.
+#[derive(Default)]
+pub(super) struct Taken {
+    /// Being sent, by key.
+    sending: HashMap<u64, Taking>,
+    /// Waiting for their next attempt.
+    waiting: DelayQueue<Taking>,
+    next_key: u64,
+}
+
+/// One attempt in flight: its key in `Taken::sending`, when it started, how it ended and
+/// the wait a `Retry-After` asked for.
+type Sending = BoxFuture<'static, (u64, SystemTime, Outcome, Option<Duration>)>;
+
+/// Runs a subscriber's worker, and a new one whenever one panics: the deliveries it was
+/// sending are recorded as failed with the panic's message, and those waiting to be
+/// retried and the rest of the queue are served by the new worker. Without this, a panic
+/// would leave deliveries pending for ever and close the queue as if the subscriber left.
 pub(super) async fn supervise(mut mailbox: Mailbox, mut new_worker: impl FnMut() -> Worker) {
-    let mut in_hand = None;
+    let mut taken = Taken::default();
     loop {
         let worker = new_worker();
-        let hub = worker.hub.clone();
-        let run = AssertUnwindSafe(worker.run(&mut mailbox, &mut in_hand));
+        let hub = worker.sender.hub.clone();
+        let run = AssertUnwindSafe(worker.run(&mut mailbox, &mut taken));
         let Err(panic) = run.catch_unwind().await else {
             return;
         };
@@ -70,337 +74,238 @@ pub(super) async fn supervise(mut mailbox: Mailbox, mut new_worker: impl FnMut()
             .unwrap_or_else(|| "no message".to_owned());
         let subscriber = &mailbox.subscriber;
         tracing::error!(address = %subscriber.address, "delivery worker panicked ({reason}); a new one takes over");
-        if let Some(InHand { message, slot }) = in_hand.take() {
-            let outcome = Outcome::Failed(DeliveryError::Crashed(reason));
-            hub.finish(&message, slot, subscriber, outcome);
+        for (_, Taking { job, .. }) in taken.sending.drain() {
+            let outcome = Outcome::Failed(DeliveryError::Crashed(reason.clone()));
+            hub.finish(&job.message, job.slot, subscriber, outcome);
         }
     }
 }
 
-/// What to do after one attempt.
-#[derive(Debug, PartialEq)]
-enum Verdict {
-    Done,
-    Retry {
-        after: Option<Duration>,
-    },
-    /// 410: the subscriber asked to be removed.
-    Unsubscribe,
-}
-
 impl Worker {
-    pub(super) fn new(
-        hub: Hub,
-        client: reqwest::Client,
-        config: Arc<DeliveryConfig>,
-        timeout: Arc<LiveDuration>,
-        origin_limit: Arc<Semaphore>,
-    ) -> Self {
-        let instance = reqwest::header::HeaderValue::from_str(hub.instance())
-            .expect("the instance id is hex digits");
+    pub(super) fn new(sender: Arc<Sender>) -> Self {
         Self {
-            hub,
-            client,
-            timeout,
-            origin_limit,
-            instance,
-            probe_delay: config.probe_backoff.0,
-            config,
+            probe_delay: sender.config.probe_backoff.0,
+            sender,
             failed_in_row: 0,
         }
     }
 
-    /// Delivers from `mailbox` until the subscriber leaves. Which delivery is under way is
-    /// noted in `in_hand`, outside the worker, so that if the worker panics its supervisor
-    /// can still record it.
-    async fn run(mut self, mailbox: &mut Mailbox, in_hand: &mut Option<InHand>) {
+    /// Delivers from `mailbox` until the subscriber leaves, then records every delivery
+    /// it still had as not delivered.
+    async fn run(mut self, mailbox: &mut Mailbox, taken: &mut Taken) {
         let subscriber = mailbox.subscriber.clone();
         // One waiter for the worker's whole life, rather than registering a new one with
-        // the token twice per delivery.
+        // the token on every turn of the loop.
         let cancelled = subscriber.cancel.clone().cancelled_owned();
         tokio::pin!(cancelled);
+        let mut sending = FuturesUnordered::<Sending>::new();
         loop {
-            let job = tokio::select! {
+            let suspended = subscriber.is_suspended();
+            // A suspended subscriber gets one probe at a time.
+            let most = if suspended {
+                1
+            } else {
+                subscriber.max_in_flight()
+            };
+            let room = sending.len() < most;
+            let idle = sending.is_empty() && taken.waiting.is_empty();
+            // Strict order: nothing new while an earlier delivery waits for its retry.
+            // Suspended: nothing new but the one probe the queue gives when nothing else
+            // is there to probe with.
+            let take_new = room
+                && if suspended {
+                    idle
+                } else {
+                    !subscriber.is_ordered() || taken.waiting.is_empty()
+                };
+            tokio::select! {
                 biased;
                 () = &mut cancelled => break,
-                job = mailbox.jobs.recv() => match job {
-                    Some(job) => job,
+                Some((key, at, outcome, after)) = sending.next() => {
+                    self.settle(&subscriber, taken, key, at, outcome, after);
+                }
+                Some(due) = taken.waiting.next(), if room => {
+                    self.start(&subscriber, taken, &mut sending, due.into_inner());
+                }
+                () = subscriber.resume.notified() => {
+                    // Registered again: whatever waits is due now.
+                    self.resumed(&subscriber, taken);
+                }
+                job = mailbox.jobs.recv(), if take_new => match job {
+                    Some(job) => {
+                        let taking = Taking { job, attempts: 0, retries: 0 };
+                        if suspended {
+                            let wait = self.next_probe();
+                            self.wait(taken, taking, wait, None);
+                        } else {
+                            self.start(&subscriber, taken, &mut sending, taking);
+                        }
+                    }
                     None => break,
                 },
-            };
-            *in_hand = Some(InHand {
-                message: job.message.clone(),
-                slot: job.slot,
-            });
-            #[cfg(test)]
-            if job.message.body == tests::PANIC {
-                panic!("a panic injected by a test");
-            }
-            let outcome = tokio::select! {
-                biased;
-                () = &mut cancelled => {
-                    *in_hand = None;
-                    self.abandon(&subscriber, &job);
-                    break;
-                }
-                outcome = self.deliver(&subscriber, &job) => outcome,
-            };
-            *in_hand = None;
-            let delivered = outcome.is_delivered();
-            self.hub
-                .finish(&job.message, job.slot, &subscriber, outcome);
-            if delivered {
-                self.resumed(&subscriber);
-            } else {
-                self.failed_in_row += 1;
-                if self.failed_in_row >= self.config.suspend_after {
-                    self.hub.set_suspended(&subscriber, true);
-                }
             }
         }
-        // Whatever is still queued will never be sent: say so for each message.
+        // Whatever was taken or is still queued will never be sent: say so for each.
+        drop(sending);
+        let mut abandoned: Vec<Job> = taken.sending.drain().map(|(_, t)| t.job).collect();
+        abandoned.extend(taken_all(&mut taken.waiting).into_iter().map(|t| t.job));
         mailbox.jobs.close();
         while let Ok(job) = mailbox.jobs.try_recv() {
+            abandoned.push(job);
+        }
+        for job in abandoned {
             self.abandon(&subscriber, &job);
         }
     }
 
-    fn resumed(&mut self, subscriber: &SubscriberShared) {
+    /// Sends the next attempt of `taking`.
+    fn start(
+        &mut self,
+        subscriber: &Arc<SubscriberShared>,
+        taken: &mut Taken,
+        sending: &mut FuturesUnordered<Sending>,
+        taking: Taking,
+    ) {
+        let key = taken.next_key;
+        taken.next_key += 1;
+        let message = taking.job.message.clone();
+        let slot = taking.job.slot;
+        message.set_state(slot, DeliveryState::Pending);
+        taken.sending.insert(key, taking);
+        #[cfg(test)]
+        if message.body == tests::PANIC {
+            panic!("a panic injected by a test");
+        }
+        let sender = self.sender.clone();
+        let subscriber = subscriber.clone();
+        sending.push(Box::pin(async move {
+            let at = SystemTime::now();
+            let (outcome, after) = sender.attempt(&subscriber, &message).await;
+            (key, at, outcome, after)
+        }));
+    }
+
+    /// Records an attempt that ended, and finishes the delivery or has it wait.
+    fn settle(
+        &mut self,
+        subscriber: &SubscriberShared,
+        taken: &mut Taken,
+        key: u64,
+        at: SystemTime,
+        outcome: Outcome,
+        after: Option<Duration>,
+    ) {
+        let Some(mut taking) = taken.sending.remove(&key) else {
+            return;
+        };
+        taking.attempts += 1;
+        let job = &taking.job;
+        let attempt = Attempt {
+            at,
+            outcome: outcome.clone(),
+        };
+        self.sender
+            .hub
+            .record_attempt(&job.message, job.slot, attempt);
+        let config = &self.sender.config;
+        match verdict(&outcome, after) {
+            Verdict::Done => self.finish(subscriber, taking.job, outcome),
+            Verdict::Unsubscribe => {
+                self.sender.hub.remove(&subscriber.key, RemovalReason::Gone);
+                self.finish(subscriber, taking.job, outcome);
+            }
+            // While suspended, attempts are probes: they wait for the subscriber to come
+            // back, not for a retry of the schedule.
+            Verdict::Retry { .. } if subscriber.is_suspended() => {
+                let wait = self.next_probe();
+                self.wait(taken, taking, wait, None);
+            }
+            Verdict::Retry { after } => match config.retry_schedule.get(taking.retries) {
+                None => self.finish(subscriber, taking.job, outcome),
+                Some(base) => {
+                    taking.retries += 1;
+                    let wait = after
+                        .map(|after| after.min(config.max_retry_after))
+                        .unwrap_or_else(|| jitter(*base));
+                    let of = 1 + config.retry_schedule.len() as u32;
+                    self.wait(taken, taking, wait, Some(of));
+                }
+            },
+        }
+    }
+
+    /// Puts `taking` aside for its next attempt in `wait`; `of` is how many attempts it
+    /// gets in all (none while suspended, when attempts are probes).
+    fn wait(&self, taken: &mut Taken, taking: Taking, wait: Duration, of: Option<u32>) {
+        let state = DeliveryState::Retrying {
+            attempt: taking.attempts + 1,
+            of,
+            at: SystemTime::now() + wait,
+        };
+        taking.job.message.set_state(taking.job.slot, state);
+        taken.waiting.insert(taking, wait);
+    }
+
+    fn finish(&mut self, subscriber: &SubscriberShared, job: Job, outcome: Outcome) {
+        let delivered = outcome.is_delivered();
+        self.sender
+            .hub
+            .finish(&job.message, job.slot, subscriber, outcome);
+        if delivered {
+            self.failed_in_row = 0;
+            if subscriber.is_suspended() {
+                self.probe_delay = self.sender.config.probe_backoff.0;
+                self.sender.hub.set_suspended(subscriber, false);
+            }
+        } else {
+            self.failed_in_row += 1;
+            if self.failed_in_row >= self.sender.config.suspend_after {
+                self.sender.hub.set_suspended(subscriber, true);
+            }
+        }
+    }
+
+    /// The subscriber registered again: a fresh start, with every waiting delivery due.
+    fn resumed(&mut self, subscriber: &SubscriberShared, taken: &mut Taken) {
         self.failed_in_row = 0;
-        self.probe_delay = self.config.probe_backoff.0;
-        self.hub.set_suspended(subscriber, false);
+        self.probe_delay = self.sender.config.probe_backoff.0;
+        self.sender.hub.set_suspended(subscriber, false);
+        for taking in taken_all(&mut taken.waiting) {
+            taken.waiting.insert(taking, Duration::ZERO);
+        }
+    }
+
+    /// The wait before the next probe, doubling up to the longest.
+    fn next_probe(&mut self) -> Duration {
+        let wait = self.probe_delay;
+        self.probe_delay = wait
+            .saturating_mul(2)
+            .min(self.sender.config.probe_backoff.1);
+        wait
     }
 
     fn abandon(&self, subscriber: &SubscriberShared, job: &Job) {
         let reason = subscriber.removal().unwrap_or(RemovalReason::Shutdown);
         let outcome = Outcome::Failed(DeliveryError::Removed(reason));
-        self.hub.finish(&job.message, job.slot, subscriber, outcome);
-    }
-
-    /// Attempts one message until it is delivered, fails for good, or (while the
-    /// subscriber is suspended) until a probe gets through.
-    async fn deliver(&mut self, subscriber: &SubscriberShared, job: &Job) -> Outcome {
-        let mut schedule = self.config.retry_schedule.iter();
-        loop {
-            let was_suspended = subscriber.is_suspended();
-            if was_suspended {
-                let wait = self.probe_delay;
-                self.probe_delay = wait.saturating_mul(2).min(self.config.probe_backoff.1);
-                tokio::select! {
-                    () = subscriber.resume.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                }
-                if !subscriber.is_suspended() {
-                    // Re-registered while we waited: a fresh start.
-                    self.resumed(subscriber);
-                    schedule = self.config.retry_schedule.iter();
-                }
-            }
-            let at = SystemTime::now();
-            let (outcome, after) = self.attempt(subscriber, job).await;
-            self.hub.record_attempt(
-                &job.message,
-                job.slot,
-                Attempt {
-                    at,
-                    outcome: outcome.clone(),
-                },
-            );
-            match verdict(&outcome, after) {
-                Verdict::Done => return outcome,
-                Verdict::Unsubscribe => {
-                    self.hub.remove(&subscriber.key, RemovalReason::Gone);
-                    return outcome;
-                }
-                Verdict::Retry { .. } if subscriber.is_suspended() => {}
-                Verdict::Retry { after } => {
-                    let Some(base) = schedule.next() else {
-                        return outcome;
-                    };
-                    let wait = after
-                        .map(|after| after.min(self.config.max_retry_after))
-                        .unwrap_or_else(|| jitter(*base));
-                    tokio::select! {
-                        () = subscriber.resume.notified() => {}
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// One HTTP request. Returns how it went and, for a retryable answer, the wait the
-    /// subscriber asked for in `Retry-After`.
-    async fn attempt(
-        &self,
-        subscriber: &SubscriberShared,
-        job: &Job,
-    ) -> (Outcome, Option<Duration>) {
-        let message = &job.message;
-        let timeout = self.timeout.get();
-        let mut request = self
-            .client
-            .post(Url::clone(&subscriber.target))
-            .timeout(timeout)
-            .header(MESSAGE_ID_HEADER, message.id)
-            .header(INSTANCE_HEADER, self.instance.clone())
-            // `Bytes` clones share the buffer: no per-subscriber copy of the payload.
-            .body(message.body.clone());
-        if let Some(content_type) = &message.content_type {
-            request = request.header(CONTENT_TYPE, content_type);
-        }
-        if let Some(secret) = subscriber
-            .secret()
-            .or_else(|| self.config.signing_secret.clone())
-        {
-            let id = webhook_id(self.hub.instance(), message.id);
-            let timestamp = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let signature = sign(&secret, &id, timestamp, &message.body);
-            request = request
-                .header(WEBHOOK_ID_HEADER, id)
-                .header(WEBHOOK_TIMESTAMP_HEADER, timestamp)
-                .header(WEBHOOK_SIGNATURE_HEADER, signature);
-        }
-        if let Some(reason) = self.loops_back(&subscriber.target).await {
-            return (Outcome::Failed(DeliveryError::Blocked(reason)), None);
-        }
-        // Held until the body is read, so the connection is back in the pool for the next
-        // worker at this origin. The wait for it is not part of the delivery's timeout.
-        // (Nothing closes the semaphore, so acquiring fails never.)
-        let _permit = self.origin_limit.acquire().await.ok();
-        let started = Instant::now();
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(err) => return (Outcome::Failed(self.classify(&err, timeout)), None),
-        };
-        let latency = started.elapsed();
-        let status = response.status().as_u16();
-        if response.status().is_redirection() {
-            let location = clip(header_text(response.headers(), LOCATION));
-            let error = DeliveryError::Redirect { status, location };
-            return (Outcome::Failed(error), None);
-        }
-        let after = retry_after(response.headers(), SystemTime::now());
-        // Read the (normally tiny) body to its end so the connection goes back to the pool.
-        let mut read = 0;
-        while let Ok(Some(chunk)) = response.chunk().await {
-            read += chunk.len();
-            if read > MAX_RESPONSE_BODY {
-                break;
-            }
-        }
-        let outcome = if response_ok(status) {
-            Outcome::Delivered { status, latency }
-        } else {
-            Outcome::Failed(DeliveryError::Status { status, latency })
-        };
-        (outcome, after)
-    }
-
-    /// Why a delivery to `target` would reach this hub itself, whatever name leads there
-    /// (an `/etc/hosts` alias, a port the hub has since moved to). The registration check
-    /// knows only the spelling; this looks at the addresses, just before connecting.
-    async fn loops_back(&self, target: &Url) -> Option<String> {
-        let port = target.port_or_known_default()?;
-        if self.hub.own_addr()?.port() != port {
-            return None;
-        }
-        let addrs: Vec<SocketAddr> = match target.host()? {
-            url::Host::Ipv4(ip) => vec![SocketAddr::from((ip, port))],
-            url::Host::Ipv6(ip) => vec![SocketAddr::from((ip, port))],
-            // A failed lookup is the request's own failure to report, not a loop.
-            url::Host::Domain(name) => tokio::net::lookup_host((name, port)).await.ok()?.collect(),
-        };
-        let own = addrs.into_iter().find(|addr| self.hub.is_own_addr(*addr))?;
-        Some(format!(
-            "{target} reaches {own}, this hub's own address; delivering there would loop"
-        ))
-    }
-
-    fn classify(&self, err: &reqwest::Error, timeout: Duration) -> DeliveryError {
-        if let Some(reason) = blocked_reason(err) {
-            return DeliveryError::Blocked(clip(reason));
-        }
-        if err.is_connect() {
-            if err.is_timeout() {
-                return DeliveryError::Connect(format!(
-                    "no connection within {:?}",
-                    self.config.connect_timeout
-                ));
-            }
-            return DeliveryError::Connect(clip(root_cause(err)));
-        }
-        if err.is_timeout() {
-            return DeliveryError::Timeout(timeout);
-        }
-        DeliveryError::Request(clip(root_cause(err)))
+        self.sender
+            .hub
+            .finish(&job.message, job.slot, subscriber, outcome);
     }
 }
 
-fn response_ok(status: u16) -> bool {
-    (200..300).contains(&status)
-}
-
-/// Retry connection failures, timeouts, 408, 429 and 5xx; 410 unsubscribes; the rest
-/// (other 4xx, redirects, refused targets) are final.
-fn verdict(outcome: &Outcome, after: Option<Duration>) -> Verdict {
-    match outcome {
-        Outcome::Delivered { .. } => Verdict::Done,
-        Outcome::Failed(error) => match error {
-            DeliveryError::Status { status: 410, .. } => Verdict::Unsubscribe,
-            DeliveryError::Status {
-                status: 408 | 429 | 500..=599,
-                ..
-            } => Verdict::Retry { after },
-            DeliveryError::Connect(_) | DeliveryError::Timeout(_) | DeliveryError::Request(_) => {
-                Verdict::Retry { after: None }
-            }
-            DeliveryError::Status { .. }
-            | DeliveryError::Redirect { .. }
-            | DeliveryError::Blocked(_)
-            | DeliveryError::QueueFull { .. }
-            | DeliveryError::Removed(_)
-            | DeliveryError::Crashed(_) => Verdict::Done,
-        },
-    }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date, relative to `now`.
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// `base` ± 20%, so that subscribers that failed together do not retry together.
-fn jitter(base: Duration) -> Duration {
-    let random = getrandom::u64().unwrap_or(u64::MAX / 2);
-    let factor = 0.8 + 0.4 * (random as f64 / u64::MAX as f64);
-    Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
-}
-
-fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default()
-}
-
-/// The innermost error message, e.g. "Connection refused (os error 111)", which says more
-/// than reqwest's outer "error sending request for url (...)".
-fn root_cause(err: &reqwest::Error) -> String {
-    anyhow::Chain::new(err)
-        .last()
-        .map_or_else(|| err.to_string(), ToString::to_string)
+/// Empties a delay queue, due or not.
+fn taken_all(waiting: &mut DelayQueue<Taking>) -> Vec<Taking> {
+    std::iter::from_fn(|| {
+        let key = waiting.peek()?;
+        Some(waiting.remove(&key).into_inner())
+    })
+    .collect()
 }
 
 #[cfg(test)]
 pub(super) mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     /// A payload that makes a worker panic, to test its supervision.
@@ -409,7 +314,7 @@ pub(super) mod tests {
     #[test]
     fn a_worker_that_panics_is_replaced_and_its_delivery_recorded() {
         use crate::delivery::{DeliveryConfig, Dispatcher};
-        use crate::hub::{DeliveryState, HubConfig, Source};
+        use crate::hub::{DeliveryState, Hub, HubConfig, Source};
         use bytes::Bytes;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -455,63 +360,5 @@ pub(super) mod tests {
                 state(after)
             );
         });
-    }
-
-    fn failed(status: u16) -> Outcome {
-        Outcome::Failed(DeliveryError::Status {
-            status,
-            latency: Duration::ZERO,
-        })
-    }
-
-    #[test]
-    fn what_is_retried() {
-        let after = Some(Duration::from_secs(1));
-        for status in [408, 429, 500, 502, 503, 599] {
-            assert_eq!(
-                verdict(&failed(status), after),
-                Verdict::Retry { after },
-                "{status}"
-            );
-        }
-        for status in [400, 401, 404, 409, 422] {
-            assert_eq!(verdict(&failed(status), None), Verdict::Done, "{status}");
-        }
-        assert_eq!(verdict(&failed(410), None), Verdict::Unsubscribe);
-        let refused = Outcome::Failed(DeliveryError::Connect("refused".into()));
-        assert_eq!(verdict(&refused, None), Verdict::Retry { after: None });
-        let timeout = Outcome::Failed(DeliveryError::Timeout(Duration::from_secs(1)));
-        assert_eq!(verdict(&timeout, None), Verdict::Retry { after: None });
-        let redirect = Outcome::Failed(DeliveryError::Redirect {
-            status: 302,
-            location: "/x".into(),
-        });
-        assert_eq!(verdict(&redirect, None), Verdict::Done);
-    }
-
-    #[test]
-    fn retry_after_in_seconds_or_as_a_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers, now), None);
-        headers.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        headers.insert(RETRY_AFTER, later.parse().unwrap());
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
-        headers.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&headers, now), None);
-    }
-
-    #[test]
-    fn jitter_stays_within_twenty_percent() {
-        let base = Duration::from_secs(10);
-        for _ in 0..1000 {
-            let wait = jitter(base);
-            assert!(
-                wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12),
-                "{wait:?}"
-            );
-        }
     }
 }

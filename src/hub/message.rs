@@ -143,8 +143,13 @@ impl MessageRecord {
     }
 
     pub(crate) fn set_outcome(&self, slot: usize, outcome: Outcome) {
+        self.set_state(slot, DeliveryState::Done(outcome));
+    }
+
+    /// Where a delivery stands while it has no outcome: sending, or retrying when.
+    pub(crate) fn set_state(&self, slot: usize, state: DeliveryState) {
         if let Some(delivery) = self.deliveries.lock().list.get_mut(slot) {
-            delivery.state = DeliveryState::Done(outcome);
+            delivery.state = state;
         }
     }
 

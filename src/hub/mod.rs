@@ -46,7 +46,7 @@ pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
-pub use registry::{RegisterError, Registration, Subscription};
+pub use registry::{MAX_IN_FLIGHT, RegisterError, Registration, Subscription};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};

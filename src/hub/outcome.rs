@@ -4,7 +4,7 @@
 //! its last attempt (or its abandonment) gives it one. The two are separate types so that
 //! nothing final can be "pending".
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
@@ -80,23 +80,34 @@ impl Outcome {
 /// Where one delivery stands.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum DeliveryState {
-    /// Queued, in flight, or waiting for a retry.
+    /// Queued, or an attempt is in flight.
     #[default]
     Pending,
+    /// An attempt failed; attempt number `attempt` (of `of` in all; none while the
+    /// subscriber is suspended and attempts are probes) is due at `at`.
+    Retrying {
+        attempt: u32,
+        of: Option<u32>,
+        at: SystemTime,
+    },
     Done(Outcome),
 }
 
 impl DeliveryState {
     pub fn outcome(&self) -> Option<&Outcome> {
         match self {
-            DeliveryState::Pending => None,
+            DeliveryState::Pending | DeliveryState::Retrying { .. } => None,
             DeliveryState::Done(outcome) => Some(outcome),
         }
     }
 
-    /// "pending", or the outcome's label.
+    /// "pending", "retrying", or the outcome's label.
     pub fn label(&self) -> &'static str {
-        self.outcome().map_or("pending", Outcome::label)
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Retrying { .. } => "retrying",
+            DeliveryState::Done(outcome) => outcome.label(),
+        }
     }
 }
 

@@ -28,7 +28,14 @@ pub struct Subscription<'a> {
     pub secret: Option<Secret>,
     /// Its own keep-alive period instead of the hub's TTL (clamped to `LEASE_RANGE`).
     pub lease: Option<Duration>,
+    /// Strict order: a delivery waiting for its retry holds back the later ones.
+    pub ordered: Option<bool>,
+    /// Deliveries it takes at once, 1 to [`MAX_IN_FLIGHT`], with no order promise.
+    pub max_in_flight: Option<u32>,
 }
+
+/// The most deliveries one subscriber may take at once.
+pub const MAX_IN_FLIGHT: u32 = 256;
 
 impl<'a> Subscription<'a> {
     /// Just the address, as the seed's clients register.
@@ -37,6 +44,8 @@ impl<'a> Subscription<'a> {
             address,
             secret: None,
             lease: None,
+            ordered: None,
+            max_in_flight: None,
         }
     }
 }
@@ -63,6 +72,8 @@ pub enum RegisterError {
         "the hub already has {max} subscribers, its limit; deregister some or raise --max-subscribers"
     )]
     Full { max: usize },
+    #[error("max_in_flight must be from 1 to {MAX_IN_FLIGHT}, not {given}")]
+    MaxInFlight { given: u32 },
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -147,7 +158,12 @@ impl Hub {
             address,
             secret,
             lease,
+            ordered,
+            max_in_flight,
         } = request.into();
+        if let Some(most) = max_in_flight.filter(|n| !(1..=MAX_IN_FLIGHT).contains(n)) {
+            return Err(RegisterError::MaxInFlight { given: most });
+        }
         let target = parse_target(address)?;
         self.shared.policy.read().check_url(&target)?;
         if self.is_stopping() {
@@ -167,6 +183,7 @@ impl Hub {
             if let Some(secret) = secret {
                 shared.set_secret(secret);
             }
+            shared.set_options(ordered, max_in_flight);
             self.emit(HubEvent::Refreshed {
                 address: shared.address.clone(),
             });
@@ -185,6 +202,7 @@ impl Hub {
         if let Some(secret) = secret {
             shared.set_secret(secret);
         }
+        shared.set_options(ordered, max_in_flight);
         let (queue, jobs) = mpsc::channel(self.shared.config.queue_capacity.max(1));
         let entry = Entry {
             shared: shared.clone(),

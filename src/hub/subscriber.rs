@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,6 +37,10 @@ pub(crate) struct SubscriberShared {
     secret: RwLock<Option<Secret>>,
     /// Set by the worker after repeated failures, cleared on success or re-registration.
     suspended: AtomicBool,
+    /// Strict order: a delivery waiting for its retry holds back the later ones.
+    ordered: AtomicBool,
+    /// Deliveries it takes at once (without any order promise beyond one).
+    max_in_flight: AtomicU32,
     /// Wakes a suspended worker to try again now: the subscriber re-registered.
     pub(crate) resume: Notify,
 }
@@ -56,6 +60,8 @@ impl SubscriberShared {
             removal: OnceLock::new(),
             secret: RwLock::new(None),
             suspended: AtomicBool::new(false),
+            ordered: AtomicBool::new(false),
+            max_in_flight: AtomicU32::new(1),
             resume: Notify::new(),
         }
     }
@@ -75,6 +81,24 @@ impl SubscriberShared {
     /// Returns whether the state changed.
     pub(crate) fn set_suspended(&self, suspended: bool) -> bool {
         self.suspended.swap(suspended, Ordering::Relaxed) != suspended
+    }
+
+    pub(crate) fn is_ordered(&self) -> bool {
+        self.ordered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed) as usize
+    }
+
+    /// Applies what a registration asked for; what it left out stays as it was.
+    pub(crate) fn set_options(&self, ordered: Option<bool>, max_in_flight: Option<u32>) {
+        if let Some(ordered) = ordered {
+            self.ordered.store(ordered, Ordering::Relaxed);
+        }
+        if let Some(most) = max_in_flight {
+            self.max_in_flight.store(most.max(1), Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn removal(&self) -> Option<RemovalReason> {
@@ -228,6 +252,10 @@ pub struct SubscriberView {
     pub lease: Duration,
     pub state: SubscriberState,
     pub signed: bool,
+    /// Whether a retrying delivery holds back the later ones.
+    pub ordered: bool,
+    /// Deliveries it takes at once.
+    pub max_in_flight: usize,
     pub queue_depth: usize,
     pub delivered: u64,
     pub failed: u64,
@@ -256,6 +284,8 @@ impl Entry {
                 SubscriberState::Active
             },
             signed: self.shared.secret.read().is_some(),
+            ordered: self.shared.is_ordered(),
+            max_in_flight: self.shared.max_in_flight(),
             queue_depth: self.queue.max_capacity() - self.queue.capacity(),
             delivered: stats.delivered(),
             failed: stats.failed(),

@@ -151,6 +151,9 @@ impl From<RegisterError> for HttpError {
                 let seed_body = format!("Error:Wrong input address. {err}");
                 Self::new(StatusCode::BAD_REQUEST, err.to_string()).with_seed_body(seed_body)
             }
+            RegisterError::MaxInFlight { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, err.to_string())
+            }
             RegisterError::Full { .. } | RegisterError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }

@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::{HttpError, Result, SeedError};
 use super::publish::publish;
 use super::query::{first, parse_query};
-use crate::hub::{RemovalReason, Secret, Subscription};
+use crate::hub::{MAX_IN_FLIGHT, RemovalReason, Secret, Subscription};
 use crate::wire::{MESSAGE_ID_HEADER, SUBSCRIBERS_HEADER};
 
 pub(super) fn router() -> Router<AppState> {
@@ -76,8 +76,29 @@ async fn register_and_keep_alive(State(state): State<AppState>, request: Request
         "" => None,
         text => Some(text.parse::<Secret>()?),
     };
+    // Also opt-in: `&ordered=true` (a retrying delivery holds back the later ones) and
+    // `&max_in_flight=N` (up to N deliveries at once).
+    let ordered = match first(&query, "ordered") {
+        "" => None,
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        other => {
+            let message = format!("ordered must be true or false, not {other:?}");
+            return Err(HttpError::new(StatusCode::BAD_REQUEST, message).into());
+        }
+    };
+    let max_in_flight = match first(&query, "max_in_flight") {
+        "" => None,
+        text => Some(text.parse::<u32>().map_err(|_| {
+            let message =
+                format!("max_in_flight must be a number from 1 to {MAX_IN_FLIGHT}, not {text:?}");
+            HttpError::new(StatusCode::BAD_REQUEST, message)
+        })?),
+    };
     let subscription = Subscription {
         secret,
+        ordered,
+        max_in_flight,
         ..Subscription::new(&address)
     };
     state.hub.subscribe(subscription)?;

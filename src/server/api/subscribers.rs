@@ -41,6 +41,10 @@ pub(super) struct SubscriberJson {
     state: StateJson,
     /// Whether its deliveries are signed with a secret of its own.
     own_secret: bool,
+    /// Strict order: a delivery waiting for its retry holds back the later ones.
+    ordered: bool,
+    /// Deliveries it takes at once.
+    max_in_flight: u64,
     /// Deliveries waiting in its queue.
     queue_depth: u64,
     delivered: u64,
@@ -65,6 +69,8 @@ impl From<SubscriberView> for SubscriberJson {
                 SubscriberState::Suspended => StateJson::Suspended,
             },
             own_secret: view.signed,
+            ordered: view.ordered,
+            max_in_flight: view.max_in_flight as u64,
             queue_depth: view.queue_depth as u64,
             delivered: view.delivered,
             failed: view.failed,
@@ -84,6 +90,12 @@ pub(super) struct SubscribeRequest {
     lease_seconds: Option<u64>,
     /// Sign its deliveries with this Standard Webhooks secret (`whsec_` + base64).
     secret: Option<String>,
+    /// Strict order: a delivery waiting for its retry holds back the later ones (default
+    /// false: each delivery retries on its own schedule while later ones go out).
+    ordered: Option<bool>,
+    /// Deliveries it takes at once, 1 to 256 (default 1), with no order promise beyond 1.
+    #[schema(minimum = 1, maximum = 256)]
+    max_in_flight: Option<u32>,
 }
 
 /// Every live subscriber, ordered by address.
@@ -134,6 +146,8 @@ pub(super) async fn register(
         address: &request.address,
         secret,
         lease: request.lease_seconds.map(Duration::from_secs),
+        ordered: request.ordered,
+        max_in_flight: request.max_in_flight,
     })?;
     let view = state.hub.subscriber(&request.address).ok_or_else(|| {
         // Only possible if it was removed in the instant since registering.
