@@ -19,6 +19,9 @@ mod binary;
 /// Retries, Retry-After, 410, redirects, timeouts, suspension, resend, signatures.
 mod reliability;
 
+/// Retries that do not hold back later messages, strict order, several in flight.
+mod flow;
+
 /// Body limits, Host checks, tokens, target policy, loops, bounded shutdown.
 mod safety;
 
