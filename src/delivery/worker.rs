@@ -206,7 +206,7 @@ impl Worker {
         };
         self.sender
             .hub
-            .record_attempt(&job.message, job.slot, attempt);
+            .record_attempt(&job.message, job.slot, subscriber, attempt);
         let config = &self.sender.config;
         match verdict(&outcome, after) {
             Verdict::Done => self.finish(subscriber, taking.job, outcome),

@@ -1,7 +1,7 @@
 //! The message log: newest first, one row per message with a coloured delivery summary;
 //! the selected message's payload and every delivery below it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use egui::RichText;
 use egui_extras::{Column, TableBuilder};
@@ -10,7 +10,7 @@ use super::action::Action;
 use super::format;
 use super::search::LogSearch;
 use super::theme;
-use crate::hub::{DeliveryError, Hub, MessageId, MessageRecord, Outcome};
+use crate::hub::{Delivery, DeliveryError, DeliveryState, Hub, MessageId, MessageRecord, Outcome};
 
 /// Bytes of a payload shown in the details view; the rest is summarised.
 const SHOWN_PAYLOAD: usize = 64 * 1024;
@@ -242,7 +242,7 @@ impl LogPanel {
                     for delivery in &deliveries {
                         ui.horizontal_wrapped(|ui| {
                             ui.monospace(&*delivery.subscriber);
-                            status_ui(ui, delivery.state.outcome());
+                            state_ui(ui, delivery);
                             let attempts = delivery.attempts.len();
                             if attempts > 1 {
                                 ui.weak(format!("{attempts} attempts"));
@@ -304,6 +304,27 @@ fn summary_ui(ui: &mut egui::Ui, message: &MessageRecord) {
         if count > 0 {
             ui.label(RichText::new(format!("{count} {word}")).color(colour));
         }
+    }
+}
+
+/// Where a delivery stands: its outcome, "pending", or when its next attempt comes and
+/// what the last one got ("retrying 2 of 4 in 1.6 s: 500 in 3 ms").
+fn state_ui(ui: &mut egui::Ui, delivery: &Delivery) {
+    let DeliveryState::Retrying { attempt, of, at } = &delivery.state else {
+        status_ui(ui, delivery.state.outcome());
+        return;
+    };
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    let of = of.map_or_else(|| " (probing)".to_owned(), |of| format!(" of {of}"));
+    ui.label(
+        RichText::new(format!(
+            "retrying {attempt}{of} in {:.1} s:",
+            left.as_secs_f64()
+        ))
+        .color(theme::PENDING),
+    );
+    if let Some(last) = delivery.attempts.last() {
+        status_ui(ui, Some(&last.outcome));
     }
 }
 

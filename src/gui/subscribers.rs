@@ -9,7 +9,7 @@ use egui_extras::{Column, TableBuilder};
 use super::format;
 use super::search::Needle;
 use super::theme;
-use crate::hub::{Hub, RemovalReason, SubscriberState, SubscriberView};
+use crate::hub::{Hub, RemovalReason, SubscriberState, SubscriberView, Subscription};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SortKey {
@@ -26,6 +26,8 @@ pub(crate) struct SubscribersPanel {
     sort: SortKey,
     descending: bool,
     add_address: String,
+    /// Register the next one in strict order.
+    add_ordered: bool,
     add_error: Option<String>,
     /// The hub's subscribers as of `seen_version`, sorted and filtered.
     rows: Vec<SubscriberView>,
@@ -41,6 +43,7 @@ impl Default for SubscribersPanel {
             sort: SortKey::Address,
             descending: false,
             add_address: String::new(),
+            add_ordered: false,
             add_error: None,
             rows: Vec::new(),
             seen_version: u64::MAX,
@@ -126,6 +129,9 @@ impl SubscribersPanel {
                         .desired_width(150.0),
                 )
                 .labelled_by(label.id);
+            ui.checkbox(&mut self.add_ordered, "ordered").on_hover_text(
+                "Strict order: a delivery waiting for its retry holds back the later ones",
+            );
             let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             if ui.button("Register").clicked() || entered {
                 self.register(hub);
@@ -143,7 +149,11 @@ impl SubscribersPanel {
         if address.is_empty() {
             return;
         }
-        match hub.subscribe(address) {
+        let subscription = Subscription {
+            ordered: self.add_ordered.then_some(true),
+            ..Subscription::new(address)
+        };
+        match hub.subscribe(subscription) {
             Ok(_) => {
                 self.add_error = None;
                 self.add_address.clear();
@@ -223,6 +233,15 @@ impl SubscribersPanel {
                         }
                         if s.signed {
                             ui.label(RichText::new("signed").small().weak());
+                        }
+                        if s.ordered {
+                            ui.label(RichText::new("ordered").small().weak()).on_hover_text(
+                                "Strict order: a delivery waiting for its retry holds back the later ones",
+                            );
+                        }
+                        if s.max_in_flight > 1 {
+                            ui.label(RichText::new(format!("×{}", s.max_in_flight)).small().weak())
+                                .on_hover_text("Deliveries it takes at once");
                         }
                     });
                     row.col(|ui| {

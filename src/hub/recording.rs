@@ -1,6 +1,8 @@
 //! What delivery workers report back: each delivery's outcome, and a subscriber's
 //! suspension and recovery.
 
+use std::sync::atomic::Ordering;
+
 use super::Hub;
 use super::event::HubEvent;
 use super::message::{Attempt, MessageRecord};
@@ -9,9 +11,18 @@ use super::subscriber::SubscriberShared;
 
 impl Hub {
     /// Keeps one attempt of a delivery, and keeps the log within its budget.
-    pub(crate) fn record_attempt(&self, message: &MessageRecord, slot: usize, attempt: Attempt) {
+    pub(crate) fn record_attempt(
+        &self,
+        message: &MessageRecord,
+        slot: usize,
+        subscriber: &SubscriberShared,
+        attempt: Attempt,
+    ) {
+        subscriber.stats.record_last(&attempt.outcome);
         message.push_attempt(slot, attempt);
         self.trim_log();
+        // The console's "Last" column and a retrying delivery show it at once.
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes the oldest messages out of the log while it holds more than its budget.

@@ -134,6 +134,7 @@ impl Default for SubscriberStats {
 }
 
 impl SubscriberStats {
+    /// Counts a delivery that ended.
     pub(crate) fn record(&self, outcome: &Outcome) {
         let counter = if outcome.is_delivered() {
             &self.delivered
@@ -141,6 +142,11 @@ impl SubscriberStats {
             &self.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.record_last(outcome);
+    }
+
+    /// Keeps the last attempt's answer, as soon as each attempt ends.
+    pub(crate) fn record_last(&self, outcome: &Outcome) {
         self.last_status.store(
             outcome.http_status().map_or(NONE, u64::from),
             Ordering::Relaxed,

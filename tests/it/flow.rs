@@ -54,6 +54,23 @@ async fn a_failing_delivery_does_not_hold_back_the_next_one() {
         ),
         "{state:?}"
     );
+    let detail: serde_json::Value = serde_json::from_str(
+        &hub.call("GET", &format!("/api/v1/messages/{first}"))
+            .await
+            .1,
+    )
+    .unwrap();
+    let delivery = &detail["deliveries"][0];
+    assert_eq!(delivery["status"], "retrying", "{detail}");
+    assert_eq!(delivery["next_attempt"], 2, "{detail}");
+    assert_eq!(delivery["attempts"][0]["http_status"], 500, "{detail}");
+    // The subscriber's last answer shows before the delivery is over.
+    let view = hub.hub().subscriber(&receiver.address()).unwrap();
+    assert!(
+        matches!(view.last_status, Some(500 | 200)),
+        "{:?}",
+        view.last_status
+    );
     let retry = bodies(&mut receiver, 1).await;
     assert_eq!(retry[0].0, "first");
     hub.until_delivered(first, 1).await;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, HttpError, millis, time};
-use crate::hub::{Attempt, Delivery, Hub, MessageRecord, Outcome, ResendError};
+use crate::hub::{Attempt, Delivery, DeliveryState, Hub, MessageRecord, Outcome, ResendError};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
 use crate::wire::webhook_id;
@@ -66,7 +66,10 @@ enum BodyEncoding {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum DeliveryStateJson {
+    /// Queued, or an attempt is in flight.
     Pending,
+    /// An attempt failed and the next one is due at `next_attempt_at`.
+    Retrying,
     Delivered,
     Failed,
 }
@@ -90,6 +93,9 @@ struct DeliveryJson {
     http_status: Option<u16>,
     latency_ms: Option<f64>,
     error: Option<String>,
+    /// While retrying: the number of the next attempt, and when it is due (RFC 3339).
+    next_attempt: Option<u32>,
+    next_attempt_at: Option<String>,
     /// Every HTTP request made for this delivery, oldest first.
     attempts: Vec<AttemptJson>,
 }
@@ -177,12 +183,20 @@ fn outcome_fields(outcome: Option<&Outcome>) -> (Option<u16>, Option<f64>, Optio
 fn delivery(delivery: Delivery) -> DeliveryJson {
     let outcome = delivery.state.outcome();
     let (http_status, latency_ms, error) = outcome_fields(outcome);
+    let (status, next_attempt, next_attempt_at) = match &delivery.state {
+        DeliveryState::Retrying { attempt, at, .. } => {
+            (DeliveryStateJson::Retrying, Some(*attempt), Some(time(*at)))
+        }
+        _ => (outcome.into(), None, None),
+    };
     DeliveryJson {
         subscriber: delivery.subscriber.to_string(),
-        status: outcome.into(),
+        status,
         http_status,
         latency_ms,
         error,
+        next_attempt,
+        next_attempt_at,
         attempts: delivery.attempts.iter().map(attempt).collect(),
     }
 }
