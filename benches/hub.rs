@@ -226,18 +226,22 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
-async fn register(http: &reqwest::Client, hub: &str, addresses: &[String]) {
+/// Registers every address, with `options` (`&name=value...`) added to each query.
+async fn register(http: &reqwest::Client, hub: &str, addresses: &[String], options: &str) {
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in addresses.chunks(addresses.len().div_ceil(16).max(1)) {
         let chunk = chunk.to_vec();
         let http = http.clone();
         let hub = hub.to_owned();
+        let options = options.to_owned();
         tasks.spawn(async move {
             for address in chunk {
                 let encoded: String =
                     url::form_urlencoded::byte_serialize(address.as_bytes()).collect();
                 let response = http
-                    .post(format!("{hub}/registerAndKeepAlive?address={encoded}"))
+                    .post(format!(
+                        "{hub}/registerAndKeepAlive?address={encoded}{options}"
+                    ))
                     .send()
                     .await
                     .unwrap();
@@ -413,6 +417,8 @@ struct Run<'a> {
     rate: Option<f64>,
     publishers: usize,
     duration: Duration,
+    /// Each subscriber's `max_in_flight`.
+    in_flight: u32,
 }
 
 async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> String {
@@ -420,7 +426,8 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
     let sinks = start_sinks(run.k, &tally).await;
     let hub = Hub::start(&[]).await;
     let addresses: Vec<String> = sinks.iter().map(ToString::to_string).collect();
-    register(http, &hub.url, &addresses).await;
+    let options = format!("&max_in_flight={}", run.in_flight);
+    register(http, &hub.url, &addresses, &options).await;
     let cpu_before = hub.cpu_seconds();
     let steal_before = steal_seconds();
     let started = Instant::now();
@@ -484,7 +491,7 @@ async fn idle_subscribers(http: &reqwest::Client, count: usize, publishes: usize
     let addresses: Vec<String> = (0..count)
         .map(|i| format!("http://{}/event/{i}", sinks[i % sinks.len()]))
         .collect();
-    register(http, &hub.url, &addresses).await;
+    register(http, &hub.url, &addresses, "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = hub.rss_mib();
     let steal_before = steal_seconds();
@@ -523,7 +530,7 @@ async fn large_payloads(http: &reqwest::Client, count: usize, size: usize) -> St
     let tally = Arc::new(Tally::default());
     let sinks = start_sinks(1, &tally).await;
     let hub = Hub::start(&["--max-body", "2MiB"]).await;
-    register(http, &hub.url, &[sinks[0].to_string()]).await;
+    register(http, &hub.url, &[sinks[0].to_string()], "").await;
     let padding = "x".repeat(size.saturating_sub(32));
     let started = Instant::now();
     for _ in 0..count {
@@ -566,7 +573,7 @@ async fn isolation(
         .map(|i| format!("http://{}/event/{i}", sinks[i % sinks.len()]))
         .collect();
     addresses.extend((0..hanging).map(|i| format!("http://{stuck}/event/{i}")));
-    register(http, &hub.url, &addresses).await;
+    register(http, &hub.url, &addresses, "").await;
     let cpu_before = hub.cpu_seconds();
     let steal_before = steal_seconds();
     let started = Instant::now();
@@ -650,6 +657,7 @@ fn main() {
                     rate: None,
                     publishers: PUBLISHERS,
                     duration,
+                    in_flight: 1,
                 },
                 Run {
                     label: "2,000 deliveries/s",
@@ -657,8 +665,19 @@ fn main() {
                     rate: Some(2000.0 / k as f64),
                     publishers: 1,
                     duration,
+                    in_flight: 1,
                 },
             ];
+            if k == 1 {
+                runs.push(Run {
+                    label: "max rate, 16 in flight",
+                    k,
+                    rate: None,
+                    publishers: PUBLISHERS,
+                    duration,
+                    in_flight: 16,
+                });
+            }
             if k == 10 {
                 runs.push(Run {
                     label: "overload, 8 publishers",
@@ -666,6 +685,7 @@ fn main() {
                     rate: None,
                     publishers: OVERLOAD_PUBLISHERS,
                     duration,
+                    in_flight: 1,
                 });
             }
             for run in runs {
