@@ -5,24 +5,42 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::BytesMut;
 use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, PROXY_AUTHORIZATION, RETRY_AFTER,
+};
 use tokio::sync::Semaphore;
 
 use super::DeliveryConfig;
 use super::resolver::blocked_reason;
 use super::signature::sign;
 use crate::hub::{
-    DeliveryError, Hub, LiveDuration, MessageRecord, Outcome, SubscriberShared, clip,
+    Answer, DeliveryError, Exchange, Hub, LiveDuration, MAX_KEPT_BODY, MessageRecord, Outcome,
+    SubscriberShared, clip, redact,
 };
 use crate::wire::{
     INSTANCE_HEADER, MESSAGE_ID_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_TIMESTAMP_HEADER, webhook_id,
 };
 
-/// A subscriber's response body is read (so the connection can be reused) up to this
-/// much; a subscriber that answers with more gets its connection closed instead.
-const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// How an attempt went: its outcome, the wait a `Retry-After` asked for, and what was
+/// sent and answered.
+pub(super) struct Tried {
+    pub(super) outcome: Outcome,
+    pub(super) after: Option<Duration>,
+    pub(super) exchange: Option<Exchange>,
+}
+
+impl Tried {
+    fn failed(error: DeliveryError, exchange: Option<Exchange>) -> Self {
+        Self {
+            outcome: Outcome::Failed(error),
+            after: None,
+            exchange,
+        }
+    }
+}
 
 /// What every attempt for one subscriber needs, shared by its attempts in flight.
 pub(super) struct Sender {
@@ -68,13 +86,14 @@ impl Sender {
         }
     }
 
-    /// One HTTP request. Returns how it went and, for a retryable answer, the wait the
-    /// subscriber asked for in `Retry-After`.
+    /// One HTTP request, and what was sent and answered. The answer's body is read (so the
+    /// connection can be reused) and kept up to [`MAX_KEPT_BODY`]; a subscriber that
+    /// answers with more gets its connection closed instead.
     pub(super) async fn attempt(
         &self,
         subscriber: &SubscriberShared,
         message: &MessageRecord,
-    ) -> (Outcome, Option<Duration>) {
+    ) -> Tried {
         let timeout = self.timeout.get();
         let mut request = self
             .client
@@ -102,39 +121,63 @@ impl Sender {
                 .header(WEBHOOK_SIGNATURE_HEADER, signature);
         }
         if let Some(reason) = self.loops_back(&subscriber.target).await {
-            return (Outcome::Failed(DeliveryError::Blocked(reason)), None);
+            return Tried::failed(DeliveryError::Blocked(reason), None);
         }
+        let request = match request.build() {
+            Ok(request) => request,
+            Err(err) => return Tried::failed(self.classify(&err, timeout), None),
+        };
+        let mut exchange = Exchange {
+            method: request.method().to_string(),
+            url: redact(request.url().as_str()).into_owned(),
+            request_headers: shown_headers(request.headers()),
+            response: None,
+        };
         // Held until the body is read, so the connection is back in the pool for the next
         // worker at this origin. The wait for it is not part of the delivery's timeout.
         // (Nothing closes the semaphore, so acquiring fails never.)
         let _permit = self.origin_limit.acquire().await.ok();
         let started = Instant::now();
-        let mut response = match request.send().await {
+        let mut response = match self.client.execute(request).await {
             Ok(response) => response,
-            Err(err) => return (Outcome::Failed(self.classify(&err, timeout)), None),
+            Err(err) => return Tried::failed(self.classify(&err, timeout), Some(exchange)),
         };
         let latency = started.elapsed();
         let status = response.status().as_u16();
+        let mut answer = Answer {
+            status,
+            headers: shown_headers(response.headers()),
+            ..Answer::default()
+        };
         if response.status().is_redirection() {
             let location = clip(header_text(response.headers(), LOCATION));
+            exchange.response = Some(answer);
             let error = DeliveryError::Redirect { status, location };
-            return (Outcome::Failed(error), None);
+            return Tried::failed(error, Some(exchange));
         }
         let after = retry_after(response.headers(), SystemTime::now());
         // Read the (normally tiny) body to its end so the connection goes back to the pool.
-        let mut read = 0;
+        let mut body = BytesMut::new();
         while let Ok(Some(chunk)) = response.chunk().await {
-            read += chunk.len();
-            if read > MAX_RESPONSE_BODY {
+            let room = MAX_KEPT_BODY - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.len() > room {
+                answer.truncated = true;
                 break;
             }
         }
+        answer.body = body.freeze();
+        exchange.response = Some(answer);
         let outcome = if response_ok(status) {
             Outcome::Delivered { status, latency }
         } else {
             Outcome::Failed(DeliveryError::Status { status, latency })
         };
-        (outcome, after)
+        Tried {
+            outcome,
+            after,
+            exchange: Some(exchange),
+        }
     }
 
     /// Why a delivery to `target` would reach this hub itself, whatever name leads there
@@ -220,6 +263,22 @@ pub(super) fn jitter(base: Duration) -> Duration {
     let random = getrandom::u64().unwrap_or(u64::MAX / 2);
     let factor = 0.8 + 0.4 * (random as f64 / u64::MAX as f64);
     Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+/// Headers as the inspector keeps them: values as text cut to 2 KiB, credentials hidden.
+fn shown_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
+                let scheme = value.to_str().unwrap_or("").split(' ').next().unwrap_or("");
+                format!("{scheme} ***")
+            } else {
+                clip(String::from_utf8_lossy(value.as_bytes()).into_owned())
+            };
+            (name.as_str().to_owned(), value)
+        })
+        .collect()
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {

@@ -17,7 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_util::time::DelayQueue;
 
-use super::attempt::{Sender, Verdict, jitter, verdict};
+use super::attempt::{Sender, Tried, Verdict, jitter, verdict};
 use crate::hub::{
     Attempt, DeliveryError, DeliveryState, Job, Mailbox, Outcome, RemovalReason, SubscriberShared,
 };
@@ -50,9 +50,8 @@ pub(super) struct Taken {
     next_key: u64,
 }
 
-/// One attempt in flight: its key in `Taken::sending`, when it started, how it ended and
-/// the wait a `Retry-After` asked for.
-type Sending = BoxFuture<'static, (u64, SystemTime, Outcome, Option<Duration>)>;
+/// One attempt in flight: its key in `Taken::sending`, when it started, and how it went.
+type Sending = BoxFuture<'static, (u64, SystemTime, Tried)>;
 
 /// Runs a subscriber's worker, and a new one whenever one panics: the deliveries it was
 /// sending are recorded as failed with the panic's message, and those waiting to be
@@ -121,8 +120,8 @@ impl Worker {
             tokio::select! {
                 biased;
                 () = &mut cancelled => break,
-                Some((key, at, outcome, after)) = sending.next() => {
-                    self.settle(&subscriber, taken, key, at, outcome, after);
+                Some((key, at, tried)) = sending.next() => {
+                    self.settle(&subscriber, taken, key, at, tried);
                 }
                 Some(due) = taken.waiting.next(), if room => {
                     self.start(&subscriber, taken, &mut sending, due.into_inner());
@@ -180,8 +179,8 @@ impl Worker {
         let subscriber = subscriber.clone();
         sending.push(Box::pin(async move {
             let at = SystemTime::now();
-            let (outcome, after) = sender.attempt(&subscriber, &message).await;
-            (key, at, outcome, after)
+            let tried = sender.attempt(&subscriber, &message).await;
+            (key, at, tried)
         }));
     }
 
@@ -192,9 +191,13 @@ impl Worker {
         taken: &mut Taken,
         key: u64,
         at: SystemTime,
-        outcome: Outcome,
-        after: Option<Duration>,
+        tried: Tried,
     ) {
+        let Tried {
+            outcome,
+            after,
+            exchange,
+        } = tried;
         let Some(mut taking) = taken.sending.remove(&key) else {
             return;
         };
@@ -203,6 +206,7 @@ impl Worker {
         let attempt = Attempt {
             at,
             outcome: outcome.clone(),
+            exchange: exchange.map(Arc::new),
         };
         self.sender
             .hub

@@ -1,16 +1,16 @@
 //! The message log: newest first, one row per message with a coloured delivery summary;
 //! the selected message's payload and every delivery below it.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use egui::RichText;
 use egui_extras::{Column, TableBuilder};
 
 use super::action::Action;
-use super::format;
 use super::search::LogSearch;
 use super::theme;
-use crate::hub::{Delivery, DeliveryError, DeliveryState, Hub, MessageId, MessageRecord, Outcome};
+use super::{format, inspector};
+use crate::hub::{Hub, MessageId, MessageRecord};
 
 /// Bytes of a payload shown in the details view; the rest is summarised.
 const SHOWN_PAYLOAD: usize = 64 * 1024;
@@ -239,29 +239,7 @@ impl LogPanel {
                             message.subscribers
                         ));
                     }
-                    for delivery in &deliveries {
-                        ui.horizontal_wrapped(|ui| {
-                            ui.monospace(&*delivery.subscriber);
-                            state_ui(ui, delivery);
-                            let attempts = delivery.attempts.len();
-                            if attempts > 1 {
-                                ui.weak(format!("{attempts} attempts"));
-                            }
-                        })
-                        .response
-                        .on_hover_ui(|ui| {
-                            for (n, attempt) in delivery.attempts.iter().enumerate() {
-                                ui.horizontal(|ui| {
-                                    ui.label(format!(
-                                        "#{} at {}",
-                                        n + 1,
-                                        format::time_of_day(attempt.at)
-                                    ));
-                                    status_ui(ui, Some(&attempt.outcome));
-                                });
-                            }
-                        });
-                    }
+                    inspector::deliveries_ui(ui, &deliveries);
                 });
         });
         action
@@ -299,55 +277,15 @@ fn summary_ui(ui: &mut egui::Ui, message: &MessageRecord) {
     for (count, word, colour) in [
         (summary.delivered, "ok", theme::OK),
         (summary.failed, "failed", theme::FAILED),
-        (summary.pending, "pending", theme::PENDING),
+        (
+            summary.pending - summary.retrying,
+            "pending",
+            theme::PENDING,
+        ),
+        (summary.retrying, "retrying", theme::PENDING),
     ] {
         if count > 0 {
             ui.label(RichText::new(format!("{count} {word}")).color(colour));
-        }
-    }
-}
-
-/// Where a delivery stands: its outcome, "pending", or when its next attempt comes and
-/// what the last one got ("retrying 2 of 4 in 1.6 s: 500 in 3 ms").
-fn state_ui(ui: &mut egui::Ui, delivery: &Delivery) {
-    let DeliveryState::Retrying { attempt, of, at } = &delivery.state else {
-        status_ui(ui, delivery.state.outcome());
-        return;
-    };
-    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-    let of = of.map_or_else(|| " (probing)".to_owned(), |of| format!(" of {of}"));
-    ui.label(
-        RichText::new(format!(
-            "retrying {attempt}{of} in {:.1} s:",
-            left.as_secs_f64()
-        ))
-        .color(theme::PENDING),
-    );
-    if let Some(last) = delivery.attempts.last() {
-        status_ui(ui, Some(&last.outcome));
-    }
-}
-
-/// A delivery's outcome, or "pending" while it has none.
-fn status_ui(ui: &mut egui::Ui, outcome: Option<&Outcome>) {
-    match outcome {
-        None => {
-            ui.label(RichText::new("pending").color(theme::PENDING));
-        }
-        Some(Outcome::Delivered { status, latency }) => {
-            ui.label(
-                RichText::new(format!("{status} in {}", format::latency(*latency)))
-                    .color(theme::OK),
-            );
-        }
-        Some(Outcome::Failed(DeliveryError::Status { status, latency })) => {
-            ui.label(
-                RichText::new(format!("{status} in {}", format::latency(*latency)))
-                    .color(theme::FAILED),
-            );
-        }
-        Some(Outcome::Failed(error)) => {
-            ui.label(RichText::new(error.to_string()).color(theme::FAILED));
         }
     }
 }

@@ -12,6 +12,7 @@ mod backend;
 mod compose;
 mod dialogs;
 mod format;
+mod inspector;
 mod log;
 mod plot;
 mod search;

@@ -285,6 +285,7 @@ mod tests {
             Attempt {
                 at: std::time::SystemTime::now(),
                 outcome: Outcome::Failed(DeliveryError::Request("x".repeat(5000))),
+                exchange: None,
             },
         );
         assert!(log.usage().held().bytes >= before + 5000);

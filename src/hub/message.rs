@@ -119,6 +119,9 @@ impl MessageRecord {
             summary.pending += self.subscribers;
         }
         for delivery in &deliveries.list {
+            if matches!(delivery.state, DeliveryState::Retrying { .. }) {
+                summary.retrying += 1;
+            }
             match delivery.state.outcome() {
                 None => summary.pending += 1,
                 Some(outcome) if outcome.is_delivered() => summary.delivered += 1,
@@ -218,7 +221,10 @@ impl MessageRecord {
 pub struct DeliverySummary {
     pub delivered: usize,
     pub failed: usize,
+    /// Without an outcome yet: queued, in flight or retrying.
     pub pending: usize,
+    /// Of the pending, those waiting for a retry.
+    pub retrying: usize,
 }
 
 /// One message's delivery to one subscriber.
@@ -243,14 +249,63 @@ impl Delivery {
 /// One HTTP request of a delivery and how it ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
+    /// When it started.
     pub at: SystemTime,
     pub outcome: Outcome,
+    /// What was sent and what came back; none when nothing was sent (a refused target).
+    pub exchange: Option<Arc<Exchange>>,
 }
 
 impl Attempt {
-    /// What keeping it costs: itself and the text its outcome carries.
+    /// What keeping it costs: itself, the text its outcome carries and its exchange.
     fn stored_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.outcome.error().map_or(0, DeliveryError::text_len)
+        std::mem::size_of::<Self>()
+            + self.outcome.error().map_or(0, DeliveryError::text_len)
+            + self.exchange.as_deref().map_or(0, Exchange::stored_bytes)
+    }
+}
+
+/// What one attempt sent and what came back, as the delivery inspector shows it.
+/// Credentials are hidden: a password in the URL, `Authorization` values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exchange {
+    pub method: String,
+    pub url: String,
+    pub request_headers: Vec<(String, String)>,
+    /// What the subscriber answered, if it answered.
+    pub response: Option<Answer>,
+}
+
+/// A subscriber's answer to one attempt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The start of the body, at most [`MAX_KEPT_BODY`] bytes.
+    pub body: Bytes,
+    /// Whether the body went on past what was kept.
+    pub truncated: bool,
+}
+
+/// The most of a subscriber's answer body an attempt keeps.
+pub const MAX_KEPT_BODY: usize = 64 * 1024;
+
+impl Exchange {
+    fn stored_bytes(&self) -> usize {
+        let headers = |headers: &[(String, String)]| -> usize {
+            headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 48)
+                .sum()
+        };
+        std::mem::size_of::<Self>()
+            + self.method.len()
+            + self.url.len()
+            + headers(&self.request_headers)
+            + self
+                .response
+                .as_ref()
+                .map_or(0, |answer| headers(&answer.headers) + answer.body.len())
     }
 }
 

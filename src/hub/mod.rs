@@ -41,7 +41,10 @@ use tokio_util::task::TaskTracker;
 pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use event::{Activity, HubEvent};
 pub use intake::{PublishError, Published, ResendError};
-pub use message::{Attempt, Delivery, DeliverySummary, MessageId, MessageRecord, Source};
+pub use message::{
+    Answer, Attempt, Delivery, DeliverySummary, Exchange, MAX_KEPT_BODY, MessageId, MessageRecord,
+    Source,
+};
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};
@@ -51,6 +54,7 @@ pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
 
+pub(crate) use address::redact;
 pub(crate) use outcome::clip;
 pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 

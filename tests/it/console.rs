@@ -13,7 +13,7 @@ use herald::hub::{HubEvent, RemovalReason};
 use herald::server::TestState;
 use tokio::runtime::Runtime;
 
-use crate::utils::{PATIENCE, Receiver};
+use crate::utils::{PATIENCE, Receiver, Reply};
 
 struct Console {
     harness: Harness<'static, HeraldApp>,
@@ -242,4 +242,40 @@ fn a_busy_port_is_reported_and_another_can_be_chosen() {
     console.step_until("it listens elsewhere", |h| {
         h.query_by_label_contains("http://127.0.0.1:").is_some()
     });
+}
+
+#[test]
+fn the_inspector_shows_a_retry_countdown_and_what_the_subscriber_answered() {
+    let mut console = console(|config| {
+        config.retry_schedule.0 = vec![Duration::from_secs(30)];
+    });
+    let hub = console.harness.state().hub().clone();
+    let receiver = console.runtime.block_on(Receiver::scripted(
+        vec![Reply::status(500).body("boom: a stack trace")],
+        Reply::status(200),
+    ));
+    hub.subscribe(&receiver.address()).unwrap();
+    console.type_message(r#"{"order": 7}"#);
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+    console.step_until("the log shows it retrying", |h| {
+        h.query_by_label_contains("retrying").is_some()
+    });
+    console.harness.get_by_label("console").click();
+    console.step_until("the details count down to the retry", |h| {
+        h.query_by_label_contains("retrying 2 of 2 in").is_some()
+    });
+    // Open the delivery, then its first attempt.
+    console
+        .harness
+        .get_by_label_contains("retrying 2 of 2 in")
+        .click();
+    console.step_until("the attempt shows", |h| {
+        h.query_by_label_contains("#1 at").is_some()
+    });
+    console.harness.get_by_label_contains("#1 at").click();
+    console.step_until("the answer's body shows", |h| {
+        h.query_by_label_contains("boom: a stack trace").is_some()
+    });
+    assert!(console.shows("HTTP 500"));
 }

@@ -176,3 +176,64 @@ async fn max_in_flight_lets_one_subscriber_take_several_at_once() {
     assert!(response.text().await.unwrap().contains("from 1 to 256"));
     eventually("nothing registered", || hub.hub().subscriber_count() == 1).await;
 }
+
+#[tokio::test]
+async fn each_attempt_keeps_what_was_sent_and_what_came_back() {
+    let hub = start_hub(|config| {
+        config.retry_schedule.0 = vec![Duration::from_millis(50)];
+    })
+    .await;
+    let receiver = Receiver::scripted(
+        vec![
+            Reply::status(500)
+                .header("x-trace", "abc")
+                .body("boom: a stack trace"),
+        ],
+        Reply::status(200).body(vec![0xff_u8, 0x00, 0x01]),
+    )
+    .await;
+    hub.register(&receiver.address()).await;
+    let id = hub
+        .publish(r#"{"order": 1}"#, Some("application/json"))
+        .await;
+    let message = hub.until_delivered(id, 1).await;
+    let attempts = &message.deliveries()[0].attempts;
+    assert_eq!(attempts.len(), 2);
+    let first = attempts[0]
+        .exchange
+        .as_deref()
+        .expect("the first attempt was sent");
+    assert_eq!(first.method, "POST");
+    assert_eq!(first.url, format!("http://{}/event", receiver.address()));
+    let sent = |name: &str| {
+        first
+            .request_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(sent("content-type").as_deref(), Some("application/json"));
+    assert_eq!(sent("x-herald-message-id"), Some(id.to_string()));
+    let answer = first.response.as_ref().expect("it answered");
+    assert_eq!(answer.status, 500);
+    assert_eq!(&answer.body[..], b"boom: a stack trace");
+    assert!(
+        answer
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-trace" && v == "abc")
+    );
+
+    let detail: serde_json::Value =
+        serde_json::from_str(&hub.call("GET", &format!("/api/v1/messages/{id}")).await.1).unwrap();
+    let attempts = &detail["deliveries"][0]["attempts"];
+    assert_eq!(
+        attempts[0]["response"]["body"], "boom: a stack trace",
+        "{detail}"
+    );
+    assert_eq!(attempts[0]["response"]["body_encoding"], "utf8");
+    assert_eq!(attempts[0]["request"]["method"], "POST");
+    assert_eq!(attempts[1]["response"]["status"], 200);
+    assert_eq!(attempts[1]["response"]["body_encoding"], "base64");
+    assert_eq!(attempts[1]["response"]["body"], "/wAB");
+}

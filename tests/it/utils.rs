@@ -159,6 +159,7 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// How long to think before answering.
     pub delay: Duration,
+    pub body: Bytes,
 }
 
 impl Reply {
@@ -167,7 +168,13 @@ impl Reply {
             status: StatusCode::from_u16(status).unwrap(),
             headers: Vec::new(),
             delay: Duration::ZERO,
+            body: Bytes::new(),
         }
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
@@ -307,7 +314,7 @@ async fn record(State(state): State<ReceiverState>, request: Request) -> axum::r
         .unwrap_or_else(|| state.replies.standing.lock().clone());
     tokio::time::sleep(reply.delay).await;
     state.in_flight.now.fetch_sub(1, Ordering::SeqCst);
-    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    let mut response = axum::response::Response::new(axum::body::Body::from(reply.body));
     *response.status_mut() = reply.status;
     for (name, value) in reply.headers {
         response.headers_mut().insert(name, value.parse().unwrap());

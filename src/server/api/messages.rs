@@ -39,7 +39,10 @@ pub(super) struct PublishedJson {
 struct CountsJson {
     delivered: u64,
     failed: u64,
+    /// Without an outcome yet: queued, in flight or retrying.
     pending: u64,
+    /// Of the pending, those waiting for a retry.
+    retrying: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,6 +87,31 @@ struct AttemptJson {
     latency_ms: Option<f64>,
     /// Why it failed, if it did.
     error: Option<String>,
+    /// What was sent; absent when nothing was (a refused target).
+    request: Option<SentJson>,
+    /// What the subscriber answered, if it answered.
+    response: Option<AnswerJson>,
+}
+
+/// A request as sent, credentials hidden.
+#[derive(Debug, Serialize, ToSchema)]
+struct SentJson {
+    method: String,
+    url: String,
+    /// Name and value pairs, in the order sent.
+    headers: Vec<(String, String)>,
+}
+
+/// A subscriber's answer: status, headers and the first 64 KiB of its body.
+#[derive(Debug, Serialize, ToSchema)]
+struct AnswerJson {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// Text when it is UTF-8, base64 otherwise.
+    body: String,
+    body_encoding: BodyEncoding,
+    /// Whether the body went on past the 64 KiB kept.
+    body_truncated: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,6 +183,7 @@ fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
             delivered: counts.delivered as u64,
             failed: counts.failed as u64,
             pending: counts.pending as u64,
+            retrying: counts.retrying as u64,
         },
     }
 }
@@ -203,20 +232,41 @@ fn delivery(delivery: Delivery) -> DeliveryJson {
 
 fn attempt(attempt: &Attempt) -> AttemptJson {
     let (http_status, latency_ms, error) = outcome_fields(Some(&attempt.outcome));
+    let exchange = attempt.exchange.as_deref();
     AttemptJson {
         at: time(attempt.at),
         status: Some(&attempt.outcome).into(),
         http_status,
         latency_ms,
         error,
+        request: exchange.map(|sent| SentJson {
+            method: sent.method.clone(),
+            url: sent.url.clone(),
+            headers: sent.request_headers.clone(),
+        }),
+        response: exchange.and_then(|e| e.response.as_ref()).map(|answer| {
+            let (body, body_encoding) = encoded(&answer.body);
+            AnswerJson {
+                status: answer.status,
+                headers: answer.headers.clone(),
+                body,
+                body_encoding,
+                body_truncated: answer.truncated,
+            }
+        }),
+    }
+}
+
+/// Bytes as JSON can carry them: text when they are UTF-8, base64 otherwise.
+fn encoded(bytes: &[u8]) -> (String, BodyEncoding) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), BodyEncoding::Utf8),
+        Err(_) => (STANDARD.encode(bytes), BodyEncoding::Base64),
     }
 }
 
 fn message_json(hub: &Hub, message: &MessageRecord) -> MessageJson {
-    let (body, body_encoding) = match std::str::from_utf8(&message.body) {
-        Ok(text) => (text.to_owned(), BodyEncoding::Utf8),
-        Err(_) => (STANDARD.encode(&message.body), BodyEncoding::Base64),
-    };
+    let (body, body_encoding) = encoded(&message.body);
     MessageJson {
         summary: summary(hub.instance(), message),
         body,

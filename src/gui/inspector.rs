@@ -1,0 +1,122 @@
+//! The delivery inspector: each delivery of the selected message as a timeline of its
+//! attempts, with the next retry's countdown, and what each attempt sent and got back.
+
+use std::time::SystemTime;
+
+use egui::RichText;
+
+use super::{format, theme};
+use crate::hub::{Attempt, Delivery, DeliveryError, DeliveryState, MAX_KEPT_BODY, Outcome};
+
+/// Every delivery, collapsed to one line each until opened.
+pub(crate) fn deliveries_ui(ui: &mut egui::Ui, deliveries: &[Delivery]) {
+    for (slot, delivery) in deliveries.iter().enumerate() {
+        let (state, colour) = state_text(delivery);
+        let attempts = match delivery.attempts.len() {
+            0 | 1 => String::new(),
+            n => format!(" · {n} attempts"),
+        };
+        let title =
+            RichText::new(format!("{}  {state}{attempts}", delivery.subscriber)).color(colour);
+        egui::CollapsingHeader::new(title)
+            .id_salt(("delivery", slot))
+            .show(ui, |ui| {
+                for (n, attempt) in delivery.attempts.iter().enumerate() {
+                    attempt_ui(ui, (slot, n), attempt);
+                }
+                if delivery.attempts.is_empty() {
+                    ui.weak("No attempt yet");
+                }
+            });
+    }
+}
+
+/// One attempt: when, how it ended, and (opened) the request and the answer.
+fn attempt_ui(ui: &mut egui::Ui, id: (usize, usize), attempt: &Attempt) {
+    let (outcome, colour) = outcome_text(Some(&attempt.outcome));
+    let title = RichText::new(format!(
+        "#{} at {}  {outcome}",
+        id.1 + 1,
+        format::time_of_day(attempt.at)
+    ))
+    .color(colour);
+    let Some(exchange) = attempt.exchange.as_deref() else {
+        ui.label(title);
+        return;
+    };
+    egui::CollapsingHeader::new(title)
+        .id_salt(("attempt", id))
+        .show(ui, |ui| {
+            ui.label(RichText::new(format!("{} {}", exchange.method, exchange.url)).strong());
+            headers_ui(ui, &exchange.request_headers);
+            match &exchange.response {
+                None => {
+                    ui.weak("No answer");
+                }
+                Some(answer) => {
+                    ui.separator();
+                    ui.label(RichText::new(format!("HTTP {}", answer.status)).strong());
+                    headers_ui(ui, &answer.headers);
+                    if answer.body.is_empty() {
+                        ui.weak("Empty body");
+                    } else {
+                        // Rendered only while the attempt is open.
+                        let (text, kind) = format::payload(&answer.body, MAX_KEPT_BODY);
+                        let cut = if answer.truncated {
+                            ", cut at 64 KiB"
+                        } else {
+                            ""
+                        };
+                        ui.weak(format!("Body ({kind}{cut})"));
+                        ui.add(egui::Label::new(RichText::new(text).monospace()).selectable(true));
+                    }
+                }
+            }
+        });
+}
+
+fn headers_ui(ui: &mut egui::Ui, headers: &[(String, String)]) {
+    for (name, value) in headers {
+        ui.label(
+            RichText::new(format!("{name}: {value}"))
+                .monospace()
+                .small(),
+        );
+    }
+}
+
+/// Where a delivery stands: its outcome, "pending", or when its next attempt comes and
+/// what the last one got ("retrying 2 of 4 in 1.6 s: 500 in 3 ms"), with its colour.
+fn state_text(delivery: &Delivery) -> (String, egui::Color32) {
+    let DeliveryState::Retrying { attempt, of, at } = &delivery.state else {
+        return outcome_text(delivery.state.outcome());
+    };
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    let of = of.map_or_else(|| " (probing)".to_owned(), |of| format!(" of {of}"));
+    let last = delivery
+        .attempts
+        .last()
+        .map(|last| format!(": {}", outcome_text(Some(&last.outcome)).0))
+        .unwrap_or_default();
+    let text = format!(
+        "retrying {attempt}{of} in {:.1} s{last}",
+        left.as_secs_f64()
+    );
+    (text, theme::PENDING)
+}
+
+/// An outcome as one line, or "pending" while there is none, with its colour.
+fn outcome_text(outcome: Option<&Outcome>) -> (String, egui::Color32) {
+    match outcome {
+        None => ("pending".to_owned(), theme::PENDING),
+        Some(Outcome::Delivered { status, latency }) => (
+            format!("{status} in {}", format::latency(*latency)),
+            theme::OK,
+        ),
+        Some(Outcome::Failed(DeliveryError::Status { status, latency })) => (
+            format!("{status} in {}", format::latency(*latency)),
+            theme::FAILED,
+        ),
+        Some(Outcome::Failed(error)) => (error.to_string(), theme::FAILED),
+    }
+}
