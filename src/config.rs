@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use crate::delivery::DeliveryConfig;
 use crate::hub::{HubConfig, Secret, TargetPolicy};
-use crate::server::ServerConfig;
+use crate::server::{Origin, ServerConfig};
 
 /// Herald: a desktop event hub for microservices. Services register a callback address and
 /// keep it alive; every message published to the hub is POSTed to every live subscriber.
@@ -107,6 +107,13 @@ pub struct Config {
     /// multicast...). Repeatable.
     #[arg(long = "allow-target", value_name = "CIDR")]
     pub allow_targets: Vec<IpNet>,
+
+    /// Also accept requests from web pages at this origin (scheme://host:port, e.g.
+    /// http://localhost:5173). Without it, a request whose Origin header is not the hub's
+    /// own, or that a browser marks as cross-site or same-site, is refused with 403, so
+    /// that no page you visit can drive the hub. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<Origin>,
 }
 
 /// A `Retry-After` longer than this is cut to it (a subscriber cannot park its queue).
@@ -188,6 +195,7 @@ impl Config {
             max_body: self.max_body,
             token: self.token.clone(),
             allowed_hosts: self.allow_hosts.clone(),
+            allowed_origins: self.allow_origins.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod api;
 mod error;
 mod guard;
 mod metrics;
+mod origin;
 mod publish;
 mod query;
 mod seed;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 pub use api::log_ndjson;
+pub use origin::Origin;
 
 use crate::hub::Hub;
 use error::{Dialect, HttpError};
@@ -44,6 +46,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Host names answered besides localhost and IP literals.
     pub allowed_hosts: Vec<String>,
+    /// Web pages at these origins may send requests, besides the hub's own.
+    pub allowed_origins: Vec<Origin>,
 }
 
 #[derive(Clone)]

@@ -10,22 +10,11 @@ use http_body_util::LengthLimitError;
 use super::AppState;
 use super::error::{HttpError, Result};
 use crate::hub::{Published, Source};
-use crate::wire::INSTANCE_HEADER;
 
 /// Reads the whole body and publishes it with the request's content type. A body that is
-/// too large or did not arrive whole is never published.
+/// too large or did not arrive whole is never published. (The guard has already refused
+/// the hub's own deliveries, which must not be published again.)
 pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published> {
-    if request
-        .headers()
-        .get(INSTANCE_HEADER)
-        .is_some_and(|v| v.as_bytes() == state.hub.instance().as_bytes())
-    {
-        return Err(HttpError::new(
-            StatusCode::LOOP_DETECTED,
-            "this request is one of this hub's own deliveries (a subscriber address points \
-             back at Herald); it was not published again",
-        ));
-    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

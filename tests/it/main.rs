@@ -22,6 +22,10 @@ mod reliability;
 /// Body limits, Host checks, tokens, target policy, loops, bounded shutdown.
 mod safety;
 
+/// The edge: cross-site requests, loops on every route, connection limits and timeouts,
+/// one body limit, a listener that closes at stop.
+mod edge;
+
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 

@@ -1,0 +1,157 @@
+use axum::http::StatusCode;
+use clap::Parser as _;
+use herald::Config;
+
+use crate::utils::{Receiver, TestHub, start_hub};
+
+/// `POST /sendMessage` as a web page would send it (a "simple" request: no preflight),
+/// with `headers` added.
+async fn send_as_page(hub: &TestHub, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut request = hub
+        .http
+        .post(format!("{}{path}", hub.url))
+        .header("content-type", "text/plain")
+        .body("from a page");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn web_pages_on_other_sites_cannot_drive_the_hub() {
+    let hub = start_hub(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    hub.register(&receiver.address()).await;
+    let own_port = hub.addr().port();
+
+    for headers in [
+        &[("origin", "https://evil.example")][..],
+        &[("origin", "null")],
+        &[
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site")],
+    ] {
+        for path in ["/sendMessage", "/registerAndKeepAlive?address=localhost:9"] {
+            let (status, body) = send_as_page(&hub, path, headers).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} {headers:?}: {body}");
+            assert!(body.starts_with("Error: "), "{body}");
+            assert!(body.contains("--allow-origin"), "{body}");
+        }
+    }
+    let (status, body) = send_as_page(
+        &hub,
+        "/api/v1/messages",
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(error["error"].as_str().unwrap().contains("--allow-origin"));
+    assert_eq!(hub.hub().totals().messages, 0, "a refused page published");
+    assert_eq!(hub.listed().await, [receiver.address()]);
+
+    // The hub's own origin, in each loopback spelling, and pages that say so.
+    for origin in [
+        format!("http://127.0.0.1:{own_port}"),
+        format!("http://localhost:{own_port}"),
+        format!("http://[::1]:{own_port}"),
+    ] {
+        let (status, body) = send_as_page(
+            &hub,
+            "/sendMessage",
+            &[("origin", &origin), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "success"),
+            "{origin}"
+        );
+    }
+    assert_eq!(receiver.recv().await.body, "from a page");
+}
+
+#[tokio::test]
+async fn an_allowed_origin_may_drive_the_hub() {
+    let hub = start_hub(|config| {
+        config.allow_origins = vec!["https://evil.example".parse().unwrap()];
+    })
+    .await;
+    for headers in [
+        &[("origin", "https://evil.example")][..],
+        &[
+            ("origin", "https://evil.example:443"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+    ] {
+        let (status, body) = send_as_page(&hub, "/sendMessage", headers).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "success"),
+            "{headers:?}"
+        );
+    }
+    let (status, _) =
+        send_as_page(&hub, "/sendMessage", &[("origin", "https://other.example")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(hub.hub().totals().messages, 2);
+}
+
+#[tokio::test]
+async fn allowed_origins_are_checked_at_start() {
+    for bad in ["evil.example", "http://evil.example/path", "null", ""] {
+        let parsed = Config::try_parse_from(["herald", "--allow-origin", bad]);
+        let err = parsed.expect_err(bad).to_string();
+        assert!(err.contains("scheme://host:port"), "{bad}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn no_route_accepts_the_hubs_own_deliveries() {
+    let hub = start_hub(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    hub.register(&receiver.address()).await;
+    let id = hub.publish("once", None).await;
+    hub.until_delivered(id, 1).await;
+    receiver.recv().await;
+    let instance = hub.hub().instance().to_owned();
+    for (method, path) in [
+        ("POST", format!("/api/v1/messages/{id}/resend")),
+        (
+            "POST",
+            "/registerAndKeepAlive?address=localhost:9".to_owned(),
+        ),
+        ("GET", "/listSubscribers".to_owned()),
+    ] {
+        let response = hub
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", hub.url))
+            .header("x-herald-instance", &instance)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::LOOP_DETECTED,
+            "{method} {path}"
+        );
+    }
+    // Another hub's deliveries are fine.
+    let response = hub
+        .http
+        .post(format!("{}/api/v1/messages/{id}/resend", hub.url))
+        .header("x-herald-instance", "someone-else")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let message = hub.until_delivered(id, 2).await;
+    assert_eq!(message.deliveries().len(), 2, "a looped resend was queued");
+    assert_eq!(receiver.drain().len(), 1);
+    assert_eq!(hub.listed().await, [receiver.address()]);
+}
