@@ -138,6 +138,9 @@ pub async fn serve(
             }
         });
     }
+    // Closed before the requests in flight finish, so that a stopping hub refuses new
+    // connections at once instead of leaving them in the backlog until it exits.
+    drop(listener);
     while connections.join_next().await.is_some() {}
     Ok(())
 }

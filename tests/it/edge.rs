@@ -1,8 +1,13 @@
+use std::io;
+use std::time::{Duration, Instant};
+
 use axum::http::StatusCode;
 use clap::Parser as _;
 use herald::Config;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 
-use crate::utils::{Receiver, TestHub, start_hub};
+use crate::utils::{Receiver, TestHub, eventually, hanging_receiver, start_hub};
 
 /// `POST /sendMessage` as a web page would send it (a "simple" request: no preflight),
 /// with `headers` added.
@@ -154,4 +159,42 @@ async fn no_route_accepts_the_hubs_own_deliveries() {
     assert_eq!(message.deliveries().len(), 2, "a looped resend was queued");
     assert_eq!(receiver.drain().len(), 1);
     assert_eq!(hub.listed().await, [receiver.address()]);
+}
+
+#[tokio::test]
+async fn a_stopping_hub_refuses_new_connections_at_once() {
+    let hub = start_hub(|config| config.delivery_timeout = Duration::from_secs(600)).await;
+    // A delivery that hangs keeps shutdown draining for its whole grace period.
+    let (hanging, _held) = hanging_receiver().await;
+    hub.register(&hanging).await;
+    hub.publish("stuck", None).await;
+    let addr = hub.addr();
+    // A request still in flight (its body stalled) keeps the server finishing requests.
+    let mut in_flight = TcpStream::connect(addr).await.unwrap();
+    in_flight
+        .write_all(
+            b"POST /sendMessage HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let inner = hub.hub().clone();
+    let shutdown = tokio::spawn(hub.shutdown());
+    eventually("shutdown begins", || inner.is_stopping()).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => break,
+            result => assert!(
+                Instant::now() < deadline,
+                "still accepting after shutdown began: {result:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "the drain was not busy: nothing was proven"
+    );
+    shutdown.await.unwrap();
 }
