@@ -10,6 +10,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -76,6 +77,21 @@ impl HttpError {
                 "the request body is larger than the hub's limit of {limit} bytes; \
                  send less or start Herald with a larger --max-body"
             ),
+        )
+    }
+
+    /// Why a request body could not be read: larger than `--max-body` (413), or cut short
+    /// (400). `err` is whatever reading it failed with; its causes tell which.
+    pub(super) fn unreadable_body(
+        err: &(dyn std::error::Error + 'static),
+        max_body: usize,
+    ) -> Self {
+        if anyhow::Chain::new(err).any(|cause| cause.is::<LengthLimitError>()) {
+            return Self::too_large(max_body);
+        }
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body did not arrive whole ({err}); nothing was done with it"),
         )
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
@@ -58,6 +58,7 @@ struct AppState {
 
 /// Every route Herald serves, behind the host, token and size checks.
 pub fn router(hub: Hub, config: ServerConfig) -> Router {
+    let max_body = config.max_body;
     let state = AppState {
         hub,
         config: Arc::new(config),
@@ -68,6 +69,8 @@ pub fn router(hub: Hub, config: ServerConfig) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
         .fallback(not_found)
+        // axum's extractors (the JSON routes') would otherwise allow 2 MB.
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
-use http_body_util::LengthLimitError;
 
 use super::AppState;
 use super::error::{HttpError, Result};
@@ -42,13 +41,5 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
     // chunked bodies that grow past it.
     axum::body::to_bytes(request.into_body(), limit)
         .await
-        .map_err(|err| {
-            if anyhow::Chain::new(&err).any(|cause| cause.is::<LengthLimitError>()) {
-                return HttpError::too_large(limit);
-            }
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the message body did not arrive whole ({err}); nothing was published"),
-            )
-        })
+        .map_err(|err| HttpError::unreadable_body(&err, limit))
 }

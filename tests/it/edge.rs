@@ -1,13 +1,14 @@
 use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use clap::Parser as _;
 use herald::Config;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::utils::{Receiver, TestHub, eventually, hanging_receiver, start_hub};
+use crate::utils::{PATIENCE, Receiver, TestHub, eventually, hanging_receiver, start_hub};
 
 /// `POST /sendMessage` as a web page would send it (a "simple" request: no preflight),
 /// with `headers` added.
@@ -197,4 +198,66 @@ async fn a_stopping_hub_refuses_new_connections_at_once() {
         "the drain was not busy: nothing was proven"
     );
     shutdown.await.unwrap();
+}
+
+/// Sends `head` and then a chunked body of `size` bytes of JSON-ish filler on a fresh
+/// connection, reading the answer meanwhile (the hub may answer and close before the
+/// body is all sent), and returns the answer.
+async fn send_chunked(addr: SocketAddr, head: &str, size: usize) -> String {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let head = format!("{head}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        write.write_all(b"1\r\n{\r\n").await?;
+        while sent < size {
+            let len = chunk.len().min(size - sent);
+            write.write_all(format!("{len:x}\r\n").as_bytes()).await?;
+            write.write_all(&chunk[..len]).await?;
+            write.write_all(b"\r\n").await?;
+            sent += len;
+        }
+        write.write_all(b"1\r\n}\r\n0\r\n\r\n").await?;
+        io::Result::Ok(write)
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, read.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .ok();
+    // The hub may have stopped reading: a failed write is expected.
+    writer.await.unwrap().ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn every_route_holds_chunked_bodies_to_max_body() {
+    let hub = start_hub(|config| config.max_body = 1024 * 1024).await;
+    let too_large = 1024 * 1024 + 512 * 1024;
+    for (head, json) in [
+        (
+            "POST /api/v1/subscribers HTTP/1.1\r\nContent-Type: application/json\r\n",
+            true,
+        ),
+        ("POST /api/v1/messages HTTP/1.1\r\n", true),
+        ("POST /sendMessage HTTP/1.1\r\n", false),
+    ] {
+        let head = format!("{head}Host: localhost\r\n");
+        let answer = send_chunked(hub.addr(), &head, too_large).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{head}: {answer}");
+        assert!(answer.contains("--max-body"), "{answer}");
+        assert!(answer.contains("1048576 bytes"), "{answer}");
+        assert_eq!(answer.contains("{\"error\":"), json, "{answer}");
+    }
+    assert_eq!(hub.hub().totals().messages, 0);
+    // Under the limit, the same route reads the body (and finds it is no subscription).
+    let answer = send_chunked(
+        hub.addr(),
+        "POST /api/v1/subscribers HTTP/1.1\r\nContent-Type: application/json\r\nHost: localhost\r\n",
+        512 * 1024,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
