@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use crate::delivery::DeliveryConfig;
 use crate::hub::{HubConfig, Secret, TargetPolicy};
-use crate::server::{Origin, ServerConfig};
+use crate::server::{ConnectionLimits, Origin, ServerConfig};
 
 /// Herald: a desktop event hub for microservices. Services register a callback address and
 /// keep it alive; every message published to the hub is POSTed to every live subscriber.
@@ -114,6 +114,24 @@ pub struct Config {
     /// that no page you visit can drive the hub. Repeatable.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<Origin>,
+
+    /// Drop a connection whose request head is not complete this long after its first
+    /// byte, and answer 408 to a request whose body stalls this long (nothing of it is
+    /// published), so that slow clients cannot hold connections (at most 24h).
+    #[arg(long, default_value = "10s", value_parser = edge_timeout, value_name = "DURATION")]
+    pub header_timeout: Duration,
+
+    /// Close a keep-alive connection that has waited this long for its next request; an
+    /// open /api/v1/events stream is not idle (at most 24h).
+    #[arg(long, default_value = "60s", value_parser = edge_timeout, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Most inbound connections open at once (1 to 1,000,000), well below the open-file
+    /// limit so that deliveries always have descriptors. At the cap the connection idle or
+    /// incomplete the longest is closed to make room; if every one is busy, a newcomer
+    /// gets 503.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub max_connections: u32,
 }
 
 /// A `Retry-After` longer than this is cut to it (a subscriber cannot park its queue).
@@ -196,6 +214,11 @@ impl Config {
             token: self.token.clone(),
             allowed_hosts: self.allow_hosts.clone(),
             allowed_origins: self.allow_origins.clone(),
+            connections: ConnectionLimits {
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections as usize,
+            },
         }
     }
 }
@@ -261,6 +284,21 @@ fn byte_size(text: &str) -> Result<usize, String> {
         .checked_mul(multiplier)
         .filter(|size| *size > 0)
         .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+/// Longest `--header-timeout` or `--idle-timeout`: beyond a day a timeout protects
+/// nothing, and adding a vast one to the clock would overflow it.
+const MAX_EDGE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn edge_timeout(text: &str) -> Result<Duration, String> {
+    let duration = positive_duration(text)?;
+    if duration > MAX_EDGE_TIMEOUT {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(MAX_EDGE_TIMEOUT)
+        ));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
 
-use super::AppState;
 use super::error::{HttpError, Result};
+use super::{AppState, ServerConfig};
 use crate::hub::{Published, Source};
 
 /// Reads the whole body and publishes it with the request's content type. A body that is
@@ -27,7 +27,7 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
             )
         })?),
     };
-    let body = read_body(request, state.config.max_body).await?;
+    let body = read_body(request, &state.config).await?;
     // Waits, rather than refusing, while the fan-out is a full backlog behind: a
     // publisher that outruns it is slowed down, and nothing it was told was accepted is lost.
     Ok(state
@@ -36,10 +36,10 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
         .await?)
 }
 
-async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
+async fn read_body(request: Request, config: &ServerConfig) -> Result<Bytes> {
     // A declared length over the limit was already refused by the guard; this catches
     // chunked bodies that grow past it.
-    axum::body::to_bytes(request.into_body(), limit)
+    axum::body::to_bytes(request.into_body(), config.max_body)
         .await
-        .map_err(|err| HttpError::unreadable_body(&err, limit))
+        .map_err(|err| HttpError::unreadable_body(&err, config))
 }

@@ -8,7 +8,9 @@ use herald::Config;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::utils::{PATIENCE, Receiver, TestHub, eventually, hanging_receiver, start_hub};
+use crate::utils::{
+    PATIENCE, Receiver, TestHub, eventually, hanging_receiver, raw_request, start_hub,
+};
 
 /// `POST /sendMessage` as a web page would send it (a "simple" request: no preflight),
 /// with `headers` added.
@@ -260,4 +262,238 @@ async fn every_route_holds_chunked_bodies_to_max_body() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+#[tokio::test]
+async fn connection_flags_are_checked_at_start() {
+    let config = Config::default();
+    assert_eq!(config.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.max_connections, 1024);
+    for (flag, value, expected) in [
+        ("--header-timeout", "0s", "longer than zero"),
+        ("--header-timeout", "10000000000000000000s", "at most 1day"),
+        ("--idle-timeout", "0ms", "longer than zero"),
+        ("--idle-timeout", "soon", "500ms"),
+        ("--idle-timeout", "25h", "at most 1day"),
+        ("--max-connections", "0", "0"),
+        ("--max-connections", "2000000", "2000000"),
+    ] {
+        let err = Config::try_parse_from(["herald", flag, value])
+            .expect_err(value)
+            .to_string();
+        assert!(
+            err.contains(flag) && err.contains(expected),
+            "{flag} {value}: {err}"
+        );
+    }
+}
+
+/// Reads one response's head and, if it says how long its body is, the body.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut byte = [0; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut byte))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert_eq!(
+            read,
+            1,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.push(byte[0]);
+    }
+    let head = String::from_utf8(answer).unwrap();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .map_or(0, |len| len.parse().unwrap());
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// A connection that made one request and keeps the connection open for more.
+async fn kept_alive(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stream
+}
+
+/// A connection following `/api/v1/events`.
+async fn event_stream(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.contains("text/event-stream"), "{head}");
+    stream
+}
+
+/// Whether the hub has closed `stream`, waiting up to `wait` for it to.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An event or a keep-alive comment: still open.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_sent_a_byte_at_a_time_is_dropped() {
+    let hub = start_hub(|config| config.header_timeout = Duration::from_millis(300)).await;
+    let stream = TcpStream::connect(hub.addr()).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: slow\r\n\r\n";
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for byte in request {
+            if write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // All sent (about 3 s): hold the connection until the hub closes it.
+        std::future::pending::<()>().await;
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, read.read_to_end(&mut answer))
+        .await
+        .expect("the slow head was never dropped")
+        .ok();
+    writer.abort();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_nothing_is_published() {
+    let hub = start_hub(|config| config.header_timeout = Duration::from_millis(300)).await;
+    for (head, json) in [
+        ("POST /sendMessage HTTP/1.1\r\n", false),
+        ("POST /api/v1/messages HTTP/1.1\r\n", true),
+        (
+            "POST /api/v1/subscribers HTTP/1.1\r\nContent-Type: application/json\r\n",
+            true,
+        ),
+    ] {
+        let mut stream = TcpStream::connect(hub.addr()).await.unwrap();
+        stream
+            .write_all(
+                format!("{head}Host: localhost\r\nContent-Length: 100\r\n\r\n{{\"ad").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let answer = read_response(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{head}: {answer}");
+        assert!(answer.contains("--header-timeout"), "{answer}");
+        assert_eq!(answer.contains("{\"error\":"), json, "{answer}");
+        assert!(closed_within(&mut stream, PATIENCE).await);
+    }
+    assert_eq!(hub.hub().totals().messages, 0);
+    assert!(hub.listed().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_is_closed_but_an_event_stream_is_not() {
+    let idle_timeout = Duration::from_millis(300);
+    let hub = start_hub(|config| config.idle_timeout = idle_timeout).await;
+    let mut events = event_stream(hub.addr()).await;
+    let mut idle = kept_alive(hub.addr()).await;
+    let answered = Instant::now();
+    assert!(
+        closed_within(&mut idle, PATIENCE).await,
+        "an idle connection was kept"
+    );
+    assert!(answered.elapsed() >= idle_timeout);
+
+    // Long past the idle timeout, the stream still carries events.
+    tokio::time::sleep(3 * idle_timeout).await;
+    hub.publish("still there?", None).await;
+    let mut seen = Vec::new();
+    let mut buf = [0; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: published") {
+        let read = tokio::time::timeout(PATIENCE, events.read(&mut buf))
+            .await
+            .expect("no event")
+            .unwrap();
+        assert!(read > 0, "the event stream was closed");
+        seen.extend_from_slice(&buf[..read]);
+    }
+}
+
+#[tokio::test]
+async fn at_the_cap_the_longest_idle_connection_makes_room() {
+    let hub = start_hub(|config| config.max_connections = 8).await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(kept_alive(hub.addr()).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut receiver = Receiver::start().await;
+    // A new client is served at once, and deliveries still go out.
+    let fresh = reqwest::Client::new();
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(1),
+        fresh
+            .post(format!(
+                "{}/registerAndKeepAlive?address={}",
+                hub.url,
+                receiver.address()
+            ))
+            .send(),
+    )
+    .await
+    .expect("a new client waited over a second")
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let took = started.elapsed();
+    // The room was made by closing the connection idle the longest, and only that one.
+    assert!(
+        closed_within(&mut held[0], PATIENCE).await,
+        "the oldest was kept"
+    );
+    for stream in &mut held[1..] {
+        assert!(!closed_within(stream, Duration::from_millis(50)).await);
+    }
+    let id = hub.publish("through the cap", None).await;
+    assert_eq!(receiver.recv().await.body, "through the cap");
+    hub.until_delivered(id, 1).await;
+    println!("a new client at the cap was served in {took:?}");
+}
+
+#[tokio::test]
+async fn at_the_cap_with_every_connection_busy_a_newcomer_gets_503() {
+    let hub = start_hub(|config| config.max_connections = 8).await;
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(event_stream(hub.addr()).await);
+    }
+    let answer = raw_request(
+        hub.addr(),
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("--max-connections"), "{answer}");
+    // Busy connections were not closed to make room.
+    for stream in &mut streams {
+        assert!(!closed_within(stream, Duration::from_millis(50)).await);
+    }
 }

@@ -108,7 +108,7 @@ where
                 Err(HttpError::too_large(state.config.max_body).into())
             }
             Err(JsonRejection::BytesRejection(err)) => {
-                Err(HttpError::unreadable_body(&err, state.config.max_body).into())
+                Err(HttpError::unreadable_body(&err, &state.config).into())
             }
             Err(rejection) => Err(rejection.into()),
         }
