@@ -497,3 +497,61 @@ async fn at_the_cap_with_every_connection_busy_a_newcomer_gets_503() {
         assert!(!closed_within(stream, Duration::from_millis(50)).await);
     }
 }
+
+#[tokio::test]
+async fn a_message_answers_a_page_of_its_deliveries() {
+    let hub = start_hub(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    hub.register(&receiver.address()).await;
+    let id = hub.publish("again and again", None).await;
+    receiver.recv().await;
+    for _ in 0..249 {
+        hub.hub().resend(id, None).unwrap();
+    }
+    let message = hub.until_delivered(id, 250).await;
+    assert_eq!(message.deliveries().len(), 250);
+
+    let get = |query: String| {
+        let http = hub.http.clone();
+        let url = format!("{}/api/v1/messages/{id}{query}", hub.url);
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let slots = |page: &serde_json::Value| -> Vec<u64> {
+        page["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["slot"].as_u64().unwrap())
+            .collect()
+    };
+    let (status, first) = get(String::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(slots(&first), (0..100).collect::<Vec<_>>());
+    assert_eq!(first["deliveries_total"], 250);
+    assert_eq!(first["next_deliveries_after"], 99);
+    assert_eq!(first["delivery_counts"]["delivered"], 250);
+
+    let (_, second) = get("?deliveries_after=99&deliveries_limit=1000".into()).await;
+    assert_eq!(slots(&second), (100..250).collect::<Vec<_>>());
+    assert_eq!(second["next_deliveries_after"], serde_json::Value::Null);
+    let (_, past) = get(format!("?deliveries_after={}", u64::MAX)).await;
+    assert!(slots(&past).is_empty());
+
+    for query in [
+        "?deliveries_limit=0",
+        "?deliveries_limit=1001",
+        "?deliveries_after=-1",
+    ] {
+        let (status, body) = get(query.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
+    // The export still has every delivery.
+    let exported = herald::server::log_ndjson(hub.hub());
+    let line: serde_json::Value =
+        serde_json::from_slice(exported.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["deliveries"].as_array().unwrap().len(), 250);
+}
