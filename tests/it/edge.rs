@@ -316,26 +316,25 @@ async fn read_response(stream: &mut TcpStream) -> String {
     head + &String::from_utf8_lossy(&body)
 }
 
-/// A connection that made one request and keeps the connection open for more.
-async fn kept_alive(addr: SocketAddr) -> TcpStream {
+/// A connection that sent `GET path` and read the answer's head (and its body, if it has
+/// a length), kept open.
+async fn after_get(addr: SocketAddr, path: &str) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let answer = read_response(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    stream
+    (stream, answer)
+}
+
+/// A connection that made one request and keeps the connection open for more.
+async fn kept_alive(addr: SocketAddr) -> TcpStream {
+    after_get(addr, "/healthz").await.0
 }
 
 /// A connection following `/api/v1/events`.
 async fn event_stream(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_response(&mut stream).await;
+    let (stream, head) = after_get(addr, "/api/v1/events").await;
     assert!(head.contains("text/event-stream"), "{head}");
     stream
 }

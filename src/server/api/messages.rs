@@ -261,6 +261,19 @@ pub fn log_ndjson(hub: &Hub) -> Vec<u8> {
     out
 }
 
+/// A page size given as query parameter `name`: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] if
+/// not given.
+fn page_size(name: &str, given: Option<u32>) -> Result<usize, HttpError> {
+    let size = given.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&size) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name} must be between 1 and {MAX_PAGE}, not {size}"),
+        ));
+    }
+    Ok(size as usize)
+}
+
 /// Publishes the raw request body to every live subscriber.
 #[utoipa::path(
     post,
@@ -308,19 +321,12 @@ pub(super) async fn list(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<MessagePageJson>, ApiError> {
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {MAX_PAGE}, not {limit}"),
-        )
-        .into());
-    }
-    let page = state.hub.messages(query.before, limit as usize + 1);
-    let more = page.len() > limit as usize;
+    let limit = page_size("limit", query.limit)?;
+    let page = state.hub.messages(query.before, limit + 1);
+    let more = page.len() > limit;
     let messages: Vec<MessageSummaryJson> = page
         .iter()
-        .take(limit as usize)
+        .take(limit)
         .map(|m| summary(state.hub.instance(), m))
         .collect();
     let next_before = more.then(|| messages.last().map(|m| m.id)).flatten();
@@ -350,14 +356,7 @@ pub(super) async fn get(
 ) -> Result<Json<MessageJson>, ApiError> {
     let Path(id) = id?;
     let Query(query) = query?;
-    let limit = query.deliveries_limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            format!("deliveries_limit must be between 1 and {MAX_PAGE}, not {limit}"),
-        )
-        .into());
-    }
+    let limit = page_size("deliveries_limit", query.deliveries_limit)?;
     let message = state
         .hub
         .message(id)
@@ -365,7 +364,7 @@ pub(super) async fn get(
     let from = query.deliveries_after.map_or(0, |after| {
         usize::try_from(after).map_or(usize::MAX, |a| a.saturating_add(1))
     });
-    let (deliveries, total) = message.deliveries_page(from, limit as usize);
+    let (deliveries, total) = message.deliveries_page(from, limit);
     let page = DeliveryPage {
         from,
         deliveries,
