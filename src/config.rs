@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use crate::delivery::DeliveryConfig;
 use crate::hub::{HubConfig, Secret, TargetPolicy};
-use crate::server::ServerConfig;
+use crate::server::{ConnectionLimits, Origin, ServerConfig};
 
 /// Herald: a desktop event hub for microservices. Services register a callback address and
 /// keep it alive; every message published to the hub is POSTed to every live subscriber.
@@ -112,13 +112,38 @@ pub struct Config {
     /// multicast...). Repeatable.
     #[arg(long = "allow-target", value_name = "CIDR")]
     pub allow_targets: Vec<IpNet>,
+
+    /// Also accept requests from web pages at this origin (scheme://host:port, e.g.
+    /// http://localhost:5173). Without it, a request whose Origin header is not the hub's
+    /// own, or that a browser marks as cross-site or same-site, is refused with 403, so
+    /// that no page you visit can drive the hub. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<Origin>,
+
+    /// Drop a connection whose request head is not complete this long after its first
+    /// byte, and answer 408 to a request whose body stalls this long (nothing of it is
+    /// published), so that slow clients cannot hold connections (at most 24h).
+    #[arg(long, default_value = "10s", value_parser = edge_timeout, value_name = "DURATION")]
+    pub header_timeout: Duration,
+
+    /// Close a keep-alive connection that has waited this long for its next request; an
+    /// open /api/v1/events stream is not idle (at most 24h).
+    #[arg(long, default_value = "60s", value_parser = edge_timeout, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Most inbound connections open at once (1 to 1,000,000), well below the open-file
+    /// limit so that deliveries always have descriptors. At the cap the connection idle or
+    /// incomplete the longest is closed to make room; if every one is busy, a newcomer
+    /// gets 503.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub max_connections: u32,
 }
 
 /// A `Retry-After` longer than this is cut to it (a subscriber cannot park its queue).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The longest duration any flag takes. Far beyond any sensible keep-alive or timeout,
 /// and far enough inside what clocks can add that no deadline overflows.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+const MAX_DURATION: (Duration, &str) = (Duration::from_secs(365 * 24 * 60 * 60), "365 days");
 /// The most retries `--retry-schedule` may list.
 const MAX_RETRIES: usize = 50;
 /// The largest `--log-max-bytes`.
@@ -207,6 +232,12 @@ impl Config {
             max_body: self.max_body,
             token: self.token.clone(),
             allowed_hosts: self.allow_hosts.clone(),
+            allowed_origins: self.allow_origins.clone(),
+            connections: ConnectionLimits {
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections as usize,
+            },
         }
     }
 }
@@ -232,16 +263,18 @@ impl Default for ServerConfig {
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
+    duration_up_to(text, MAX_DURATION)
+}
+
+/// A duration longer than zero and at most `max` (a duration, and how to say it).
+fn duration_up_to(text: &str, (max, said): (Duration, &str)) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|err| format!("{err}; write a duration such as 500ms, 3s or 2m"))?;
     if duration.is_zero() {
         return Err("must be longer than zero".to_owned());
     }
-    if duration > MAX_DURATION {
-        return Err(format!(
-            "{text:?} is longer than {}, the most any setting takes",
-            humantime::format_duration(MAX_DURATION)
-        ));
+    if duration > max {
+        return Err(format!("{text:?} is too long: it must be at most {said}"));
     }
     Ok(duration)
 }
@@ -299,6 +332,14 @@ fn byte_size(text: &str, max: usize) -> Result<usize, String> {
             "{text:?} is more than the largest allowed, {max} bytes"
         )),
     }
+}
+
+/// Longest `--header-timeout` or `--idle-timeout`: beyond a day a timeout protects
+/// nothing, and adding a vast one to the clock would overflow it.
+const MAX_EDGE_TIMEOUT: (Duration, &str) = (Duration::from_secs(24 * 60 * 60), "1day");
+
+fn edge_timeout(text: &str) -> Result<Duration, String> {
+    duration_up_to(text, MAX_EDGE_TIMEOUT)
 }
 
 #[cfg(test)]

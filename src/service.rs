@@ -119,10 +119,12 @@ impl Service {
         self.hub.set_own_addr(Some(local_addr));
         let stop = self.hub.stopping().child_token();
         let router = server::router(self.hub.clone(), config.clone());
-        let server = self
-            .http
-            .handle
-            .spawn(server::serve(listener, router, stop.clone()));
+        let server = self.http.handle.spawn(server::serve(
+            listener,
+            router,
+            config.connections,
+            stop.clone(),
+        ));
         self.listening = Some(Listening {
             local_addr,
             token: config.token,

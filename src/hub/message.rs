@@ -215,6 +215,17 @@ impl MessageRecord {
         // Freed without the lock, which workers finishing deliveries of it may want.
         drop(records);
     }
+
+    /// A copy of at most `limit` deliveries from slot `from` on, and how many there are:
+    /// a message resent many times has more than one answer should carry.
+    pub fn deliveries_page(&self, from: usize, limit: usize) -> (Vec<Delivery>, usize) {
+        let deliveries = self.deliveries.lock();
+        let page = deliveries.list.get(from..).unwrap_or_default();
+        (
+            page.iter().take(limit).cloned().collect(),
+            deliveries.list.len(),
+        )
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

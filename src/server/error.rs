@@ -10,9 +10,12 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use serde::Serialize;
+use tower_http::timeout::TimeoutError;
 use utoipa::ToSchema;
 
+use super::ServerConfig;
 use crate::hub::{PublishError, RegisterError, ResendError, SecretError};
 
 pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
@@ -76,6 +79,33 @@ impl HttpError {
                 "the request body is larger than the hub's limit of {limit} bytes; \
                  send less or start Herald with a larger --max-body"
             ),
+        )
+    }
+
+    /// Why a request body could not be read: larger than `--max-body` (413), stalled for
+    /// longer than `--header-timeout` (408), or cut short (400). `err` is whatever reading
+    /// it failed with; its causes tell which.
+    pub(super) fn unreadable_body(
+        err: &(dyn std::error::Error + 'static),
+        config: &ServerConfig,
+    ) -> Self {
+        let causes = || anyhow::Chain::new(err);
+        if causes().any(|cause| cause.is::<LengthLimitError>()) {
+            return Self::too_large(config.max_body);
+        }
+        if causes().any(|cause| cause.is::<TimeoutError>()) {
+            let timeout = humantime::format_duration(config.connections.header_timeout);
+            return Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body stalled for longer than {timeout} (--header-timeout); \
+                     nothing was done with it"
+                ),
+            );
+        }
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body did not arrive whole ({err}); nothing was done with it"),
         )
     }
 

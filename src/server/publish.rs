@@ -5,27 +5,15 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
-use http_body_util::LengthLimitError;
 
-use super::AppState;
 use super::error::{HttpError, Result};
+use super::{AppState, ServerConfig};
 use crate::hub::{Published, Source};
-use crate::wire::INSTANCE_HEADER;
 
 /// Reads the whole body and publishes it with the request's content type. A body that is
-/// too large or did not arrive whole is never published.
+/// too large or did not arrive whole is never published. (The guard has already refused
+/// the hub's own deliveries, which must not be published again.)
 pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published> {
-    if request
-        .headers()
-        .get(INSTANCE_HEADER)
-        .is_some_and(|v| v.as_bytes() == state.hub.instance().as_bytes())
-    {
-        return Err(HttpError::new(
-            StatusCode::LOOP_DETECTED,
-            "this request is one of this hub's own deliveries (a subscriber address points \
-             back at Herald); it was not published again",
-        ));
-    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -39,7 +27,7 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
             )
         })?),
     };
-    let body = read_body(request, state.config.max_body).await?;
+    let body = read_body(request, &state.config).await?;
     // Waits, rather than refusing, while the fan-out is a full backlog behind: a
     // publisher that outruns it is slowed down, and nothing it was told was accepted is lost.
     Ok(state
@@ -48,18 +36,10 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
         .await?)
 }
 
-async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
+async fn read_body(request: Request, config: &ServerConfig) -> Result<Bytes> {
     // A declared length over the limit was already refused by the guard; this catches
     // chunked bodies that grow past it.
-    axum::body::to_bytes(request.into_body(), limit)
+    axum::body::to_bytes(request.into_body(), config.max_body)
         .await
-        .map_err(|err| {
-            if anyhow::Chain::new(&err).any(|cause| cause.is::<LengthLimitError>()) {
-                return HttpError::too_large(limit);
-            }
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the message body did not arrive whole ({err}); nothing was published"),
-            )
-        })
+        .map_err(|err| HttpError::unreadable_body(&err, config))
 }

@@ -28,6 +28,10 @@ mod safety;
 /// The message log's budgets: bytes, records, what one subscriber answer may cost.
 mod bounds;
 
+/// The edge: cross-site requests, loops on every route, connection limits and timeouts,
+/// one body limit, a listener that closes at stop.
+mod edge;
+
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 

@@ -116,6 +116,9 @@ struct AnswerJson {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct DeliveryJson {
+    /// Its place among the message's deliveries, from 0: pass as `deliveries_after` for
+    /// the ones after it.
+    slot: u64,
     subscriber: String,
     status: DeliveryStateJson,
     http_status: Option<u16>,
@@ -135,8 +138,13 @@ pub(super) struct MessageJson {
     /// The payload: text when it is UTF-8, base64 otherwise.
     body: String,
     body_encoding: BodyEncoding,
-    /// One per subscriber it was queued for, then one per resend.
+    /// One per subscriber it was queued for, then one per resend, in slot order; a page
+    /// of them (see `deliveries_limit`).
     deliveries: Vec<DeliveryJson>,
+    /// How many deliveries the message has in all.
+    deliveries_total: u64,
+    /// Pass as `deliveries_after` for the next page of deliveries; absent on the last.
+    next_deliveries_after: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,6 +163,16 @@ pub(super) struct PageQuery {
     limit: Option<u32>,
     /// Only messages with a smaller id (for paging backwards).
     before: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DeliveriesQuery {
+    /// How many deliveries, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    deliveries_limit: Option<u32>,
+    /// Only deliveries in later slots (for paging forwards).
+    deliveries_after: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -209,7 +227,7 @@ fn outcome_fields(outcome: Option<&Outcome>) -> (Option<u16>, Option<f64>, Optio
     })
 }
 
-fn delivery(delivery: Delivery) -> DeliveryJson {
+fn delivery(slot: usize, delivery: Delivery) -> DeliveryJson {
     let outcome = delivery.state.outcome();
     let (http_status, latency_ms, error) = outcome_fields(outcome);
     let (status, next_attempt, next_attempt_at) = match &delivery.state {
@@ -219,6 +237,7 @@ fn delivery(delivery: Delivery) -> DeliveryJson {
         _ => (outcome.into(), None, None),
     };
     DeliveryJson {
+        slot: slot as u64,
         subscriber: delivery.subscriber.to_string(),
         status,
         http_status,
@@ -265,26 +284,58 @@ fn encoded(bytes: &[u8]) -> (String, BodyEncoding) {
     }
 }
 
-fn message_json(hub: &Hub, message: &MessageRecord) -> MessageJson {
+/// A page of a message's deliveries: slots `from..`, and how many there are in all.
+struct DeliveryPage {
+    from: usize,
+    deliveries: Vec<Delivery>,
+    total: usize,
+}
+
+fn message_json(hub: &Hub, message: &MessageRecord, page: DeliveryPage) -> MessageJson {
     let (body, body_encoding) = encoded(&message.body);
+    let end = page.from + page.deliveries.len();
+    let next_deliveries_after = (end < page.total && end > 0).then(|| end as u64 - 1);
     MessageJson {
         summary: summary(hub.instance(), message),
         body,
         body_encoding,
-        deliveries: message.deliveries().into_iter().map(delivery).collect(),
+        deliveries: (page.deliveries.into_iter().enumerate())
+            .map(|(i, d)| delivery(page.from + i, d))
+            .collect(),
+        deliveries_total: page.total as u64,
+        next_deliveries_after,
     }
 }
 
 /// The whole message log, oldest first, as NDJSON: each line one message as
-/// `GET /api/v1/messages/{id}` gives it.
+/// `GET /api/v1/messages/{id}` gives it, with every delivery.
 pub fn log_ndjson(hub: &Hub) -> Vec<u8> {
     let mut out = Vec::new();
     for message in hub.messages(None, usize::MAX).iter().rev() {
-        if serde_json::to_writer(&mut out, &message_json(hub, message)).is_ok() {
+        let deliveries = message.deliveries();
+        let page = DeliveryPage {
+            from: 0,
+            total: deliveries.len(),
+            deliveries,
+        };
+        if serde_json::to_writer(&mut out, &message_json(hub, message, page)).is_ok() {
             out.push(b'\n');
         }
     }
     out
+}
+
+/// A page size given as query parameter `name`: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] if
+/// not given.
+fn page_size(name: &str, given: Option<u32>) -> Result<usize, HttpError> {
+    let size = given.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&size) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name} must be between 1 and {MAX_PAGE}, not {size}"),
+        ));
+    }
+    Ok(size as usize)
 }
 
 /// Publishes the raw request body to every live subscriber.
@@ -334,19 +385,12 @@ pub(super) async fn list(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<MessagePageJson>, ApiError> {
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {MAX_PAGE}, not {limit}"),
-        )
-        .into());
-    }
-    let page = state.hub.messages(query.before, limit as usize + 1);
-    let more = page.len() > limit as usize;
+    let limit = page_size("limit", query.limit)?;
+    let page = state.hub.messages(query.before, limit + 1);
+    let more = page.len() > limit;
     let messages: Vec<MessageSummaryJson> = page
         .iter()
-        .take(limit as usize)
+        .take(limit)
         .map(|m| summary(state.hub.instance(), m))
         .collect();
     let next_before = more.then(|| messages.last().map(|m| m.id)).flatten();
@@ -356,29 +400,41 @@ pub(super) async fn list(
     }))
 }
 
-/// One message: its payload and every delivery attempt.
+/// One message: its payload, and a page of its deliveries with every attempt.
 #[utoipa::path(
     get,
     path = "/api/v1/messages/{id}",
     operation_id = "getMessage",
     tag = "messages",
-    params(("id" = u64, Path, description = "The message id")),
+    params(("id" = u64, Path, description = "The message id"), DeliveriesQuery),
     responses(
         (status = OK, description = "The message", body = MessageJson),
-        (status = BAD_REQUEST, description = "Not a message id", body = ErrorBody),
+        (status = BAD_REQUEST, description = "Not a message id, or a bad deliveries_limit or cursor", body = ErrorBody),
         (status = NOT_FOUND, description = "Not in the log", body = ErrorBody),
     )
 )]
 pub(super) async fn get(
     State(state): State<AppState>,
     id: Result<Path<u64>, PathRejection>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Json<MessageJson>, ApiError> {
     let Path(id) = id?;
+    let Query(query) = query?;
+    let limit = page_size("deliveries_limit", query.deliveries_limit)?;
     let message = state
         .hub
         .message(id)
         .ok_or(ResendError::UnknownMessage(id))?;
-    Ok(Json(message_json(&state.hub, &message)))
+    let from = query.deliveries_after.map_or(0, |after| {
+        usize::try_from(after).map_or(usize::MAX, |a| a.saturating_add(1))
+    });
+    let (deliveries, total) = message.deliveries_page(from, limit);
+    let page = DeliveryPage {
+        from,
+        deliveries,
+        total,
+    };
+    Ok(Json(message_json(&state.hub, &message, page)))
 }
 
 /// Delivers a logged message again, to every live subscriber or to one.

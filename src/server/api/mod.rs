@@ -10,6 +10,7 @@ pub use messages::log_ndjson;
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
@@ -86,19 +87,31 @@ pub(super) fn router() -> Router<AppState> {
         .layer(axum::middleware::map_response(method_not_allowed_as_json))
 }
 
-/// `Json<T>` whose rejections come back as [`ApiError`]s.
+/// `Json<T>` whose rejections come back as [`ApiError`]s, and whose body is held to
+/// `--max-body` like every other (the router sets axum's `DefaultBodyLimit` to it).
 struct ApiJson<T>(T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<AppState> for ApiJson<T>
 where
-    S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
-        Ok(Self(value))
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            // axum boxes the limit's error once more than its causes show, so its status
+            // is what tells.
+            Err(JsonRejection::BytesRejection(err))
+                if err.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(HttpError::too_large(state.config.max_body).into())
+            }
+            Err(JsonRejection::BytesRejection(err)) => {
+                Err(HttpError::unreadable_body(&err, &state.config).into())
+            }
+            Err(rejection) => Err(rejection.into()),
+        }
     }
 }
 
