@@ -20,8 +20,8 @@ use crate::hub::{
     SubscriberShared, clip,
 };
 use crate::wire::{
-    INSTANCE_HEADER, MESSAGE_ID_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
-    WEBHOOK_TIMESTAMP_HEADER, webhook_id,
+    INSTANCE_HEADER, MESSAGE_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, webhook_id,
 };
 
 /// A subscriber's response body is read (so the connection can be reused) up to this
@@ -249,6 +249,14 @@ impl Worker {
         if let Some(content_type) = &message.content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
+        // Each attempt is its own request, so its own child span: a new parent id.
+        request = request.header(TRACEPARENT_HEADER, message.trace.child());
+        if let Some(state) = &message.trace.state {
+            request = request.header(TRACESTATE_HEADER, state);
+        }
+        for (name, value) in &message.headers {
+            request = request.header(name, &value[..]);
+        }
         if let Some(secret) = subscriber
             .secret()
             .or_else(|| self.config.signing_secret.clone())
@@ -409,8 +417,7 @@ pub(super) mod tests {
     #[test]
     fn a_worker_that_panics_is_replaced_and_its_delivery_recorded() {
         use crate::delivery::{DeliveryConfig, Dispatcher};
-        use crate::hub::{DeliveryState, HubConfig, Source};
-        use bytes::Bytes;
+        use crate::hub::{DeliveryState, Draft, HubConfig, Source};
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -432,11 +439,8 @@ pub(super) mod tests {
                 Arc::new(Arc::new(dispatcher.unwrap())),
             );
             hub.subscribe(&address).unwrap();
-            let publish = |body: &'static [u8]| {
-                hub.publish(Bytes::from_static(body), None, Source::Console)
-                    .unwrap()
-                    .id
-            };
+            let publish =
+                |body: &'static [u8]| hub.publish(Draft::new(body), Source::Console).unwrap().id;
             let (crashed, after) = (publish(PANIC), publish(b"fine"));
             let state = |id| hub.message(id).unwrap().deliveries()[0].state.clone();
             let deadline = Instant::now() + Duration::from_secs(10);

@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use event::{Activity, HubEvent};
 pub use intake::{PublishError, Published, ResendError};
-pub use message::{Attempt, Delivery, DeliverySummary, MessageId, MessageRecord, Source};
+pub use message::{Attempt, Delivery, DeliverySummary, Draft, MessageId, MessageRecord, Source};
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};

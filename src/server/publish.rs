@@ -3,17 +3,17 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
 
 use super::AppState;
 use super::error::{HttpError, Result};
-use crate::hub::{Published, Source};
-use crate::wire::INSTANCE_HEADER;
+use crate::hub::{Draft, Published, Source};
+use crate::wire::{INSTANCE_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext};
 
-/// Reads the whole body and publishes it with the request's content type. A body that is
-/// too large or did not arrive whole is never published.
+/// Reads the whole body and publishes it with the request's content type and trace
+/// context. A body that is too large or did not arrive whole is never published.
 pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published> {
     if request
         .headers()
@@ -39,13 +39,40 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
             )
         })?),
     };
+    let trace = trace(request.headers());
     let body = read_body(request, state.config.max_body).await?;
+    let draft = Draft {
+        body,
+        content_type,
+        trace,
+        ..Draft::default()
+    };
     // Waits, rather than refusing, while the fan-out is a full backlog behind: a
     // publisher that outruns it is slowed down, and nothing it was told was accepted is lost.
     Ok(state
         .hub
-        .publish_when_ready(body, content_type, Source::Http(peer))
+        .publish_when_ready(draft, Source::Http(peer))
         .await?)
+}
+
+/// The publisher's trace context: `None` (a new trace) without exactly one valid
+/// `traceparent`. `tracestate` fields are joined as one, and dropped if not plain text;
+/// a bad one does not spoil the `traceparent`.
+fn trace(headers: &HeaderMap) -> Option<TraceContext> {
+    let mut parents = headers.get_all(TRACEPARENT_HEADER).iter();
+    let (Some(parent), None) = (parents.next(), parents.next()) else {
+        return None;
+    };
+    let mut trace = TraceContext::parse(parent.to_str().ok()?)?;
+    let fields: Option<Vec<&str>> = headers
+        .get_all(TRACESTATE_HEADER)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    trace.state = fields
+        .map(|fields| fields.join(","))
+        .filter(|state| !state.trim().is_empty());
+    Some(trace)
 }
 
 async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
