@@ -19,6 +19,10 @@ pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
 
+/// Herald sets headers with these prefixes itself, so a publisher's are never forwarded.
+pub const HERALD_HEADER_PREFIX: &str = "x-herald-";
+pub const WEBHOOK_HEADER_PREFIX: &str = "webhook-";
+
 /// W3C trace context: read from a publish, and on every delivery as its child.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const TRACESTATE_HEADER: &str = "tracestate";

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Host names answered besides localhost and IP literals.
     pub allowed_hosts: Vec<String>,
+    /// Publisher headers passed on to every delivery (`--forward-header`), besides
+    /// `Content-Type` and the trace context, which always are.
+    pub forward_headers: Vec<axum::http::HeaderName>,
 }
 
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
 
@@ -12,8 +12,9 @@ use super::error::{HttpError, Result};
 use crate::hub::{Draft, Published, Source};
 use crate::wire::{INSTANCE_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext};
 
-/// Reads the whole body and publishes it with the request's content type and trace
-/// context. A body that is too large or did not arrive whole is never published.
+/// Reads the whole body and publishes it with the request's content type, trace context
+/// and the headers `--forward-header` names. A body that is too large or did not arrive
+/// whole is never published.
 pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published> {
     if request
         .headers()
@@ -39,13 +40,14 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
             )
         })?),
     };
+    let headers = forwarded(request.headers(), &state.config.forward_headers);
     let trace = trace(request.headers());
     let body = read_body(request, state.config.max_body).await?;
     let draft = Draft {
         body,
         content_type,
+        headers,
         trace,
-        ..Draft::default()
     };
     // Waits, rather than refusing, while the fan-out is a full backlog behind: a
     // publisher that outruns it is slowed down, and nothing it was told was accepted is lost.
@@ -53,6 +55,19 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
         .hub
         .publish_when_ready(draft, Source::Http(peer))
         .await?)
+}
+
+/// Every value of each header in `names`, in order.
+fn forwarded(headers: &HeaderMap, names: &[HeaderName]) -> Vec<(String, Bytes)> {
+    names
+        .iter()
+        .flat_map(|name| {
+            headers.get_all(name).iter().map(|value| {
+                let value = Bytes::copy_from_slice(value.as_bytes());
+                (name.as_str().to_owned(), value)
+            })
+        })
+        .collect()
 }
 
 /// The publisher's trace context: `None` (a new trace) without exactly one valid

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode};
 use serde_json::Value;
 
 use crate::utils::{Received, Receiver, Reply, TestHub, start_hub};
@@ -165,4 +165,48 @@ async fn an_invalid_traceparent_is_replaced_and_its_tracestate_dropped() {
         let detail = json(&hub, &format!("/api/v1/messages/{id}")).await;
         assert_eq!(detail["trace_id"], trace_id, "{headers:?}");
     }
+}
+
+#[tokio::test]
+async fn forward_header_passes_on_the_headers_it_names_and_no_others() {
+    let hub = start_hub(|config| {
+        config.forward_headers = vec![HeaderName::from_static("x-request-id")];
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    hub.register(&receiver.address()).await;
+    publish_with(
+        &hub,
+        &[
+            ("X-Request-Id", "req-42"),
+            ("x-other", "not named"),
+            ("authorization", "Bearer for-herald"),
+            ("content-type", "text/plain"),
+        ],
+    )
+    .await;
+    let received = receiver.recv().await;
+    assert_eq!(received.headers["x-request-id"], "req-42");
+    assert!(!received.headers.contains_key("x-other"));
+    assert!(!received.headers.contains_key("authorization"));
+    assert_eq!(received.content_type(), Some("text/plain"));
+    trace_of(&received);
+
+    // Every field of a named header passes, in order; a publish without it sends none.
+    publish_with(&hub, &[("x-request-id", "a"), ("x-request-id", "b")]).await;
+    let received = receiver.recv().await;
+    let values: Vec<_> = received.headers.get_all("x-request-id").iter().collect();
+    assert_eq!(values, ["a", "b"]);
+    publish_with(&hub, &[]).await;
+    assert!(!receiver.recv().await.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn without_forward_header_no_publisher_header_passes() {
+    let hub = start_hub(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    hub.register(&receiver.address()).await;
+    publish_with(&hub, &[("x-request-id", "req-42")]).await;
+    let received = receiver.recv().await;
+    assert!(!received.headers.contains_key("x-request-id"));
 }

@@ -22,7 +22,7 @@ mod reliability;
 /// Body limits, Host checks, tokens, target policy, loops, bounded shutdown.
 mod safety;
 
-/// Trace context: what of a publish's headers reaches deliveries.
+/// Trace context and `--forward-header`: what of a publish's headers reaches deliveries.
 mod forwarding;
 
 /// The message log's budgets: bytes, records, what one subscriber answer may cost.
