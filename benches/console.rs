@@ -7,12 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 use herald::Config;
 use herald::gui::{Backend, HeraldApp, Settings};
-use herald::hub::Source;
+use herald::hub::{Draft, Source};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,8 +34,10 @@ fn main() {
         );
         runtime
             .block_on(hub.publish_when_ready(
-                Bytes::from(body),
-                Some("application/json".to_owned()),
+                Draft {
+                    content_type: Some("application/json".to_owned()),
+                    ..Draft::new(body)
+                },
                 Source::Console,
             ))
             .expect("the hub takes messages");

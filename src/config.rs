@@ -3,12 +3,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::http::HeaderName;
 use clap::Parser;
 use ipnet::IpNet;
 
 use crate::delivery::DeliveryConfig;
 use crate::hub::{HubConfig, Secret, TargetPolicy};
 use crate::server::{ConnectionLimits, Origin, ServerConfig};
+use crate::wire::{
+    HERALD_HEADER_PREFIX, TRACEPARENT_HEADER, TRACESTATE_HEADER, WEBHOOK_HEADER_PREFIX,
+};
 
 /// Herald: a desktop event hub for microservices. Services register a callback address and
 /// keep it alive; every message published to the hub is POSTed to every live subscriber.
@@ -137,6 +141,10 @@ pub struct Config {
     /// gets 503.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub max_connections: u32,
+    /// Pass this header of a publish on to every delivery (besides Content-Type and
+    /// the trace context, which always pass). Repeatable.
+    #[arg(long = "forward-header", value_name = "NAME", value_parser = forward_header)]
+    pub forward_headers: Vec<HeaderName>,
 }
 
 /// A `Retry-After` longer than this is cut to it (a subscriber cannot park its queue).
@@ -238,6 +246,14 @@ impl Config {
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections as usize,
             },
+            // Named twice, a header would be forwarded twice.
+            forward_headers: self
+                .forward_headers
+                .iter()
+                .enumerate()
+                .filter(|(i, name)| !self.forward_headers[..*i].contains(name))
+                .map(|(_, name)| name.clone())
+                .collect(),
         }
     }
 }
@@ -302,6 +318,33 @@ fn probe_backoff(text: &str) -> Result<RetrySchedule, String> {
         1 | 2 => Ok(schedule),
         _ => Err("write the first and the longest wait, e.g. 1s,60s".to_owned()),
     }
+}
+
+/// A header a publisher may have forwarded: a valid name, neither about one connection
+/// (hop-by-hop) nor one Herald sets or reads itself.
+fn forward_header(text: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(text.trim().as_bytes())
+        .map_err(|_| format!("{text:?} is not a header name; write one such as x-request-id"))?;
+    let refused = match name.as_str() {
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te"
+        | "trailer" | "upgrade" | "host" | "content-length" | "expect" => {
+            "it is about one connection (hop by hop), and each delivery has its own"
+        }
+        "authorization" | "proxy-authorization" | "proxy-authenticate" => {
+            "it carries a publisher's credentials for Herald (--token), not for subscribers"
+        }
+        "content-type" | TRACEPARENT_HEADER | TRACESTATE_HEADER => {
+            "it is always passed on; there is no need to name it"
+        }
+        other
+            if other.starts_with(HERALD_HEADER_PREFIX)
+                || other.starts_with(WEBHOOK_HEADER_PREFIX) =>
+        {
+            "Herald sets it on every delivery itself"
+        }
+        _ => return Ok(name),
+    };
+    Err(format!("{name} cannot be forwarded: {refused}"))
 }
 
 /// A size in bytes, with an optional unit (KiB, MiB, GiB), from 1 to `max`.
@@ -403,5 +446,35 @@ mod tests {
         assert!(Config::try_parse_from(["herald", "--retry-schedule", "1s,x"]).is_err());
         assert!(Config::try_parse_from(["herald", "--signing-secret", "hunter2"]).is_err());
         assert!(Config::try_parse_from(["herald", "--deny-target", "10.0.0.0/99"]).is_err());
+    }
+
+    #[test]
+    fn forwarded_headers_are_checked_and_named_once() {
+        let config = Config::try_parse_from([
+            "herald",
+            "--forward-header",
+            "X-Request-Id",
+            "--forward-header",
+            "baggage",
+            "--forward-header",
+            "x-request-id",
+        ])
+        .unwrap();
+        assert_eq!(config.server().forward_headers, ["x-request-id", "baggage"]);
+        for (name, why) in [
+            ("connection", "hop by hop"),
+            ("Transfer-Encoding", "hop by hop"),
+            ("host", "hop by hop"),
+            ("authorization", "credentials"),
+            ("content-type", "always passed on"),
+            ("traceparent", "always passed on"),
+            ("x-herald-instance", "sets it"),
+            ("webhook-signature", "sets it"),
+            ("x request", "not a header name"),
+            ("", "not a header name"),
+        ] {
+            let err = forward_header(name).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
     }
 }

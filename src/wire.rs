@@ -1,6 +1,11 @@
 //! Names that travel on the wire: the headers Herald adds to its answers and deliveries,
-//! and the `webhook-id` format. Clients, receivers and other Herald instances depend on
-//! them, so each is spelled here once and imported by `delivery` and `server`.
+//! the `webhook-id` format and W3C trace context ([`trace`]). Clients, receivers and other
+//! Herald instances depend on them, so each is spelled here once and imported by
+//! `delivery` and `server`.
+
+pub mod trace;
+
+pub use trace::{TraceContext, TraceId};
 
 /// On a publish answer and on every delivery: the hub's message id.
 pub const MESSAGE_ID_HEADER: &str = "x-herald-message-id";
@@ -13,6 +18,14 @@ pub const INSTANCE_HEADER: &str = "x-herald-instance";
 pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+
+/// Herald sets headers with these prefixes itself, so a publisher's are never forwarded.
+pub const HERALD_HEADER_PREFIX: &str = "x-herald-";
+pub const WEBHOOK_HEADER_PREFIX: &str = "webhook-";
+
+/// W3C trace context: read from a publish, and on every delivery as its child.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+pub const TRACESTATE_HEADER: &str = "tracestate";
 
 /// The `webhook-id` of a message: stable across retries and resends, and unique across
 /// hub restarts (the instance differs), so receivers can deduplicate on it.

@@ -20,8 +20,8 @@ use crate::hub::{
     SubscriberShared, clip, redact,
 };
 use crate::wire::{
-    INSTANCE_HEADER, MESSAGE_ID_HEADER, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
-    WEBHOOK_TIMESTAMP_HEADER, webhook_id,
+    INSTANCE_HEADER, MESSAGE_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, webhook_id,
 };
 
 /// How an attempt went: its outcome, the wait a `Retry-After` asked for, and what was
@@ -105,6 +105,14 @@ impl Sender {
             .body(message.body.clone());
         if let Some(content_type) = &message.content_type {
             request = request.header(CONTENT_TYPE, content_type);
+        }
+        // Each attempt is its own request, so its own child span: a new parent id.
+        request = request.header(TRACEPARENT_HEADER, message.trace.child());
+        if let Some(state) = &message.trace.state {
+            request = request.header(TRACESTATE_HEADER, state);
+        }
+        for (name, value) in &message.headers {
+            request = request.header(name, &value[..]);
         }
         if let Some(secret) = subscriber
             .secret()

@@ -318,8 +318,7 @@ pub(super) mod tests {
     #[test]
     fn a_worker_that_panics_is_replaced_and_its_delivery_recorded() {
         use crate::delivery::{DeliveryConfig, Dispatcher};
-        use crate::hub::{DeliveryState, Hub, HubConfig, Source};
-        use bytes::Bytes;
+        use crate::hub::{DeliveryState, Draft, Hub, HubConfig, Source};
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -341,11 +340,8 @@ pub(super) mod tests {
                 Arc::new(Arc::new(dispatcher.unwrap())),
             );
             hub.subscribe(&address).unwrap();
-            let publish = |body: &'static [u8]| {
-                hub.publish(Bytes::from_static(body), None, Source::Console)
-                    .unwrap()
-                    .id
-            };
+            let publish =
+                |body: &'static [u8]| hub.publish(Draft::new(body), Source::Console).unwrap().id;
             let (crashed, after) = (publish(PANIC), publish(b"fine"));
             let state = |id| hub.message(id).unwrap().deliveries()[0].state.clone();
             let deadline = Instant::now() + Duration::from_secs(10);

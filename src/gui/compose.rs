@@ -6,7 +6,7 @@ use egui::RichText;
 
 use super::action::Action;
 use super::{format, theme};
-use crate::hub::{Hub, Source};
+use crate::hub::{Draft, Hub, Source};
 
 /// Example payloads from `assets/templates/`, built into the binary.
 const TEMPLATES: [(&str, &str); 4] = [
@@ -211,8 +211,11 @@ impl Compose {
             Some((_, bytes)) => bytes.clone(),
             None => Bytes::from(self.text.clone().into_bytes()),
         };
-        let content_type = (self.content_type != "(none)").then(|| self.content_type.clone());
-        self.result = Some(match hub.publish(body, content_type, Source::Console) {
+        let draft = Draft {
+            content_type: (self.content_type != "(none)").then(|| self.content_type.clone()),
+            ..Draft::new(body)
+        };
+        self.result = Some(match hub.publish(draft, Source::Console) {
             Ok(published) => {
                 let noun = if published.subscribers == 1 {
                     "subscriber"

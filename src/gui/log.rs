@@ -57,7 +57,7 @@ impl LogPanel {
             let label = ui.label("Search");
             ui.add(
                 egui::TextEdit::singleline(&mut self.search)
-                    .hint_text("type, source or body…")
+                    .hint_text("type, source, trace or body…")
                     .desired_width(180.0),
             )
             .labelled_by(label.id);
@@ -171,6 +171,13 @@ impl LogPanel {
                 message.content_type.as_deref().unwrap_or("no content type"),
                 message.source
             ));
+        });
+        ui.horizontal(|ui| {
+            ui.weak("Trace");
+            ui.add(
+                egui::Label::new(RichText::new(message.trace.trace_id.to_string()).monospace())
+                    .selectable(true),
+            );
         });
         ui.horizontal(|ui| {
             if ui.button("Resend to all").clicked() {

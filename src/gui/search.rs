@@ -3,7 +3,8 @@
 //!
 //! Matching makes no lowercased copy of each text it looks in, and the log is searched
 //! whole only when the search text changes: a log holds up to 100,000 messages, and the
-//! first 4 KiB of each body is searched, on the GUI thread.
+//! first 4 KiB of each body is searched (besides its content type, source and trace id),
+//! on the GUI thread.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -102,24 +103,29 @@ impl LogSearch {
         if let Some(newest) = fresh.first() {
             self.newest = Some(newest.id);
         }
-        let mut source = String::new();
+        let mut text = String::new();
         for message in fresh.into_iter().rev() {
-            if self.matches(&message, &mut source) {
+            if self.matches(&message, &mut text) {
                 self.rows.push_front(message);
             }
         }
     }
 
-    /// `source` is room to write the message's source in, reused from one to the next.
-    fn matches(&self, message: &MessageRecord, source: &mut String) -> bool {
+    /// `text` is room to write the message's source and trace id in, reused from one
+    /// message to the next.
+    fn matches(&self, message: &MessageRecord, text: &mut String) -> bool {
         let body = &message.body[..message.body.len().min(SEARCHED_PAYLOAD)];
-        source.clear();
-        write!(source, "{}", message.source).ok();
+        let mut written_is_in = |shown: &dyn std::fmt::Display| {
+            text.clear();
+            write!(text, "{shown}").ok();
+            self.needle.is_in(text.as_bytes())
+        };
         message
             .content_type
             .as_deref()
             .is_some_and(|t| self.needle.is_in(t.as_bytes()))
-            || self.needle.is_in(source.as_bytes())
+            || written_is_in(&message.source)
+            || written_is_in(&message.trace.trace_id)
             || self.needle.is_in(body)
     }
 }
@@ -151,7 +157,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::{HubConfig, Launch, Mailbox, Source, Task};
+    use crate::hub::{Draft, HubConfig, Launch, Mailbox, Source, Task};
 
     #[test]
     fn case_is_ignored() {
@@ -184,9 +190,11 @@ mod tests {
     }
 
     fn publish(hub: &Hub, body: &str) -> MessageId {
-        let body = Bytes::from(body.to_owned());
-        let content_type = Some("text/plain".to_owned());
-        hub.publish(body, content_type, Source::Console).unwrap().id
+        let draft = Draft {
+            content_type: Some("text/plain".to_owned()),
+            ..Draft::new(Bytes::from(body.to_owned()))
+        };
+        hub.publish(draft, Source::Console).unwrap().id
     }
 
     fn ids(search: &LogSearch) -> Vec<MessageId> {
@@ -219,6 +227,10 @@ mod tests {
             by_type_or_source.update(&hub);
             assert_eq!(by_type_or_source.rows().len(), 4, "{text}");
         }
+        let trace_id = hub.message(c).unwrap().trace.trace_id.to_string();
+        let mut by_trace = LogSearch::new(&trace_id.to_uppercase());
+        by_trace.update(&hub);
+        assert_eq!(ids(&by_trace), [c], "found by its trace id");
 
         hub.clear_log();
         let d = publish(&hub, "alpha four");

@@ -4,13 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::event::HubEvent;
-use super::message::{MessageId, MessageRecord, Round, Source};
+use super::message::{Draft, MessageId, MessageRecord, Round, Source};
 use super::outcome::{DeliveryError, Outcome};
 use super::registry::Recipient;
 use super::subscriber::{Job, RemovalReason};
@@ -74,27 +73,21 @@ pub(super) struct FanOut {
 type Refused<'r> = (usize, &'r Recipient, DeliveryError);
 
 impl Hub {
-    /// Logs `body` and queues it for every subscriber live now. With many subscribers
+    /// Logs the draft and queues it for every subscriber live now. With many subscribers
     /// the queueing is handed to the fan-out task, to be done an instant later off the
     /// caller's thread, so that accepting costs the same with ten subscribers or ten
     /// thousand. A subscriber whose queue is full gets this delivery recorded as dropped.
     /// Refused while the fan-out is a full backlog behind; [`Hub::publish_when_ready`]
     /// waits instead.
-    pub fn publish(
-        &self,
-        body: Bytes,
-        content_type: Option<String>,
-        source: Source,
-    ) -> Result<Published, PublishError> {
+    pub fn publish(&self, draft: Draft, source: Source) -> Result<Published, PublishError> {
         let room = self.shared.fan_out.try_reserve().ok();
-        self.accept(room, body, content_type, source)
+        self.accept(room, draft, source)
     }
 
     /// Like [`Hub::publish`], but waits for the fan-out to have room instead of refusing.
     pub async fn publish_when_ready(
         &self,
-        body: Bytes,
-        content_type: Option<String>,
+        draft: Draft,
         source: Source,
     ) -> Result<Published, PublishError> {
         // Not worth waiting for room in a hub that is going away.
@@ -102,7 +95,7 @@ impl Hub {
             return Err(PublishError::ShuttingDown);
         }
         let room = self.shared.fan_out.reserve().await.ok();
-        self.accept(room, body, content_type, source)
+        self.accept(room, draft, source)
     }
 
     /// Logs the message and queues it, here or through the fan-out task (`room` is a
@@ -110,13 +103,16 @@ impl Hub {
     fn accept(
         &self,
         room: Option<mpsc::Permit<'_, FanOut>>,
-        body: Bytes,
-        content_type: Option<String>,
+        mut draft: Draft,
         source: Source,
     ) -> Result<Published, PublishError> {
         if self.is_stopping() {
             return Err(PublishError::ShuttingDown);
         }
+        // A new trace asks the OS for random bytes: done before taking the log lock.
+        draft
+            .trace
+            .get_or_insert_with(crate::wire::TraceContext::new_root);
         let recipients = self.recipients();
         let subscribers = recipients.len();
         // Under the log lock, ids are allocated, and messages queued or handed to the
@@ -128,13 +124,7 @@ impl Hub {
             return Err(PublishError::Backlog(FAN_OUT_BACKLOG));
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let message = Arc::new(MessageRecord::new(
-            id,
-            body,
-            content_type,
-            source,
-            subscribers,
-        ));
+        let message = Arc::new(MessageRecord::new(id, draft, source, subscribers));
         let mut evicted = log.push(message.clone());
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         // Announced before any of its deliveries can be.
@@ -285,7 +275,7 @@ mod tests {
     }
 
     fn publish(hub: &Hub, text: &'static str) -> Result<Published, PublishError> {
-        hub.publish(Bytes::from_static(text.as_bytes()), None, Source::Console)
+        hub.publish(Draft::new(text), Source::Console)
     }
 
     #[test]

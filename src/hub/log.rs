@@ -159,7 +159,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::message::{Attempt, Round, Source};
+    use crate::hub::message::{Attempt, Draft, Round, Source};
     use crate::hub::{DeliveryError, Outcome};
 
     fn budget(messages: usize, records: usize) -> Budget {
@@ -177,8 +177,7 @@ mod tests {
     fn to_subscribers(id: MessageId, subscribers: usize) -> Arc<MessageRecord> {
         Arc::new(MessageRecord::new(
             id,
-            Bytes::new(),
-            None,
+            Draft::default(),
             Source::Console,
             subscribers,
         ))
@@ -264,8 +263,7 @@ mod tests {
         let mib = |id| {
             Arc::new(MessageRecord::new(
                 id,
-                Bytes::from(vec![b'x'; 1024 * 1024]),
-                None,
+                Draft::new(vec![b'x'; 1024 * 1024]),
                 Source::Console,
                 1,
             ))
@@ -293,6 +291,23 @@ mod tests {
         let evicted = log.clear();
         assert_eq!(evicted.len(), 2);
         assert_eq!(log.usage().held(), Held::default(), "all given back");
+    }
+
+    #[test]
+    fn forwarded_headers_and_trace_state_count_against_the_byte_budget() {
+        let mut log = MessageLog::new(budget(100, DELIVERY_BUDGET));
+        let _ = log.push(record(1));
+        let bare = log.usage().held().bytes;
+        let mut trace = crate::wire::TraceContext::new_root();
+        trace.state = Some("congo=".to_owned() + &"t".repeat(3000));
+        let draft = Draft {
+            headers: vec![("x-request-id".to_owned(), Bytes::from(vec![b'r'; 5000]))],
+            trace: Some(trace),
+            ..Draft::default()
+        };
+        let _ = log.push(Arc::new(MessageRecord::new(2, draft, Source::Console, 0)));
+        let grown = log.usage().held().bytes - bare;
+        assert!(grown >= bare + 8000, "{grown} bytes counted for the second");
     }
 
     #[test]

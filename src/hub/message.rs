@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::log::LogUsage;
 use super::outcome::{DeliveryError, DeliveryState, Outcome};
+use crate::wire::TraceContext;
 
 /// Hub-wide message number, in publish order, starting at 1.
 pub type MessageId = u64;
@@ -33,6 +34,29 @@ impl fmt::Display for Source {
     }
 }
 
+/// What a publish hands the hub: the payload and what travels with it to every delivery.
+/// Built by the server from a request and by the console from its compose box.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    /// Publisher headers passed on to every delivery (`--forward-header`): lowercase
+    /// names, each value as it came, in the order they came.
+    pub headers: Vec<(String, Bytes)>,
+    /// The publisher's trace; without one, the message starts a new trace.
+    pub trace: Option<TraceContext>,
+}
+
+impl Draft {
+    /// Just a payload: no content type, no forwarded headers, a new trace.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// One accepted message: its bytes, shared by every delivery, and one delivery slot per
 /// subscriber that was live when it was published (plus one per resend).
 #[derive(Debug)]
@@ -41,6 +65,10 @@ pub struct MessageRecord {
     pub received_at: SystemTime,
     pub content_type: Option<String>,
     pub body: Bytes,
+    /// Passed on to every delivery, as in [`Draft::headers`].
+    pub headers: Vec<(String, Bytes)>,
+    /// Every delivery attempt carries a child of it.
+    pub trace: TraceContext,
     pub source: Source,
     /// Subscribers live when it was accepted: each gets a delivery when the hub's
     /// fan-out reaches the message, an instant after it was accepted.
@@ -87,18 +115,22 @@ impl Deliveries {
 }
 
 impl MessageRecord {
-    pub(crate) fn new(
-        id: MessageId,
-        body: Bytes,
-        content_type: Option<String>,
-        source: Source,
-        subscribers: usize,
-    ) -> Self {
+    /// A draft without a trace starts a new one here (callers under a lock fill it in
+    /// first: that asks the OS for random bytes).
+    pub(crate) fn new(id: MessageId, draft: Draft, source: Source, subscribers: usize) -> Self {
+        let Draft {
+            body,
+            content_type,
+            headers,
+            trace,
+        } = draft;
         Self {
             id,
             received_at: SystemTime::now(),
             content_type,
             body,
+            headers,
+            trace: trace.unwrap_or_else(TraceContext::new_root),
             source,
             subscribers,
             deliveries: Mutex::default(),
@@ -186,9 +218,16 @@ impl MessageRecord {
     pub(crate) fn enter_log(&self, usage: &Arc<LogUsage>) {
         let mut deliveries = self.deliveries.lock();
         deliveries.log = Some(usage.clone());
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| std::mem::size_of::<(String, Bytes)>() + name.len() + value.len())
+            .sum();
         let own = std::mem::size_of::<Self>()
             + self.body.len()
-            + self.content_type.as_ref().map_or(0, String::len);
+            + self.content_type.as_ref().map_or(0, String::len)
+            + headers
+            + self.trace.heap_bytes();
         deliveries.grow(Held {
             records: self.subscribers,
             bytes: own + self.subscribers * DELIVERY_BYTES,

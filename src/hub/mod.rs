@@ -42,8 +42,8 @@ pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use event::{Activity, HubEvent};
 pub use intake::{PublishError, Published, ResendError};
 pub use message::{
-    Answer, Attempt, Delivery, DeliverySummary, Exchange, MAX_KEPT_BODY, MessageId, MessageRecord,
-    Source,
+    Answer, Attempt, Delivery, DeliverySummary, Draft, Exchange, MAX_KEPT_BODY, MessageId,
+    MessageRecord, Source,
 };
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<Origin>,
     /// Timeouts and the cap on inbound connections.
     pub connections: ConnectionLimits,
+    /// Publisher headers passed on to every delivery (`--forward-header`), besides
+    /// `Content-Type` and the trace context, which always are.
+    pub forward_headers: Vec<axum::http::HeaderName>,
 }
 
 #[derive(Clone)]

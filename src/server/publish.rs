@@ -3,16 +3,18 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use bytes::Bytes;
 
 use super::error::{HttpError, Result};
 use super::{AppState, ServerConfig};
-use crate::hub::{Published, Source};
+use crate::hub::{Draft, Published, Source};
+use crate::wire::{TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext};
 
-/// Reads the whole body and publishes it with the request's content type. A body that is
-/// too large or did not arrive whole is never published. (The guard has already refused
-/// the hub's own deliveries, which must not be published again.)
+/// Reads the whole body and publishes it with the request's content type, trace context
+/// and the headers `--forward-header` names. A body that is too large or did not arrive
+/// whole is never published. (The guard has already refused the hub's own deliveries,
+/// which must not be published again.)
 pub(super) async fn publish(state: &AppState, request: Request) -> Result<Published> {
     let peer = request
         .extensions()
@@ -27,13 +29,54 @@ pub(super) async fn publish(state: &AppState, request: Request) -> Result<Publis
             )
         })?),
     };
+    let headers = forwarded(request.headers(), &state.config.forward_headers);
+    let trace = trace(request.headers());
     let body = read_body(request, &state.config).await?;
+    let draft = Draft {
+        body,
+        content_type,
+        headers,
+        trace,
+    };
     // Waits, rather than refusing, while the fan-out is a full backlog behind: a
     // publisher that outruns it is slowed down, and nothing it was told was accepted is lost.
     Ok(state
         .hub
-        .publish_when_ready(body, content_type, Source::Http(peer))
+        .publish_when_ready(draft, Source::Http(peer))
         .await?)
+}
+
+/// Every value of each header in `names`, in order.
+fn forwarded(headers: &HeaderMap, names: &[HeaderName]) -> Vec<(String, Bytes)> {
+    names
+        .iter()
+        .flat_map(|name| {
+            headers.get_all(name).iter().map(|value| {
+                let value = Bytes::copy_from_slice(value.as_bytes());
+                (name.as_str().to_owned(), value)
+            })
+        })
+        .collect()
+}
+
+/// The publisher's trace context: `None` (a new trace) without exactly one valid
+/// `traceparent`. `tracestate` fields are joined as one, and dropped if not plain text;
+/// a bad one does not spoil the `traceparent`.
+fn trace(headers: &HeaderMap) -> Option<TraceContext> {
+    let mut parents = headers.get_all(TRACEPARENT_HEADER).iter();
+    let (Some(parent), None) = (parents.next(), parents.next()) else {
+        return None;
+    };
+    let mut trace = TraceContext::parse(parent.to_str().ok()?)?;
+    let fields: Option<Vec<&str>> = headers
+        .get_all(TRACESTATE_HEADER)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    trace.state = fields
+        .map(|fields| fields.join(","))
+        .filter(|state| !state.trim().is_empty());
+    Some(trace)
 }
 
 async fn read_body(request: Request, config: &ServerConfig) -> Result<Bytes> {

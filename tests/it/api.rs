@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use herald::hub::Source;
+use herald::hub::{Draft, Source};
 use serde_json::{Value, json};
 
 use crate::utils::{PATIENCE, Receiver, TestHub, start_hub};
@@ -236,7 +236,7 @@ async fn messages_publish_page_inspect_and_resend() {
 
     let binary = hub
         .hub()
-        .publish(vec![0xff, 0x00, 0xfe].into(), None, Source::Console)
+        .publish(Draft::new(vec![0xff, 0x00, 0xfe]), Source::Console)
         .unwrap();
     receiver.recv().await;
     let (_, detail) = send(
@@ -392,7 +392,7 @@ async fn a_reader_that_falls_behind_is_told_what_it_missed() {
     // the reader reads nothing. Publishing must not wait for it.
     for _ in 0..60_000 {
         hub.hub()
-            .publish_when_ready(bytes::Bytes::new(), None, Source::Console)
+            .publish_when_ready(Draft::default(), Source::Console)
             .await
             .unwrap();
     }

@@ -101,6 +101,23 @@ async fn no_setting_near_overflow_gets_past_the_command_line() {
 }
 
 #[tokio::test]
+async fn a_header_that_cannot_be_forwarded_exits_2_and_says_why() {
+    for (name, expected) in [
+        ("connection", "hop by hop"),
+        ("Content-Length", "hop by hop"),
+        ("x-herald-instance", "Herald sets it"),
+        ("webhook-id", "Herald sets it"),
+        ("traceparent", "always passed on"),
+        ("not a name", "not a header name"),
+    ] {
+        let (code, stderr) = output(&["--headless", "--forward-header", name]).await;
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(stderr.contains("--forward-header"), "{name}: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn a_busy_port_exits_non_zero_and_says_so() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -154,6 +154,9 @@ fn a_publish_from_the_compose_box_reaches_a_real_subscriber_and_is_logged() {
             .query_by_label_contains("\"hello\": \"from the console\"")
             .is_some()
     );
+    // A console publish starts a trace; the details name it.
+    let traceparent = received.headers["traceparent"].to_str().unwrap();
+    assert!(console.shows(&traceparent[3..35]), "{traceparent}");
 }
 
 #[test]

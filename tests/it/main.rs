@@ -25,6 +25,9 @@ mod flow;
 /// Body limits, Host checks, tokens, target policy, loops, bounded shutdown.
 mod safety;
 
+/// Trace context and `--forward-header`: what of a publish's headers reaches deliveries.
+mod forwarding;
+
 /// The message log's budgets: bytes, records, what one subscriber answer may cost.
 mod bounds;
 

@@ -377,8 +377,7 @@ async fn a_loop_through_a_host_alias_is_refused_when_connecting() {
     hub.subscribe(&address).unwrap();
     let id = hub
         .publish(
-            "around and around".into(),
-            None,
+            herald::hub::Draft::new("around and around"),
             herald::hub::Source::Console,
         )
         .unwrap()

@@ -57,6 +57,13 @@ struct MessageSummaryJson {
     /// The publisher's address, or "console".
     source: String,
     delivery_counts: CountsJson,
+    /// The W3C trace it belongs to (32 lowercase hex digits): the publisher's
+    /// `traceparent`'s, or a new one. Its deliveries carry it as children.
+    #[schema(
+        pattern = "^[0-9a-f]{32}$",
+        example = "4bf92f3577b34da6a3ce929d0e0e4736"
+    )]
+    trace_id: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -203,6 +210,7 @@ fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
             pending: counts.pending as u64,
             retrying: counts.retrying as u64,
         },
+        trace_id: message.trace.trace_id.to_string(),
     }
 }
 
