@@ -294,7 +294,8 @@ async fn messages_publish_page_inspect_and_resend() {
             StatusCode::BAD_REQUEST,
         ),
         ("GET", "/api/v1/messages/999", StatusCode::NOT_FOUND),
-        ("GET", "/api/v1/messages/abc", StatusCode::BAD_REQUEST),
+        ("GET", "/api/v1/messages/abc", StatusCode::NOT_FOUND),
+        ("POST", "/api/v1/messages/1x/resend", StatusCode::NOT_FOUND),
         ("POST", "/api/v1/messages/999/resend", StatusCode::NOT_FOUND),
         (
             "POST",

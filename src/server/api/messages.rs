@@ -315,6 +315,18 @@ fn message_json(hub: &Hub, message: &MessageRecord, page: DeliveryPage) -> Messa
     }
 }
 
+/// The message a path names. Anything but a message id names no message: 404, in
+/// Herald's words rather than the framework's ("Cannot parse `x` to a `u64`").
+fn message_id(path: Result<Path<String>, PathRejection>) -> Result<u64, HttpError> {
+    let Path(text) = path?;
+    text.parse().map_err(|_| {
+        let message = format!(
+            "there is no message {text:?}: message ids are whole numbers, as GET /api/v1/messages lists them"
+        );
+        HttpError::new(StatusCode::NOT_FOUND, message)
+    })
+}
+
 /// The whole message log, oldest first, as NDJSON: each line one message as
 /// `GET /api/v1/messages/{id}` gives it, with every delivery.
 pub fn log_ndjson(hub: &Hub) -> Vec<u8> {
@@ -417,16 +429,16 @@ pub(super) async fn list(
     params(("id" = u64, Path, description = "The message id"), DeliveriesQuery),
     responses(
         (status = OK, description = "The message", body = MessageJson),
-        (status = BAD_REQUEST, description = "Not a message id, or a bad deliveries_limit or cursor", body = ErrorBody),
-        (status = NOT_FOUND, description = "Not in the log", body = ErrorBody),
+        (status = BAD_REQUEST, description = "A bad deliveries_limit or cursor", body = ErrorBody),
+        (status = NOT_FOUND, description = "Not in the log, or not a message id", body = ErrorBody),
     )
 )]
 pub(super) async fn get(
     State(state): State<AppState>,
-    id: Result<Path<u64>, PathRejection>,
+    id: Result<Path<String>, PathRejection>,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Json<MessageJson>, ApiError> {
-    let Path(id) = id?;
+    let id = message_id(id)?;
     let Query(query) = query?;
     let limit = page_size("deliveries_limit", query.deliveries_limit)?;
     let message = state
@@ -454,7 +466,7 @@ pub(super) async fn get(
     params(("id" = u64, Path, description = "The message id"), ResendQuery),
     responses(
         (status = ACCEPTED, description = "Queued again", body = ResentJson),
-        (status = BAD_REQUEST, description = "Not a message id", body = ErrorBody),
+        (status = BAD_REQUEST, description = "A bad subscriber parameter", body = ErrorBody),
         (status = NOT_FOUND, description = "No such message or subscriber", body = ErrorBody),
         (status = CONFLICT, description = "The message already holds as many deliveries as the log keeps", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Shutting down", body = ErrorBody),
@@ -462,10 +474,10 @@ pub(super) async fn get(
 )]
 pub(super) async fn resend(
     State(state): State<AppState>,
-    id: Result<Path<u64>, PathRejection>,
+    id: Result<Path<String>, PathRejection>,
     query: Result<Query<ResendQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<ResentJson>), ApiError> {
-    let Path(id) = id?;
+    let id = message_id(id)?;
     let Query(query) = query?;
     let queued = state.hub.resend(id, query.subscriber.as_deref())?;
     Ok((
