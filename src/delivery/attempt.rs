@@ -1,6 +1,7 @@
 //! One delivery attempt: one HTTP request to a subscriber, how it ended, and whether
 //! it is worth another.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,8 +17,8 @@ use super::DeliveryConfig;
 use super::resolver::blocked_reason;
 use super::signature::sign;
 use crate::hub::{
-    Answer, DeliveryError, Exchange, Hub, LiveDuration, MAX_KEPT_BODY, MessageRecord, Outcome,
-    SubscriberShared, clip, redact,
+    Answer, DeliveryError, Exchange, Headers, Hub, LiveDuration, MAX_KEPT_BODY, MAX_STORED_TEXT,
+    MessageRecord, Outcome, SubscriberShared, clip,
 };
 use crate::wire::{
     INSTANCE_HEADER, MESSAGE_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, WEBHOOK_ID_HEADER,
@@ -136,8 +137,8 @@ impl Sender {
             Err(err) => return Tried::failed(self.classify(&err, timeout), None),
         };
         let mut exchange = Exchange {
-            method: request.method().to_string(),
-            url: redact(request.url().as_str()).into_owned(),
+            method: "POST",
+            url: subscriber.shown_target.clone(),
             request_headers: shown_headers(request.headers()),
             response: None,
         };
@@ -274,19 +275,21 @@ pub(super) fn jitter(base: Duration) -> Duration {
 }
 
 /// Headers as the inspector keeps them: values as text cut to 2 KiB, credentials hidden.
-fn shown_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let value = if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
-                let scheme = value.to_str().unwrap_or("").split(' ').next().unwrap_or("");
-                format!("{scheme} ***")
-            } else {
-                clip(String::from_utf8_lossy(value.as_bytes()).into_owned())
-            };
-            (name.as_str().to_owned(), value)
-        })
-        .collect()
+fn shown_headers(headers: &HeaderMap) -> Headers {
+    let shown = headers.iter().map(|(name, value)| {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let value = if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
+            let scheme = text.split(' ').next().unwrap_or("");
+            Cow::Owned(format!("{scheme} ***"))
+        } else if text.len() > MAX_STORED_TEXT {
+            Cow::Owned(clip(text.into_owned()))
+        } else {
+            text
+        };
+        (name.as_str(), value)
+    });
+    let shown: Vec<_> = shown.collect();
+    Headers::from_pairs(shown.iter().map(|(name, value)| (*name, value.as_ref())))
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use egui::RichText;
 
 use super::{format, theme};
-use crate::hub::{Attempt, Delivery, DeliveryError, DeliveryState, MAX_KEPT_BODY, Outcome};
+use crate::hub::{
+    Attempt, Delivery, DeliveryError, DeliveryState, Headers, MAX_KEPT_BODY, Outcome,
+};
 
 /// Every delivery, collapsed to one line each until opened.
 pub(crate) fn deliveries_ui(ui: &mut egui::Ui, deliveries: &[Delivery]) {
@@ -75,8 +77,8 @@ fn attempt_ui(ui: &mut egui::Ui, id: (usize, usize), attempt: &Attempt) {
         });
 }
 
-fn headers_ui(ui: &mut egui::Ui, headers: &[(String, String)]) {
-    for (name, value) in headers {
+fn headers_ui(ui: &mut egui::Ui, headers: &Headers) {
+    for (name, value) in headers.iter() {
         ui.label(
             RichText::new(format!("{name}: {value}"))
                 .monospace()

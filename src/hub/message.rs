@@ -319,18 +319,48 @@ impl Attempt {
 /// Credentials are hidden: a password in the URL, `Authorization` values.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Exchange {
-    pub method: String,
-    pub url: String,
-    pub request_headers: Vec<(String, String)>,
+    pub method: &'static str,
+    /// Shared with the subscriber: every attempt goes to the same place.
+    pub url: Arc<str>,
+    pub request_headers: Headers,
     /// What the subscriber answered, if it answered.
     pub response: Option<Answer>,
+}
+
+/// Header lines as kept by the inspector, in one string (one allocation an attempt,
+/// not two a header: attempts are made thousands of times a second).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(String);
+
+impl Headers {
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut lines = String::new();
+        for (name, value) in pairs {
+            // A value with a line break in it cannot come from HTTP, but keep lines whole.
+            let value = value.replace(['\r', '\n'], " ");
+            lines.push_str(name);
+            lines.push_str(": ");
+            lines.push_str(&value);
+            lines.push('\n');
+        }
+        Self(lines)
+    }
+
+    /// Name and value pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.lines().filter_map(|line| line.split_once(": "))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// A subscriber's answer to one attempt.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     /// The start of the body, at most [`MAX_KEPT_BODY`] bytes.
     pub body: Bytes,
     /// Whether the body went on past what was kept.
@@ -342,20 +372,12 @@ pub const MAX_KEPT_BODY: usize = 64 * 1024;
 
 impl Exchange {
     fn stored_bytes(&self) -> usize {
-        let headers = |headers: &[(String, String)]| -> usize {
-            headers
-                .iter()
-                .map(|(name, value)| name.len() + value.len() + 48)
-                .sum()
-        };
         std::mem::size_of::<Self>()
-            + self.method.len()
-            + self.url.len()
-            + headers(&self.request_headers)
+            + self.request_headers.len()
             + self
                 .response
                 .as_ref()
-                .map_or(0, |answer| headers(&answer.headers) + answer.body.len())
+                .map_or(0, |answer| answer.headers.len() + answer.body.len())
     }
 }
 

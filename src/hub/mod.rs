@@ -42,7 +42,7 @@ pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use event::{Activity, HubEvent};
 pub use intake::{PublishError, Published, ResendError};
 pub use message::{
-    Answer, Attempt, Delivery, DeliverySummary, Draft, Exchange, MAX_KEPT_BODY, MessageId,
+    Answer, Attempt, Delivery, DeliverySummary, Draft, Exchange, Headers, MAX_KEPT_BODY, MessageId,
     MessageRecord, Source,
 };
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
@@ -54,8 +54,7 @@ pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
 
-pub(crate) use address::redact;
-pub(crate) use outcome::clip;
+pub(crate) use outcome::{MAX_STORED_TEXT, clip};
 pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 
 use intake::FanOut;

@@ -27,6 +27,8 @@ pub(crate) struct SubscriberShared {
     /// Where its deliveries go. Shared, so that listing thousands of subscribers copies
     /// no strings.
     pub(crate) target: Arc<Url>,
+    /// `target` as it is shown, with any password hidden.
+    pub(crate) shown_target: Arc<str>,
     pub(crate) stats: SubscriberStats,
     /// Cancelled when the subscriber leaves the hub, so that its worker abandons even a
     /// request that is hanging, instead of holding the queue until a timeout.
@@ -51,9 +53,11 @@ impl SubscriberShared {
             Cow::Borrowed(_) => key.clone(),
             Cow::Owned(shown) => shown.into(),
         };
+        let shown_target = redact(target.as_str()).into();
         Self {
             key,
             address,
+            shown_target,
             target: Arc::new(target),
             stats: SubscriberStats::default(),
             cancel: CancellationToken::new(),
@@ -279,7 +283,7 @@ impl Entry {
         let lease = self.lease(ttl);
         SubscriberView {
             address: self.shared.address.clone(),
-            target: redact(self.shared.target.as_str()).into(),
+            target: self.shared.shown_target.clone(),
             registered_at: self.registered_at,
             last_seen: self.last_seen,
             expires_at: self.last_seen + lease,

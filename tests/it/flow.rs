@@ -204,13 +204,13 @@ async fn each_attempt_keeps_what_was_sent_and_what_came_back() {
         .as_deref()
         .expect("the first attempt was sent");
     assert_eq!(first.method, "POST");
-    assert_eq!(first.url, format!("http://{}/event", receiver.address()));
+    assert_eq!(&*first.url, format!("http://{}/event", receiver.address()));
     let sent = |name: &str| {
         first
             .request_headers
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_owned())
     };
     assert_eq!(sent("content-type").as_deref(), Some("application/json"));
     assert_eq!(sent("x-herald-message-id"), Some(id.to_string()));
@@ -221,7 +221,7 @@ async fn each_attempt_keeps_what_was_sent_and_what_came_back() {
         answer
             .headers
             .iter()
-            .any(|(n, v)| n == "x-trace" && v == "abc")
+            .any(|(n, v)| (n, v) == ("x-trace", "abc"))
     );
 
     let detail: serde_json::Value =

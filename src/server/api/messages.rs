@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, HttpError, millis, time};
-use crate::hub::{Attempt, Delivery, DeliveryState, Hub, MessageRecord, Outcome, ResendError};
+use crate::hub::{
+    Attempt, Delivery, DeliveryState, Headers, Hub, MessageRecord, Outcome, ResendError,
+};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
 use crate::wire::webhook_id;
@@ -267,21 +269,28 @@ fn attempt(attempt: &Attempt) -> AttemptJson {
         latency_ms,
         error,
         request: exchange.map(|sent| SentJson {
-            method: sent.method.clone(),
-            url: sent.url.clone(),
-            headers: sent.request_headers.clone(),
+            method: sent.method.to_owned(),
+            url: sent.url.to_string(),
+            headers: pairs(&sent.request_headers),
         }),
         response: exchange.and_then(|e| e.response.as_ref()).map(|answer| {
             let (body, body_encoding) = encoded(&answer.body);
             AnswerJson {
                 status: answer.status,
-                headers: answer.headers.clone(),
+                headers: pairs(&answer.headers),
                 body,
                 body_encoding,
                 body_truncated: answer.truncated,
             }
         }),
     }
+}
+
+fn pairs(headers: &Headers) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
 }
 
 /// Bytes as JSON can carry them: text when they are UTF-8, base64 otherwise.
