@@ -276,19 +276,21 @@ pub(super) fn jitter(base: Duration) -> Duration {
 
 /// Headers as the inspector keeps them: values as text cut to 2 KiB, credentials hidden.
 fn shown_headers(headers: &HeaderMap) -> Headers {
-    let shown = headers.iter().map(|(name, value)| {
-        let text = String::from_utf8_lossy(value.as_bytes());
-        let value = if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
-            let scheme = text.split(' ').next().unwrap_or("");
-            Cow::Owned(format!("{scheme} ***"))
-        } else if text.len() > MAX_STORED_TEXT {
-            Cow::Owned(clip(text.into_owned()))
-        } else {
-            text
-        };
-        (name.as_str(), value)
-    });
-    let shown: Vec<_> = shown.collect();
+    let shown: Vec<(&str, Cow<'_, str>)> = headers
+        .iter()
+        .map(|(name, value)| {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            let value = if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
+                let scheme = text.split(' ').next().unwrap_or("");
+                Cow::Owned(format!("{scheme} ***"))
+            } else if text.len() > MAX_STORED_TEXT {
+                Cow::Owned(clip(text.into_owned()))
+            } else {
+                text
+            };
+            (name.as_str(), value)
+        })
+        .collect();
     Headers::from_pairs(shown.iter().map(|(name, value)| (*name, value.as_ref())))
 }
 

@@ -334,13 +334,16 @@ pub struct Headers(String);
 
 impl Headers {
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut lines = String::new();
+        let mut lines = String::with_capacity(256);
         for (name, value) in pairs {
-            // A value with a line break in it cannot come from HTTP, but keep lines whole.
-            let value = value.replace(['\r', '\n'], " ");
             lines.push_str(name);
             lines.push_str(": ");
-            lines.push_str(&value);
+            // A line break cannot come from HTTP, but keep lines whole whatever comes.
+            lines.extend(
+                value
+                    .chars()
+                    .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
+            );
             lines.push('\n');
         }
         Self(lines)
