@@ -18,9 +18,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         time.sleep(DELAY)
+        # A failing service says why, as a half-written one does: the inspector shows it.
+        body = b""
+        if STATUS >= 400:
+            body = (
+                b'{"error": "KeyError: \'customer\'", "at": "handlers/orders.py:42",'
+                b' "trace": ["handle_event", "create_order", "lookup_customer"]}'
+            )
         self.send_response(STATUS)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass

@@ -55,6 +55,13 @@ xdotool mousemove --window "$wid" 1000 97 click 1
 sleep 1.5
 import -window "$wid" "$out/message.png"
 
+# The inspector: open the failing subscriber's delivery, then its first attempt.
+xdotool mousemove --window "$wid" 1100 544 click 1
+sleep 0.5
+xdotool mousemove --window "$wid" 1080 567 click 1
+sleep 1
+import -window "$wid" "$out/inspector.png"
+
 # The settings window, in the light theme.
 xdotool mousemove --window "$wid" 1178 12 click 1
 sleep 0.5
