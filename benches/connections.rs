@@ -13,6 +13,8 @@
 //! Bounded: every connect and request gives up after 5 s, and the whole run after 3
 //! minutes.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::process::Stdio;
@@ -44,30 +46,8 @@ struct Hub {
 
 impl Hub {
     async fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["--headless", "--bind", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "warn,herald::headless=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("herald starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("herald exited early");
-            if let Some((_, url)) = line.split_once("Herald listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let common::Herald { child, url, pid } = common::start_herald(extra).await;
         let addr = url.trim_start_matches("http://").parse().unwrap();
-        let pid = child.id().unwrap();
         Self {
             _child: child,
             addr,

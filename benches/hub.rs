@@ -17,8 +17,9 @@
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
 //! cores, so they are a floor for what the hub does on its own.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,9 +29,8 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::serve::ListenerExt as _;
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Publishing connections at "max rate": one client publishing back to back.
 const PUBLISHERS: usize = 1;
@@ -116,32 +116,7 @@ struct Hub {
 
 impl Hub {
     async fn start(extra: &[&str]) -> Self {
-        // Another build of Herald (an older commit, say) can be measured by the same bench.
-        let binary =
-            std::env::var("HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
-        let mut child = Command::new(binary)
-            .args(["--headless", "--bind", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "warn,herald::headless=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("herald starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("herald exited early");
-            if let Some((_, url)) = line.split_once("Herald listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let pid = child.id().unwrap();
+        let common::Herald { child, url, pid } = common::start_herald(extra).await;
         Self { child, url, pid }
     }
 
