@@ -95,6 +95,14 @@ impl Sender {
         subscriber: &SubscriberShared,
         message: &MessageRecord,
     ) -> Tried {
+        if let Some(reason) = self.loops_back(&subscriber.target).await {
+            return Tried::failed(DeliveryError::Blocked(reason), None);
+        }
+        // Held until the body is read, so the connection is back in the pool for the next
+        // worker at this origin. The wait for it is not part of the delivery's timeout, and
+        // comes before the request is signed, so the signature's timestamp is fresh however
+        // long the wait. (Nothing closes the semaphore, so acquiring fails never.)
+        let _permit = self.origin_limit.acquire().await.ok();
         let timeout = self.timeout.get();
         let mut request = self
             .client
@@ -129,9 +137,6 @@ impl Sender {
                 .header(WEBHOOK_TIMESTAMP_HEADER, timestamp)
                 .header(WEBHOOK_SIGNATURE_HEADER, signature);
         }
-        if let Some(reason) = self.loops_back(&subscriber.target).await {
-            return Tried::failed(DeliveryError::Blocked(reason), None);
-        }
         let request = match request.build() {
             Ok(request) => request,
             Err(err) => return Tried::failed(self.classify(&err, timeout), None),
@@ -142,10 +147,6 @@ impl Sender {
             request_headers: shown_headers(request.headers()),
             response: None,
         };
-        // Held until the body is read, so the connection is back in the pool for the next
-        // worker at this origin. The wait for it is not part of the delivery's timeout.
-        // (Nothing closes the semaphore, so acquiring fails never.)
-        let _permit = self.origin_limit.acquire().await.ok();
         let started = Instant::now();
         let mut response = match self.client.execute(request).await {
             Ok(response) => response,

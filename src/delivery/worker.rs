@@ -12,6 +12,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -20,6 +22,7 @@ use tokio_util::time::DelayQueue;
 use super::attempt::{Sender, Tried, Verdict, jitter, verdict};
 use crate::hub::{
     Attempt, DeliveryError, DeliveryState, Job, Mailbox, Outcome, RemovalReason, SubscriberShared,
+    clip,
 };
 
 pub(super) struct Worker {
@@ -28,6 +31,8 @@ pub(super) struct Worker {
     failed_in_row: u32,
     /// Wait before the next probe while suspended.
     probe_delay: Duration,
+    /// While suspended: when the next probe may go.
+    probe_at: Option<Instant>,
 }
 
 /// A delivery taken from the queue, with how far it has got.
@@ -35,6 +40,8 @@ struct Taking {
     job: Job,
     /// Attempts made so far.
     attempts: u32,
+    /// Whether its delivery shows as retrying, to be shown pending again once sent.
+    shown_retrying: bool,
     /// Retries of the schedule used so far (probes while suspended do not count).
     retries: usize,
 }
@@ -73,6 +80,7 @@ pub(super) async fn supervise(mut mailbox: Mailbox, mut new_worker: impl FnMut()
             .unwrap_or_else(|| "no message".to_owned());
         let subscriber = &mailbox.subscriber;
         tracing::error!(address = %subscriber.address, "delivery worker panicked ({reason}); a new one takes over");
+        let reason = clip(reason);
         for (_, Taking { job, .. }) in taken.sending.drain() {
             let outcome = Outcome::Failed(DeliveryError::Crashed(reason.clone()));
             hub.finish(&job.message, job.slot, subscriber, outcome);
@@ -86,6 +94,7 @@ impl Worker {
             probe_delay: sender.config.probe_backoff.0,
             sender,
             failed_in_row: 0,
+            probe_at: None,
         }
     }
 
@@ -100,20 +109,24 @@ impl Worker {
         let mut sending = FuturesUnordered::<Sending>::new();
         loop {
             let suspended = subscriber.is_suspended();
-            // A suspended subscriber gets one probe at a time.
-            let most = if suspended {
+            // One at a time when suspended (a probe) or in strict order.
+            let most = if suspended || subscriber.is_ordered() {
                 1
             } else {
                 subscriber.max_in_flight()
             };
             let room = sending.len() < most;
-            let idle = sending.is_empty() && taken.waiting.is_empty();
+            // What waits for a retry counts against the queue's bound too: otherwise a
+            // subscriber that fails slowly would move its whole backlog out of the bounded
+            // queue into the retry wheel, and nothing would ever be dropped.
+            let held = sending.len() + taken.waiting.len();
             // Strict order: nothing new while an earlier delivery waits for its retry.
             // Suspended: nothing new but the one probe the queue gives when nothing else
             // is there to probe with.
             let take_new = room
+                && held < mailbox.capacity
                 && if suspended {
-                    idle
+                    held == 0
                 } else {
                     !subscriber.is_ordered() || taken.waiting.is_empty()
                 };
@@ -124,7 +137,12 @@ impl Worker {
                     self.settle(&subscriber, taken, key, at, tried);
                 }
                 Some(due) = taken.waiting.next(), if room => {
-                    self.start(&subscriber, taken, &mut sending, due);
+                    if let Some(wait) = self.probe_gate(&subscriber) {
+                        // Suspended, and not yet time to probe: it waits without an attempt.
+                        taken.waiting.insert(due, wait);
+                    } else {
+                        self.start(&subscriber, taken, &mut sending, due);
+                    }
                 }
                 () = subscriber.resume.notified() => {
                     // Registered again: whatever waits is due now.
@@ -132,10 +150,10 @@ impl Worker {
                 }
                 job = mailbox.jobs.recv(), if take_new => match job {
                     Some(job) => {
-                        let taking = Taking { job, attempts: 0, retries: 0 };
+                        let taking = Taking { job, attempts: 0, retries: 0, shown_retrying: false };
                         if suspended {
-                            let wait = self.next_probe();
-                            self.wait(taken, taking, wait, None);
+                            // Through the probe gate, like everything else while suspended.
+                            taken.waiting.insert(taking, Duration::ZERO);
                         } else {
                             self.start(&subscriber, taken, &mut sending, taking);
                         }
@@ -149,7 +167,9 @@ impl Worker {
         let mut abandoned: Vec<Job> = taken.sending.drain().map(|(_, t)| t.job).collect();
         abandoned.extend(taken.waiting.drain().into_iter().map(|t| t.job));
         mailbox.jobs.close();
-        while let Ok(job) = mailbox.jobs.try_recv() {
+        // `recv`, not `try_recv`: a publish that reserved its place before the close may
+        // not have put its job there yet, and it must still be recorded.
+        while let Some(job) = mailbox.jobs.recv().await {
             abandoned.push(job);
         }
         for job in abandoned {
@@ -163,14 +183,14 @@ impl Worker {
         subscriber: &Arc<SubscriberShared>,
         taken: &mut Taken,
         sending: &mut FuturesUnordered<Sending>,
-        taking: Taking,
+        mut taking: Taking,
     ) {
         let key = taken.next_key;
         taken.next_key += 1;
         let message = taking.job.message.clone();
         let slot = taking.job.slot;
-        if taking.attempts > 0 {
-            // It was retrying; now it is being sent again.
+        if std::mem::take(&mut taking.shown_retrying) {
+            // It was shown retrying; now it is being sent again.
             message.set_state(slot, DeliveryState::Pending);
         }
         taken.sending.insert(key, taking);
@@ -216,19 +236,19 @@ impl Worker {
             .record_attempt(&job.message, job.slot, subscriber, attempt);
         let config = &self.sender.config;
         match verdict(&outcome, after) {
-            Verdict::Done => self.finish(subscriber, taking.job, outcome),
+            Verdict::Done => self.finish(subscriber, taken, taking.job, outcome),
             Verdict::Unsubscribe => {
                 self.sender.hub.remove(&subscriber.key, RemovalReason::Gone);
-                self.finish(subscriber, taking.job, outcome);
+                self.finish(subscriber, taken, taking.job, outcome);
             }
             // While suspended, attempts are probes: they wait for the subscriber to come
-            // back, not for a retry of the schedule.
+            // back (through the probe gate), not for a retry of the schedule.
             Verdict::Retry { .. } if subscriber.is_suspended() => {
-                let wait = self.next_probe();
+                let wait = self.probe_gate(subscriber).unwrap_or_default();
                 self.wait(taken, taking, wait, None);
             }
             Verdict::Retry { after } => match config.retry_schedule.get(taking.retries) {
-                None => self.finish(subscriber, taking.job, outcome),
+                None => self.finish(subscriber, taken, taking.job, outcome),
                 Some(base) => {
                     taking.retries += 1;
                     let wait = after
@@ -243,17 +263,24 @@ impl Worker {
 
     /// Puts `taking` aside for its next attempt in `wait`; `of` is how many attempts it
     /// gets in all (none while suspended, when attempts are probes).
-    fn wait(&self, taken: &mut Taken, taking: Taking, wait: Duration, of: Option<u32>) {
+    fn wait(&self, taken: &mut Taken, mut taking: Taking, wait: Duration, of: Option<u32>) {
         let state = DeliveryState::Retrying {
             attempt: taking.attempts + 1,
             of,
             at: SystemTime::now() + wait,
         };
         taking.job.message.set_state(taking.job.slot, state);
+        taking.shown_retrying = true;
         taken.waiting.insert(taking, wait);
     }
 
-    fn finish(&mut self, subscriber: &SubscriberShared, job: Job, outcome: Outcome) {
+    fn finish(
+        &mut self,
+        subscriber: &SubscriberShared,
+        taken: &mut Taken,
+        job: Job,
+        outcome: Outcome,
+    ) {
         let delivered = outcome.is_delivered();
         self.sender
             .hub
@@ -261,8 +288,8 @@ impl Worker {
         if delivered {
             self.failed_in_row = 0;
             if subscriber.is_suspended() {
-                self.probe_delay = self.sender.config.probe_backoff.0;
-                self.sender.hub.set_suspended(subscriber, false);
+                // A probe got through: what waited for it goes now.
+                self.resumed(subscriber, taken);
             }
         } else {
             self.failed_in_row += 1;
@@ -276,19 +303,34 @@ impl Worker {
     fn resumed(&mut self, subscriber: &SubscriberShared, taken: &mut Taken) {
         self.failed_in_row = 0;
         self.probe_delay = self.sender.config.probe_backoff.0;
+        self.probe_at = None;
         self.sender.hub.set_suspended(subscriber, false);
         for taking in taken.waiting.drain() {
             taken.waiting.insert(taking, Duration::ZERO);
         }
     }
 
-    /// The wait before the next probe, doubling up to the longest.
-    fn next_probe(&mut self) -> Duration {
-        let wait = self.probe_delay;
-        self.probe_delay = wait
-            .saturating_mul(2)
-            .min(self.sender.config.probe_backoff.1);
-        wait
+    /// While the subscriber is suspended, lets one attempt through per probe interval
+    /// (doubling up to the longest): `None` when this one may go now (and the next probe
+    /// is due one interval later), otherwise how long until a probe may go. Not
+    /// suspended, everything may go.
+    fn probe_gate(&mut self, subscriber: &SubscriberShared) -> Option<Duration> {
+        if !subscriber.is_suspended() {
+            self.probe_at = None;
+            return None;
+        }
+        let now = Instant::now();
+        match self.probe_at {
+            Some(at) if at > now => Some(at - now),
+            _ => {
+                let wait = self.probe_delay;
+                self.probe_delay = wait
+                    .saturating_mul(2)
+                    .min(self.sender.config.probe_backoff.1);
+                self.probe_at = Some(now + wait);
+                None
+            }
+        }
     }
 
     fn abandon(&self, subscriber: &SubscriberShared, job: &Job) {
@@ -309,6 +351,10 @@ struct Waiting(Option<DelayQueue<Taking>>);
 impl Waiting {
     fn is_empty(&self) -> bool {
         self.0.as_ref().is_none_or(DelayQueue::is_empty)
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, DelayQueue::len)
     }
 
     fn insert(&mut self, taking: Taking, wait: Duration) {

@@ -92,9 +92,12 @@ impl Settings {
     }
 }
 
-/// Saved files can hold anything, and `Duration::from_secs_f64` panics on a negative.
+/// Saved files can hold anything: `Duration::from_secs_f64` panics on a negative, a NaN
+/// or an overflow, and no setting takes more than a day here (the window's own limit).
 fn seconds(secs: f64) -> Duration {
-    Duration::from_secs_f64(secs.max(0.001))
+    const DAY: f64 = 86_400.0;
+    let secs = if secs.is_nan() { 1.0 } else { secs };
+    Duration::from_secs_f64(secs.clamp(0.001, DAY))
 }
 
 /// The settings window, open while it holds a draft.
@@ -199,6 +202,14 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
+
+    #[test]
+    fn a_saved_file_cannot_hold_a_duration_that_panics() {
+        for secs in [f64::NAN, f64::INFINITY, -5.0, 1e300] {
+            assert!(seconds(secs) <= Duration::from_secs(86_400), "{secs}");
+        }
+        assert_eq!(seconds(2.5), Duration::from_millis(2500));
+    }
 
     #[test]
     fn every_overriding_flag_is_a_real_argument() {

@@ -178,7 +178,13 @@ impl MessageRecord {
     }
 
     pub(crate) fn set_outcome(&self, slot: usize, outcome: Outcome) {
-        self.set_state(slot, DeliveryState::Done(outcome));
+        let mut deliveries = self.deliveries.lock();
+        let bytes = outcome.error().map_or(0, DeliveryError::text_len);
+        if let Some(delivery) = deliveries.list.get_mut(slot) {
+            delivery.state = DeliveryState::Done(outcome);
+            // The final outcome is a copy of the last attempt's, text and all.
+            deliveries.grow(Held { records: 0, bytes });
+        }
     }
 
     /// Where a delivery stands while it has no outcome: sending, or retrying when.

@@ -172,6 +172,11 @@ impl Hub {
         let lease = lease.map(|l| l.clamp(LEASE_RANGE.0, LEASE_RANGE.1));
         let now = SystemTime::now();
         let mut subscribers = self.shared.subscribers.write();
+        // Again under the lock: `close` empties the map under it, and a subscriber added
+        // after that would never be retired.
+        if self.is_stopping() {
+            return Err(RegisterError::ShuttingDown);
+        }
         if let Some(entry) = subscribers.get_mut(address) {
             entry.last_seen = now;
             entry.last_seen_at = Instant::now();
@@ -203,7 +208,8 @@ impl Hub {
             shared.set_secret(secret);
         }
         shared.set_options(ordered, max_in_flight);
-        let (queue, jobs) = mpsc::channel(self.shared.config.queue_capacity.max(1));
+        let capacity = self.shared.config.queue_capacity.max(1);
+        let (queue, jobs) = mpsc::channel(capacity);
         let entry = Entry {
             shared: shared.clone(),
             registered_at: now,
@@ -222,6 +228,7 @@ impl Hub {
             Mailbox {
                 subscriber: shared,
                 jobs,
+                capacity,
             },
         );
         self.record_activity(HubEvent::Registered { address });

@@ -203,6 +203,8 @@ pub(crate) struct Job {
 pub(crate) struct Mailbox {
     pub(crate) subscriber: Arc<SubscriberShared>,
     pub(crate) jobs: mpsc::Receiver<Job>,
+    /// The queue's bound, which also bounds what its worker may take from it and hold.
+    pub(crate) capacity: usize,
 }
 
 /// Why a subscriber left the hub.

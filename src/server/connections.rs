@@ -66,6 +66,8 @@ struct Entry {
     /// Requests whose responses are not finished. HTTP/1 serves one at a time, but a
     /// count cannot be confused by a response body dropped a moment late.
     requests: usize,
+    /// Whether a request has come in on it: one that has not is spared for a moment.
+    served: bool,
     /// Asked to close to make room.
     evicted: bool,
     signal: Arc<Signal>,
@@ -81,6 +83,9 @@ pub(super) struct Signal {
     pub(super) changed: Notify,
 }
 
+/// How long a new connection is safe from eviction before its first request.
+const ADMISSION_GRACE: Duration = Duration::from_millis(500);
+
 impl Registry {
     pub(super) fn new(limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Self {
@@ -94,7 +99,14 @@ impl Registry {
     pub(super) fn admit(self: &Arc<Self>, stop: &CancellationToken) -> Option<Admitted> {
         let mut inner = self.inner.lock();
         if inner.counted >= self.limits.max_connections {
-            let (_, oldest) = inner.waiting.pop_first()?;
+            let &(since, oldest) = inner.waiting.first()?;
+            // A connection just let in has had no chance to send its request: closing it
+            // for the next newcomer would have newcomers reset each other in turn.
+            let served = inner.entries.get(&oldest).is_some_and(|e| e.served);
+            if !served && since.elapsed() < ADMISSION_GRACE {
+                return None;
+            }
+            inner.waiting.pop_first();
             let entry = inner.entries.get_mut(&oldest)?;
             entry.evicted = true;
             entry.signal.close.cancel();
@@ -113,6 +125,7 @@ impl Registry {
                 phase: Phase::Idle,
                 since: now,
                 requests: 0,
+                served: false,
                 evicted: false,
                 signal: signal.clone(),
             },
@@ -181,6 +194,7 @@ impl Handle {
         let mut inner = self.registry.inner.lock();
         if let Some(entry) = inner.entries.get_mut(&self.id) {
             entry.requests += 1;
+            entry.served = true;
         }
         inner.set_phase(self.id, Phase::Busy);
         Busy(self.clone())

@@ -237,3 +237,35 @@ async fn each_attempt_keeps_what_was_sent_and_what_came_back() {
     assert_eq!(attempts[1]["response"]["body_encoding"], "base64");
     assert_eq!(attempts[1]["response"]["body"], "/wAB");
 }
+
+#[tokio::test]
+async fn retries_count_against_the_queue_so_a_failing_subscriber_holds_no_more() {
+    let hub = start_hub(|config| {
+        config.queue_capacity = 4;
+        config.retry_schedule.0 = vec![Duration::from_secs(30)];
+    })
+    .await;
+    let receiver = Receiver::answering(StatusCode::SERVICE_UNAVAILABLE).await;
+    hub.register(&receiver.address()).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(hub.publish(format!("m{n}"), None).await);
+        // Each is taken and fails before the next comes, so it waits for its retry.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dropped = || {
+        ids.iter()
+            .filter(|id| {
+                matches!(
+                    hub.hub().message(**id).unwrap().deliveries()[0].state,
+                    DeliveryState::Done(herald::hub::Outcome::Failed(
+                        herald::hub::DeliveryError::QueueFull { .. }
+                    ))
+                )
+            })
+            .count()
+    };
+    // At most 4 waiting for a retry and 4 in the queue: the other 12 are recorded as
+    // dropped, not held in memory for ever.
+    eventually("the overflow is recorded as dropped", || dropped() == 12).await;
+}
