@@ -144,8 +144,10 @@ impl Worker {
                         self.start(&subscriber, taken, &mut sending, due);
                     }
                 }
-                () = subscriber.resume.notified() => {
-                    // Registered again: whatever waits is due now.
+                // Registered again: whatever waits is due now. Watched only while something
+                // waits or the subscriber is suspended: waiting on a `Notify` takes its
+                // lock, which every turn of a busy loop would otherwise pay for.
+                () = subscriber.resume.notified(), if suspended || !taken.waiting.is_empty() => {
                     self.resumed(&subscriber, taken);
                 }
                 job = mailbox.jobs.recv(), if take_new => match job {
