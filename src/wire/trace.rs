@@ -88,11 +88,17 @@ impl TraceContext {
 
     /// A `traceparent` for one outgoing request: this trace and flags, a new parent id.
     pub fn child(&self) -> String {
-        let parent = Hex(random::<8>());
-        format!(
-            "{VERSION:02x}-{}-{parent}-{:02x}",
-            self.trace_id, self.flags
-        )
+        // Built byte by byte rather than through `format!`: this runs once per delivery
+        // attempt, and the formatting machinery was a visible share of that.
+        let mut text = String::with_capacity(LEN);
+        push_hex(&mut text, &[VERSION]);
+        text.push('-');
+        push_hex(&mut text, &self.trace_id.0);
+        text.push('-');
+        push_hex(&mut text, &random::<8>());
+        text.push('-');
+        push_hex(&mut text, &[self.flags]);
+        text
     }
 
     /// The bytes it keeps besides itself, for the log's budget.
@@ -120,16 +126,18 @@ fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     Some(bytes)
 }
 
-struct Hex<const N: usize>([u8; N]);
-
-impl<const N: usize> fmt::Display for Hex<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
-    }
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    let mut text = String::with_capacity(2 * bytes.len());
+    push_hex(&mut text, bytes);
+    f.write_str(&text)
 }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+fn push_hex(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
 }
 
 fn is_zero(bytes: &[u8]) -> bool {
