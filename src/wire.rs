@@ -11,6 +11,11 @@ pub use trace::{TraceContext, TraceId};
 pub const MESSAGE_ID_HEADER: &str = "x-herald-message-id";
 /// On a `/sendMessage` answer: the live subscribers the message goes to.
 pub const SUBSCRIBERS_HEADER: &str = "x-herald-subscribers";
+/// On a publish: the message's topic (or `?topic=`). On every delivery of a message with
+/// a topic: that topic.
+pub const TOPIC_HEADER: &str = "x-herald-topic";
+/// The CloudEvents binary-mode type, taken as the topic when none is given and it is one.
+pub const CLOUDEVENTS_TYPE_HEADER: &str = "ce-type";
 /// On every delivery: the hub it came from. A hub refuses requests carrying its own.
 pub const INSTANCE_HEADER: &str = "x-herald-instance";
 

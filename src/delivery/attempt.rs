@@ -21,8 +21,8 @@ use crate::hub::{
     MessageRecord, Outcome, SubscriberShared, clip,
 };
 use crate::wire::{
-    INSTANCE_HEADER, MESSAGE_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, WEBHOOK_ID_HEADER,
-    WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, webhook_id,
+    INSTANCE_HEADER, MESSAGE_ID_HEADER, TOPIC_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, webhook_id,
 };
 
 /// How an attempt went: its outcome, the wait a `Retry-After` asked for, and what was
@@ -119,6 +119,9 @@ impl Sender {
         request = request.header(TRACEPARENT_HEADER, message.trace.child());
         if let Some(state) = &message.trace.state {
             request = request.header(TRACESTATE_HEADER, state);
+        }
+        if let Some(topic) = &message.topic {
+            request = request.header(TOPIC_HEADER, topic.as_str());
         }
         for (name, value) in &message.headers {
             request = request.header(name, &value[..]);
@@ -277,22 +280,20 @@ pub(super) fn jitter(base: Duration) -> Duration {
 
 /// Headers as the inspector keeps them: values as text cut to 2 KiB, credentials hidden.
 fn shown_headers(headers: &HeaderMap) -> Headers {
-    let shown: Vec<(&str, Cow<'_, str>)> = headers
-        .iter()
-        .map(|(name, value)| {
-            let text = String::from_utf8_lossy(value.as_bytes());
-            let value = if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
-                let scheme = text.split(' ').next().unwrap_or("");
-                Cow::Owned(format!("{scheme} ***"))
-            } else if text.len() > MAX_STORED_TEXT {
-                Cow::Owned(clip(text.into_owned()))
-            } else {
-                text
-            };
-            (name.as_str(), value)
-        })
-        .collect();
-    Headers::from_pairs(shown.iter().map(|(name, value)| (*name, value.as_ref())))
+    Headers::from_pairs(headers.iter().map(|(name, value)| {
+        let value = match value.to_str() {
+            // The usual case, visible ASCII, borrows: this runs twice per attempt.
+            Ok(text) if text.len() <= MAX_STORED_TEXT => Cow::Borrowed(text),
+            _ => Cow::Owned(clip(String::from_utf8_lossy(value.as_bytes()).into_owned())),
+        };
+        let value = if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
+            let scheme = value.split(' ').next().unwrap_or("");
+            Cow::Owned(format!("{scheme} ***"))
+        } else {
+            value
+        };
+        (name.as_str(), value)
+    }))
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use super::message::MessageId;
 use super::outcome::Outcome;
 use super::subscriber::RemovalReason;
+use super::topic::Topic;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubEvent {
@@ -30,11 +31,13 @@ pub enum HubEvent {
     Published {
         id: MessageId,
         subscribers: usize,
+        topic: Option<Topic>,
     },
     /// A delivery reached its outcome.
     Delivery {
         id: MessageId,
         address: Arc<str>,
+        topic: Option<Topic>,
         outcome: Outcome,
     },
 }

@@ -11,7 +11,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::event::HubEvent;
 use super::message::{Draft, MessageId, MessageRecord, Round, Source};
 use super::outcome::{DeliveryError, Outcome};
-use super::registry::Recipient;
+use super::routing::{Recipient, Route};
 use super::subscriber::{Job, RemovalReason};
 use super::{Hub, Shared};
 
@@ -61,7 +61,7 @@ pub struct Published {
 /// An accepted message and the subscribers that were live when it was accepted.
 pub(super) struct FanOut {
     message: Arc<MessageRecord>,
-    recipients: Arc<Vec<Recipient>>,
+    route: Route,
     /// Messages its arrival pushed out of the log, whose records the fan-out frees,
     /// sparing the accepting thread.
     evicted: Vec<Arc<MessageRecord>>,
@@ -113,8 +113,8 @@ impl Hub {
         draft
             .trace
             .get_or_insert_with(crate::wire::TraceContext::new_root);
-        let recipients = self.recipients();
-        let subscribers = recipients.len();
+        let route = self.route(draft.topic.as_ref());
+        let subscribers = route.len();
         // Under the log lock, ids are allocated, and messages queued or handed to the
         // fan-out, in one order: the order in which each subscriber receives them.
         let mut log = self.shared.log.lock();
@@ -128,21 +128,29 @@ impl Hub {
         let mut evicted = log.push(message.clone());
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         // Announced before any of its deliveries can be.
-        self.emit(HubEvent::Published { id, subscribers });
+        self.emit(HubEvent::Published {
+            id,
+            subscribers,
+            topic: message.topic.clone(),
+        });
         let refused = match room {
             Some(room) if !inline => {
                 self.shared.fanning_out.fetch_add(1, Ordering::AcqRel);
                 room.send(FanOut {
                     message: message.clone(),
-                    recipients: recipients.clone(),
+                    route,
                     evicted: std::mem::take(&mut evicted),
                     _outstanding: self.shared.outstanding.token(),
                 });
                 Vec::new()
             }
-            _ => self.queue(&message, &recipients, Round::Publish),
+            _ => self.queue(&message, &route, Round::Publish),
         };
         drop(log);
+        if let Some(topic) = &message.topic {
+            let mut seen = self.shared.topics_seen.lock();
+            seen.record(topic, id, message.received_at);
+        }
         self.record_refused(&message, refused);
         evicted.iter().for_each(|m| m.evict());
         Ok(Published { id, subscribers })
@@ -155,22 +163,22 @@ impl Hub {
             return Err(ResendError::ShuttingDown);
         }
         let message = self.message(id).ok_or(ResendError::UnknownMessage(id))?;
-        let recipients = match to {
-            Some(address) => {
-                Arc::new(vec![self.recipient(address).ok_or_else(|| {
-                    ResendError::UnknownSubscriber(address.to_owned())
-                })?])
-            }
-            None => self.recipients(),
+        let route = match to {
+            Some(address) => Route::one(
+                self.recipient(address)
+                    .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?,
+            ),
+            // Those its topic reaches now, as a publish of it would.
+            None => self.route(message.topic.as_ref()),
         };
         // One message cannot take the whole log: the newest is never evicted, so without
         // this, resending it over and over would grow the log without end.
         let max = self.shared.log_usage.budget().records;
-        if message.held().records + recipients.len() > max {
+        if message.held().records + route.len() > max {
             return Err(ResendError::TooManyDeliveries { id, max });
         }
-        let refused = self.queue(&message, &recipients, Round::Resend);
-        let queued = recipients.len() - refused.len();
+        let refused = self.queue(&message, &route, Round::Resend);
+        let queued = route.len() - refused.len();
         self.record_refused(&message, refused);
         self.trim_log();
         Ok(queued)
@@ -181,13 +189,13 @@ impl Hub {
     fn queue<'r>(
         &self,
         message: &Arc<MessageRecord>,
-        recipients: &'r [Recipient],
+        route: &'r Route,
         round: Round,
     ) -> Vec<Refused<'r>> {
-        let addresses = recipients.iter().map(|r| r.subscriber.address.clone());
+        let addresses = route.iter().map(|r| r.subscriber.address.clone());
         let first = message.add_deliveries(addresses, round);
         let mut refused = Vec::new();
-        for (slot, recipient) in (first..).zip(recipients) {
+        for (slot, recipient) in (first..).zip(route.iter()) {
             let job = Job {
                 message: message.clone(),
                 slot,
@@ -227,7 +235,7 @@ pub(super) async fn fan_out_loop(shared: Weak<Shared>, mut backlog: mpsc::Receiv
             break;
         };
         let hub = Hub { shared };
-        let refused = hub.queue(&job.message, &job.recipients, Round::Publish);
+        let refused = hub.queue(&job.message, &job.route, Round::Publish);
         hub.shared.fanning_out.fetch_sub(1, Ordering::AcqRel);
         hub.record_refused(&job.message, refused);
         job.evicted.iter().for_each(|m| m.evict());

@@ -128,10 +128,24 @@ impl MessageLog {
 
     /// Up to `limit` messages older than `before` (all when `None`), newest first.
     pub(crate) fn page(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
+        self.page_where(before, limit, |_| true)
+    }
+
+    /// Like `page`, of the messages for which `keep` holds.
+    pub(crate) fn page_where(
+        &self,
+        before: Option<MessageId>,
+        limit: usize,
+        keep: impl Fn(&MessageRecord) -> bool,
+    ) -> Vec<Arc<MessageRecord>> {
+        // Ids increase along the deque: the cursor is found by binary search, not a scan.
+        let end = before.map_or(self.entries.len(), |before| {
+            self.entries.partition_point(|m| m.id < before)
+        });
         self.entries
-            .iter()
+            .range(..end)
             .rev()
-            .filter(|m| before.is_none_or(|before| m.id < before))
+            .filter(|m| keep(m))
             .take(limit)
             .cloned()
             .collect()

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::log::LogUsage;
 use super::outcome::{DeliveryError, DeliveryState, Outcome};
+use super::topic::Topic;
 use crate::wire::TraceContext;
 
 /// Hub-wide message number, in publish order, starting at 1.
@@ -45,6 +46,8 @@ pub struct Draft {
     pub headers: Vec<(String, Bytes)>,
     /// The publisher's trace; without one, the message starts a new trace.
     pub trace: Option<TraceContext>,
+    /// Without one, the message goes only to subscribers without topics.
+    pub topic: Option<Topic>,
 }
 
 impl Draft {
@@ -69,6 +72,7 @@ pub struct MessageRecord {
     pub headers: Vec<(String, Bytes)>,
     /// Every delivery attempt carries a child of it.
     pub trace: TraceContext,
+    pub topic: Option<Topic>,
     pub source: Source,
     /// Subscribers live when it was accepted: each gets a delivery when the hub's
     /// fan-out reaches the message, an instant after it was accepted.
@@ -123,6 +127,7 @@ impl MessageRecord {
             content_type,
             headers,
             trace,
+            topic,
         } = draft;
         Self {
             id,
@@ -131,6 +136,7 @@ impl MessageRecord {
             body,
             headers,
             trace: trace.unwrap_or_else(TraceContext::new_root),
+            topic,
             source,
             subscribers,
             deliveries: Mutex::default(),
@@ -198,16 +204,15 @@ impl MessageRecord {
     /// the rest follow in order.
     pub(crate) fn add_deliveries(
         &self,
-        subscribers: impl ExactSizeIterator<Item = Arc<str>>,
+        subscribers: impl Iterator<Item = Arc<str>>,
         round: Round,
     ) -> usize {
         let mut deliveries = self.deliveries.lock();
         let first = deliveries.list.len();
         deliveries.queued |= round == Round::Publish;
         if !deliveries.evicted {
-            let added = subscribers.len();
-            deliveries.list.reserve(added);
             deliveries.list.extend(subscribers.map(Delivery::pending));
+            let added = deliveries.list.len() - first;
             // The publish round was counted when the message entered the log.
             if round == Round::Resend {
                 deliveries.grow(Held {
@@ -233,7 +238,8 @@ impl MessageRecord {
             + self.body.len()
             + self.content_type.as_ref().map_or(0, String::len)
             + headers
-            + self.trace.heap_bytes();
+            + self.trace.heap_bytes()
+            + self.topic.as_ref().map_or(0, |t| t.as_str().len());
         deliveries.grow(Held {
             records: self.subscribers,
             bytes: own + self.subscribers * DELIVERY_BYTES,
@@ -339,17 +345,22 @@ pub struct Exchange {
 pub struct Headers(String);
 
 impl Headers {
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+    pub fn from_pairs<'a, V: AsRef<str>>(pairs: impl IntoIterator<Item = (&'a str, V)>) -> Self {
         let mut lines = String::with_capacity(256);
         for (name, value) in pairs {
+            let value = value.as_ref();
             lines.push_str(name);
             lines.push_str(": ");
             // A line break cannot come from HTTP, but keep lines whole whatever comes.
-            lines.extend(
-                value
-                    .chars()
-                    .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
-            );
+            if value.contains(['\r', '\n']) {
+                lines.extend(
+                    value
+                        .chars()
+                        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
+                );
+            } else {
+                lines.push_str(value);
+            }
             lines.push('\n');
         }
         Self(lines)

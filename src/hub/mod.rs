@@ -22,9 +22,12 @@ mod reads;
 mod reaper;
 mod recording;
 mod registry;
+mod routing;
 mod secret;
 mod setting;
 mod subscriber;
+mod topic;
+mod topics_seen;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -50,9 +53,12 @@ pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
 pub use registry::{MAX_IN_FLIGHT, RegisterError, Registration, Subscription};
+pub use routing::Reach;
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
+pub use topic::{MAX_PATTERNS, MAX_TOPIC_LEN, Pattern, Topic, TopicError};
+pub use topics_seen::{MAX_TOPICS_SEEN, TopicSeen};
 
 pub(crate) use outcome::{MAX_STORED_TEXT, clip};
 pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
@@ -60,7 +66,7 @@ pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 use intake::FanOut;
 use log::{LogUsage, MessageLog};
 use metrics::Metrics;
-use registry::Recipient;
+use routing::Routing;
 use subscriber::Entry;
 
 /// A task the hub needs run for as long as it lives.
@@ -108,12 +114,11 @@ struct Shared {
     /// `config.policy`, plus this hub's own address once it listens.
     policy: RwLock<TargetPolicy>,
     /// Keyed by the address exactly as registered, as the seed did. Ordered so that
-    /// listings are stable. Lock order: `subscribers`, then `recipients`, then `log`.
+    /// listings are stable. Lock order: `subscribers`, then `routing`, then `log`.
     subscribers: RwLock<BTreeMap<Arc<str>, Entry>>,
-    /// Where a publish goes: the live subscribers' queues, in registration order, kept in
-    /// step with `subscribers`. A publish takes an `Arc` of it, however many subscribers
-    /// there are; a change copies it only while a publish still holds the old one.
-    recipients: Mutex<Arc<Vec<Recipient>>>,
+    /// Where a publish goes: the live subscribers' queues, by topic, kept in step with
+    /// `subscribers`.
+    routing: RwLock<Routing>,
     /// Accepted messages on their way to the fan-out task, in id order.
     fan_out: mpsc::Sender<FanOut>,
     /// Messages sent to the fan-out task and not yet queued for their subscribers. While
@@ -133,6 +138,7 @@ struct Shared {
     outstanding: TaskTracker,
     messages: AtomicU64,
     metrics: Metrics,
+    topics_seen: Mutex<topics_seen::TopicsSeen>,
     /// Fan-out of hub events to live followers. Lagging receivers lose the oldest events
     /// (and are told so by `broadcast`), so a slow follower never slows the hub.
     events: broadcast::Sender<HubEvent>,
@@ -166,7 +172,7 @@ impl Hub {
                 policy: RwLock::new(config.policy.clone()),
                 config,
                 subscribers: RwLock::new(BTreeMap::new()),
-                recipients: Mutex::default(),
+                routing: RwLock::default(),
                 fan_out,
                 fanning_out: AtomicUsize::new(0),
                 activity: Mutex::new(VecDeque::new()),
@@ -175,6 +181,7 @@ impl Hub {
                 outstanding: TaskTracker::new(),
                 messages: AtomicU64::new(0),
                 metrics: Metrics::default(),
+                topics_seen: Mutex::default(),
                 events,
                 launcher,
                 instance: new_instance_id(),

@@ -13,6 +13,8 @@ use super::message::{MessageId, MessageRecord};
 use super::metrics::MetricsSnapshot;
 use super::registry::key_of;
 use super::subscriber::SubscriberView;
+use super::topic::{Pattern, Topic};
+use super::topics_seen::TopicSeen;
 
 /// Subscribers coming and going kept for [`Hub::activity`].
 const ACTIVITY_CAPACITY: usize = 1_000;
@@ -66,6 +68,30 @@ impl Hub {
     /// Up to `limit` logged messages published before message `before`, newest first.
     pub fn messages(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
         self.shared.log.lock().page(before, limit)
+    }
+
+    /// Like [`Hub::messages`], of those whose topic matches `pattern`.
+    pub fn messages_matching(
+        &self,
+        pattern: &Pattern,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Vec<Arc<MessageRecord>> {
+        let matches = |m: &MessageRecord| m.topic.as_ref().is_some_and(|t| pattern.matches(t));
+        self.shared.log.lock().page_where(before, limit, matches)
+    }
+
+    /// Every topic messages were published with (the most recent [`MAX_TOPICS_SEEN`]),
+    /// the most recent first.
+    ///
+    /// [`MAX_TOPICS_SEEN`]: super::MAX_TOPICS_SEEN
+    pub fn topics(&self) -> Vec<TopicSeen> {
+        self.shared.topics_seen.lock().list()
+    }
+
+    /// The `n` topics with the most messages, and how many messages the other topics had.
+    pub fn busiest_topics(&self, n: usize) -> (Vec<(Topic, u64)>, u64) {
+        self.shared.topics_seen.lock().busiest(n)
     }
 
     /// The `index`-th newest logged message (0 is the newest): for views that show a

@@ -53,6 +53,7 @@ impl Hub {
         self.emit(HubEvent::Delivery {
             id: message.id,
             address: subscriber.address.clone(),
+            topic: message.topic.clone(),
             outcome,
         });
     }

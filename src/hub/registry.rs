@@ -13,8 +13,10 @@ use super::Hub;
 use super::address::{AddressError, parse_target};
 use super::event::HubEvent;
 use super::policy::TargetRefused;
+use super::routing::{Reach, Recipient, Route};
 use super::secret::Secret;
-use super::subscriber::{Entry, Job, Mailbox, RemovalReason, SubscriberShared};
+use super::subscriber::{Entry, Mailbox, RemovalReason, SubscriberShared};
+use super::topic::{MAX_PATTERNS, Pattern, Topic, TopicError};
 
 /// Shortest and longest per-subscriber lease accepted; others are clamped into this range.
 const LEASE_RANGE: (Duration, Duration) =
@@ -32,6 +34,9 @@ pub struct Subscription<'a> {
     pub ordered: Option<bool>,
     /// Deliveries it takes at once, 1 to [`MAX_IN_FLIGHT`], with no order promise.
     pub max_in_flight: Option<u32>,
+    /// The topics it receives, replacing those it had; an empty list: every message.
+    /// `None` keeps what it had, so that a plain keep-alive never widens a subscription.
+    pub topics: Option<Vec<Pattern>>,
 }
 
 /// The most deliveries one subscriber may take at once.
@@ -46,6 +51,7 @@ impl<'a> Subscription<'a> {
             lease: None,
             ordered: None,
             max_in_flight: None,
+            topics: None,
         }
     }
 }
@@ -74,6 +80,8 @@ pub enum RegisterError {
     Full { max: usize },
     #[error("max_in_flight must be from 1 to {MAX_IN_FLIGHT}, not {given}")]
     MaxInFlight { given: u32 },
+    #[error(transparent)]
+    Topics(#[from] TopicError),
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -82,22 +90,6 @@ pub enum RegisterError {
 pub enum Registration {
     Registered,
     Refreshed,
-}
-
-/// One live subscriber as a publish sees it: whom to record and where to queue.
-#[derive(Debug, Clone)]
-pub(super) struct Recipient {
-    pub(super) subscriber: Arc<SubscriberShared>,
-    pub(super) queue: mpsc::Sender<Job>,
-}
-
-impl Recipient {
-    pub(super) fn of(entry: &Entry) -> Self {
-        Self {
-            subscriber: entry.shared.clone(),
-            queue: entry.queue.clone(),
-        }
-    }
 }
 
 /// The key of the subscriber `address` names: as registered, or else as shown (with its
@@ -160,10 +152,15 @@ impl Hub {
             lease,
             ordered,
             max_in_flight,
+            topics,
         } = request.into();
         if let Some(most) = max_in_flight.filter(|n| !(1..=MAX_IN_FLIGHT).contains(n)) {
             return Err(RegisterError::MaxInFlight { given: most });
         }
+        if let Some(given) = topics.as_ref().map(Vec::len).filter(|&n| n > MAX_PATTERNS) {
+            return Err(TopicError::TooMany { given }.into());
+        }
+        let topics: Option<Arc<[Pattern]>> = topics.map(Into::into);
         let target = parse_target(address)?;
         self.shared.policy.read().check_url(&target)?;
         if self.is_stopping() {
@@ -184,6 +181,12 @@ impl Hub {
                 entry.lease = lease;
             }
             let shared = entry.shared.clone();
+            if let Some(topics) = topics.filter(|t| **t != *shared.topics()) {
+                let mut routing = self.shared.routing.write();
+                routing.remove(&shared, &shared.topics());
+                routing.add(Recipient::of(entry), &topics);
+                shared.set_topics(topics);
+            }
             drop(subscribers);
             if let Some(secret) = secret {
                 shared.set_secret(secret);
@@ -208,6 +211,7 @@ impl Hub {
             shared.set_secret(secret);
         }
         shared.set_options(ordered, max_in_flight);
+        let topics = topics.unwrap_or_else(|| Arc::new([]));
         let capacity = self.shared.config.queue_capacity.max(1);
         let (queue, jobs) = mpsc::channel(capacity);
         let entry = Entry {
@@ -218,7 +222,11 @@ impl Hub {
             lease,
             queue,
         };
-        Arc::make_mut(&mut self.shared.recipients.lock()).push(Recipient::of(&entry));
+        self.shared
+            .routing
+            .write()
+            .add(Recipient::of(&entry), &topics);
+        shared.set_topics(topics);
         subscribers.insert(key, entry);
         drop(subscribers);
         let address = shared.address.clone();
@@ -243,7 +251,7 @@ impl Hub {
             let mut subscribers = self.shared.subscribers.write();
             let entry = key_of(&subscribers, address).and_then(|key| subscribers.remove(&key));
             if let Some(entry) = &entry {
-                self.drop_recipients(|r| Arc::ptr_eq(&r.subscriber, &entry.shared));
+                self.unroute(&entry.shared);
             }
             entry
         };
@@ -270,8 +278,8 @@ impl Hub {
                 .iter()
                 .filter_map(|address| subscribers.remove(address))
                 .collect();
-            if !expired.is_empty() {
-                self.drop_recipients(|r| !subscribers.contains_key(&r.subscriber.key));
+            for entry in &expired {
+                self.unroute(&entry.shared);
             }
             expired
         };
@@ -291,7 +299,7 @@ impl Hub {
         self.stop_intake();
         let all = {
             let mut subscribers = self.shared.subscribers.write();
-            *self.shared.recipients.lock() = Arc::default();
+            self.shared.routing.write().clear();
             std::mem::take(&mut *subscribers)
         };
         for entry in all.into_values() {
@@ -306,9 +314,15 @@ impl Hub {
         self.record_activity(HubEvent::Removed { address, reason });
     }
 
-    /// The live subscribers' queues as they are now.
-    pub(super) fn recipients(&self) -> Arc<Vec<Recipient>> {
-        self.shared.recipients.lock().clone()
+    /// Where a message with `topic` goes now: every subscriber without topics, and those
+    /// with a pattern that matches.
+    pub(super) fn route(&self, topic: Option<&Topic>) -> Route {
+        self.shared.routing.read().route(topic)
+    }
+
+    /// Who a message with `topic` would go to now, as a publish would queue it.
+    pub fn reach(&self, topic: Option<&Topic>) -> Reach {
+        self.route(topic).reach()
     }
 
     /// The recipient of one live subscriber, by its address as registered or as shown.
@@ -319,9 +333,12 @@ impl Hub {
             .map(Recipient::of)
     }
 
-    /// Takes the subscribers for which `gone` holds out of the recipients. Called with the
-    /// `subscribers` write lock held, so the two stay in step.
-    fn drop_recipients(&self, gone: impl Fn(&Recipient) -> bool) {
-        Arc::make_mut(&mut self.shared.recipients.lock()).retain(|r| !gone(r));
+    /// Takes a subscriber out of the routing. Called with the `subscribers` write lock
+    /// held, so the two stay in step.
+    fn unroute(&self, subscriber: &SubscriberShared) {
+        self.shared
+            .routing
+            .write()
+            .remove(subscriber, &subscriber.topics());
     }
 }

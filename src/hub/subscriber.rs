@@ -16,6 +16,7 @@ use super::address::redact;
 use super::message::MessageRecord;
 use super::outcome::Outcome;
 use super::secret::Secret;
+use super::topic::Pattern;
 
 /// The part of a subscriber that its delivery worker shares with the hub.
 #[derive(Debug)]
@@ -45,6 +46,9 @@ pub(crate) struct SubscriberShared {
     max_in_flight: AtomicU32,
     /// Wakes a suspended worker to try again now: the subscriber re-registered.
     pub(crate) resume: Notify,
+    /// The topics it asked for; none: every message. Changed only with the hub's routing,
+    /// under the subscribers' lock, so the two agree.
+    topics: RwLock<Arc<[Pattern]>>,
 }
 
 impl SubscriberShared {
@@ -67,7 +71,16 @@ impl SubscriberShared {
             ordered: AtomicBool::new(false),
             max_in_flight: AtomicU32::new(1),
             resume: Notify::new(),
+            topics: RwLock::new(Arc::new([])),
         }
+    }
+
+    pub(crate) fn topics(&self) -> Arc<[Pattern]> {
+        self.topics.read().clone()
+    }
+
+    pub(super) fn set_topics(&self, topics: Arc<[Pattern]>) {
+        *self.topics.write() = topics;
     }
 
     pub(crate) fn secret(&self) -> Option<Secret> {
@@ -268,6 +281,8 @@ pub struct SubscriberView {
     pub ordered: bool,
     /// Deliveries it takes at once.
     pub max_in_flight: usize,
+    /// The topics it receives; none: every message.
+    pub topics: Arc<[Pattern]>,
     pub queue_depth: usize,
     pub delivered: u64,
     pub failed: u64,
@@ -298,6 +313,7 @@ impl Entry {
             signed: self.shared.secret.read().is_some(),
             ordered: self.shared.is_ordered(),
             max_in_flight: self.shared.max_in_flight(),
+            topics: self.shared.topics(),
             queue_depth: self.queue.max_capacity() - self.queue.capacity(),
             delivered: stats.delivered(),
             failed: stats.failed(),

@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutError;
 use utoipa::ToSchema;
 
 use super::ServerConfig;
-use crate::hub::{PublishError, RegisterError, ResendError, SecretError};
+use crate::hub::{PublishError, RegisterError, ResendError, SecretError, TopicError};
 
 pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
 
@@ -181,13 +181,19 @@ impl From<RegisterError> for HttpError {
                 let seed_body = format!("Error:Wrong input address. {err}");
                 Self::new(StatusCode::BAD_REQUEST, err.to_string()).with_seed_body(seed_body)
             }
-            RegisterError::MaxInFlight { .. } => {
+            RegisterError::MaxInFlight { .. } | RegisterError::Topics(_) => {
                 Self::new(StatusCode::BAD_REQUEST, err.to_string())
             }
             RegisterError::Full { .. } | RegisterError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
         }
+    }
+}
+
+impl From<TopicError> for HttpError {
+    fn from(err: TopicError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, err.to_string())
     }
 }
 

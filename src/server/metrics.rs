@@ -11,6 +11,10 @@ use serde_json::json;
 use super::AppState;
 use crate::hub::SubscriberState;
 
+/// Topics with a series of their own in `/metrics`; a series per topic without a bound
+/// would let publishers grow every scrape without end.
+const TOPIC_SERIES: usize = 100;
+
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let hub = &state.hub;
     let subscribers = hub.subscribers();
@@ -41,6 +45,26 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Messages accepted for fan-out.",
     );
     writeln!(out, "herald_messages_total {}", totals.messages).ok();
+    write_family(
+        &mut out,
+        "herald_topic_messages_total",
+        "counter",
+        "Messages accepted with a topic: the 100 busiest topics each, the rest as \"other\" (which topics those are can change as traffic does). Messages without a topic are not counted here.",
+    );
+    // Topic text is letters, digits, '-', '_' and '.': nothing a label value must escape.
+    let (busiest, other) = hub.busiest_topics(TOPIC_SERIES);
+    for (topic, count) in &busiest {
+        writeln!(
+            out,
+            "herald_topic_messages_total{{topic=\"{topic}\"}} {count}"
+        )
+        .ok();
+    }
+    writeln!(
+        out,
+        "herald_topic_messages_total{{topic=\"other\"}} {other}"
+    )
+    .ok();
     write_family(
         &mut out,
         "herald_log_messages",

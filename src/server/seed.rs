@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::{HttpError, Result, SeedError};
 use super::publish::publish;
 use super::query::{first, parse_query};
-use crate::hub::{MAX_IN_FLIGHT, RemovalReason, Secret, Subscription};
+use crate::hub::{MAX_IN_FLIGHT, Pattern, RemovalReason, Secret, Subscription};
 use crate::wire::{MESSAGE_ID_HEADER, SUBSCRIBERS_HEADER};
 
 pub(super) fn router() -> Router<AppState> {
@@ -95,10 +95,25 @@ async fn register_and_keep_alive(State(state): State<AppState>, request: Request
             HttpError::new(StatusCode::BAD_REQUEST, message)
         })?),
     };
+    // `&topics=orders.*,payments.%3E`: comma-separated patterns, replacing those it had
+    // (an empty value: every message again). Left out, a keep-alive keeps its patterns.
+    let topics = match query
+        .iter()
+        .find(|(key, _)| key == "topics")
+        .map(|(_, v)| v.as_str())
+    {
+        None => None,
+        Some("") => Some(Vec::new()),
+        Some(list) => {
+            let texts: Vec<&str> = list.split(',').map(str::trim).collect();
+            Some(Pattern::parse_all(&texts)?)
+        }
+    };
     let subscription = Subscription {
         secret,
         ordered,
         max_in_flight,
+        topics,
         ..Subscription::new(&address)
     };
     state.hub.subscribe(subscription)?;

@@ -35,6 +35,9 @@ mod bounds;
 /// one body limit, a listener that closes at stop.
 mod edge;
 
+/// Topics: publishing with one, subscribing to patterns, the API, events and metrics.
+mod topics;
+
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 

@@ -64,6 +64,27 @@ impl TestHub {
         (response.status(), response.text().await.unwrap())
     }
 
+    /// Sends `method path` with `body` as JSON (none for `Value::Null`), and returns the
+    /// status and the answer as JSON.
+    pub async fn call_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("{path} answered {status} with no JSON ({err}): {text}"));
+        (status, json)
+    }
+
     pub async fn register(&self, address: &str) {
         let (status, body) = self
             .call("POST", &format!("/registerAndKeepAlive?address={address}"))

@@ -48,14 +48,20 @@ enum EventJson {
     Published {
         at: String,
         id: u64,
-        /// Live subscribers when it was accepted.
+        /// Live subscribers its topic reached when it was accepted.
         subscribers: u64,
+        /// Absent for a message without a topic.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
     },
     /// A delivery reached its outcome.
     Delivery {
         at: String,
         id: u64,
         address: String,
+        /// The message's topic; absent without one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
         /// "delivered" or "failed".
         outcome: String,
         http_status: Option<u16>,
@@ -107,19 +113,26 @@ impl EventJson {
                 at,
                 address: address.to_string(),
             },
-            HubEvent::Published { id, subscribers } => Self::Published {
+            HubEvent::Published {
+                id,
+                subscribers,
+                topic,
+            } => Self::Published {
                 at,
                 id,
                 subscribers: subscribers as u64,
+                topic: topic.map(|t| t.to_string()),
             },
             HubEvent::Delivery {
                 id,
                 address,
+                topic,
                 outcome,
             } => Self::Delivery {
                 at,
                 id,
                 address: address.to_string(),
+                topic: topic.map(|t| t.to_string()),
                 outcome: outcome.label().to_owned(),
                 http_status: outcome.http_status(),
                 latency_ms: outcome.latency().map(millis),

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, HttpError, millis, time};
 use crate::hub::{
-    Attempt, Delivery, DeliveryState, Headers, Hub, MessageRecord, Outcome, ResendError,
+    Attempt, Delivery, DeliveryState, Headers, Hub, MessageRecord, Outcome, Pattern, ResendError,
 };
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
@@ -66,6 +66,11 @@ struct MessageSummaryJson {
         example = "4bf92f3577b34da6a3ce929d0e0e4736"
     )]
     trace_id: String,
+    /// Its topic; absent for a message without one (which went only to subscribers
+    /// without topics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "orders.created")]
+    topic: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -172,6 +177,10 @@ pub(super) struct PageQuery {
     limit: Option<u32>,
     /// Only messages with a smaller id (for paging backwards).
     before: Option<u64>,
+    /// Only messages whose topic matches this pattern (`orders.*`, `payments.>`, or a
+    /// topic), percent-encoded (`payments.%3E`).
+    #[param(example = "orders.*")]
+    topic: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -213,6 +222,7 @@ fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
             retrying: counts.retrying as u64,
         },
         trace_id: message.trace.trace_id.to_string(),
+        topic: message.topic.as_ref().map(ToString::to_string),
     }
 }
 
@@ -367,17 +377,21 @@ fn page_size(name: &str, given: Option<u32>) -> Result<usize, HttpError> {
     Ok(size as usize)
 }
 
-/// Publishes the raw request body to every live subscriber.
+/// Publishes the raw request body to every live subscriber its topic reaches.
 #[utoipa::path(
     post,
     path = "/api/v1/messages",
     operation_id = "publishMessage",
     tag = "messages",
+    params(
+        ("topic" = Option<String>, Query, description = "The message's topic: dot-separated tokens of letters, digits, '-' and '_', at most 256 bytes. Subscribers without topics get every message; those with topics, the messages their patterns match. Without one, the X-Herald-Topic header, or else a ce-type header that is a topic.", example = "orders.created"),
+        ("X-Herald-Topic" = Option<String>, Header, description = "The topic, when not in the query (the same if in both)"),
+    ),
     request_body(content = Payload, content_type = "application/octet-stream",
         description = "Any bytes, with any Content-Type; forwarded unchanged"),
     responses(
         (status = ACCEPTED, description = "Queued for every live subscriber", body = PublishedJson),
-        (status = BAD_REQUEST, description = "Body cut short, or a non-ASCII Content-Type", body = ErrorBody),
+        (status = BAD_REQUEST, description = "Body cut short, a non-ASCII Content-Type, or a bad topic", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Shutting down", body = ErrorBody),
     )
@@ -406,7 +420,7 @@ pub(super) async fn publish(
     params(PageQuery),
     responses(
         (status = OK, description = "A page of the log", body = MessagePageJson),
-        (status = BAD_REQUEST, description = "Bad limit or cursor", body = ErrorBody),
+        (status = BAD_REQUEST, description = "Bad limit, cursor or topic pattern", body = ErrorBody),
     )
 )]
 pub(super) async fn list(
@@ -415,7 +429,12 @@ pub(super) async fn list(
 ) -> Result<Json<MessagePageJson>, ApiError> {
     let Query(query) = query?;
     let limit = page_size("limit", query.limit)?;
-    let page = state.hub.messages(query.before, limit + 1);
+    let page = match query.topic.as_deref().map(Pattern::parse).transpose()? {
+        Some(pattern) => state
+            .hub
+            .messages_matching(&pattern, query.before, limit + 1),
+        None => state.hub.messages(query.before, limit + 1),
+    };
     let more = page.len() > limit;
     let messages: Vec<MessageSummaryJson> = page
         .iter()

@@ -5,6 +5,7 @@
 mod events;
 mod messages;
 mod subscribers;
+mod topics;
 
 pub use messages::log_ndjson;
 
@@ -31,7 +32,7 @@ use super::error::{ApiError, Dialect, ErrorBody, HttpError};
         title = "Herald",
         description = "A desktop event hub for microservices: subscribers register a callback \
                        address and keep it alive; every published message is POSTed to every \
-                       live subscriber. This is its JSON API; the original plain-text routes \
+                       live subscriber that wants it (subscribers may name topics). This is its JSON API; the original plain-text routes \
                        (/registerAndKeepAlive, /deregister, /sendMessage, /listSubscribers) \
                        are served beside it unchanged.",
     ),
@@ -40,6 +41,7 @@ use super::error::{ApiError, Dialect, ErrorBody, HttpError};
     tags(
         (name = "subscribers", description = "Who receives messages"),
         (name = "messages", description = "What was published and what became of it"),
+        (name = "topics", description = "What messages are about, and who they reach"),
         (name = "events", description = "The hub, live"),
     )
 )]
@@ -68,6 +70,8 @@ pub(super) fn router() -> Router<AppState> {
         .routes(routes!(messages::list, messages::publish))
         .routes(routes!(messages::get))
         .routes(routes!(messages::resend))
+        .routes(routes!(topics::list))
+        .routes(routes!(topics::reach))
         .routes(routes!(events::stream))
         .split_for_parts();
     let document: Arc<str> = openapi

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ErrorBody, HttpError, millis, time};
 use crate::hub::{
-    Registration, RemovalReason, Secret, SubscriberState, SubscriberView, Subscription,
+    Pattern, Registration, RemovalReason, Secret, SubscriberState, SubscriberView, Subscription,
 };
 use crate::server::AppState;
 
@@ -45,6 +45,9 @@ pub(super) struct SubscriberJson {
     ordered: bool,
     /// Deliveries it takes at once.
     max_in_flight: u64,
+    /// The topic patterns it receives; empty: every message.
+    #[schema(example = json!(["orders.*", "payments.>"]))]
+    topics: Vec<String>,
     /// Deliveries waiting in its queue.
     queue_depth: u64,
     delivered: u64,
@@ -71,6 +74,7 @@ impl From<SubscriberView> for SubscriberJson {
             own_secret: view.signed,
             ordered: view.ordered,
             max_in_flight: view.max_in_flight as u64,
+            topics: view.topics.iter().map(ToString::to_string).collect(),
             queue_depth: view.queue_depth as u64,
             delivered: view.delivered,
             failed: view.failed,
@@ -96,6 +100,11 @@ pub(super) struct SubscribeRequest {
     /// Deliveries it takes at once, 1 to 256 (default 1), with no order promise beyond 1.
     #[schema(minimum = 1, maximum = 256)]
     max_in_flight: Option<u32>,
+    /// Topic patterns to receive (NATS syntax: `*` is one token, a last `>` one or more),
+    /// replacing those it had; `[]` receives every message again. Left out, a refresh
+    /// keeps the patterns it had, and a new subscriber receives every message.
+    #[schema(example = json!(["orders.*", "payments.>"]), max_items = 64)]
+    topics: Option<Vec<String>>,
 }
 
 /// Every live subscriber, ordered by address.
@@ -127,7 +136,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<SubscriberJs
     responses(
         (status = CREATED, description = "Registered", body = SubscriberJson),
         (status = OK, description = "Already registered: refreshed", body = SubscriberJson),
-        (status = BAD_REQUEST, description = "Malformed or refused address, bad secret, bad JSON", body = ErrorBody),
+        (status = BAD_REQUEST, description = "Malformed or refused address, bad secret, bad topic pattern, bad JSON", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
         (status = UNSUPPORTED_MEDIA_TYPE, description = "Body is not JSON", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Subscriber limit reached, or shutting down", body = ErrorBody),
@@ -142,12 +151,18 @@ pub(super) async fn register(
         .as_deref()
         .map(str::parse::<Secret>)
         .transpose()?;
+    let topics = request
+        .topics
+        .as_deref()
+        .map(Pattern::parse_all)
+        .transpose()?;
     let registration = state.hub.subscribe(Subscription {
         address: &request.address,
         secret,
         lease: request.lease_seconds.map(Duration::from_secs),
         ordered: request.ordered,
         max_in_flight: request.max_in_flight,
+        topics,
     })?;
     let view = state.hub.subscriber(&request.address).ok_or_else(|| {
         // Only possible if it was removed in the instant since registering.
