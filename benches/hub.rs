@@ -12,6 +12,7 @@
 //!     cargo bench --bench hub -- fanout k=100 secs=20   # one K, longer runs
 //!     cargo bench --bench hub -- idle publishes=150     # 10,000 subscribers, more messages
 //!     cargo bench --bench hub -- payloads               # 1,000 publishes of 1 MiB
+//!     cargo bench --bench hub -- topics                 # 10,000 patterns; topic fan-out
 //!     HERALD_BIN=/path/to/herald cargo bench --bench hub -- quick   # another build
 //!
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
@@ -394,26 +395,27 @@ struct Run<'a> {
     duration: Duration,
     /// Each subscriber's `max_in_flight`.
     in_flight: u32,
+    /// Subscribers take `bench.>` and every message has a topic under it.
+    topical: bool,
 }
 
-async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> String {
+/// One run; `direct_rate`, when given, is what the line compares its deliveries with.
+async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: Option<f64>) -> String {
     let tally = Arc::new(Tally::default());
     let sinks = start_sinks(run.k, &tally).await;
     let hub = Hub::start(&[]).await;
     let addresses: Vec<String> = sinks.iter().map(ToString::to_string).collect();
-    let options = format!("&max_in_flight={}", run.in_flight);
+    let mut options = format!("&max_in_flight={}", run.in_flight);
+    let mut url = format!("{}/sendMessage", hub.url);
+    if run.topical {
+        options.push_str("&topics=bench.%3E");
+        url.push_str("?topic=bench.load");
+    }
     register(http, &hub.url, &addresses, &options).await;
     let cpu_before = hub.cpu_seconds();
     let steal_before = steal_seconds();
     let started = Instant::now();
-    let (accepted, _) = publish(
-        http,
-        format!("{}/sendMessage", hub.url),
-        run.duration,
-        run.rate,
-        run.publishers,
-    )
-    .await;
+    let (accepted, _) = publish(http, url, run.duration, run.rate, run.publishers).await;
     let expected = accepted * run.k as u64;
     drain(&tally, expected, Duration::from_secs(30)).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -436,8 +438,14 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
     };
     let deliveries_per_sec = received as f64 / elapsed;
     let cpu = hub.cpu_seconds() - cpu_before;
+    let of_direct = direct_rate.map_or_else(String::new, |direct| {
+        format!(
+            "{:>5.1}% of direct ({direct:.0}/s)  ",
+            deliveries_per_sec / direct * 100.0
+        )
+    });
     let line = format!(
-        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s ({:.0} µs per delivery)  {:>5.1}% of direct ({:.0}/s)  steal {:.0}%",
+        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s ({:.0} µs per delivery)  {}steal {:.0}%",
         run.label,
         run.k,
         accepted as f64 / run.duration.as_secs_f64(),
@@ -450,8 +458,7 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: f64) -> Stri
         hub.peak_rss_mib(),
         cpu,
         cpu * 1e6 / received.max(1) as f64,
-        deliveries_per_sec / direct_rate * 100.0,
-        direct_rate,
+        of_direct,
         steal_percent(steal_before, started.elapsed()),
     );
     hub.stop().await;
@@ -494,6 +501,68 @@ async fn idle_subscribers(http: &reqwest::Client, count: usize, publishes: usize
         count * publishes,
         hub.peak_rss_mib(),
         steal_percent(steal_before, started.elapsed()),
+    );
+    hub.stop().await;
+    line
+}
+
+/// `count` subscribers each with its own pattern (`bench.s{i}.*`), and publishes whose
+/// topic matches one of them: what accepting costs when matching has that many patterns
+/// to choose from.
+async fn many_patterns(http: &reqwest::Client, count: usize, publishes: usize) -> String {
+    let tally = Arc::new(Tally::default());
+    let sinks = start_sinks(8, &tally).await;
+    let hub = Hub::start(&["--max-subscribers", "20000"]).await;
+    let addresses: Vec<String> = (0..count)
+        .map(|i| format!("http://{}/event/{i}", sinks[i % sinks.len()]))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, chunk) in addresses.chunks(count.div_ceil(16)).enumerate() {
+        let (http, url, chunk) = (http.clone(), hub.url.clone(), chunk.to_vec());
+        let first = i * count.div_ceil(16);
+        tasks.spawn(async move {
+            for (n, address) in chunk.iter().enumerate() {
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(address.as_bytes()).collect();
+                let response = http
+                    .post(format!(
+                        "{url}/registerAndKeepAlive?address={encoded}&topics=bench.s{}.*",
+                        first + n
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+            }
+        });
+    }
+    tasks.join_all().await;
+    let mut accept = Vec::new();
+    for n in 0..publishes {
+        let started = Instant::now();
+        let response = http
+            .post(format!(
+                "{}/sendMessage?topic=bench.s{}.created",
+                hub.url,
+                (n * 7919) % count
+            ))
+            .body(format!("{};topic", now_nanos()))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        assert_eq!(response.headers()["x-herald-subscribers"], "1");
+        accept.push(started.elapsed().as_micros() as u32);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drain(&tally, publishes as u64, Duration::from_secs(30)).await;
+    let (received, _) = tally.reset();
+    accept.sort_unstable();
+    let line = format!(
+        "{count} subscribers, {count} patterns  publish accepted p50 {:.2} ms p99 {:.2} ms ({publishes} publishes, each matching one)  delivered {received}/{publishes}  hub RSS peak {:.1} MiB",
+        percentile(&accept, 0.5),
+        percentile(&accept, 0.99),
+        hub.peak_rss_mib(),
     );
     hub.stop().await;
     line
@@ -579,10 +648,11 @@ async fn isolation(
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
-    // Scenario names to run (fanout, idle, isolation, payloads); all when none is named.
+    // Scenario names to run (fanout, idle, isolation, payloads, topics); all when none is
+    // named.
     let named: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["fanout", "idle", "isolation"].contains(&a.as_str()))
+        .filter(|a| ["fanout", "idle", "isolation", "payloads", "topics"].contains(&a.as_str()))
         .collect();
     let wanted = |name: &str| named.is_empty() || named.iter().any(|n| n == name);
     let arg = |key: &str| {
@@ -633,6 +703,7 @@ fn main() {
                     publishers: PUBLISHERS,
                     duration,
                     in_flight: 1,
+                    topical: false,
                 },
                 Run {
                     label: "2,000 deliveries/s",
@@ -641,6 +712,7 @@ fn main() {
                     publishers: 1,
                     duration,
                     in_flight: 1,
+                    topical: false,
                 },
             ];
             if k == 1 {
@@ -651,6 +723,7 @@ fn main() {
                     publishers: PUBLISHERS,
                     duration,
                     in_flight: 16,
+                    topical: false,
                 });
             }
             if k == 10 {
@@ -661,10 +734,11 @@ fn main() {
                     publishers: OVERLOAD_PUBLISHERS,
                     duration,
                     in_flight: 1,
+                    topical: false,
                 });
             }
             for run in runs {
-                println!("{}", fan_out(&http, run, direct_rate).await);
+                println!("{}", fan_out(&http, run, Some(direct_rate)).await);
             }
         }
         if wanted("idle") {
@@ -676,6 +750,25 @@ fn main() {
         }
         if wanted("payloads") {
             println!("{}", large_payloads(&http, 1000, 1024 * 1024).await);
+        }
+        if wanted("topics") {
+            println!("{}", many_patterns(&http, 10_000, 1000).await);
+            // Topic-less and topical fan-out, alternated: runs drift more than the two
+            // paths differ.
+            let k = only_k.map_or(100, |k| k as usize);
+            for topical in [false, true, false, true] {
+                let label = if topical { "max rate, topic bench.>" } else { "max rate, no topics" };
+                let run = Run {
+                    label,
+                    k,
+                    rate: None,
+                    publishers: PUBLISHERS,
+                    duration,
+                    in_flight: 1,
+                    topical,
+                };
+                println!("{}", fan_out(&http, run, None).await);
+            }
         }
     });
 }

@@ -18,6 +18,12 @@ pub(crate) enum Action {
     Listen(SocketAddr),
     ToggleTheme,
     OpenSettings,
+    OpenTopics,
+    /// Load message `id` (the last with `topic`) into Compose.
+    Compose {
+        id: crate::hub::MessageId,
+        topic: String,
+    },
     /// Put these settings in force; `bind` is theirs, parsed.
     ApplySettings(Settings, SocketAddr),
 }

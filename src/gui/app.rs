@@ -18,6 +18,7 @@ use super::subscribers::SubscribersPanel;
 use super::test_subscriber::test_subscriber_ui;
 use super::theme;
 use super::top_bar::TopBar;
+use super::topics::TopicsWindow;
 use crate::hub::Hub;
 use crate::server::TestSubscriber;
 
@@ -30,6 +31,7 @@ pub struct HeraldApp {
     subscribers: SubscribersPanel,
     log: LogPanel,
     compose: Compose,
+    topics: TopicsWindow,
     rates: Rates,
     test_subscriber: TestSubscriber,
     files: Files,
@@ -51,6 +53,7 @@ impl HeraldApp {
             subscribers: SubscribersPanel::default(),
             log: LogPanel::default(),
             compose: Compose::default(),
+            topics: TopicsWindow::default(),
             rates: Rates::default(),
             test_subscriber: TestSubscriber::default(),
             files: Files::default(),
@@ -89,6 +92,9 @@ impl HeraldApp {
             .show(ui, |ui| self.left_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
         let action = self.settings_window.show(ui.ctx());
+        self.handle(action, ui.ctx());
+        let hub = self.backend.hub().clone();
+        let action = self.topics.show(ui.ctx(), &hub);
         self.handle(action, ui.ctx());
         self.schedule_tick(ui.ctx());
         self.frame_time = started.elapsed();
@@ -177,6 +183,20 @@ impl HeraldApp {
                 theme::set(ctx, self.settings.dark);
             }
             Action::OpenSettings => self.settings_window.open(&self.settings),
+            Action::OpenTopics => self.topics.open = true,
+            Action::Compose { id, topic } => match hub.message(id) {
+                Some(message) => {
+                    let content_type = message.content_type.as_deref();
+                    let name = format!("message {id}");
+                    self.compose
+                        .load_message(name, &message.body, content_type, &topic);
+                    self.top_bar
+                        .notify(format!("Message {id} ({topic}) loaded into Compose"));
+                }
+                None => self.top_bar.notify(format!(
+                    "Message {id}, the last on {topic}, is no longer in the log"
+                )),
+            },
             Action::ApplySettings(settings, bind) => self.apply_settings(settings, bind, ctx),
         }
     }

@@ -1,12 +1,21 @@
 //! The compose box: write or load a payload and publish it through the same hub path as
 //! `/sendMessage`.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use egui::RichText;
 
 use super::action::Action;
 use super::{format, theme};
-use crate::hub::{Draft, Hub, Source};
+use crate::hub::{Draft, Hub, Reach, Source, Topic, TopicError};
+
+/// Addresses the reach preview names before it says "and N more".
+const NAMED_IN_PREVIEW: usize = 3;
+/// Topics seen that the topic field offers.
+const SUGGESTED_TOPICS: usize = 12;
+/// How often the reach preview follows a busy hub.
+const REACH_EVERY: Duration = Duration::from_millis(250);
 
 /// Example payloads from `assets/templates/`, built into the binary.
 const TEMPLATES: [(&str, &str); 4] = [
@@ -42,6 +51,12 @@ pub(crate) struct Compose {
     checked: Option<(String, String)>,
     /// What the last publish did.
     result: Option<(String, bool)>,
+    /// The topic, as typed; blank: none.
+    topic: String,
+    /// Who the draft would reach, for the topic text and hub version it was worked out
+    /// at, and when: worked out again when the text changes, or the hub did (at most
+    /// four times a second: it lists every subscriber).
+    reach: Option<(String, u64, Instant, Result<Reach, TopicError>)>,
 }
 
 impl Default for Compose {
@@ -53,6 +68,8 @@ impl Default for Compose {
             json_error: None,
             checked: None,
             result: None,
+            topic: String::new(),
+            reach: None,
         }
     }
 }
@@ -82,6 +99,42 @@ impl Compose {
             None
         };
         self.checked = Some(key);
+    }
+
+    /// The topic as typed, checked: `Ok(None)` when blank.
+    fn topic(&self) -> Result<Option<Topic>, TopicError> {
+        match self.topic.trim() {
+            "" => Ok(None),
+            text => Topic::parse(text).map(Some),
+        }
+    }
+
+    /// Who the draft would reach now.
+    fn reach(&mut self, hub: &Hub) -> &Result<Reach, TopicError> {
+        let version = hub.version();
+        let fresh = self.reach.as_ref().is_some_and(|(text, seen, at, _)| {
+            *text == self.topic && (*seen == version || at.elapsed() < REACH_EVERY)
+        });
+        if !fresh {
+            let reach = self.topic().map(|topic| hub.reach(topic.as_ref()));
+            self.reach = Some((self.topic.clone(), version, Instant::now(), reach));
+        }
+        &self.reach.as_ref().expect("set above").3
+    }
+
+    /// Loads a message again: its payload, content type and topic.
+    pub(crate) fn load_message(
+        &mut self,
+        name: String,
+        body: &[u8],
+        content_type: Option<&str>,
+        topic: &str,
+    ) {
+        self.load(name, body.to_vec());
+        if let Some(content_type) = content_type {
+            self.content_type = content_type.to_owned();
+        }
+        self.topic = topic.to_owned();
     }
 
     /// Puts a loaded file in the box: text is editable, anything else is sent as is.
@@ -146,11 +199,13 @@ impl Compose {
                 action = Some(Action::LoadFile);
             }
         });
+        self.topic_ui(ui, hub);
         let publish_shortcut =
             ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter));
         let mut publish = publish_shortcut;
+        let topic_ok = self.topic().is_ok();
         ui.horizontal(|ui| {
-            let ready = self.json_error.is_none();
+            let ready = self.json_error.is_none() && topic_ok;
             if ui
                 .add_enabled(ready, egui::Button::new(RichText::new("Publish").strong()))
                 .on_hover_text("Ctrl+Enter")
@@ -170,7 +225,7 @@ impl Compose {
                 }
             }
         });
-        if publish && self.json_error.is_none() {
+        if publish && self.json_error.is_none() && topic_ok {
             self.publish(hub);
         }
         if let Some((name, bytes)) = &self.binary {
@@ -206,13 +261,70 @@ impl Compose {
         action
     }
 
+    /// The topic field, the topics seen that it could be, and who the draft reaches.
+    fn topic_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
+        ui.horizontal(|ui| {
+            let label = ui.label("Topic");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.topic)
+                        .hint_text("none: subscribers without topics")
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id);
+            // Completion: the topics seen that contain what is typed, most recent first;
+            // read from the hub only while the list is open.
+            egui::ComboBox::from_id_salt("topic_suggestions")
+                .selected_text("seen")
+                .width(60.0)
+                .show_ui(ui, |ui| {
+                    let typed = self.topic.trim().to_owned();
+                    let seen = hub.topics();
+                    let mut shown = 0;
+                    for topic in seen.iter().filter(|t| t.topic.as_str().contains(&typed)) {
+                        if ui.selectable_label(false, topic.topic.as_str()).clicked() {
+                            self.topic = topic.topic.to_string();
+                        }
+                        shown += 1;
+                        if shown == SUGGESTED_TOPICS {
+                            break;
+                        }
+                    }
+                    if shown == 0 {
+                        ui.weak("no topic seen yet");
+                    }
+                })
+                .response
+                .on_hover_text("Topics messages were published with");
+            if field.has_focus() {
+                ui.weak("Enter a topic like orders.created");
+            }
+        });
+        let preview = match self.reach(hub) {
+            Err(err) => Err(format::sentence(&err.to_string())),
+            Ok(reach) => Ok(reach_text(reach)),
+        };
+        match preview {
+            Err(error) => {
+                ui.colored_label(theme::FAILED, error);
+            }
+            Ok(text) => {
+                ui.weak(text);
+            }
+        }
+    }
+
     fn publish(&mut self, hub: &Hub) {
         let body = match &self.binary {
             Some((_, bytes)) => bytes.clone(),
             None => Bytes::from(self.text.clone().into_bytes()),
         };
+        let Ok(topic) = self.topic() else {
+            return;
+        };
         let draft = Draft {
             content_type: (self.content_type != "(none)").then(|| self.content_type.clone()),
+            topic,
             ..Draft::new(body)
         };
         self.result = Some(match hub.publish(draft, Source::Console) {
@@ -232,4 +344,25 @@ impl Compose {
             Err(err) => (format::sentence(&err.to_string()), false),
         });
     }
+}
+
+/// "Reaches 3 subscribers: a, b, c and 2 more", as Compose previews a publish.
+fn reach_text(reach: &Reach) -> String {
+    let count = reach.len();
+    if count == 0 {
+        return "Reaches no subscriber now".to_owned();
+    }
+    let noun = if count == 1 {
+        "subscriber"
+    } else {
+        "subscribers"
+    };
+    let named: Vec<&str> = reach.iter().take(NAMED_IN_PREVIEW).map(|a| &**a).collect();
+    let more = count.saturating_sub(NAMED_IN_PREVIEW);
+    let rest = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("Reaches {count} {noun}: {}{rest}", named.join(", "))
 }

@@ -10,7 +10,7 @@ use super::action::Action;
 use super::search::LogSearch;
 use super::theme;
 use super::{format, inspector};
-use crate::hub::{Hub, MessageId, MessageRecord};
+use crate::hub::{Hub, MessageId, MessageRecord, Pattern};
 
 /// Bytes of a payload shown in the details view; the rest is summarised.
 const SHOWN_PAYLOAD: usize = 64 * 1024;
@@ -20,6 +20,8 @@ const SEARCH_EVERY: Duration = Duration::from_millis(500);
 #[derive(Default)]
 pub(crate) struct LogPanel {
     search: String,
+    /// A topic pattern the rows must match, as typed.
+    topic: String,
     selected: Option<MessageId>,
     /// While searching: the matching messages.
     found: Option<LogSearch>,
@@ -34,18 +36,22 @@ impl LogPanel {
     /// only the messages logged since. Without a search, rows are read from the hub as
     /// they are drawn, so a log of 100,000 messages is never copied.
     fn refresh(&mut self, hub: &Hub) {
-        if self.search.is_empty() {
+        // A pattern that does not parse filters nothing (and is shown in red).
+        let topic = Pattern::parse(self.topic.trim()).ok();
+        if self.search.is_empty() && topic.is_none() {
             self.found = None;
             return;
         }
         match &mut self.found {
-            Some(found) if found.text() == self.search => {
+            Some(found) if found.is_for(&self.search, topic.as_ref()) => {
                 let (version, at) = found.updated();
                 if version != hub.version() && at.elapsed() >= SEARCH_EVERY {
                     found.update(hub);
                 }
             }
-            found => found.insert(LogSearch::new(&self.search)).update(hub),
+            found => found
+                .insert(LogSearch::new(&self.search, topic))
+                .update(hub),
         }
     }
 
@@ -57,10 +63,23 @@ impl LogPanel {
             let label = ui.label("Search");
             ui.add(
                 egui::TextEdit::singleline(&mut self.search)
-                    .hint_text("type, source, trace or body…")
+                    .hint_text("type, source, trace, topic or body…")
                     .desired_width(180.0),
             )
             .labelled_by(label.id);
+            let label = ui.label("Topic filter");
+            let bad = !self.topic.trim().is_empty() && Pattern::parse(self.topic.trim()).is_err();
+            let mut field = egui::TextEdit::singleline(&mut self.topic)
+                .hint_text("orders.* or payments.>")
+                .desired_width(130.0);
+            if bad {
+                field = field.text_color(theme::FAILED);
+            }
+            let response = ui.add(field).labelled_by(label.id);
+            if bad {
+                let error = Pattern::parse(self.topic.trim()).err();
+                response.on_hover_text(error.map(|e| e.to_string()).unwrap_or_default());
+            }
             if ui
                 .button("Export…")
                 .on_hover_text("Save the log as NDJSON, one message per line")
@@ -100,11 +119,20 @@ impl LogPanel {
             .column(Column::auto().at_least(40.0))
             .column(Column::auto().at_least(92.0))
             .column(Column::auto().at_least(64.0))
-            .column(Column::auto().at_least(120.0).clip(true))
-            .column(Column::auto().at_least(110.0).clip(true))
+            .column(Column::auto().at_least(100.0).clip(true))
+            .column(Column::auto().at_least(90.0).clip(true))
+            .column(Column::auto().at_least(90.0).clip(true))
             .column(Column::remainder().at_least(160.0))
             .header(22.0, |mut header| {
-                for title in ["#", "Time (UTC)", "Size", "Type", "Source", "Deliveries"] {
+                for title in [
+                    "#",
+                    "Time (UTC)",
+                    "Size",
+                    "Type",
+                    "Topic",
+                    "Source",
+                    "Deliveries",
+                ] {
                     header.col(|ui| {
                         ui.strong(title);
                     });
@@ -132,6 +160,14 @@ impl LogPanel {
                     });
                     row.col(|ui| {
                         ui.label(message.content_type.as_deref().unwrap_or("–"));
+                    });
+                    row.col(|ui| match &message.topic {
+                        Some(topic) => {
+                            ui.label(topic.as_str());
+                        }
+                        None => {
+                            ui.weak("–");
+                        }
                     });
                     row.col(|ui| {
                         ui.label(message.source.to_string());
@@ -165,10 +201,14 @@ impl LogPanel {
         ui.horizontal_wrapped(|ui| {
             ui.strong(format!("Message {}", message.id));
             ui.label(format!(
-                "{} · {} · {} · from {}",
+                "{} · {} · {} · {} · from {}",
                 format::time_of_day(message.received_at),
                 format::size(message.body.len()),
                 message.content_type.as_deref().unwrap_or("no content type"),
+                message
+                    .topic
+                    .as_ref()
+                    .map_or_else(|| "no topic".to_owned(), |t| format!("topic {t}")),
                 message.source
             ));
         });

@@ -21,6 +21,7 @@ mod subscribers;
 mod test_subscriber;
 mod theme;
 mod top_bar;
+mod topics;
 
 use std::sync::{Arc, OnceLock};
 

@@ -3,7 +3,8 @@
 //!
 //! Matching makes no lowercased copy of each text it looks in, and the log is searched
 //! whole only when the search text changes: a log holds up to 100,000 messages, and the
-//! first 4 KiB of each body is searched (besides its content type, source and trace id),
+//! first 4 KiB of each body is searched (besides its content type, source, trace id and
+//! topic),
 //! on the GUI thread.
 
 use std::collections::VecDeque;
@@ -11,7 +12,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::hub::{Hub, MessageId, MessageRecord};
+use crate::hub::{Hub, MessageId, MessageRecord, Pattern};
 
 /// Bytes of each body that search looks through.
 const SEARCHED_PAYLOAD: usize = 4 * 1024;
@@ -51,10 +52,12 @@ impl Needle {
     }
 }
 
-/// The logged messages matching one search text, newest first.
+/// The logged messages matching one search text and topic pattern, newest first.
 pub(crate) struct LogSearch {
     text: String,
     needle: Needle,
+    /// Only messages whose topic matches it.
+    topic: Option<Pattern>,
     rows: VecDeque<Arc<MessageRecord>>,
     /// The newest message looked at; an update looks only at newer ones.
     newest: Option<MessageId>,
@@ -64,11 +67,13 @@ pub(crate) struct LogSearch {
 }
 
 impl LogSearch {
-    /// A search for `text` that has not looked at any message yet.
-    pub(crate) fn new(text: &str) -> Self {
+    /// A search for `text` (with a topic that matches `topic`, if given) that has not
+    /// looked at any message yet.
+    pub(crate) fn new(text: &str, topic: Option<Pattern>) -> Self {
         Self {
             text: text.to_owned(),
             needle: Needle::new(text),
+            topic,
             rows: VecDeque::new(),
             newest: None,
             version: 0,
@@ -76,8 +81,9 @@ impl LogSearch {
         }
     }
 
-    pub(crate) fn text(&self) -> &str {
-        &self.text
+    /// Whether this is the search for `text` and `topic`.
+    pub(crate) fn is_for(&self, text: &str, topic: Option<&Pattern>) -> bool {
+        self.text == text && self.topic.as_ref() == topic
     }
 
     pub(crate) fn rows(&self) -> &VecDeque<Arc<MessageRecord>> {
@@ -114,6 +120,11 @@ impl LogSearch {
     /// `text` is room to write the message's source and trace id in, reused from one
     /// message to the next.
     fn matches(&self, message: &MessageRecord, text: &mut String) -> bool {
+        if let Some(pattern) = &self.topic
+            && !message.topic.as_ref().is_some_and(|t| pattern.matches(t))
+        {
+            return false;
+        }
         let body = &message.body[..message.body.len().min(SEARCHED_PAYLOAD)];
         let mut written_is_in = |shown: &dyn std::fmt::Display| {
             text.clear();
@@ -126,6 +137,10 @@ impl LogSearch {
             .is_some_and(|t| self.needle.is_in(t.as_bytes()))
             || written_is_in(&message.source)
             || written_is_in(&message.trace.trace_id)
+            || message
+                .topic
+                .as_ref()
+                .is_some_and(|t| self.needle.is_in(t.as_str().as_bytes()))
             || self.needle.is_in(body)
     }
 }
@@ -211,7 +226,7 @@ mod tests {
         let a = publish(&hub, "Alpha one");
         publish(&hub, "beta");
         let b = publish(&hub, "two ALPHA");
-        let mut search = LogSearch::new("alpha");
+        let mut search = LogSearch::new("alpha", None);
         search.update(&hub);
         assert_eq!(ids(&search), [b, a]);
 
@@ -223,12 +238,12 @@ mod tests {
         assert_eq!(ids(&search), [c, b], "nothing new, nothing added twice");
 
         for text in ["TEXT/PLAIN", "Console"] {
-            let mut by_type_or_source = LogSearch::new(text);
+            let mut by_type_or_source = LogSearch::new(text, None);
             by_type_or_source.update(&hub);
             assert_eq!(by_type_or_source.rows().len(), 4, "{text}");
         }
         let trace_id = hub.message(c).unwrap().trace.trace_id.to_string();
-        let mut by_trace = LogSearch::new(&trace_id.to_uppercase());
+        let mut by_trace = LogSearch::new(&trace_id.to_uppercase(), None);
         by_trace.update(&hub);
         assert_eq!(ids(&by_trace), [c], "found by its trace id");
 
@@ -239,9 +254,35 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_pattern_narrows_the_search_and_topics_are_searched() {
+        let hub = Hub::new(HubConfig::default(), Arc::new(Nowhere));
+        let on = |topic: &str, body: &str| {
+            let draft = Draft {
+                topic: Some(crate::hub::Topic::parse(topic).unwrap()),
+                ..Draft::new(Bytes::from(body.to_owned()))
+            };
+            hub.publish(draft, Source::Console).unwrap().id
+        };
+        let created = on("orders.created", "x");
+        on("billing.paid", "x");
+        let shipped = on("orders.shipped.eu", "y");
+        publish(&hub, "x");
+        let pattern = |text| Some(Pattern::parse(text).unwrap());
+        let mut orders = LogSearch::new("", pattern("orders.>"));
+        orders.update(&hub);
+        assert_eq!(ids(&orders), [shipped, created]);
+        let mut one_token = LogSearch::new("x", pattern("orders.*"));
+        one_token.update(&hub);
+        assert_eq!(ids(&one_token), [created]);
+        let mut by_topic_text = LogSearch::new("SHIPPED", None);
+        by_topic_text.update(&hub);
+        assert_eq!(ids(&by_topic_text), [shipped]);
+    }
+
+    #[test]
     fn a_burst_longer_than_a_page_is_searched_whole() {
         let hub = Hub::new(HubConfig::default(), Arc::new(Nowhere));
-        let mut search = LogSearch::new("match");
+        let mut search = LogSearch::new("match", None);
         publish(&hub, "match");
         search.update(&hub);
         let burst: Vec<MessageId> = (0..300)

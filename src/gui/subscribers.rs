@@ -9,7 +9,9 @@ use egui_extras::{Column, TableBuilder};
 use super::format;
 use super::search::Needle;
 use super::theme;
-use crate::hub::{Hub, RemovalReason, SubscriberState, SubscriberView, Subscription};
+use std::sync::Arc;
+
+use crate::hub::{Hub, Pattern, RemovalReason, SubscriberState, SubscriberView, Subscription};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SortKey {
@@ -28,7 +30,12 @@ pub(crate) struct SubscribersPanel {
     add_address: String,
     /// Register the next one in strict order.
     add_ordered: bool,
+    /// Topic patterns for the next one, comma-separated; none: every message.
+    add_topics: String,
     add_error: Option<String>,
+    /// The subscriber whose topics are being edited, the text as typed, and why the
+    /// last save was refused.
+    editing: Option<(Arc<str>, String, Option<String>)>,
     /// The hub's subscribers as of `seen_version`, sorted and filtered.
     rows: Vec<SubscriberView>,
     seen_version: u64,
@@ -44,7 +51,9 @@ impl Default for SubscribersPanel {
             descending: false,
             add_address: String::new(),
             add_ordered: false,
+            add_topics: String::new(),
             add_error: None,
+            editing: None,
             rows: Vec::new(),
             seen_version: u64::MAX,
             seen_at: None,
@@ -129,6 +138,14 @@ impl SubscribersPanel {
                         .desired_width(150.0),
                 )
                 .labelled_by(label.id);
+            let label = ui.label("topics");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.add_topics)
+                    .hint_text("all")
+                    .desired_width(90.0),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("Comma-separated patterns: orders.* (one token), payments.> (the rest); empty: every message");
             ui.checkbox(&mut self.add_ordered, "ordered").on_hover_text(
                 "Strict order: a delivery waiting for its retry holds back the later ones",
             );
@@ -149,14 +166,23 @@ impl SubscribersPanel {
         if address.is_empty() {
             return;
         }
+        let topics = match parse_topics(&self.add_topics) {
+            Ok(topics) => topics,
+            Err(err) => {
+                self.add_error = Some(err);
+                return;
+            }
+        };
         let subscription = Subscription {
             ordered: self.add_ordered.then_some(true),
+            topics: (!topics.is_empty()).then_some(topics),
             ..Subscription::new(address)
         };
         match hub.subscribe(subscription) {
             Ok(_) => {
                 self.add_error = None;
                 self.add_address.clear();
+                self.add_topics.clear();
                 self.seen_at = None;
             }
             Err(err) => self.add_error = Some(err.to_string()),
@@ -166,6 +192,7 @@ impl SubscribersPanel {
     fn table_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
         let now = SystemTime::now();
         let mut kick = None;
+        let mut save = None;
         let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         TableBuilder::new(ui)
             .id_salt("subscribers")
@@ -173,6 +200,7 @@ impl SubscribersPanel {
             .auto_shrink([false, false])
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
             .column(Column::remainder().at_least(150.0).clip(true))
+            .column(Column::auto().at_least(90.0).clip(true))
             .column(Column::auto().at_least(86.0))
             .column(Column::auto().at_least(62.0))
             .column(Column::exact(70.0))
@@ -184,6 +212,7 @@ impl SubscribersPanel {
             .header(22.0, |mut header| {
                 let columns = [
                     ("Address", Some(SortKey::Address)),
+                    ("Topics", None),
                     ("Registered", Some(SortKey::Registered)),
                     ("Age", Some(SortKey::Age)),
                     ("Expires", None),
@@ -244,6 +273,38 @@ impl SubscribersPanel {
                                 .on_hover_text("Deliveries it takes at once");
                         }
                     });
+                    row.col(|ui| match &mut self.editing {
+                        Some((address, text, _)) if *address == s.address => {
+                            let field = ui.add(
+                                egui::TextEdit::singleline(text)
+                                    .hint_text("all")
+                                    .desired_width(120.0),
+                            );
+                            let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                            if ui.small_button("Save").clicked() || entered {
+                                save = Some((address.clone(), text.clone()));
+                            }
+                            if ui.small_button("Cancel").clicked() {
+                                save = None;
+                                self.editing = None;
+                            }
+                        }
+                        _ => {
+                            let shown = if s.topics.is_empty() {
+                                RichText::new("all").weak()
+                            } else {
+                                let list: Vec<&str> = s.topics.iter().map(Pattern::as_str).collect();
+                                RichText::new(list.join(", ")).monospace()
+                            };
+                            let edit = ui
+                                .add(egui::Button::new(shown).frame(false))
+                                .on_hover_text("Click to change its topics (empty: every message)");
+                            if edit.clicked() {
+                                let list: Vec<&str> = s.topics.iter().map(Pattern::as_str).collect();
+                                self.editing = Some((s.address.clone(), list.join(", "), None));
+                            }
+                        }
+                    });
                     row.col(|ui| {
                         ui.label(format::time_of_day(s.registered_at));
                     });
@@ -297,5 +358,36 @@ impl SubscribersPanel {
             hub.remove(&address, RemovalReason::Kicked);
             self.seen_at = None;
         }
+        if let Some((address, text)) = save {
+            let saved = parse_topics(&text)
+                .and_then(|topics| hub.set_topics(&address, topics).map_err(|e| e.to_string()));
+            match saved {
+                Ok(()) => {
+                    self.editing = None;
+                    self.seen_at = None;
+                }
+                Err(err) => {
+                    if let Some((_, _, error)) = &mut self.editing {
+                        *error = Some(err);
+                    }
+                }
+            }
+        }
+        if let Some((address, _, Some(error))) = &self.editing {
+            ui.colored_label(
+                theme::FAILED,
+                format!("Topics of {address} not changed: {error}"),
+            );
+        }
     }
+}
+
+/// Comma-separated patterns as typed; blank is none (every message).
+fn parse_topics(text: &str) -> Result<Vec<Pattern>, String> {
+    let parts: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    Pattern::parse_all(&parts).map_err(|e| e.to_string())
 }

@@ -58,6 +58,13 @@ impl TopBar {
                 if ui.button("Settings").clicked() {
                     action = Some(Action::OpenSettings);
                 }
+                if ui
+                    .button("Topics")
+                    .on_hover_text("Every topic published, and who it reaches")
+                    .clicked()
+                {
+                    action = Some(Action::OpenTopics);
+                }
                 let theme_label = if dark { "Light" } else { "Dark" };
                 if ui
                     .button(theme_label)

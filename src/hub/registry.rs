@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
@@ -84,6 +85,14 @@ pub enum RegisterError {
     Topics(#[from] TopicError),
     #[error("the hub is shutting down")]
     ShuttingDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RetopicError {
+    #[error("{0:?} is not a live subscriber")]
+    UnknownSubscriber(String),
+    #[error(transparent)]
+    Topics(#[from] TopicError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,11 +190,8 @@ impl Hub {
                 entry.lease = lease;
             }
             let shared = entry.shared.clone();
-            if let Some(topics) = topics.filter(|t| **t != *shared.topics()) {
-                let mut routing = self.shared.routing.write();
-                routing.remove(&shared, &shared.topics());
-                routing.add(Recipient::of(entry), &topics);
-                shared.set_topics(topics);
+            if let Some(topics) = topics {
+                self.retopic(entry, topics);
             }
             drop(subscribers);
             if let Some(secret) = secret {
@@ -241,6 +247,39 @@ impl Hub {
         );
         self.record_activity(HubEvent::Registered { address });
         Ok(Registration::Registered)
+    }
+
+    /// Replaces the topics of a live subscriber (by its address as registered or as
+    /// shown) without counting as a keep-alive; an empty list: every message.
+    pub fn set_topics(&self, address: &str, topics: Vec<Pattern>) -> Result<(), RetopicError> {
+        if topics.len() > MAX_PATTERNS {
+            return Err(TopicError::TooMany {
+                given: topics.len(),
+            }
+            .into());
+        }
+        let subscribers = self.shared.subscribers.read();
+        let entry = key_of(&subscribers, address)
+            .and_then(|key| subscribers.get(&key))
+            .ok_or_else(|| RetopicError::UnknownSubscriber(address.to_owned()))?;
+        self.retopic(entry, topics.into());
+        drop(subscribers);
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Routes a subscriber by `topics` from now on. Called with the `subscribers` lock
+    /// held (read is enough: the entry stays, and only `routing` changes), so the topics
+    /// and the routing agree.
+    fn retopic(&self, entry: &Entry, topics: Arc<[Pattern]>) {
+        let shared = &entry.shared;
+        if *topics == *shared.topics() {
+            return;
+        }
+        let mut routing = self.shared.routing.write();
+        routing.remove(shared, &shared.topics());
+        routing.add(Recipient::of(entry), &topics);
+        shared.set_topics(topics);
     }
 
     /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and

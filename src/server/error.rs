@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutError;
 use utoipa::ToSchema;
 
 use super::ServerConfig;
-use crate::hub::{PublishError, RegisterError, ResendError, SecretError, TopicError};
+use crate::hub::{PublishError, RegisterError, ResendError, RetopicError, SecretError, TopicError};
 
 pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
 
@@ -188,6 +188,16 @@ impl From<RegisterError> for HttpError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
         }
+    }
+}
+
+impl From<RetopicError> for HttpError {
+    fn from(err: RetopicError) -> Self {
+        let status = match err {
+            RetopicError::UnknownSubscriber(_) => StatusCode::NOT_FOUND,
+            RetopicError::Topics(_) => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, err.to_string())
     }
 }
 

@@ -282,3 +282,164 @@ fn the_inspector_shows_a_retry_countdown_and_what_the_subscriber_answered() {
     });
     assert!(console.shows("HTTP 500"));
 }
+
+fn topics(list: &[&str]) -> Option<Vec<herald::hub::Pattern>> {
+    Some(
+        list.iter()
+            .map(|p| herald::hub::Pattern::parse(p).unwrap())
+            .collect(),
+    )
+}
+
+fn text_field<'a>(
+    harness: &'a Harness<'static, HeraldApp>,
+    label: &'a str,
+) -> egui_kittest::Node<'a> {
+    harness.get_by_role_and_label(egui::accesskit::Role::TextInput, label)
+}
+
+#[test]
+fn compose_previews_who_a_topic_reaches_and_publishes_on_it() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    let mut orders = console.runtime.block_on(Receiver::start());
+    let billing = console.runtime.block_on(Receiver::start());
+    let everything = console.runtime.block_on(Receiver::start());
+    for (receiver, patterns) in [
+        (&orders, topics(&["orders.*"])),
+        (&billing, topics(&["billing.>"])),
+    ] {
+        let address = receiver.address();
+        let subscription = herald::hub::Subscription {
+            topics: patterns,
+            ..herald::hub::Subscription::new(&address)
+        };
+        hub.subscribe(subscription).unwrap();
+    }
+    hub.subscribe(&everything.address()).unwrap();
+    console.step_until("the preview counts the one without topics", |h| {
+        h.query_by_label_contains("Reaches 1 subscriber:").is_some()
+    });
+
+    text_field(&console.harness, "Topic").focus();
+    console.harness.step();
+    text_field(&console.harness, "Topic").type_text("orders.created");
+    console.step_until("the preview names both", |h| {
+        h.query_by_label_contains("Reaches 2 subscribers:")
+            .is_some()
+    });
+    let preview = console
+        .harness
+        .get_by_label_contains("Reaches 2 subscribers:")
+        .accesskit_node()
+        .value()
+        .unwrap_or_default();
+    assert!(preview.contains(&orders.address()), "{preview}");
+    assert!(preview.contains(&everything.address()), "{preview}");
+    assert!(!preview.contains(&billing.address()), "{preview}");
+
+    // A topic that is none: said so, and Publish publishes nothing.
+    text_field(&console.harness, "Topic").type_text("..");
+    console.harness.step();
+    console.step_until("the bad topic is explained", |h| {
+        h.query_by_label_contains("empty token").is_some()
+    });
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+    assert_eq!(hub.totals().messages, 0);
+
+    text_field(&console.harness, "Topic").focus();
+    console.harness.step();
+    for _ in 0..2 {
+        console.harness.key_press(egui::Key::Backspace);
+        console.harness.step();
+    }
+    console.step_until("the topic is good again", |h| {
+        h.query_by_label_contains("Reaches 2 subscribers:")
+            .is_some()
+    });
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+    let received = console.runtime.block_on(orders.recv());
+    assert_eq!(received.headers["x-herald-topic"], "orders.created");
+    let message = hub.message(1).unwrap();
+    assert_eq!(
+        message.topic.as_ref().map(|t| t.as_str()),
+        Some("orders.created")
+    );
+    assert_eq!(message.subscribers, 2);
+}
+
+#[test]
+fn the_topic_filter_keeps_the_messages_whose_topic_matches() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    for topic in ["orders.created", "billing.paid", "orders.shipped"] {
+        let draft = herald::hub::Draft {
+            topic: Some(herald::hub::Topic::parse(topic).unwrap()),
+            ..herald::hub::Draft::new(topic.as_bytes().to_vec())
+        };
+        hub.publish(draft, herald::hub::Source::Console).unwrap();
+    }
+    hub.publish(
+        herald::hub::Draft::new("plain"),
+        herald::hub::Source::Console,
+    )
+    .unwrap();
+    console.step_until("every topic is in the log", |h| {
+        h.query_by_label("billing.paid").is_some() && h.query_by_label("orders.shipped").is_some()
+    });
+    text_field(&console.harness, "Topic filter").focus();
+    console.harness.step();
+    text_field(&console.harness, "Topic filter").type_text("orders.*");
+    console.step_until("billing is filtered out", |h| {
+        h.query_by_label("billing.paid").is_none()
+    });
+    assert!(console.shows("orders.created"));
+    assert!(console.shows("orders.shipped"));
+    assert_eq!(
+        console.harness.query_all_by_label("console").count(),
+        2,
+        "the two orders rows only (the plain message has no topic)"
+    );
+}
+
+#[test]
+fn the_topics_view_lists_topics_and_loads_the_last_payload_into_compose() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    for body in [r#"{"n": 1}"#, r#"{"n": 2, "last": true}"#] {
+        let draft = herald::hub::Draft {
+            topic: Some(herald::hub::Topic::parse("orders.created").unwrap()),
+            content_type: Some("application/json".to_owned()),
+            ..herald::hub::Draft::new(body.as_bytes().to_vec())
+        };
+        hub.publish(draft, herald::hub::Source::Console).unwrap();
+    }
+    console
+        .harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, "Topics")
+        .click();
+    console.step_until("the topic is listed with its count", |h| {
+        h.query_by_label("Click a topic to load its last payload into Compose")
+            .is_some()
+    });
+    // The log's row and the Topics window's row both say the topic; the window's is the
+    // monospace one in the topics table, the last drawn.
+    let rows: Vec<_> = console
+        .harness
+        .query_all_by_label("orders.created")
+        .collect();
+    assert_eq!(rows.len(), 3, "two log rows and one topic row");
+    rows.last().unwrap().click();
+    console.step_until("the last payload is in Compose", |h| {
+        h.query_by_label_contains("loaded into Compose").is_some()
+    });
+    let editor = console.harness.get_by_label("Message");
+    let value = editor.accesskit_node().value();
+    assert_eq!(value.as_deref(), Some(r#"{"n": 2, "last": true}"#));
+    let topic = text_field(&console.harness, "Topic")
+        .accesskit_node()
+        .value();
+    assert_eq!(topic.as_deref(), Some("orders.created"));
+}

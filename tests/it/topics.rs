@@ -423,3 +423,36 @@ async fn events_carry_the_topic_and_a_resend_follows_the_topic() {
         .collect();
     assert_eq!(resent, set([&orders, &late]));
 }
+
+#[tokio::test]
+async fn topics_can_be_changed_without_a_keep_alive() {
+    let hub = start_hub(|_| {}).await;
+    let receiver = Receiver::start().await;
+    hub.register(&receiver.address()).await;
+    let seen_before = hub.hub().subscriber(&receiver.address()).unwrap().last_seen;
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(receiver.address().as_bytes()).collect();
+    let path = format!("/api/v1/subscribers/{encoded}/topics");
+    let (status, body) = hub.call_json("PUT", &path, json!(["orders.*"])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["topics"], json!(["orders.*"]));
+    assert_eq!(publish_on(&hub, "users.created", "u").await.1, 0);
+    assert_eq!(publish_on(&hub, "orders.created", "o").await.1, 1);
+    let view = hub.hub().subscriber(&receiver.address()).unwrap();
+    assert_eq!(view.last_seen, seen_before, "not a keep-alive");
+
+    let (status, body) = hub.call_json("PUT", &path, json!(["orders..x"])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("empty token"),
+        "{body}"
+    );
+    let (status, _) = hub
+        .call_json("PUT", "/api/v1/subscribers/nobody%3A1/topics", json!([]))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = hub.call_json("PUT", &path, json!([])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["topics"], json!([]));
+    assert_eq!(publish_on(&hub, "users.created", "u").await.1, 1);
+}

@@ -67,6 +67,7 @@ pub(super) fn router() -> Router<AppState> {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(subscribers::list, subscribers::register))
         .routes(routes!(subscribers::kick))
+        .routes(routes!(subscribers::set_topics))
         .routes(routes!(messages::list, messages::publish))
         .routes(routes!(messages::get))
         .routes(routes!(messages::resend))

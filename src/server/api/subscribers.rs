@@ -206,3 +206,38 @@ pub(super) async fn kick(
         .into())
     }
 }
+
+/// Replaces a subscriber's topic patterns, as the console's topics column does; `[]`
+/// gives it every message again. Not a keep-alive.
+#[utoipa::path(
+    put,
+    path = "/api/v1/subscribers/{address}/topics",
+    operation_id = "setSubscriberTopics",
+    tag = "subscribers",
+    params(("address" = String, Path, description = "The address as registered, URL-encoded")),
+    request_body(content = Vec<String>, description = "Topic patterns (at most 64)",
+        example = json!(["orders.*", "payments.>"])),
+    responses(
+        (status = OK, description = "The subscriber, with its new topics", body = SubscriberJson),
+        (status = BAD_REQUEST, description = "Undecodable address, bad pattern or too many, bad JSON", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such subscriber", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "Body is not JSON", body = ErrorBody),
+    )
+)]
+pub(super) async fn set_topics(
+    State(state): State<AppState>,
+    address: Result<Path<String>, PathRejection>,
+    ApiJson(topics): ApiJson<Vec<String>>,
+) -> Result<Json<SubscriberJson>, ApiError> {
+    let Path(address) = address?;
+    let topics = Pattern::parse_all(&topics)?;
+    state.hub.set_topics(&address, topics)?;
+    let view = state.hub.subscriber(&address).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("{address:?} is not a live subscriber"),
+        )
+    })?;
+    Ok(Json(view.into()))
+}
