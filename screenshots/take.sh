@@ -32,19 +32,24 @@ for spec in "9101 200 0" "9102 200 0" "9103 200 0.08" "9104 500 0"; do
     python3 screenshots/subscriber.py "$1" "$2" "$3" & pids+=($!)
 done
 sleep 0.5
-for address in 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103 127.0.0.1:9104 127.0.0.1:9109; do
+for address in 127.0.0.1:9102 127.0.0.1:9104 127.0.0.1:9109; do
     curl -sf -X POST "$hub/registerAndKeepAlive?address=$address" >/dev/null
 done
+# Two with topics: orders only, and everything under deploy.
+curl -sf -X POST "$hub/registerAndKeepAlive?address=127.0.0.1:9101&topics=orders.*" >/dev/null
+curl -sf -X POST "$hub/registerAndKeepAlive?address=127.0.0.1:9103&topics=deploy.%3E" >/dev/null
 curl -sf -X POST -H 'Content-Type: application/json' "$hub/api/v1/subscribers" \
     -d '{"address": "http://localhost:9102/hooks/orders", "lease_seconds": 300}' >/dev/null
 
-publish() { curl -sf -X POST -H "Content-Type: $1" --data-binary "$2" "$hub/sendMessage" >/dev/null; }
+publish() {
+    curl -sf -X POST -H "Content-Type: $1" --data-binary "$3" "$hub/sendMessage?topic=$2" >/dev/null
+}
 for i in $(seq 1 24); do
-    publish application/json "{\"type\":\"order.created\",\"id\":\"ord_$((1000 + i))\",\"total_cents\":$((i * 1250))}"
-    [ $((i % 6)) = 0 ] && publish "text/plain; charset=utf-8" "cache flushed on node-$i"
+    publish application/json orders.created "{\"type\":\"order.created\",\"id\":\"ord_$((1000 + i))\",\"total_cents\":$((i * 1250))}"
+    [ $((i % 6)) = 0 ] && publish "text/plain; charset=utf-8" cache.flushed "cache flushed on node-$i"
     sleep 0.4
 done
-publish application/json "$(cat assets/templates/deployment-finished.json)"
+publish application/json deploy.finished.prod "$(cat assets/templates/deployment-finished.json)"
 # Let retries to the failing subscriber run out (0.5 s, 2 s, 8 s) so failures show.
 sleep 12
 

@@ -8,12 +8,14 @@ use egui::RichText;
 
 use super::action::Action;
 use super::{format, theme};
-use crate::hub::{Draft, Hub, Reach, Source, Topic, TopicError};
+use crate::hub::{Draft, Hub, Source, Topic, TopicError};
 
 /// Addresses the reach preview names before it says "and N more".
 const NAMED_IN_PREVIEW: usize = 3;
 /// Topics seen that the topic field offers.
 const SUGGESTED_TOPICS: usize = 12;
+/// How often the topic suggestions are read again while their list is open.
+const SEEN_EVERY: Duration = Duration::from_secs(1);
 /// How often the reach preview follows a busy hub.
 const REACH_EVERY: Duration = Duration::from_millis(250);
 
@@ -53,10 +55,12 @@ pub(crate) struct Compose {
     result: Option<(String, bool)>,
     /// The topic, as typed; blank: none.
     topic: String,
+    /// The topics seen, as the suggestions last read them, and when.
+    seen: Option<(Instant, Vec<String>)>,
     /// Who the draft would reach, for the topic text and hub version it was worked out
     /// at, and when: worked out again when the text changes, or the hub did (at most
     /// four times a second: it lists every subscriber).
-    reach: Option<(String, u64, Instant, Result<Reach, TopicError>)>,
+    reach: Option<(String, u64, Instant, Result<String, TopicError>)>,
 }
 
 impl Default for Compose {
@@ -69,6 +73,7 @@ impl Default for Compose {
             checked: None,
             result: None,
             topic: String::new(),
+            seen: None,
             reach: None,
         }
     }
@@ -110,13 +115,16 @@ impl Compose {
     }
 
     /// Who the draft would reach now.
-    fn reach(&mut self, hub: &Hub) -> &Result<Reach, TopicError> {
+    fn reach(&mut self, hub: &Hub) -> &Result<String, TopicError> {
         let version = hub.version();
         let fresh = self.reach.as_ref().is_some_and(|(text, seen, at, _)| {
             *text == self.topic && (*seen == version || at.elapsed() < REACH_EVERY)
         });
         if !fresh {
-            let reach = self.topic().map(|topic| hub.reach(topic.as_ref()));
+            let reach = self.topic().map(|topic| {
+                let (count, first) = hub.reach_first(topic.as_ref(), NAMED_IN_PREVIEW);
+                reach_text(count, &first)
+            });
             self.reach = Some((self.topic.clone(), version, Instant::now(), reach));
         }
         &self.reach.as_ref().expect("set above").3
@@ -279,11 +287,25 @@ impl Compose {
                 .width(60.0)
                 .show_ui(ui, |ui| {
                     let typed = self.topic.trim().to_owned();
-                    let seen = hub.topics();
+                    // Read again at most once a second while the list is open.
+                    if self
+                        .seen
+                        .as_ref()
+                        .is_none_or(|(at, _)| at.elapsed() >= SEEN_EVERY)
+                    {
+                        let topics = hub.topics().into_iter().map(|t| t.topic.to_string());
+                        self.seen = Some((Instant::now(), topics.collect()));
+                    }
+                    let seen = self
+                        .seen
+                        .as_ref()
+                        .map(|(_, seen)| seen.as_slice())
+                        .unwrap_or(&[]);
                     let mut shown = 0;
-                    for topic in seen.iter().filter(|t| t.topic.as_str().contains(&typed)) {
-                        if ui.selectable_label(false, topic.topic.as_str()).clicked() {
-                            self.topic = topic.topic.to_string();
+                    let mut picked = None;
+                    for topic in seen.iter().filter(|t| t.contains(&typed)) {
+                        if ui.selectable_label(false, topic).clicked() {
+                            picked = Some(topic.clone());
                         }
                         shown += 1;
                         if shown == SUGGESTED_TOPICS {
@@ -292,6 +314,9 @@ impl Compose {
                     }
                     if shown == 0 {
                         ui.weak("no topic seen yet");
+                    }
+                    if let Some(topic) = picked {
+                        self.topic = topic;
                     }
                 })
                 .response
@@ -302,7 +327,7 @@ impl Compose {
         });
         let preview = match self.reach(hub) {
             Err(err) => Err(format::sentence(&err.to_string())),
-            Ok(reach) => Ok(reach_text(reach)),
+            Ok(text) => Ok(text.clone()),
         };
         match preview {
             Err(error) => {
@@ -347,8 +372,7 @@ impl Compose {
 }
 
 /// "Reaches 3 subscribers: a, b, c and 2 more", as Compose previews a publish.
-fn reach_text(reach: &Reach) -> String {
-    let count = reach.len();
+fn reach_text(count: usize, first: &[std::sync::Arc<str>]) -> String {
     if count == 0 {
         return "Reaches no subscriber now".to_owned();
     }
@@ -357,7 +381,7 @@ fn reach_text(reach: &Reach) -> String {
     } else {
         "subscribers"
     };
-    let named: Vec<&str> = reach.iter().take(NAMED_IN_PREVIEW).map(|a| &**a).collect();
+    let named: Vec<&str> = first.iter().map(|a| &**a).collect();
     let more = count.saturating_sub(NAMED_IN_PREVIEW);
     let rest = if more > 0 {
         format!(" and {more} more")

@@ -12,7 +12,12 @@ use super::format;
 use crate::hub::{Hub, MessageId};
 
 /// How often an open window reads the topics again while the hub is busy.
-const REFRESH_EVERY: Duration = Duration::from_millis(500);
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Topics the window shows, the most recent first: each costs a walk of the topic index
+/// per refresh, on the GUI thread, and the hub remembers up to 10,000.
+const SHOWN: usize = 1_000;
+/// Matching subscribers named per topic.
+const NAMED: usize = 5;
 
 struct Row {
     topic: String,
@@ -28,6 +33,8 @@ struct Row {
 pub(crate) struct TopicsWindow {
     pub(crate) open: bool,
     rows: Vec<Row>,
+    /// Topics the hub remembers, shown or not.
+    total: usize,
     seen: Option<(u64, Instant)>,
 }
 
@@ -40,18 +47,24 @@ impl TopicsWindow {
         {
             return;
         }
-        self.rows = hub
-            .topics()
+        let topics = hub.topics();
+        self.total = topics.len();
+        self.rows = topics
             .into_iter()
+            .take(SHOWN)
             .map(|seen| {
-                let reach = hub.reach(Some(&seen.topic));
-                let matching: Vec<&str> = reach.matched.iter().map(|a| &**a).collect();
+                let reach = hub.reach_of(&seen.topic, NAMED);
+                let mut matching: Vec<&str> = reach.named.iter().map(|a| &**a).collect();
+                let more = format!("and {} more", reach.matched.saturating_sub(NAMED));
+                if reach.matched > NAMED {
+                    matching.push(&more);
+                }
                 Row {
                     topic: seen.topic.to_string(),
                     messages: seen.messages,
                     last_at: seen.last_at,
                     last_id: seen.last_id,
-                    reach: reach.len(),
+                    reach: reach.subscribers,
                     matching: matching.join(", "),
                 }
             })
@@ -77,6 +90,13 @@ impl TopicsWindow {
                     return;
                 }
                 ui.weak("Click a topic to load its last payload into Compose");
+                if self.total > self.rows.len() {
+                    ui.weak(format!(
+                        "The {} most recent of {} topics",
+                        self.rows.len(),
+                        self.total
+                    ));
+                }
                 action = self.table_ui(ui);
             });
         self.open = open;

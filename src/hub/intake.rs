@@ -249,7 +249,7 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::hub::{HubConfig, Launch, Mailbox, Task};
+    use crate::hub::{HubConfig, Launch, Mailbox, RegisterError, Task};
 
     /// Keeps what the hub launches, so a test decides when the fan-out runs and reads
     /// the subscribers' queues itself.
@@ -324,6 +324,72 @@ mod tests {
         let record = hub.message(first.id).unwrap();
         assert_eq!(record.summary().failed, INLINE_FAN_OUT);
         assert_eq!(record.summary().pending, 1);
+    }
+
+    #[test]
+    fn leaving_takes_a_subscriber_out_of_the_routing_whatever_its_topics() {
+        use crate::hub::{Pattern, Subscription, Topic};
+
+        let (hub, _held) = hub_with(3);
+        let patterns = |list: &[&str]| list.iter().map(|p| Pattern::parse(p).unwrap()).collect();
+        for (port, list) in [
+            (2000, &["orders.*"][..]),
+            (2001, &["orders.>", "billing.*"]),
+        ] {
+            let address = format!("127.0.0.1:{port}");
+            let subscription = Subscription {
+                topics: Some(patterns(list)),
+                ..Subscription::new(&address)
+            };
+            hub.subscribe(subscription).unwrap();
+        }
+        let topic = Topic::parse("orders.created").unwrap();
+        assert_eq!(hub.reach(Some(&topic)).len(), 5);
+        hub.set_topics("127.0.0.1:1024", patterns(&["billing.paid"]))
+            .unwrap();
+        assert_eq!(hub.reach(Some(&topic)).len(), 4);
+        assert!(hub.remove("127.0.0.1:2000", RemovalReason::Kicked));
+        assert_eq!(hub.reach(Some(&topic)).len(), 3);
+        // The rest expire together: one pass takes them all out.
+        let expired = hub.expire(Instant::now() + hub.ttl() + Duration::from_secs(1));
+        assert_eq!(expired.len(), 4);
+        assert!(hub.shared.routing.read().is_empty());
+        // Registered again, it starts afresh: no topics, every message.
+        hub.subscribe("127.0.0.1:2001").unwrap();
+        assert!(hub.subscriber("127.0.0.1:2001").unwrap().topics.is_empty());
+        assert_eq!(hub.reach(Some(&topic)).len(), 1);
+    }
+
+    #[test]
+    fn the_hub_holds_its_cap_on_patterns_in_all() {
+        use crate::hub::{MAX_HUB_PATTERNS, MAX_PATTERNS, Pattern, Subscription, TopicError};
+
+        let (hub, _held) = hub_with(0);
+        let full = MAX_HUB_PATTERNS / MAX_PATTERNS;
+        let register = |n: usize| {
+            let patterns = (0..MAX_PATTERNS)
+                .map(|p| Pattern::parse(&format!("s{n}.p{p}")).unwrap())
+                .collect();
+            let address = format!("127.0.0.1:{}", 1024 + n);
+            let subscription = Subscription {
+                topics: Some(patterns),
+                ..Subscription::new(&address)
+            };
+            hub.subscribe(subscription)
+        };
+        for n in 0..full {
+            register(n).unwrap();
+        }
+        let Err(RegisterError::Topics(TopicError::HubFull { .. })) = register(full) else {
+            panic!("registered past the cap");
+        };
+        assert_eq!(
+            hub.subscriber_count(),
+            full,
+            "the refused one is not registered"
+        );
+        // Without topics it may still come.
+        hub.subscribe("127.0.0.1:9").unwrap();
     }
 
     #[test]

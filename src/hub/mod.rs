@@ -53,11 +53,13 @@ pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
 pub use registry::{MAX_IN_FLIGHT, RegisterError, Registration, RetopicError, Subscription};
-pub use routing::Reach;
+pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
-pub use topic::{MAX_PATTERNS, MAX_TOPIC_LEN, Pattern, Topic, TopicError};
+pub use topic::{
+    MAX_HUB_PATTERNS, MAX_PATTERNS, MAX_TOKENS, MAX_TOPIC_LEN, Pattern, Topic, TopicError,
+};
 pub use topics_seen::{MAX_TOPICS_SEEN, TopicSeen};
 
 pub(crate) use outcome::{MAX_STORED_TEXT, clip};

@@ -12,6 +12,7 @@ use super::event::{Activity, HubEvent};
 use super::message::{MessageId, MessageRecord};
 use super::metrics::MetricsSnapshot;
 use super::registry::key_of;
+use super::routing::ReachSummary;
 use super::subscriber::SubscriberView;
 use super::topic::{Pattern, Topic};
 use super::topics_seen::TopicSeen;
@@ -91,7 +92,27 @@ impl Hub {
 
     /// The `n` topics with the most messages, and how many messages the other topics had.
     pub fn busiest_topics(&self, n: usize) -> (Vec<(Topic, u64)>, u64) {
-        self.shared.topics_seen.lock().busiest(n)
+        let counts = self.shared.topics_seen.lock().counts();
+        super::topics_seen::busiest(counts, n)
+    }
+
+    /// How many subscribers a message with `topic` would reach now, and the addresses of
+    /// those it reaches by their patterns (the first `named` of them): what the Topics
+    /// view and `/api/v1/topics` show per topic, without listing every subscriber that
+    /// takes everything once per topic.
+    pub fn reach_of(&self, topic: &Topic, named: usize) -> ReachSummary {
+        self.route(Some(topic)).summary(named)
+    }
+
+    /// How many subscribers a message with `topic` (or none) would reach now, and the
+    /// first `named` of them as a publish would queue them: what Compose previews.
+    pub fn reach_first(&self, topic: Option<&Topic>, named: usize) -> (usize, Vec<Arc<str>>) {
+        let route = self.route(topic);
+        let first = route.iter().take(named);
+        (
+            route.len(),
+            first.map(|r| r.subscriber.address.clone()).collect(),
+        )
     }
 
     /// The `index`-th newest logged message (0 is the newest): for views that show a

@@ -166,10 +166,7 @@ impl Hub {
         if let Some(most) = max_in_flight.filter(|n| !(1..=MAX_IN_FLIGHT).contains(n)) {
             return Err(RegisterError::MaxInFlight { given: most });
         }
-        if let Some(given) = topics.as_ref().map(Vec::len).filter(|&n| n > MAX_PATTERNS) {
-            return Err(TopicError::TooMany { given }.into());
-        }
-        let topics: Option<Arc<[Pattern]>> = topics.map(Into::into);
+        let topics = topics.map(distinct).transpose()?;
         let target = parse_target(address)?;
         self.shared.policy.read().check_url(&target)?;
         if self.is_stopping() {
@@ -184,15 +181,16 @@ impl Hub {
             return Err(RegisterError::ShuttingDown);
         }
         if let Some(entry) = subscribers.get_mut(address) {
+            // First, as it may be refused: a refused registration changes nothing.
+            if let Some(topics) = topics {
+                self.retopic(entry, topics)?;
+            }
             entry.last_seen = now;
             entry.last_seen_at = Instant::now();
             if lease.is_some() {
                 entry.lease = lease;
             }
             let shared = entry.shared.clone();
-            if let Some(topics) = topics {
-                self.retopic(entry, topics);
-            }
             drop(subscribers);
             if let Some(secret) = secret {
                 shared.set_secret(secret);
@@ -211,13 +209,15 @@ impl Hub {
         if subscribers.len() >= max {
             return Err(RegisterError::Full { max });
         }
+        let topics = topics.unwrap_or_else(|| Arc::new([]));
+        let mut routing = self.shared.routing.write();
+        routing.room_for(topics.len(), 0)?;
         let key: Arc<str> = address.into();
         let shared = Arc::new(SubscriberShared::new(key.clone(), target));
         if let Some(secret) = secret {
             shared.set_secret(secret);
         }
         shared.set_options(ordered, max_in_flight);
-        let topics = topics.unwrap_or_else(|| Arc::new([]));
         let capacity = self.shared.config.queue_capacity.max(1);
         let (queue, jobs) = mpsc::channel(capacity);
         let entry = Entry {
@@ -228,11 +228,9 @@ impl Hub {
             lease,
             queue,
         };
-        self.shared
-            .routing
-            .write()
-            .add(Recipient::of(&entry), &topics);
+        routing.add(Recipient::of(&entry), &topics);
         shared.set_topics(topics);
+        drop(routing);
         subscribers.insert(key, entry);
         drop(subscribers);
         let address = shared.address.clone();
@@ -252,17 +250,12 @@ impl Hub {
     /// Replaces the topics of a live subscriber (by its address as registered or as
     /// shown) without counting as a keep-alive; an empty list: every message.
     pub fn set_topics(&self, address: &str, topics: Vec<Pattern>) -> Result<(), RetopicError> {
-        if topics.len() > MAX_PATTERNS {
-            return Err(TopicError::TooMany {
-                given: topics.len(),
-            }
-            .into());
-        }
+        let topics = distinct(topics)?;
         let subscribers = self.shared.subscribers.read();
         let entry = key_of(&subscribers, address)
             .and_then(|key| subscribers.get(&key))
             .ok_or_else(|| RetopicError::UnknownSubscriber(address.to_owned()))?;
-        self.retopic(entry, topics.into());
+        self.retopic(entry, topics)?;
         drop(subscribers);
         self.shared.version.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -271,15 +264,18 @@ impl Hub {
     /// Routes a subscriber by `topics` from now on. Called with the `subscribers` lock
     /// held (read is enough: the entry stays, and only `routing` changes), so the topics
     /// and the routing agree.
-    fn retopic(&self, entry: &Entry, topics: Arc<[Pattern]>) {
+    fn retopic(&self, entry: &Entry, topics: Arc<[Pattern]>) -> Result<(), TopicError> {
         let shared = &entry.shared;
-        if *topics == *shared.topics() {
-            return;
+        let old = shared.topics();
+        if topics == old {
+            return Ok(());
         }
         let mut routing = self.shared.routing.write();
-        routing.remove(shared, &shared.topics());
+        routing.room_for(topics.len(), old.len())?;
+        routing.remove(shared, &old);
         routing.add(Recipient::of(entry), &topics);
         shared.set_topics(topics);
+        Ok(())
     }
 
     /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and
@@ -317,9 +313,8 @@ impl Hub {
                 .iter()
                 .filter_map(|address| subscribers.remove(address))
                 .collect();
-            for entry in &expired {
-                self.unroute(&entry.shared);
-            }
+            let leaving: Vec<&SubscriberShared> = expired.iter().map(|e| &*e.shared).collect();
+            self.shared.routing.write().remove_all(&leaving);
             expired
         };
         expired
@@ -380,4 +375,19 @@ impl Hub {
             .write()
             .remove(subscriber, &subscriber.topics());
     }
+}
+
+/// Patterns as a subscriber holds them: each once, in the order given, at most
+/// [`MAX_PATTERNS`].
+fn distinct(patterns: Vec<Pattern>) -> Result<Arc<[Pattern]>, TopicError> {
+    let mut kept: Vec<Pattern> = Vec::with_capacity(patterns.len());
+    for pattern in patterns {
+        if !kept.contains(&pattern) {
+            kept.push(pattern);
+        }
+    }
+    if kept.len() > MAX_PATTERNS {
+        return Err(TopicError::TooMany { given: kept.len() });
+    }
+    Ok(kept.into())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::subscriber::{Entry, Job, SubscriberShared};
-use super::topic::{Pattern, Topic, TopicIndex};
+use super::topic::{MAX_HUB_PATTERNS, Pattern, Topic, TopicError, TopicIndex};
 
 /// One live subscriber as a publish sees it: whom to record and where to queue.
 #[derive(Debug, Clone)]
@@ -51,6 +51,16 @@ impl Route {
         self.everyone.iter().chain(&self.matched)
     }
 
+    /// How many it reaches, and the first `named` of those its topic matched.
+    pub(super) fn summary(&self, named: usize) -> ReachSummary {
+        let matched = self.matched.iter().take(named);
+        ReachSummary {
+            subscribers: self.len(),
+            matched: self.matched.len(),
+            named: matched.map(|r| r.subscriber.address.clone()).collect(),
+        }
+    }
+
     pub(super) fn reach(&self) -> Reach {
         let addresses = |list: &[Recipient]| -> Vec<Arc<str>> {
             list.iter().map(|r| r.subscriber.address.clone()).collect()
@@ -60,6 +70,17 @@ impl Route {
             matched: addresses(&self.matched),
         }
     }
+}
+
+/// How many a message with some topic would go to now, in short.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReachSummary {
+    /// Everyone it reaches: those without topics and those it matched.
+    pub subscribers: usize,
+    /// Those whose patterns it matched.
+    pub matched: usize,
+    /// The first few of those, by address.
+    pub named: Vec<Arc<str>>,
 }
 
 /// Who a message with some topic would go to now.
@@ -93,6 +114,8 @@ pub(super) struct Routing {
     /// Subscribers with topics, by key, and their patterns in the index.
     topical: HashMap<Arc<str>, Recipient>,
     index: TopicIndex<Arc<str>>,
+    /// Patterns in the index, held to [`MAX_HUB_PATTERNS`].
+    patterns: usize,
 }
 
 impl Routing {
@@ -113,6 +136,16 @@ impl Routing {
         }
     }
 
+    /// Whether the index has room for `added` patterns once `dropped` are taken out.
+    pub(super) fn room_for(&self, added: usize, dropped: usize) -> Result<(), TopicError> {
+        if self.patterns - dropped + added > MAX_HUB_PATTERNS {
+            return Err(TopicError::HubFull {
+                max: MAX_HUB_PATTERNS,
+            });
+        }
+        Ok(())
+    }
+
     /// Adds a subscriber with `patterns` (none: it gets everything).
     pub(super) fn add(&mut self, recipient: Recipient, patterns: &[Pattern]) {
         if patterns.is_empty() {
@@ -123,6 +156,7 @@ impl Routing {
         for pattern in patterns {
             self.index.insert(pattern, key.clone());
         }
+        self.patterns += patterns.len();
         self.topical.insert(key.clone(), recipient);
     }
 
@@ -136,10 +170,35 @@ impl Routing {
         for pattern in patterns {
             self.index.remove(pattern, key);
         }
+        self.patterns -= patterns.len();
         self.topical.remove(key);
+    }
+
+    /// Takes several subscribers out at once, each with its patterns: one pass over those
+    /// without topics, however many leave (10,000 expiring together after a laptop slept
+    /// would otherwise be 10,000 passes under the lock).
+    pub(super) fn remove_all(&mut self, leaving: &[&SubscriberShared]) {
+        let mut without_topics = std::collections::HashSet::new();
+        for subscriber in leaving {
+            let patterns = subscriber.topics();
+            if patterns.is_empty() {
+                without_topics.insert(subscriber.key.clone());
+            } else {
+                self.remove(subscriber, &patterns);
+            }
+        }
+        if !without_topics.is_empty() {
+            Arc::make_mut(&mut self.everyone)
+                .retain(|r| !without_topics.contains(&r.subscriber.key));
+        }
     }
 
     pub(super) fn clear(&mut self) {
         *self = Self::default();
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.everyone.is_empty() && self.topical.is_empty() && self.patterns == 0
     }
 }

@@ -6,7 +6,7 @@
 //! token, `>` for one or more. The syntax is NATS's on purpose: a topic becomes a JetStream
 //! subject unchanged.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,8 +14,14 @@ use thiserror::Error;
 
 /// The longest topic or pattern, in bytes.
 pub const MAX_TOPIC_LEN: usize = 256;
+/// The most tokens in a topic or pattern. Each token of a pattern is a node of the index,
+/// so this (with [`MAX_PATTERNS`] and the hub's cap on patterns in all) bounds its memory.
+pub const MAX_TOKENS: usize = 16;
 /// The most patterns one subscriber may hold.
 pub const MAX_PATTERNS: usize = 64;
+/// The most patterns all subscribers together may hold: with [`MAX_TOKENS`], what bounds
+/// the index (some tens of MiB at worst).
+pub const MAX_HUB_PATTERNS: usize = 100_000;
 
 /// What a topic looks like, for error messages.
 const TOPIC_RULE: &str =
@@ -31,6 +37,10 @@ pub enum TopicError {
     Pattern { given: String, reason: String },
     #[error("{given} topic patterns is more than one subscriber may hold ({MAX_PATTERNS})")]
     TooMany { given: usize },
+    #[error(
+        "the hub already holds {max} topic patterns in all, its limit; deregister some subscribers or give them fewer patterns"
+    )]
+    HubFull { max: usize },
 }
 
 /// A message's topic, checked.
@@ -122,6 +132,12 @@ fn check(text: &str, wildcards: bool) -> Result<(), String> {
         ));
     }
     let tokens: Vec<&str> = text.split('.').collect();
+    if tokens.len() > MAX_TOKENS {
+        return Err(format!(
+            "has {} tokens, more than {MAX_TOKENS}",
+            tokens.len()
+        ));
+    }
     for (n, token) in tokens.iter().enumerate() {
         let last = n + 1 == tokens.len();
         match *token {
@@ -177,7 +193,9 @@ impl<K> Default for TopicIndex<K> {
 
 #[derive(Debug)]
 struct Node<K> {
-    exact: HashMap<Box<str>, Node<K>>,
+    /// Sorted by token, found by binary search: a `Vec` holds one child in one small
+    /// allocation where a map takes several buckets, and most nodes have one child.
+    exact: Vec<(Box<str>, Node<K>)>,
     /// Where a `*` token leads.
     any: Option<Box<Node<K>>>,
     /// Holders of a pattern that ends here.
@@ -189,7 +207,7 @@ struct Node<K> {
 impl<K> Default for Node<K> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
+            exact: Vec::new(),
             any: None,
             here: Vec::new(),
             rest: Vec::new(),
@@ -200,6 +218,25 @@ impl<K> Default for Node<K> {
 impl<K> Node<K> {
     fn is_empty(&self) -> bool {
         self.here.is_empty() && self.rest.is_empty() && self.exact.is_empty() && self.any.is_none()
+    }
+
+    fn find(&self, token: &str) -> Result<usize, usize> {
+        self.exact.binary_search_by(|(t, _)| (**t).cmp(token))
+    }
+
+    fn child(&self, token: &str) -> Option<&Node<K>> {
+        self.find(token).ok().map(|at| &self.exact[at].1)
+    }
+
+    fn child_or_new(&mut self, token: &str) -> &mut Node<K> {
+        let at = match self.find(token) {
+            Ok(at) => at,
+            Err(at) => {
+                self.exact.insert(at, (token.into(), Node::default()));
+                at
+            }
+        };
+        &mut self.exact[at].1
     }
 }
 
@@ -218,7 +255,7 @@ impl<K: Clone + Ord> TopicIndex<K> {
                     return;
                 }
                 "*" => node.any.get_or_insert_with(Box::default),
-                token => node.exact.entry(token.into()).or_default(),
+                token => node.child_or_new(token),
             };
         }
         node.here.push(holder);
@@ -244,7 +281,7 @@ fn collect<K: Clone + Ord>(node: &Node<K>, tokens: &[&str], found: &mut BTreeSet
         return;
     };
     found.extend(node.rest.iter().cloned());
-    if let Some(next) = node.exact.get(*first) {
+    if let Some(next) = node.child(first) {
         collect(next, rest, found);
     }
     if let Some(next) = &node.any {
@@ -271,10 +308,11 @@ fn remove_from<K: PartialEq>(node: &mut Node<K>, tokens: &[&str], holder: &K) {
             }
         }
         Some((token, rest)) => {
-            if let Some(next) = node.exact.get_mut(*token) {
+            if let Ok(at) = node.find(token) {
+                let next = &mut node.exact[at].1;
                 remove_from(next, rest, holder);
                 if next.is_empty() {
-                    node.exact.remove(*token);
+                    node.exact.remove(at);
                 }
             }
         }
@@ -317,6 +355,10 @@ mod tests {
         assert!(err.contains("257 bytes, more than 256"), "{err}");
         assert!(err.len() < 400, "the whole value was echoed: {err}");
         assert!(Topic::parse(&long[1..]).is_ok());
+        let deep = vec!["a"; MAX_TOKENS + 1].join(".");
+        let err = Topic::parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("17 tokens, more than 16"), "{err}");
+        assert!(Topic::parse(&deep[2..]).is_ok());
     }
 
     #[test]
@@ -333,6 +375,9 @@ mod tests {
             let err = Pattern::parse(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
         }
+        let long = format!("{}.>", "a".repeat(MAX_TOPIC_LEN - 1));
+        let err = Pattern::parse(&long).unwrap_err().to_string();
+        assert!(err.contains("257 bytes"), "{err}");
         let many: Vec<String> = (0..=MAX_PATTERNS).map(|n| format!("t{n}")).collect();
         assert_eq!(
             Pattern::parse_all(&many),
@@ -370,6 +415,23 @@ mod tests {
             let found = index.matching(&t).contains(&7);
             assert_eq!(found, expected, "index: {pattern_text} ~ {topic_text}");
         }
+    }
+
+    #[test]
+    fn many_siblings_are_found_and_removed_in_any_order() {
+        let mut index = TopicIndex::default();
+        let names: Vec<String> = (0..500).map(|n| format!("s{}", (n * 7919) % 500)).collect();
+        for (holder, name) in names.iter().enumerate() {
+            index.insert(&pattern(&format!("bench.{name}.*")), holder);
+        }
+        for (holder, name) in names.iter().enumerate() {
+            let found = index.matching(&topic(&format!("bench.{name}.created")));
+            assert_eq!(found.into_iter().collect::<Vec<_>>(), [holder], "{name}");
+        }
+        for (holder, name) in names.iter().enumerate().rev() {
+            index.remove(&pattern(&format!("bench.{name}.*")), &holder);
+        }
+        assert!(index.is_empty(), "{index:?}");
     }
 
     #[test]

@@ -73,19 +73,32 @@ impl TopicsSeen {
             .collect()
     }
 
-    /// The `n` topics with the most messages, most first, and how many messages with a
-    /// topic the others had.
-    pub(super) fn busiest(&self, n: usize) -> (Vec<(Topic, u64)>, u64) {
-        let mut counts: Vec<(Topic, u64)> = self
+    /// Every topic's count, and the messages with any topic: what [`busiest`] picks
+    /// from, copied out so that the sorting happens without the lock publishes take.
+    pub(super) fn counts(&self) -> (Vec<(Topic, u64)>, u64) {
+        let counts = self
             .by_topic
             .values()
             .map(|(seen, _)| (seen.topic.clone(), seen.messages))
             .collect();
-        counts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        counts.truncate(n);
-        let named: u64 = counts.iter().map(|(_, count)| count).sum();
-        (counts, self.messages.saturating_sub(named))
+        (counts, self.messages)
     }
+}
+
+/// The `n` topics with the most messages, most first, and how many messages with a topic
+/// the others had, from [`TopicsSeen::counts`].
+pub(super) fn busiest(
+    (mut counts, messages): (Vec<(Topic, u64)>, u64),
+    n: usize,
+) -> (Vec<(Topic, u64)>, u64) {
+    let by_count = |a: &(Topic, u64), b: &(Topic, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+    if counts.len() > n && n > 0 {
+        counts.select_nth_unstable_by(n - 1, by_count);
+    }
+    counts.truncate(n);
+    counts.sort_unstable_by(by_count);
+    let named: u64 = counts.iter().map(|(_, count)| count).sum();
+    (counts, messages.saturating_sub(named))
 }
 
 #[cfg(test)]
@@ -109,7 +122,7 @@ mod tests {
         assert_eq!(list[0].topic, topic("a"));
         assert_eq!((list[0].messages, list[0].last_id), (2, 3));
         assert_eq!(list[1].topic, topic("b"));
-        let (busiest, other) = seen.busiest(1);
+        let (busiest, other) = busiest(seen.counts(), 1);
         assert_eq!(busiest, [(topic("a"), 2)]);
         assert_eq!(other, 1);
     }
@@ -133,6 +146,6 @@ mod tests {
             "t1 was oldest"
         );
         // Forgotten topics still count, as "other".
-        assert_eq!(seen.busiest(0).1, MAX_TOPICS_SEEN as u64 + 2);
+        assert_eq!(busiest(seen.counts(), 0).1, MAX_TOPICS_SEEN as u64 + 2);
     }
 }

@@ -181,9 +181,10 @@ impl From<RegisterError> for HttpError {
                 let seed_body = format!("Error:Wrong input address. {err}");
                 Self::new(StatusCode::BAD_REQUEST, err.to_string()).with_seed_body(seed_body)
             }
-            RegisterError::MaxInFlight { .. } | RegisterError::Topics(_) => {
+            RegisterError::MaxInFlight { .. } => {
                 Self::new(StatusCode::BAD_REQUEST, err.to_string())
             }
+            RegisterError::Topics(err) => err.into(),
             RegisterError::Full { .. } | RegisterError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
@@ -193,17 +194,23 @@ impl From<RegisterError> for HttpError {
 
 impl From<RetopicError> for HttpError {
     fn from(err: RetopicError) -> Self {
-        let status = match err {
-            RetopicError::UnknownSubscriber(_) => StatusCode::NOT_FOUND,
-            RetopicError::Topics(_) => StatusCode::BAD_REQUEST,
-        };
-        Self::new(status, err.to_string())
+        match err {
+            RetopicError::UnknownSubscriber(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
+            RetopicError::Topics(err) => err.into(),
+        }
     }
 }
 
 impl From<TopicError> for HttpError {
     fn from(err: TopicError) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, err.to_string())
+        let status = match err {
+            // The hub is full, not the request wrong: as for the subscriber limit.
+            TopicError::HubFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            TopicError::Topic { .. } | TopicError::Pattern { .. } | TopicError::TooMany { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+        };
+        Self::new(status, err.to_string())
     }
 }
 

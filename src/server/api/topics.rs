@@ -23,9 +23,14 @@ pub(super) struct TopicJson {
     last_message_id: u64,
     /// Subscribers a message with it reaches now: those without topics and `matching`.
     subscribers: u64,
-    /// Subscribers with a pattern that matches it, by address.
+    /// Subscribers with a pattern that matches it, by address: the first 20.
     matching: Vec<String>,
+    /// How many subscribers match it by their patterns, listed or not.
+    matching_total: u64,
 }
+
+/// Subscribers named per topic in `/api/v1/topics`; `/api/v1/reach` names them all.
+const NAMED_PER_TOPIC: usize = 20;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct ReachJson {
@@ -72,14 +77,15 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<TopicJson>> 
         .topics()
         .into_iter()
         .map(|seen| {
-            let reach = hub.reach(Some(&seen.topic));
+            let reach = hub.reach_of(&seen.topic, NAMED_PER_TOPIC);
             TopicJson {
                 topic: seen.topic.to_string(),
                 messages: seen.messages,
                 last_at: time(seen.last_at),
                 last_message_id: seen.last_id,
-                subscribers: reach.len() as u64,
-                matching: reach.matched.iter().map(|a| a.to_string()).collect(),
+                subscribers: reach.subscribers as u64,
+                matching: reach.named.iter().map(|a| a.to_string()).collect(),
+                matching_total: reach.matched as u64,
             }
         })
         .collect();
