@@ -513,6 +513,19 @@ async fn many_patterns(http: &reqwest::Client, count: usize, publishes: usize) -
     let tally = Arc::new(Tally::default());
     let sinks = start_sinks(8, &tally).await;
     let hub = Hub::start(&["--max-subscribers", "20000"]).await;
+    // With `count` 1, one subscriber and no topics: the same publishes' HTTP round trip
+    // without any matching, to read the other line against.
+    if count == 1 {
+        register(http, &hub.url, &[sinks[0].to_string()], "").await;
+        let accept = timed_publishes(http, &hub.url, publishes, |_| String::new()).await;
+        drain(&tally, publishes as u64, Duration::from_secs(30)).await;
+        hub.stop().await;
+        return format!(
+            "1 subscriber, no topics           publish accepted p50 {:.2} ms p99 {:.2} ms ({publishes} publishes, the reference)",
+            percentile(&accept, 0.5),
+            percentile(&accept, 0.99),
+        );
+    }
     let addresses: Vec<String> = (0..count)
         .map(|i| format!("http://{}/event/{i}", sinks[i % sinks.len()]))
         .collect();
@@ -537,15 +550,35 @@ async fn many_patterns(http: &reqwest::Client, count: usize, publishes: usize) -
         });
     }
     tasks.join_all().await;
+    let accept = timed_publishes(http, &hub.url, publishes, |n| {
+        format!("?topic=bench.s{}.created", (n * 7919) % count)
+    })
+    .await;
+    drain(&tally, publishes as u64, Duration::from_secs(30)).await;
+    let (received, _) = tally.reset();
+    let line = format!(
+        "{count} subscribers, {count} patterns  publish accepted p50 {:.2} ms p99 {:.2} ms ({publishes} publishes, each matching one)  delivered {received}/{publishes}  hub RSS peak {:.1} MiB",
+        percentile(&accept, 0.5),
+        percentile(&accept, 0.99),
+        hub.peak_rss_mib(),
+    );
+    hub.stop().await;
+    line
+}
+
+/// `publishes` publishes 5 ms apart, each to `/sendMessage` + `query(n)` and reaching one
+/// subscriber; each one's accept time in µs, sorted.
+async fn timed_publishes(
+    http: &reqwest::Client,
+    hub: &str,
+    publishes: usize,
+    query: impl Fn(usize) -> String,
+) -> Vec<u32> {
     let mut accept = Vec::new();
     for n in 0..publishes {
         let started = Instant::now();
         let response = http
-            .post(format!(
-                "{}/sendMessage?topic=bench.s{}.created",
-                hub.url,
-                (n * 7919) % count
-            ))
+            .post(format!("{hub}/sendMessage{}", query(n)))
             .body(format!("{};topic", now_nanos()))
             .send()
             .await
@@ -555,17 +588,8 @@ async fn many_patterns(http: &reqwest::Client, count: usize, publishes: usize) -
         accept.push(started.elapsed().as_micros() as u32);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    drain(&tally, publishes as u64, Duration::from_secs(30)).await;
-    let (received, _) = tally.reset();
     accept.sort_unstable();
-    let line = format!(
-        "{count} subscribers, {count} patterns  publish accepted p50 {:.2} ms p99 {:.2} ms ({publishes} publishes, each matching one)  delivered {received}/{publishes}  hub RSS peak {:.1} MiB",
-        percentile(&accept, 0.5),
-        percentile(&accept, 0.99),
-        hub.peak_rss_mib(),
-    );
-    hub.stop().await;
-    line
+    accept
 }
 
 /// `count` publishes of `size` bytes to one subscriber: what the log's byte budget holds
@@ -752,6 +776,7 @@ fn main() {
             println!("{}", large_payloads(&http, 1000, 1024 * 1024).await);
         }
         if wanted("topics") {
+            println!("{}", many_patterns(&http, 1, 1000).await);
             println!("{}", many_patterns(&http, 10_000, 1000).await);
             // Topic-less and topical fan-out, alternated: runs drift more than the two
             // paths differ.

@@ -116,7 +116,8 @@ struct Shared {
     /// `config.policy`, plus this hub's own address once it listens.
     policy: RwLock<TargetPolicy>,
     /// Keyed by the address exactly as registered, as the seed did. Ordered so that
-    /// listings are stable. Lock order: `subscribers`, then `routing`, then `log`.
+    /// listings are stable. Lock order: `subscribers`, then `routing` (and
+    /// a subscriber's own `topics` under it), then `log`, then `topics_seen`.
     subscribers: RwLock<BTreeMap<Arc<str>, Entry>>,
     /// Where a publish goes: the live subscribers' queues, by topic, kept in step with
     /// `subscribers`.
