@@ -56,19 +56,29 @@ sleep 12
 import -window "$wid" "$out/main.png"
 
 # Select the newest message to show its payload and every delivery.
-xdotool mousemove --window "$wid" 1000 97 click 1
+xdotool mousemove --window "$wid" 900 121 click 1
 sleep 1.5
 import -window "$wid" "$out/message.png"
 
 # The inspector: open the failing subscriber's delivery, then its first attempt.
-xdotool mousemove --window "$wid" 1100 544 click 1
+xdotool mousemove --window "$wid" 1100 520 click 1
 sleep 0.5
-xdotool mousemove --window "$wid" 1080 567 click 1
+xdotool mousemove --window "$wid" 1080 543 click 1
 sleep 1
 import -window "$wid" "$out/inspector.png"
 
+# The Topics window; a click on orders.created loads its last message into Compose,
+# which previews who it reaches.
+xdotool mousemove --window "$wid" 1174 12 click 1
+sleep 0.5
+xdotool mousemove --window "$wid" 80 158 click 1
+sleep 1.5
+import -window "$wid" "$out/topics.png"
+xdotool mousemove --window "$wid" 558 33 click 1
+sleep 0.3
+
 # The settings window, in the light theme.
-xdotool mousemove --window "$wid" 1178 12 click 1
+xdotool mousemove --window "$wid" 1117 12 click 1
 sleep 0.5
 xdotool mousemove --window "$wid" 1240 12 click 1
 sleep 1.5

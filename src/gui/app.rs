@@ -241,8 +241,10 @@ impl eframe::App for HeraldApp {
         eframe::set_value(storage, SETTINGS_KEY, &self.settings);
     }
 
-    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
-        let theme = if visuals.dark_mode {
+    fn clear_color(&self, _visuals: &egui::Visuals) -> [f32; 4] {
+        // From the app's own setting, not the visuals eframe passes: those did not follow
+        // a switch to the light theme, which then drew light widgets on a dark ground.
+        let theme = if self.settings.dark {
             egui::Visuals::dark()
         } else {
             egui::Visuals::light()

@@ -57,7 +57,7 @@ impl LogPanel {
 
     pub(crate) fn log_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) -> Option<Action> {
         let mut action = None;
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.heading("Messages");
             ui.label(RichText::new(format!("{}", hub.logged_messages())).weak());
             let label = ui.label("Search");
@@ -118,20 +118,23 @@ impl LogPanel {
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
             .column(Column::auto().at_least(40.0))
             .column(Column::auto().at_least(92.0))
-            .column(Column::auto().at_least(64.0))
-            .column(Column::auto().at_least(100.0).clip(true))
-            .column(Column::auto().at_least(90.0).clip(true))
-            .column(Column::auto().at_least(90.0).clip(true))
-            .column(Column::remainder().at_least(160.0))
+            // What matters most comes first, at fixed starts rather than sized to the
+            // longest value, so that the deliveries stay in view in a narrow window
+            // however long a topic is (the details show it whole).
+            .column(Column::initial(110.0).at_least(40.0).clip(true))
+            .column(Column::initial(170.0).at_least(90.0).clip(true))
+            .column(Column::auto().at_least(56.0))
+            .column(Column::initial(96.0).at_least(40.0).clip(true))
+            .column(Column::remainder().at_least(90.0).clip(true))
             .header(22.0, |mut header| {
                 for title in [
                     "#",
                     "Time (UTC)",
+                    "Topic",
+                    "Deliveries",
                     "Size",
                     "Type",
-                    "Topic",
                     "Source",
-                    "Deliveries",
                 ] {
                     header.col(|ui| {
                         ui.strong(title);
@@ -155,12 +158,6 @@ impl LogPanel {
                     row.col(|ui| {
                         ui.label(format::time_of_day(message.received_at));
                     });
-                    row.col(|ui| {
-                        ui.label(format::size(message.body.len()));
-                    });
-                    row.col(|ui| {
-                        ui.label(message.content_type.as_deref().unwrap_or("–"));
-                    });
                     row.col(|ui| match &message.topic {
                         Some(topic) => {
                             ui.label(topic.as_str());
@@ -169,10 +166,16 @@ impl LogPanel {
                             ui.weak("–");
                         }
                     });
+                    row.col(|ui| summary_ui(ui, &message));
+                    row.col(|ui| {
+                        ui.label(format::size(message.body.len()));
+                    });
+                    row.col(|ui| {
+                        ui.label(message.content_type.as_deref().unwrap_or("–"));
+                    });
                     row.col(|ui| {
                         ui.label(message.source.to_string());
                     });
-                    row.col(|ui| summary_ui(ui, &message));
                     if row.response().clicked() {
                         clicked = Some(message.id);
                     }

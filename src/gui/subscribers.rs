@@ -121,12 +121,14 @@ impl SubscribersPanel {
             ui.heading("Subscribers");
             ui.label(RichText::new(format!("{}", hub.subscriber_count())).weak());
         });
-        ui.horizontal(|ui| {
+        // Wrapped: in a narrow panel, registering goes to a second line instead of
+        // widening the panel past the message log.
+        ui.horizontal_wrapped(|ui| {
             let label = ui.label("Filter");
             ui.add(
                 egui::TextEdit::singleline(&mut self.filter)
                     .hint_text("address contains…")
-                    .desired_width(160.0),
+                    .desired_width(120.0),
             )
             .labelled_by(label.id);
             ui.separator();
@@ -135,14 +137,14 @@ impl SubscribersPanel {
                 .add(
                     egui::TextEdit::singleline(&mut self.add_address)
                         .hint_text("host:port or URL")
-                        .desired_width(150.0),
+                        .desired_width(130.0),
                 )
                 .labelled_by(label.id);
             let label = ui.label("topics");
             ui.add(
                 egui::TextEdit::singleline(&mut self.add_topics)
                     .hint_text("all")
-                    .desired_width(90.0),
+                    .desired_width(80.0),
             )
             .labelled_by(label.id)
             .on_hover_text("Comma-separated patterns: orders.* (one token), payments.> (the rest); empty: every message");
@@ -199,15 +201,16 @@ impl SubscribersPanel {
             .striped(true)
             .auto_shrink([false, false])
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-            .column(Column::remainder().at_least(150.0).clip(true))
-            .column(Column::auto().at_least(90.0).clip(true))
+            .column(Column::remainder().at_least(120.0).clip(true))
+            // A fixed start, not sized to the longest list: patterns can be long.
+            .column(Column::initial(70.0).at_least(40.0).clip(true))
             .column(Column::auto().at_least(86.0))
-            .column(Column::auto().at_least(62.0))
-            .column(Column::exact(70.0))
-            .column(Column::auto().at_least(44.0))
-            .column(Column::auto().at_least(44.0))
-            .column(Column::auto().at_least(44.0))
-            .column(Column::auto().at_least(92.0))
+            .column(Column::auto().at_least(40.0))
+            .column(Column::exact(58.0))
+            .column(Column::auto().at_least(36.0))
+            .column(Column::auto().at_least(28.0))
+            .column(Column::auto().at_least(36.0))
+            .column(Column::auto().at_least(76.0))
             .column(Column::auto())
             .header(22.0, |mut header| {
                 let columns = [
@@ -317,7 +320,7 @@ impl SubscribersPanel {
                         let colour = if fraction < 0.25 { theme::FAILED } else { theme::OK };
                         ui.add(
                             egui::ProgressBar::new(fraction)
-                                .desired_width(64.0)
+                                .desired_width(52.0)
                                 .desired_height(8.0)
                                 .fill(colour),
                         )

@@ -15,4 +15,7 @@ pub(crate) fn set(ctx: &egui::Context, dark: bool) {
     } else {
         egui::Theme::Light
     });
+    // eframe picks the window's clear colour before each frame's UI runs, so the frame
+    // that switches still has the old ground: draw the next one now, not at the next tick.
+    ctx.request_repaint();
 }

@@ -144,7 +144,7 @@ fn a_publish_from_the_compose_box_reaches_a_real_subscriber_and_is_logged() {
     );
 
     // Selecting the row shows the payload and the delivery.
-    console.harness.get_by_label("console").click();
+    console.harness.get_by_label("29 B").click();
     console.step_until("the details show the delivery", |h| {
         h.query_by_label_contains("200 in").is_some()
     });
@@ -264,7 +264,7 @@ fn the_inspector_shows_a_retry_countdown_and_what_the_subscriber_answered() {
     console.step_until("the log shows it retrying", |h| {
         h.query_by_label_contains("retrying").is_some()
     });
-    console.harness.get_by_label("console").click();
+    console.harness.get_by_label("12 B").click();
     console.step_until("the details count down to the retry", |h| {
         h.query_by_label_contains("retrying 2 of 2 in").is_some()
     });
