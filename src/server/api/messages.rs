@@ -179,7 +179,11 @@ pub(super) struct PageQuery {
     before: Option<u64>,
     /// Only messages whose topic matches this pattern (`orders.*`, `payments.>`, or a
     /// topic), percent-encoded (`payments.%3E`).
-    #[param(example = "orders.*")]
+    #[param(
+        example = "orders.*",
+        max_length = 256,
+        pattern = r"^(([A-Za-z0-9_-]+|\*)(\.([A-Za-z0-9_-]+|\*)){0,14}(\.>)?|>)$"
+    )]
     topic: Option<String>,
 }
 
@@ -384,8 +388,7 @@ fn page_size(name: &str, given: Option<u32>) -> Result<usize, HttpError> {
     operation_id = "publishMessage",
     tag = "messages",
     params(
-        ("topic" = Option<String>, Query, description = "The message's topic: dot-separated tokens of letters, digits, '-' and '_', at most 256 bytes. Subscribers without topics get every message; those with topics, the messages their patterns match. Without one, the X-Herald-Topic header, or else a ce-type header that is a topic.", example = "orders.created"),
-        ("X-Herald-Topic" = Option<String>, Header, description = "The topic, when not in the query (the same if in both)"),
+        ("topic" = Option<String>, Query, description = "The message's topic: dot-separated tokens of letters, digits, '-' and '_', at most 256 bytes. Subscribers without topics get every message; those with topics, the messages their patterns match. It may come in the X-Herald-Topic header instead (the same if in both), or else from a ce-type header that is a topic.", example = "orders.created", max_length = 256, pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,15}$"),
     ),
     request_body(content = Payload, content_type = "application/octet-stream",
         description = "Any bytes, with any Content-Type; forwarded unchanged"),

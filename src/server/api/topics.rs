@@ -53,12 +53,18 @@ impl From<Reach> for ReachJson {
     }
 }
 
+// The `pattern`s in this document restate `hub::topic`'s rules for clients and fuzzers
+// (utoipa takes only literals there); the server's own checks are what decide.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ReachQuery {
     /// The topic of the message to be; without one, a message without a topic (which
     /// reaches only subscribers without topics).
-    #[param(example = "orders.created")]
+    #[param(
+        example = "orders.created",
+        max_length = 256,
+        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,15}$"
+    )]
     topic: Option<String>,
 }
 
