@@ -17,8 +17,17 @@ use crate::wire::{
 /// Herald: a desktop event hub for microservices. Services register a callback address and
 /// keep it alive; every message published to the hub is POSTed to every live subscriber.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "herald", version, about)]
+#[command(
+    name = "herald",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Config {
+    /// Without one, the hub itself (the window, or --headless).
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
+
     /// Run the hub without a window (CI, containers, shared use).
     #[arg(long)]
     pub headless: bool,

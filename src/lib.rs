@@ -13,9 +13,11 @@
 //! - [`service`]: hub + server + workers + reaper, started and stopped as one.
 //! - [`gui`]: the desktop console (eframe/egui) over the same hub.
 //! - [`config`]: the command line.
+//! - [`cli`]: the subcommands that talk to a running hub (`listen`, `publish`, ...).
 //! - [`headless`]: `herald --headless`.
 //! - [`wire`]: header names and ids that clients and receivers depend on.
 
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod gui;

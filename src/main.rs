@@ -13,6 +13,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Some(command) = config.command {
+        return herald::cli::run(command).unwrap_or_else(|err| {
+            eprintln!("herald: {err:#}");
+            ExitCode::FAILURE
+        });
+    }
     herald::service::raise_open_file_limit();
     let result = if config.headless {
         herald::headless::run(config)

@@ -6,7 +6,7 @@
 
 mod attempt;
 mod resolver;
-mod signature;
+pub mod signature;
 mod worker;
 
 use std::collections::HashMap;

@@ -38,6 +38,9 @@ mod edge;
 /// Topics: publishing with one, subscribing to patterns, the API, events and metrics.
 mod topics;
 
+/// The subcommands: listen, publish, subscribers, messages, resend.
+mod cli;
+
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 

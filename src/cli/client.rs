@@ -1,0 +1,118 @@
+//! The JSON API as the subcommands use it, with errors that say what to do.
+
+use anyhow::{Context as _, anyhow, bail};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+
+use super::HubArgs;
+
+/// A running hub, reached over HTTP.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    base: url::Url,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl HubClient {
+    pub fn new(args: &HubArgs) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("herald-cli/", env!("CARGO_PKG_VERSION")))
+            // A hub on this machine must not be reached through a desktop's HTTP_PROXY.
+            .no_proxy()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            base: args.hub.clone(),
+            http,
+            token: args.token.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// `path` (with its query) on the hub.
+    fn at(&self, path: &str) -> anyhow::Result<url::Url> {
+        self.base
+            .join(path)
+            .with_context(|| format!("{path} does not make a URL with {}", self.base))
+    }
+
+    /// Sends a request and returns the answer if it is a success; otherwise an error with
+    /// the hub's own words, or, when nothing answers, what to check.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Response> {
+        let mut request = self.http.request(method, self.at(path)?).headers(headers);
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let said = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "the hub at {} refused: {said} (give --token or HERALD_TOKEN)",
+                self.base
+            );
+        }
+        bail!("the hub at {} answered {status}: {said}", self.base)
+    }
+
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut headers = HeaderMap::new();
+        let body = match body {
+            Some(body) => {
+                headers.insert(CONTENT_TYPE, "application/json".parse()?);
+                Some(serde_json::to_vec(body)?)
+            }
+            None => None,
+        };
+        let response = self.send(method, path, headers, body).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let text = response.text().await?;
+        serde_json::from_str(&text).map_err(|err| {
+            anyhow!("the hub answered something that is not JSON ({err}): {text:.200}")
+        })
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> anyhow::Error {
+        // The innermost cause ("Connection refused (os error 111)") says the most.
+        let cause = anyhow::Chain::new(err)
+            .last()
+            .map_or_else(|| err.to_string(), ToString::to_string);
+        anyhow!(
+            "no hub answers at {} ({cause}); start one with `herald` or `herald --headless`, or give --hub",
+            self.base
+        )
+    }
+}
+
+/// `text` made safe for a URL path segment.
+pub fn segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
