@@ -287,7 +287,7 @@ impl Default for ServerConfig {
     }
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
     duration_up_to(text, MAX_DURATION)
 }
 

@@ -1,11 +1,17 @@
 //! The JSON API as the subcommands use it, with errors that say what to do.
 
+use std::time::Duration;
+
 use anyhow::{Context as _, anyhow, bail};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 
 use super::HubArgs;
+
+/// The longest any one call to the hub may take (the event stream excepted): a hub that
+/// accepts a connection and never answers must not hang a terminal.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running hub, reached over HTTP.
 #[derive(Debug, Clone)]
@@ -50,7 +56,11 @@ impl HubClient {
         headers: HeaderMap,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Response> {
-        let mut request = self.http.request(method, self.at(path)?).headers(headers);
+        let mut request = self
+            .http
+            .request(method, self.at(path)?)
+            .headers(headers)
+            .timeout(REQUEST_TIMEOUT);
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -74,6 +84,19 @@ impl HubClient {
             );
         }
         bail!("the hub at {} answered {status}: {said}", self.base)
+    }
+
+    /// The event stream: like [`HubClient::send`], with no time limit.
+    pub async fn stream(&self, path: &str) -> anyhow::Result<Response> {
+        let mut request = self.http.get(self.at(path)?);
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        if !response.status().is_success() {
+            bail!("the hub at {} answered {}", self.base, response.status());
+        }
+        Ok(response)
     }
 
     pub async fn json(
@@ -105,6 +128,18 @@ impl HubClient {
         let cause = anyhow::Chain::new(err)
             .last()
             .map_or_else(|| err.to_string(), ToString::to_string);
+        if err.is_builder() {
+            return anyhow!(
+                "cannot make a request to {}: {cause} (check --hub and --token)",
+                self.base
+            );
+        }
+        if err.is_timeout() {
+            return anyhow!(
+                "the hub at {} did not answer within {REQUEST_TIMEOUT:?}",
+                self.base
+            );
+        }
         anyhow!(
             "no hub answers at {} ({cause}); start one with `herald` or `herald --headless`, or give --hub",
             self.base

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
@@ -17,6 +19,7 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::HubArgs;
 use super::client::{HubClient, segment};
@@ -49,7 +52,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "whsec_...")]
     pub secret: Option<Secret>,
     /// Print JSON bodies indented.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub pretty: bool,
     /// Print one JSON object per delivery (NDJSON), for pipes.
     #[arg(long)]
@@ -59,7 +62,15 @@ pub struct ListenArgs {
 struct Listening {
     args: ListenArgs,
     forward: reqwest::Client,
+    /// Cancelled to stop: by a signal, or when stdout is gone (`listen | head`).
+    stop: CancellationToken,
 }
+
+/// The longest the deregistration is waited for at exit: a hub that accepts the
+/// connection and never answers must not keep the terminal.
+const DEREGISTER_WAIT: Duration = Duration::from_secs(3);
+/// The longest a forwarded delivery may take: a hub's default delivery timeout.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(args: ListenArgs) -> anyhow::Result<std::process::ExitCode> {
     let topics = match &args.topics {
@@ -74,10 +85,18 @@ pub(super) async fn run(args: ListenArgs) -> anyhow::Result<std::process::ExitCo
         }
     };
     let hub = HubClient::new(&args.hub)?;
+    // Before registering: from here on a Ctrl-C deregisters rather than kills.
+    let stop = CancellationToken::new();
+    tokio::spawn(on_signals(stop.clone()));
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let address = listener.local_addr()?.to_string();
+    if hub.url().host_str().is_some_and(|h| !is_loopback(h)) {
+        eprintln!(
+            "herald listen: registering {address}, a loopback address: a hub on another machine cannot deliver to it"
+        );
+    }
     let mut registration = json!({ "address": address });
     if let Some(topics) = &topics {
         registration["topics"] = topics.iter().map(ToString::to_string).collect();
@@ -85,7 +104,8 @@ pub(super) async fn run(args: ListenArgs) -> anyhow::Result<std::process::ExitCo
     let registered = hub
         .json(Method::POST, "/api/v1/subscribers", Some(&registration))
         .await?;
-    let lease = registered["lease_seconds"].as_f64().unwrap_or(120.0);
+    // Without one (a hub that says nothing of it), refresh often rather than too late.
+    let lease = registered["lease_seconds"].as_f64().unwrap_or(3.0);
     eprintln!(
         "herald listen: receiving at http://{address}/event, registered with {} (lease {lease:.0} s){}",
         hub.url(),
@@ -95,42 +115,72 @@ pub(super) async fn run(args: ListenArgs) -> anyhow::Result<std::process::ExitCo
         }),
     );
     let state = Arc::new(Listening {
-        forward: reqwest::Client::builder().no_proxy().build()?,
+        forward: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(FORWARD_TIMEOUT)
+            // The hub must hear what the service itself answered, not where it pointed.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
         args: args.clone(),
+        stop: stop.clone(),
     });
     let app = Router::new()
         .fallback(receive)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let keep_alive = tokio::spawn(keep_alive(hub.clone(), registration, lease));
-    stopped().await;
-    keep_alive.abort();
-    server.abort();
+    let keep_alive = tokio::spawn(keep_alive(hub.clone(), registration, lease, stop.clone()));
+    stop.cancelled().await;
+    // Awaited, so that a refresh already sent cannot land after the deregistration and
+    // register again a port nobody listens on.
+    keep_alive.await.ok();
     let path = format!("/api/v1/subscribers/{}", segment(&address));
-    match hub.json(Method::DELETE, &path, None).await {
-        Ok(_) => eprintln!("herald listen: deregistered {address}"),
-        Err(err) => eprintln!("herald listen: could not deregister {address}: {err:#}"),
+    match tokio::time::timeout(DEREGISTER_WAIT, hub.json(Method::DELETE, &path, None)).await {
+        Ok(Ok(_)) => eprintln!("herald listen: deregistered {address}"),
+        Ok(Err(err)) => eprintln!("herald listen: could not deregister {address}: {err:#}"),
+        Err(_) => eprintln!(
+            "herald listen: no answer to the deregistration within {DEREGISTER_WAIT:?}; {address} expires with its lease"
+        ),
     }
+    server.abort();
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Refreshes the registration at a third of the lease, so that two missed refreshes in a
 /// row still leave it alive; says so when the hub stops answering or comes back.
-async fn keep_alive(hub: HubClient, registration: Value, lease: f64) {
-    let every = Duration::from_secs_f64((lease / 3.0).clamp(0.5, 60.0));
+async fn keep_alive(hub: HubClient, registration: Value, mut lease: f64, stop: CancellationToken) {
     let mut failing = false;
     loop {
-        tokio::time::sleep(every).await;
-        match hub
-            .json(Method::POST, "/api/v1/subscribers", Some(&registration))
+        let every = Duration::from_secs_f64((lease / 3.0).clamp(0.5, 60.0));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let refresh = hub.json(Method::POST, "/api/v1/subscribers", Some(&registration));
+        // No longer than a period: a hung refresh must not hold the next one past the lease.
+        let answer = tokio::time::timeout(every, refresh)
             .await
-        {
-            Ok(_) if failing => {
-                eprintln!("herald listen: registered again with {}", hub.url());
-                failing = false;
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {every:?}")));
+        match answer {
+            Ok(answer) => {
+                // The console can change the TTL live: follow what the hub says now.
+                if let Some(now) = answer["lease_seconds"].as_f64() {
+                    lease = now;
+                }
+                if failing {
+                    eprintln!("herald listen: registered again with {}", hub.url());
+                    failing = false;
+                }
             }
-            Ok(_) => {}
             Err(err) if !failing => {
                 eprintln!("herald listen: keep-alive failed, retrying: {err:#}");
                 failing = true;
@@ -140,15 +190,30 @@ async fn keep_alive(hub: HubClient, registration: Value, lease: f64) {
     }
 }
 
-/// Ctrl-C, or SIGTERM on Unix.
-async fn stopped() {
+/// Ctrl-C or SIGTERM stops (and deregisters); a second one exits at once, past a hub
+/// that hangs.
+async fn on_signals(stop: CancellationToken) {
+    signal().await;
+    stop.cancel();
+    signal().await;
+    eprintln!("herald listen: stopped without deregistering");
+    std::process::exit(130);
+}
+
+async fn signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler can be installed");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                tokio::signal::ctrl_c().await.ok();
+            }
         }
     }
     #[cfg(not(unix))]
@@ -159,7 +224,7 @@ async fn receive(
     State(state): State<Arc<Listening>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> (StatusCode, HeaderMap, &'static str) {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let signature = state.args.secret.as_ref().map(|secret| {
         let now = SystemTime::now()
@@ -186,105 +251,173 @@ async fn receive(
         }
         _ => None,
     };
-    print(
-        &state.args,
-        &id,
-        topic.as_deref(),
-        &headers,
-        &body,
-        &signature,
-        &forwarded,
-    );
+    let delivery = Delivery {
+        id: &id,
+        topic: topic.as_deref(),
+        headers: &headers,
+        body: &body,
+        signature: &signature,
+        forwarded: &forwarded,
+    };
+    let line = delivery.shown(&state.args);
+    if let Err(err) = writeln!(std::io::stdout().lock(), "{line}") {
+        // Whoever read the output is gone (`listen | head -3`): stop, deregistering.
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            state.stop.cancel();
+        }
+    }
     match (&signature, forwarded) {
-        (Some(Err(_)), _) => (StatusCode::BAD_REQUEST, "bad signature"),
-        (_, Some(Ok((status, _)))) => (status, ""),
-        (_, Some(Err(_))) => (StatusCode::BAD_GATEWAY, "the forward target did not answer"),
-        _ => (StatusCode::OK, ""),
+        (Some(Err(_)), _) => (StatusCode::BAD_REQUEST, HeaderMap::new(), "bad signature"),
+        (_, Some(Ok(answered))) => {
+            // Its Retry-After too: the hub honours it.
+            let mut passed_on = HeaderMap::new();
+            if let Some(value) = answered.retry_after {
+                passed_on.insert(axum::http::header::RETRY_AFTER, value);
+            }
+            (answered.status, passed_on, "")
+        }
+        (_, Some(Err(_))) => (
+            StatusCode::BAD_GATEWAY,
+            HeaderMap::new(),
+            "the forward target did not answer",
+        ),
+        _ => (StatusCode::OK, HeaderMap::new(), ""),
     }
 }
 
-/// What the forward target answered, and how long it took; or why it did not.
-type Forwarded = Result<(StatusCode, Duration), String>;
+/// What the forward target answered.
+struct Answered {
+    status: StatusCode,
+    took: Duration,
+    retry_after: Option<axum::http::HeaderValue>,
+}
+
+/// Headers that belong to one hop and are never passed on (RFC 9110, 7.6.1), besides
+/// those a `Connection` header names.
+const HOP_BY_HOP: [&str; 10] = [
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 async fn forward(
     client: &reqwest::Client,
     url: &url::Url,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Forwarded {
+) -> Result<Answered, String> {
     let started = std::time::Instant::now();
+    let named: Vec<String> = headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
+        .collect();
     let mut request = client.post(url.clone()).body(body.clone());
     for (name, value) in headers {
-        // The hop's own headers are for this hop; the rest (content type, webhook and
-        // trace headers, Herald's) are what the service would have received.
-        if !matches!(
-            name.as_str(),
-            "host" | "content-length" | "connection" | "transfer-encoding"
-        ) {
+        // The rest (content type, webhook and trace headers, Herald's) are what the
+        // service would have received from the hub.
+        let name_text = name.as_str();
+        if !HOP_BY_HOP.contains(&name_text) && !named.iter().any(|n| n == name_text) {
             request = request.header(name, value);
         }
     }
     match request.send().await {
-        Ok(response) => {
-            let status =
-                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            Ok((status, started.elapsed()))
-        }
-        Err(err) => Err(err.to_string()),
+        Ok(response) => Ok(Answered {
+            status: StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(StatusCode::BAD_GATEWAY),
+            took: started.elapsed(),
+            retry_after: response
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok()),
+        }),
+        Err(err) => Err(anyhow::Chain::new(&err)
+            .last()
+            .map_or_else(|| err.to_string(), ToString::to_string)),
     }
 }
 
-fn print(
-    args: &ListenArgs,
-    id: &str,
-    topic: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-    signature: &Option<Result<(), crate::delivery::signature::Unverified>>,
-    forwarded: &Option<Forwarded>,
-) {
-    let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let text = String::from_utf8_lossy(body);
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let signature_text = signature.as_ref().map(|s| match s {
-        Ok(()) => "valid".to_owned(),
-        Err(why) => format!("invalid: {why}"),
-    });
-    let forwarded_text = forwarded.as_ref().map(|f| match f {
-        Ok((status, took)) => format!(
-            "{} in {:.1} ms",
-            status.as_u16(),
-            took.as_secs_f64() * 1000.0
-        ),
-        Err(why) => format!("failed: {why}"),
-    });
-    if args.json {
-        let line = json!({
-            "at": at,
-            "id": id.parse::<u64>().ok(),
-            "topic": topic,
-            "content_type": headers.get("content-type").and_then(|v| v.to_str().ok()),
-            "body": parsed.clone().unwrap_or_else(|| Value::String(text.clone().into_owned())),
-            "signature": signature_text,
-            "forwarded": forwarded_text,
+/// One delivery received, and what became of it here.
+struct Delivery<'a> {
+    id: &'a str,
+    topic: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    signature: &'a Option<Result<(), crate::delivery::signature::Unverified>>,
+    forwarded: &'a Option<Result<Answered, String>>,
+}
+
+impl Delivery<'_> {
+    /// As `listen` prints it: one line, or one JSON object with `--json`.
+    fn shown(&self, args: &ListenArgs) -> String {
+        let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let text = String::from_utf8_lossy(self.body);
+        let parsed: Option<Value> = serde_json::from_slice(self.body).ok();
+        let signature = self.signature.as_ref().map(|s| match s {
+            Ok(()) => "valid".to_owned(),
+            Err(why) => format!("invalid: {why}"),
         });
-        println!("{line}");
-        return;
+        let forwarded = self.forwarded.as_ref().map(|f| match f {
+            Ok(answered) => format!(
+                "{} in {:.1} ms",
+                answered.status.as_u16(),
+                answered.took.as_secs_f64() * 1000.0
+            ),
+            Err(why) => format!("failed: {why}"),
+        });
+        if args.json {
+            return json!({
+                "at": at,
+                "id": self.id.parse::<u64>().ok(),
+                "topic": self.topic,
+                "content_type": self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+                "body": parsed.unwrap_or_else(|| Value::String(text.into_owned())),
+                "signature": signature,
+                "forwarded": forwarded,
+            })
+            .to_string();
+        }
+        let body = match (&parsed, args.pretty) {
+            (Some(value), true) => {
+                format!(
+                    "\n{}",
+                    serde_json::to_string_pretty(value).unwrap_or_default()
+                )
+            }
+            (Some(value), false) => value.to_string(),
+            // A publisher's bytes must not drive the terminal: control characters escaped.
+            (None, _) => text
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect(),
+        };
+        let time = at.get(11..23).unwrap_or(&at);
+        let mut line = format!(
+            "{time}  #{}  {}  {body}",
+            self.id,
+            self.topic.unwrap_or("-")
+        );
+        if let Some(signature) = signature {
+            line.push_str(&format!("  [signature {signature}]"));
+        }
+        if let Some(forwarded) = forwarded {
+            line.push_str(&format!("  [forwarded: {forwarded}]"));
+        }
+        line
     }
-    let shown = match (&parsed, args.pretty) {
-        (Some(value), true) => format!(
-            "\n{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        ),
-        (Some(value), false) => value.to_string(),
-        (None, _) => text.into_owned(),
-    };
-    let mut line = format!("{}  #{id}  {}  {shown}", &at[11..23], topic.unwrap_or("-"));
-    if let Some(signature) = signature_text {
-        line.push_str(&format!("  [signature {signature}]"));
-    }
-    if let Some(forwarded) = forwarded_text {
-        line.push_str(&format!("  [forwarded: {forwarded}]"));
-    }
-    println!("{line}");
 }

@@ -5,8 +5,10 @@
 //! - `listen`: a receiver in the terminal, registered and kept alive with a hub.
 //! - `publish`: one message, or a burst of them.
 //! - `subscribers`, `messages`, `resend`: the API, readable.
+//! - `check`: a service's webhook endpoint against real-world delivery (no hub needed).
 //! - `completions`, `man`: generated from the same clap definitions as the flags.
 
+mod check;
 mod client;
 mod listen;
 mod publish;
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+pub use check::CheckArgs;
 pub use client::HubClient;
 pub use listen::ListenArgs;
 pub use publish::PublishArgs;
@@ -34,6 +37,10 @@ pub enum Command {
     Messages(MessagesArgs),
     /// Deliver a logged message again, to all or one subscriber.
     Resend(ResendArgs),
+    /// Test a service's webhook endpoint against real-world delivery: a normal event,
+    /// forged, stale and unsigned ones (with --secret), a repeated id, an oversized body,
+    /// 100 at once, the timeout. Exits with the number of failures.
+    Check(CheckArgs),
     /// Print a shell completion script: `herald completions bash > /etc/bash_completion.d/herald`.
     Completions {
         #[arg(value_enum)]
@@ -51,7 +58,8 @@ pub struct HubArgs {
         long,
         env = "HERALD_HUB",
         default_value = "http://127.0.0.1:3000",
-        value_name = "URL"
+        value_name = "URL",
+        value_parser = hub_url
     )]
     pub hub: url::Url,
     /// Its bearer token, when it asks for one (bound beyond loopback, or --token).
@@ -62,6 +70,15 @@ pub struct HubArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+}
+
+fn hub_url(text: &str) -> Result<url::Url, String> {
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+        _ => Err(format!(
+            "{text:?} is not a hub URL; give one like http://127.0.0.1:3000"
+        )),
+    }
 }
 
 /// For subcommands that only read.
@@ -100,6 +117,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Command::Subscribers(args) => read::subscribers(args).await,
             Command::Messages(args) => read::messages(args).await,
             Command::Resend(args) => read::resend(args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         }
     })

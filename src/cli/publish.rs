@@ -44,7 +44,7 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000), value_name = "N")]
     pub repeat: u32,
     /// At most this many a second with --repeat (default: as fast as the hub accepts).
-    #[arg(long, value_name = "PER_SECOND", value_parser = rate)]
+    #[arg(long, value_name = "PER_SECOND", value_parser = rate, requires = "repeat")]
     pub rate: Option<f64>,
     /// Print the hub's JSON answer for each message.
     #[arg(long)]
@@ -93,7 +93,12 @@ pub(super) async fn run(args: PublishArgs) -> anyhow::Result<std::process::ExitC
             .context("--content-type is not a header value")?,
     );
     for (name, value) in &args.headers {
-        headers.append(name, value.clone());
+        // A Content-Type given as a header replaces --content-type's, not adds a second.
+        if *name == CONTENT_TYPE {
+            headers.insert(name, value.clone());
+        } else {
+            headers.append(name, value.clone());
+        }
     }
     let path = match &args.topic {
         Some(topic) => format!("/api/v1/messages?topic={}", segment(topic.as_str())),

@@ -1,10 +1,11 @@
 //! `herald subscribers`, `herald messages [--follow]` and `herald resend`: the JSON API,
 //! readable in a terminal, or as it is with `--json`.
 
+use std::io::Write as _;
+
 use anyhow::bail;
 use clap::Args;
 use reqwest::Method;
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::client::{HubClient, segment};
@@ -21,7 +22,7 @@ pub struct MessagesArgs {
     #[arg(long, value_name = "PATTERN")]
     pub topic: Option<String>,
     /// Follow the hub live instead: publishes, deliveries, subscribers coming and going.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["limit", "topic"])]
     pub follow: bool,
 }
 
@@ -121,29 +122,90 @@ pub(super) async fn messages(args: MessagesArgs) -> anyhow::Result<std::process:
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Prints the event stream, one line per event, until the hub goes away.
+/// The most an event may hold before the stream is given up on: the hub's are small, and
+/// a stream that never ends an event must not grow without end.
+const MAX_EVENT: usize = 1024 * 1024;
+
+/// Prints the event stream, one line per event, until the hub goes away or whoever reads
+/// the output does (`messages --follow | head`).
 async fn follow(hub: &HubClient, json: bool) -> anyhow::Result<std::process::ExitCode> {
-    let mut response = hub
-        .send(Method::GET, "/api/v1/events", HeaderMap::new(), None)
-        .await?;
-    let mut pending = String::new();
+    let mut response = hub.stream("/api/v1/events").await?;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut out = std::io::stdout().lock();
     while let Some(chunk) = response.chunk().await? {
-        pending.push_str(&String::from_utf8_lossy(&chunk));
-        // An event ends with a blank line; its JSON is on its `data:` line.
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
-            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else {
-                continue;
+        pending.extend_from_slice(&chunk);
+        for data in take_events(&mut pending) {
+            let line = if json {
+                data
+            } else {
+                match serde_json::from_str::<Value>(&data) {
+                    Ok(value) => describe(&value),
+                    Err(_) => continue,
+                }
             };
-            let data = data.trim();
-            if json {
-                println!("{data}");
-            } else if let Ok(value) = serde_json::from_str::<Value>(data) {
-                println!("{}", describe(&value));
+            if let Err(err) = writeln!(out, "{line}") {
+                if err.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(std::process::ExitCode::SUCCESS);
+                }
+                return Err(err.into());
             }
+        }
+        if pending.len() > MAX_EVENT {
+            bail!("the hub at {} sent an event of over 1 MiB", hub.url());
         }
     }
     bail!("the hub at {} closed the event stream", hub.url())
+}
+
+/// Takes the complete events off the front of `pending` and returns each one's data (its
+/// `data:` lines joined with newlines, as Server-Sent Events have it). Lines may end in
+/// LF, CRLF or CR; bytes are decoded per event, so a character split across chunks is
+/// whole.
+fn take_events(pending: &mut Vec<u8>) -> Vec<String> {
+    let mut events = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(pending)
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
+        let Some(end) = text.find("\n\n") else {
+            return events;
+        };
+        // Where the event ends in the raw bytes: as many line ends as the text had, counted
+        // again over the bytes (CRLF is two bytes for one).
+        let consumed = raw_end(pending, text[..end].matches('\n').count() + 2);
+        let event = &text[..end];
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|data| data.strip_prefix(' ').unwrap_or(data))
+            .collect();
+        pending.drain(..consumed);
+        if !data.is_empty() {
+            events.push(data.join("\n"));
+        }
+    }
+}
+
+/// The byte offset just past the `lines`-th line end (CRLF, LF or CR) in `bytes`.
+fn raw_end(bytes: &[u8], lines: usize) -> usize {
+    let mut seen = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let width = match (bytes[at], bytes.get(at + 1)) {
+            (b'\r', Some(b'\n')) => 2,
+            (b'\r' | b'\n', _) => 1,
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        at += width;
+        seen += 1;
+        if seen == lines {
+            return at;
+        }
+    }
+    bytes.len()
 }
 
 /// One event as a line of text.
@@ -225,5 +287,24 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_read_whatever_the_line_ends_and_however_they_are_cut() {
+        let stream = "event: published\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n: comment\n\ndata: \"é\"\r\rdata: x";
+        let bytes = stream.as_bytes();
+        for cut in 0..bytes.len() {
+            let mut pending = bytes[..cut].to_vec();
+            let mut events = take_events(&mut pending);
+            pending.extend_from_slice(&bytes[cut..]);
+            events.extend(take_events(&mut pending));
+            assert_eq!(events, ["{\"a\":\n1}", "\"é\""], "cut at {cut}");
+            assert_eq!(pending, b"data: x", "cut at {cut}");
+        }
     }
 }

@@ -329,3 +329,178 @@ async fn completions_and_the_man_page_come_from_the_flags() {
     let (code, _, stderr) = run(&["completions", "tcsh"]).await;
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+/// A receiver written as the guides say: verifies signatures with `secret` (400 when
+/// wrong), acknowledges a repeated id, refuses bodies over 1 MiB with 413.
+async fn careful_receiver(secret: &'static str) -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(std::collections::HashSet::new()));
+    let app = axum::Router::new()
+        .route(
+            "/event",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let secret = secret.parse().unwrap();
+                    let verified = herald::delivery::signature::verify(
+                        &secret,
+                        text("webhook-id"),
+                        text("webhook-timestamp"),
+                        text("webhook-signature"),
+                        &body,
+                        now,
+                    );
+                    if verified.is_err() {
+                        return StatusCode::BAD_REQUEST;
+                    }
+                    if seen.lock().insert(text("webhook-id").unwrap().to_owned()) {
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/event", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// One that takes whatever comes, and fails on a large body.
+async fn sloppy_receiver() -> String {
+    use axum::body::Bytes;
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/event",
+            axum::routing::post(|body: Bytes| async move {
+                if body.len() > 1024 * 1024 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/event", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn check_passes_a_careful_receiver_and_says_where_a_sloppy_one_fails() {
+    let careful = careful_receiver(SECRET).await;
+    let junit = std::env::temp_dir().join(format!("herald-check-{}.xml", std::process::id()));
+    let junit_path = junit.to_str().unwrap();
+    let (code, stdout, stderr) =
+        run(&["check", &careful, "--secret", SECRET, "--junit", junit_path]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("8 passed, 0 failed, 0 skipped"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"tests="8" failures="0""#), "{xml}");
+    std::fs::remove_file(&junit).ok();
+
+    let sloppy = sloppy_receiver().await;
+    let (code, stdout, _) = run(&["check", &sloppy, "--secret", SECRET]).await;
+    assert_eq!(code, Some(4), "{stdout}");
+    for failing in [
+        "FAIL  refuses a bad signature",
+        "FAIL  refuses a stale timestamp",
+        "FAIL  refuses a delivery without signature headers",
+        "FAIL  accepts or cleanly refuses (413)",
+    ] {
+        assert!(stdout.contains(failing), "{failing}: {stdout}");
+    }
+    assert!(
+        stdout.contains("pass  copes with 100 concurrent deliveries"),
+        "{stdout}"
+    );
+
+    // Without a secret, the signature checks are skipped, not passed.
+    let (code, stdout, _) = run(&["check", &careful]).await;
+    assert_eq!(
+        code,
+        Some(3),
+        "unsigned deliveries are refused by it: {stdout}"
+    );
+    assert!(stdout.contains("skip  refuses a bad signature"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_fails_a_receiver_slower_than_the_timeout() {
+    let app = axum::Router::new().route(
+        "/event",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            axum::http::StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/event", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (code, stdout, _) = run(&["check", &url, "--timeout", "200ms"]).await;
+    assert!(code.is_some_and(|c| c >= 2), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  answers within the delivery timeout"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("timed out"), "{stdout}");
+}
+
+#[tokio::test]
+async fn publish_reads_standard_input_and_refuses_mixed_or_loose_flags() {
+    let hub = start_hub(|_| {}).await;
+    let mut child = herald(&["publish", "--hub", &hub.url, "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, br#"{"from": "stdin"}"#)
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        &hub.hub().message(1).unwrap().body[..],
+        br#"{"from": "stdin"}"#
+    );
+    for args in [
+        &["publish", "--hub", &hub.url, "--data", "x", "-"][..],
+        &["publish", "--hub", &hub.url],
+        &["publish", "--hub", &hub.url, "--data", "x", "--rate", "5"],
+        &["publish", "--hub", "localhost:3000", "--data", "x"],
+        &["messages", "--hub", &hub.url, "--follow", "--limit", "3"],
+    ] {
+        let (code, _, stderr) = run(args).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+    }
+    assert_eq!(hub.hub().totals().messages, 1);
+}
+
+#[tokio::test]
+async fn listen_stops_on_ctrl_c_even_when_the_hub_is_gone() {
+    let hub = start_hub(|_| {}).await;
+    let (child, _lines) = listen(&hub, &[]).await;
+    hub.shutdown().await;
+    let started = std::time::Instant::now();
+    let stderr = interrupt(child).await;
+    assert!(stderr.contains("could not deregister"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
