@@ -1,4 +1,7 @@
 //! Command-line flags. The flag names are part of Herald's interface: scripts use them.
+//! The same settings may come from a config file ([`file`]).
+
+mod file;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,6 +30,17 @@ pub struct Config {
     /// Without one, the hub itself (the window, or --headless).
     #[command(subcommand)]
     pub command: Option<crate::cli::Command>,
+
+    /// Read settings from this TOML file (keys are the flags' names: ttl = "30s"), instead
+    /// of herald.toml here or in the user's config directory. Flags and the environment
+    /// beat it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Print every setting in force, and where each came from (flag, environment, config
+    /// file or default), then exit.
+    #[arg(long)]
+    pub print_config: bool,
 
     /// Run the hub without a window (CI, containers, shared use).
     #[arg(long)]
@@ -187,14 +201,56 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
-        let matches = Self::command().get_matches_from(args);
+        let given = |matches: &clap::ArgMatches| -> Vec<String> {
+            matches
+                .ids()
+                .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| id.as_str().to_owned())
+                .collect()
+        };
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let command = Self::command();
+        let mut matches = command.clone().get_matches_from(&args);
+        let mut from_file = Vec::new();
+        // Subcommands talk to a hub; the file holds the hub's own settings.
+        let path = if matches.subcommand().is_some() {
+            None
+        } else {
+            file::locate(
+                matches
+                    .get_one::<std::path::PathBuf>("config")
+                    .map(|p| p.as_path()),
+            )
+        };
+        if let Some(path) = &path {
+            let (flags, set) =
+                file::as_flags(path, &command, &given(&matches)).unwrap_or_else(|err| {
+                    eprintln!("herald: {err}");
+                    std::process::exit(2)
+                });
+            // The file's settings go first, as flags the command line did not give, and
+            // are checked by the same parser (a bad value names the flag, and the file).
+            let mut all = args[..1.min(args.len())].to_vec();
+            all.extend(flags);
+            all.extend(args.iter().skip(1).cloned());
+            matches = command
+                .clone()
+                .try_get_matches_from(all)
+                .unwrap_or_else(|err| {
+                    eprintln!("herald: in {}:", path.display());
+                    err.exit()
+                });
+            from_file = set;
+        }
+        if matches.get_flag("print_config") {
+            print!(
+                "{}",
+                file::describe(&command, &matches, &from_file, path.as_deref())
+            );
+            std::process::exit(0);
+        }
         let config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-        let given = matches
-            .ids()
-            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-            .map(|id| id.as_str().to_owned())
-            .collect();
-        (config, given)
+        (config, given(&matches))
     }
 
     pub fn hub(&self) -> HubConfig {

@@ -504,3 +504,104 @@ async fn listen_stops_on_ctrl_c_even_when_the_hub_is_gone() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_flag_beats_the_environment_which_beats_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("herald-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("herald.toml"),
+        "ttl = \"30s\"\nreap-every = \"9s\"\ntoken = \"from-the-file\"\nforward-header = [\"x-tenant\"]\nheadless = true\n",
+    )
+    .unwrap();
+    let output = herald(&["--print-config", "--reap-every", "5s"])
+        .current_dir(&dir)
+        .env("HERALD_TOKEN", "from-the-environment")
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let line = |key: &str| -> String {
+        printed
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} missing: {printed}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("ttl"), "ttl = \"30s\" # config file");
+    assert_eq!(line("reap-every"), "reap-every = \"5s\" # flag");
+    assert_eq!(line("token"), "token = \"***\" # environment");
+    assert_eq!(
+        line("forward-header"),
+        "forward-header = [\"x-tenant\"] # config file"
+    );
+    assert_eq!(line("headless"), "headless = true # config file");
+    assert_eq!(line("max-body"), "max-body = \"1MiB\" # default");
+    assert!(
+        !printed.contains("from-the"),
+        "secrets are not printed: {printed}"
+    );
+
+    // The file is the hub's: a bad key or value is refused with its name and the file's.
+    std::fs::write(dir.join("bad.toml"), "tll = \"30s\"\n").unwrap();
+    let (code, _, stderr) = run(&[
+        "--config",
+        dir.join("bad.toml").to_str().unwrap(),
+        "--headless",
+    ])
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("`tll` is not a setting") && stderr.contains("ttl"),
+        "{stderr}"
+    );
+    std::fs::write(dir.join("bad.toml"), "ttl = \"soon\"\n").unwrap();
+    let (code, _, stderr) = run(&[
+        "--config",
+        dir.join("bad.toml").to_str().unwrap(),
+        "--headless",
+    ])
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("--ttl"),
+        "{stderr}"
+    );
+
+    // And a hub started with it uses it.
+    std::fs::write(
+        dir.join("hub.toml"),
+        "headless = true\nbind = \"127.0.0.1:0\"\nttl = \"42s\"\n",
+    )
+    .unwrap();
+    let mut hub = herald(&["--config", dir.join("hub.toml").to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(hub.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, url)) = line.split_once("Herald listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("no listening line");
+    })
+    .await
+    .unwrap();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/subscribers"))
+        .json(&serde_json::json!({"address": "127.0.0.1:9"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["lease_seconds"], 42.0, "{answer}");
+    hub.kill().await.ok();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,187 @@
+//! `herald.toml`: the hub's settings in a file, with the flags' own names and spellings
+//! (`ttl = "30s"`, `forward-header = ["x-tenant"]`, `headless = true`). It is read from
+//! `--config FILE`, or else `herald.toml` in the working directory, or else
+//! `herald/herald.toml` in the user's config directory. A flag beats the environment,
+//! which beats the file, which beats the defaults: the file's settings are handed to the
+//! same parser as the flags, so each value is checked exactly as a flag's is.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+
+/// The file's name, in the working directory and in the user's config directory.
+const FILE_NAME: &str = "herald.toml";
+/// A config file larger than this is surely not one.
+const MAX_FILE: u64 = 1024 * 1024;
+
+/// Where the file is: the one given, or the first of the usual places that exists.
+pub(super) fn locate(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = given {
+        return Some(path.to_owned());
+    }
+    let here = PathBuf::from(FILE_NAME);
+    if here.is_file() {
+        return Some(here);
+    }
+    let config_dir = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(config_dir.join("herald").join(FILE_NAME)).filter(|path| path.is_file())
+}
+
+/// The file's settings as flags (`--ttl`, `30s`, ...) for the arguments of `command`
+/// that neither the command line (`given`, by id) nor the environment set, and the ids
+/// they set. An unknown key, a table, or a value that is neither text, number, boolean
+/// nor a list of those is an error that names the file and the key.
+pub(super) fn as_flags(
+    path: &Path,
+    command: &clap::Command,
+    given: &[String],
+) -> Result<(Vec<OsString>, Vec<String>), String> {
+    let shown = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|err| format!("cannot read the config file {shown}: {err}"))?
+        .len();
+    if size > MAX_FILE {
+        return Err(format!(
+            "the config file {shown} is {size} bytes; a config file is at most 1 MiB"
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read the config file {shown}: {err}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|err| format!("the config file {shown} is not TOML: {err}"))?;
+    let mut flags = Vec::new();
+    let mut set = Vec::new();
+    for (key, value) in &table {
+        let long = key.replace('_', "-");
+        let Some(arg) = command.get_arguments().find(|arg| {
+            arg.get_long() == Some(long.as_str())
+                && !matches!(
+                    long.as_str(),
+                    "config" | "print-config" | "help" | "version"
+                )
+        }) else {
+            let known: Vec<&str> = command
+                .get_arguments()
+                .filter_map(clap::Arg::get_long)
+                .filter(|long| !matches!(*long, "config" | "print-config" | "help" | "version"))
+                .collect();
+            return Err(format!(
+                "{shown}: `{key}` is not a setting; the settings are the flags' names: {}",
+                known.join(", ")
+            ));
+        };
+        let id = arg.get_id().as_str().to_owned();
+        let from_env = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some());
+        if given.contains(&id) || from_env {
+            continue;
+        }
+        let flag = format!("--{long}");
+        let takes_value = arg.get_action().takes_values();
+        let values = match value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| scalar(item, &shown, key))
+                .collect::<Result<Vec<_>, _>>()?,
+            other => vec![scalar(other, &shown, key)?],
+        };
+        if !takes_value {
+            match values.as_slice() {
+                [on] if on == "true" => flags.push(OsString::from(&flag)),
+                [off] if off == "false" => continue,
+                _ => return Err(format!("{shown}: `{key}` is a switch: true or false")),
+            }
+        } else {
+            for value in values {
+                flags.push(OsString::from(&flag));
+                flags.push(OsString::from(value));
+            }
+        }
+        set.push(id);
+    }
+    Ok((flags, set))
+}
+
+fn scalar(
+    value: &toml::Value,
+    shown: &std::path::Display<'_>,
+    key: &str,
+) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Float(x) => Ok(x.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        _ => Err(format!(
+            "{shown}: `{key}` must be text, a number, true or false, or a list of those"
+        )),
+    }
+}
+
+/// What `--print-config` shows: every setting with the value in force and where it came
+/// from, as TOML that could be a config file itself.
+pub(super) fn describe(
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+    from_file: &[String],
+    file: Option<&Path>,
+) -> String {
+    let mut out = String::new();
+    match file {
+        Some(path) => out.push_str(&format!("# config file: {}\n", path.display())),
+        None => {
+            out.push_str("# no config file (herald.toml here, or in the user's config directory)\n")
+        }
+    }
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        if matches!(long, "config" | "print-config" | "help" | "version") {
+            continue;
+        }
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let secret = matches!(long, "token" | "signing-secret");
+        let source = match matches.value_source(id) {
+            _ if from_file.iter().any(|f| f == id) => "config file",
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::EnvVariable) => "environment",
+            Some(ValueSource::DefaultValue) => "default",
+            _ => "not set",
+        };
+        let shown = if !arg.get_action().takes_values() {
+            matches.get_flag(id).to_string()
+        } else if values.is_empty() {
+            "[]".to_owned()
+        } else if secret {
+            "\"***\"".to_owned()
+        } else if arg.get_action().takes_values()
+            && matches!(arg.get_action(), clap::ArgAction::Append)
+        {
+            let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        } else {
+            format!("{:?}", values.join(","))
+        };
+        let line = if values.is_empty()
+            && arg.get_action().takes_values()
+            && !matches!(arg.get_action(), clap::ArgAction::Append)
+        {
+            format!("# {long} is not set")
+        } else {
+            format!("{long} = {shown}")
+        };
+        out.push_str(&format!("{line:<48} # {source}\n"));
+    }
+    out
+}
