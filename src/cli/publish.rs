@@ -51,6 +51,9 @@ pub struct PublishArgs {
     pub json: bool,
 }
 
+/// How often the progress counter is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
 fn header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = text
         .split_once(':')
@@ -106,7 +109,11 @@ pub(super) async fn run(args: PublishArgs) -> anyhow::Result<std::process::ExitC
     };
     let every = args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
     let started = Instant::now();
+    // A counter on the terminal's last line, redrawn a few times a second (written by
+    // hand: one line of `\r`, where a progress-bar crate would bring its own terminal
+    // handling for no more than this).
     let progress = args.repeat > 1 && std::io::stderr().is_terminal();
+    let mut drawn = Instant::now();
     let mut reached = 0u64;
     for n in 0..args.repeat {
         if let Some(every) = every {
@@ -121,7 +128,13 @@ pub(super) async fn run(args: PublishArgs) -> anyhow::Result<std::process::ExitC
                 n => format!("{n} of {} were published before this", args.repeat),
             })?;
         let text = response.text().await?;
-        let answer: serde_json::Value = serde_json::from_str(&text)?;
+        let answer: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the hub's answer to message {} of {} is not JSON: {text:.200}",
+                n + 1,
+                args.repeat
+            )
+        })?;
         let subscribers = answer["subscribers"].as_u64().unwrap_or(0);
         reached += subscribers;
         if args.json {
@@ -133,8 +146,9 @@ pub(super) async fn run(args: PublishArgs) -> anyhow::Result<std::process::ExitC
                 "subscribers"
             };
             println!("message {} queued for {subscribers} {noun}", answer["id"]);
-        } else if progress && (n + 1) % 100 == 0 {
+        } else if progress && (drawn.elapsed() >= PROGRESS_EVERY || n + 1 == args.repeat) {
             eprint!("\r{} of {} published", n + 1, args.repeat);
+            drawn = Instant::now();
         }
     }
     if args.repeat > 1 && !args.json {

@@ -76,14 +76,7 @@ pub(super) fn as_flags(
             ));
         };
         let id = arg.get_id().as_str().to_owned();
-        let from_env = arg
-            .get_env()
-            .is_some_and(|name| std::env::var_os(name).is_some());
-        if given.contains(&id) || from_env {
-            continue;
-        }
         let flag = format!("--{long}");
-        let takes_value = arg.get_action().takes_values();
         let values = match value {
             toml::Value::Array(items) => items
                 .iter()
@@ -91,12 +84,23 @@ pub(super) fn as_flags(
                 .collect::<Result<Vec<_>, _>>()?,
             other => vec![scalar(other, &shown, key)?],
         };
-        if !takes_value {
-            match values.as_slice() {
-                [on] if on == "true" => flags.push(OsString::from(&flag)),
-                [off] if off == "false" => continue,
-                _ => return Err(format!("{shown}: `{key}` is a switch: true or false")),
-            }
+        // A switch's shape is checked here, before a flag or the environment may
+        // override it: a file that is wrong says so whatever else is given.
+        let switch = !arg.get_action().takes_values();
+        let on = match values.as_slice() {
+            [on] if switch && on == "true" => true,
+            [off] if switch && off == "false" => false,
+            _ if switch => return Err(format!("{shown}: `{key}` is a switch: true or false")),
+            _ => true,
+        };
+        let from_env = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some());
+        if given.contains(&id) || from_env || !on {
+            continue;
+        }
+        if switch {
+            flags.push(OsString::from(&flag));
         } else {
             for value in values {
                 flags.push(OsString::from(&flag));

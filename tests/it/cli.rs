@@ -546,30 +546,27 @@ async fn a_flag_beats_the_environment_which_beats_the_config_file() {
     );
 
     // The file is the hub's: a bad key or value is refused with its name and the file's.
-    std::fs::write(dir.join("bad.toml"), "tll = \"30s\"\n").unwrap();
-    let (code, _, stderr) = run(&[
-        "--config",
-        dir.join("bad.toml").to_str().unwrap(),
-        "--headless",
-    ])
-    .await;
-    assert_eq!(code, Some(2));
+    let refused = |content: &'static str| {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, content).unwrap();
+        async move {
+            let (code, _, stderr) = run(&["--config", path.to_str().unwrap(), "--headless"]).await;
+            assert_eq!(code, Some(2), "{content}: {stderr}");
+            stderr
+        }
+    };
+    let stderr = refused("tll = \"30s\"\n").await;
     assert!(
         stderr.contains("`tll` is not a setting") && stderr.contains("ttl"),
         "{stderr}"
     );
-    std::fs::write(dir.join("bad.toml"), "ttl = \"soon\"\n").unwrap();
-    let (code, _, stderr) = run(&[
-        "--config",
-        dir.join("bad.toml").to_str().unwrap(),
-        "--headless",
-    ])
-    .await;
-    assert_eq!(code, Some(2));
+    let stderr = refused("ttl = \"soon\"\n").await;
     assert!(
         stderr.contains("bad.toml") && stderr.contains("--ttl"),
         "{stderr}"
     );
+    let stderr = refused("headless = \"yes\"\n").await;
+    assert!(stderr.contains("`headless` is a switch"), "{stderr}");
 
     // And a hub started with it uses it.
     std::fs::write(
