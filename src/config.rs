@@ -211,6 +211,7 @@ impl Config {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let command = Self::command();
         let mut matches = command.clone().get_matches_from(&args);
+        let typed = given(&matches);
         let mut from_file = Vec::new();
         // Subcommands talk to a hub; the file holds the hub's own settings.
         let path = if matches.subcommand().is_some() {
@@ -223,11 +224,10 @@ impl Config {
             )
         };
         if let Some(path) = &path {
-            let (flags, set) =
-                file::as_flags(path, &command, &given(&matches)).unwrap_or_else(|err| {
-                    eprintln!("herald: {err}");
-                    std::process::exit(2)
-                });
+            let (flags, set) = file::as_flags(path, &command, &typed).unwrap_or_else(|err| {
+                eprintln!("herald: {err}");
+                std::process::exit(2)
+            });
             // The file's settings go first, as flags the command line did not give, and
             // are checked by the same parser (a bad value names the flag, and the file).
             let mut all = args[..1.min(args.len())].to_vec();
@@ -250,7 +250,9 @@ impl Config {
             std::process::exit(0);
         }
         let config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-        (config, given(&matches))
+        // Flags typed now, not the file's: the window's remembered settings beat the file
+        // (it is the hub's defaults), and only a flag given now beats them.
+        (config, typed)
     }
 
     pub fn hub(&self) -> HubConfig {

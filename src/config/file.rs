@@ -14,6 +14,8 @@ use clap::parser::ValueSource;
 const FILE_NAME: &str = "herald.toml";
 /// A config file larger than this is surely not one.
 const MAX_FILE: u64 = 1024 * 1024;
+/// The most values one setting may list.
+const MAX_LIST: usize = 1_000;
 
 /// Where the file is: the one given, or the first of the usual places that exists.
 pub(super) fn locate(given: Option<&Path>) -> Option<PathBuf> {
@@ -22,6 +24,9 @@ pub(super) fn locate(given: Option<&Path>) -> Option<PathBuf> {
     }
     let here = PathBuf::from(FILE_NAME);
     if here.is_file() {
+        // Said, since a checkout of someone else's project may carry one (with a `bind`
+        // or an `allow-origin` of its own).
+        eprintln!("herald: reading settings from ./{FILE_NAME}");
         return Some(here);
     }
     let config_dir = std::env::var_os("XDG_CONFIG_HOME")
@@ -41,16 +46,18 @@ pub(super) fn as_flags(
     given: &[String],
 ) -> Result<(Vec<OsString>, Vec<String>), String> {
     let shown = path.display();
-    let size = std::fs::metadata(path)
-        .map_err(|err| format!("cannot read the config file {shown}: {err}"))?
-        .len();
-    if size > MAX_FILE {
+    // Read with a limit, not by the size it reports: a FIFO or /dev/zero reports none.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_FILE + 1), &mut text)
+        })
+        .map_err(|err| format!("cannot read the config file {shown}: {err}"))?;
+    if text.len() as u64 > MAX_FILE {
         return Err(format!(
-            "the config file {shown} is {size} bytes; a config file is at most 1 MiB"
+            "the config file {shown} is over 1 MiB; a config file is not that big"
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read the config file {shown}: {err}"))?;
     let table: toml::Table = text
         .parse()
         .map_err(|err| format!("the config file {shown} is not TOML: {err}"))?;
@@ -78,6 +85,12 @@ pub(super) fn as_flags(
         let id = arg.get_id().as_str().to_owned();
         let flag = format!("--{long}");
         let values = match value {
+            toml::Value::Array(items) if items.len() > MAX_LIST => {
+                return Err(format!(
+                    "{shown}: `{key}` lists {} values; at most {MAX_LIST}",
+                    items.len()
+                ));
+            }
             toml::Value::Array(items) => items
                 .iter()
                 .map(|item| scalar(item, &shown, key))
@@ -96,15 +109,16 @@ pub(super) fn as_flags(
         let from_env = arg
             .get_env()
             .is_some_and(|name| std::env::var_os(name).is_some());
-        if given.contains(&id) || from_env || !on {
+        if given.contains(&id) || from_env || !on || values.is_empty() {
             continue;
         }
         if switch {
             flags.push(OsString::from(&flag));
         } else {
             for value in values {
-                flags.push(OsString::from(&flag));
-                flags.push(OsString::from(value));
+                // One argument, `--flag=value`: a value that starts with `-` (a token)
+                // must not be read as a flag.
+                flags.push(OsString::from(format!("{flag}={value}")));
             }
         }
         set.push(id);

@@ -233,7 +233,16 @@ mod tests {
             dark: false,
         };
         let (mut config, given) =
-            Config::parse_noting_given(["herald", "--ttl", "5s", "--bind", "127.0.0.1:4100"]);
+            // An empty config file, so that none on this machine plays a part.
+            Config::parse_noting_given([
+                "herald",
+                "--config",
+                "/dev/null",
+                "--ttl",
+                "5s",
+                "--bind",
+                "127.0.0.1:4100",
+            ]);
         saved.apply_to(&mut config, &given);
         assert_eq!(config.ttl, Duration::from_secs(5));
         assert_eq!(config.bind, "127.0.0.1:4100".parse().unwrap());

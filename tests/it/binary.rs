@@ -13,7 +13,12 @@ fn herald() -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // No config file of this machine's: none in a config directory that is not there.
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("herald-tests-no-config"),
+        );
     command
 }
 

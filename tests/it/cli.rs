@@ -21,7 +21,12 @@ fn herald(args: &[&str]) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // No config file of this machine's: none in a config directory that is not there.
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("herald-tests-no-config"),
+        );
     command
 }
 
@@ -550,7 +555,8 @@ async fn a_flag_beats_the_environment_which_beats_the_config_file() {
         let path = dir.join("bad.toml");
         std::fs::write(&path, content).unwrap();
         async move {
-            let (code, _, stderr) = run(&["--config", path.to_str().unwrap(), "--headless"]).await;
+            let (code, _, stderr) =
+                run(&["--config", path.to_str().unwrap(), "--print-config"]).await;
             assert_eq!(code, Some(2), "{content}: {stderr}");
             stderr
         }
@@ -600,5 +606,46 @@ async fn a_flag_beats_the_environment_which_beats_the_config_file() {
         .unwrap();
     assert_eq!(answer["lease_seconds"], 42.0, "{answer}");
     hub.kill().await.ok();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn config_file_lists_and_odd_values_are_taken_as_they_are_meant() {
+    let dir = std::env::temp_dir().join(format!("herald-config-odd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("odd.toml");
+    std::fs::write(
+        &path,
+        "token = \"-starts-like-a-flag\"\nforward-header = [\"x-from-file\"]\nallow-origin = []\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--forward-header",
+        "x-from-flag",
+        "--print-config",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = |key: &str| -> String {
+        let found = stdout.lines().find(|l| l.starts_with(&format!("{key} = ")));
+        found
+            .unwrap_or_else(|| panic!("{key}: {stdout}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("token"), "token = \"***\" # config file");
+    // A list given as a flag replaces the file's, rather than adding to it.
+    assert_eq!(
+        line("forward-header"),
+        "forward-header = [\"x-from-flag\"] # flag"
+    );
+    assert_eq!(
+        line("allow-origin"),
+        "allow-origin = [] # not set",
+        "an empty list sets nothing"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
