@@ -345,6 +345,18 @@ impl Default for ServerConfig {
     }
 }
 
+/// A ban's length, as the console and the API take it: 1 s to 365 days.
+pub(crate) fn ban_duration(text: &str) -> Result<Duration, String> {
+    let ban = positive_duration(text)?;
+    if ban > Duration::from_secs(365 * 24 * 60 * 60) {
+        return Err(format!("{text:?} is more than 365 days"));
+    }
+    if ban < Duration::from_secs(1) {
+        return Err(format!("{text:?} is less than a second"));
+    }
+    Ok(ban)
+}
+
 pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
     duration_up_to(text, MAX_DURATION)
 }

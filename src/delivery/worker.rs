@@ -109,6 +109,9 @@ impl Worker {
         let mut sending = FuturesUnordered::<Sending>::new();
         loop {
             let suspended = subscriber.is_suspended();
+            // Paused: nothing new starts, from the queue or the retry wheel; what is in
+            // flight finishes. The queue keeps filling, and drops once full, recorded.
+            let paused = subscriber.is_paused();
             // One at a time when suspended (a probe) or in strict order.
             let most = if suspended || subscriber.is_ordered() {
                 1
@@ -124,6 +127,7 @@ impl Worker {
             // Suspended: nothing new but the one probe the queue gives when nothing else
             // is there to probe with.
             let take_new = room
+                && !paused
                 && held < mailbox.capacity
                 && if suspended {
                     held == 0
@@ -136,7 +140,7 @@ impl Worker {
                 Some((key, at, tried)) = sending.next() => {
                     self.settle(&subscriber, taken, key, at, tried);
                 }
-                Some(due) = taken.waiting.next(), if room => {
+                Some(due) = taken.waiting.next(), if room && !paused => {
                     if let Some(wait) = self.probe_gate(&subscriber) {
                         // Suspended, and not yet time to probe: it waits without an attempt.
                         taken.waiting.insert(due, wait);
@@ -150,10 +154,15 @@ impl Worker {
                 () = subscriber.resume.notified(), if suspended || !taken.waiting.is_empty() => {
                     self.resumed(&subscriber, taken);
                 }
+                // Resumed from a pause: the loop turns, and what is queued goes, in order.
+                () = subscriber.unpaused.notified(), if paused => {}
                 job = mailbox.jobs.recv(), if take_new => match job {
                     Some(job) => {
                         let taking = Taking { job, attempts: 0, retries: 0, shown_retrying: false };
-                        if suspended {
+                        // Paused since this turn began (the pause does not wake the loop, so
+                        // as not to watch one more `Notify` on every turn): held, and first
+                        // to go on resuming.
+                        if suspended || subscriber.is_paused() {
                             // Through the probe gate, like everything else while suspended.
                             taken.waiting.insert(taking, Duration::ZERO);
                         } else {

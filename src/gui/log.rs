@@ -273,7 +273,13 @@ impl LogPanel {
                 .max_height(height - 24.0)
                 .auto_shrink([false, false])
                 .show(&mut columns[0], |ui| {
-                    ui.add(egui::Label::new(RichText::new(text).monospace()).selectable(true));
+                    // Not wrapped: the pane scrolls sideways, and a narrow one would
+                    // otherwise break JSON a character per line.
+                    ui.add(
+                        egui::Label::new(RichText::new(text).monospace())
+                            .selectable(true)
+                            .extend(),
+                    );
                 });
             columns[1].label(RichText::new(format!("Deliveries ({})", deliveries.len())).strong());
             egui::ScrollArea::vertical()

@@ -13,6 +13,15 @@ use std::sync::Arc;
 
 use crate::hub::{Hub, Pattern, RemovalReason, SubscriberState, SubscriberView, Subscription};
 
+/// What a row's buttons ask of one subscriber, carried out once the table is drawn.
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    Paused(bool),
+    Pinned(bool),
+    Expire,
+    Ban(Duration),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SortKey {
     Address,
@@ -194,6 +203,7 @@ impl SubscribersPanel {
     fn table_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
         let now = SystemTime::now();
         let mut kick = None;
+        let mut control = None;
         let mut save = None;
         let row_height = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         TableBuilder::new(ui)
@@ -275,6 +285,14 @@ impl SubscribersPanel {
                             ui.label(RichText::new(format!("×{}", s.max_in_flight)).small().weak())
                                 .on_hover_text("Deliveries it takes at once");
                         }
+                        if s.paused {
+                            ui.label(RichText::new("paused").small().color(theme::PENDING))
+                                .on_hover_text("Deliveries held; its queue fills until it is resumed");
+                        }
+                        if s.pinned {
+                            ui.label(RichText::new("pinned").small().weak())
+                                .on_hover_text("Never expires");
+                        }
                     });
                     row.col(|ui| match &mut self.editing {
                         Some((address, text, _)) if *address == s.address => {
@@ -348,17 +366,60 @@ impl SubscribersPanel {
                     });
                     row.col(|ui| {
                         if ui
-                            .button("Kick")
+                            .small_button("Kick")
                             .on_hover_text("Remove now; its queued deliveries are recorded as not delivered")
                             .clicked()
                         {
                             kick = Some(s.address.clone());
                         }
+                        let pause = if s.paused { "Resume" } else { "Pause" };
+                        if ui
+                            .small_button(pause)
+                            .on_hover_text("Hold its deliveries (the queue is kept), or let them go again, in order")
+                            .clicked()
+                        {
+                            control = Some((s.address.clone(), Control::Paused(!s.paused)));
+                        }
+                        ui.menu_button("More", |ui| {
+                            let pin = if s.pinned { "Unpin" } else { "Pin (never expires)" };
+                            if ui.button(pin).clicked() {
+                                control = Some((s.address.clone(), Control::Pinned(!s.pinned)));
+                            }
+                            if ui.button("Expire now").on_hover_text("As if its lease ran out: to test its re-registration").clicked() {
+                                control = Some((s.address.clone(), Control::Expire));
+                            }
+                            for (label, minutes) in [("Ban for 10 minutes", 10), ("Ban for an hour", 60)] {
+                                if ui.button(label).on_hover_text("Kick it, and refuse its registration meanwhile (403)").clicked() {
+                                    control = Some((s.address.clone(), Control::Ban(Duration::from_secs(minutes * 60))));
+                                }
+                            }
+                        });
                     });
                 });
             });
         if let Some(address) = kick {
             hub.remove(&address, RemovalReason::Kicked);
+            self.seen_at = None;
+        }
+        if let Some((address, control)) = control {
+            // Each of these is also in the JSON API (PATCH, POST .../expire, DELETE ?ban=).
+            let done = match control {
+                Control::Paused(paused) => {
+                    hub.set_paused(&address, paused).map_err(|e| e.to_string())
+                }
+                Control::Pinned(pinned) => {
+                    hub.set_pinned(&address, pinned).map_err(|e| e.to_string())
+                }
+                Control::Expire => {
+                    hub.expire_now(&address);
+                    Ok(())
+                }
+                Control::Ban(ban) => {
+                    hub.ban(&address, ban);
+                    Ok(())
+                }
+            };
+            self.add_error = done.err();
             self.seen_at = None;
         }
         if let Some((address, text)) = save {

@@ -52,7 +52,9 @@ pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
-pub use registry::{MAX_IN_FLIGHT, RegisterError, Registration, RetopicError, Subscription};
+pub use registry::{
+    ControlError, MAX_IN_FLIGHT, RegisterError, Registration, RetopicError, Subscription,
+};
 pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
@@ -142,6 +144,8 @@ struct Shared {
     messages: AtomicU64,
     metrics: Metrics,
     topics_seen: Mutex<topics_seen::TopicsSeen>,
+    /// Addresses refused registration until a time (monotonic, and as shown).
+    bans: Mutex<std::collections::HashMap<Arc<str>, (std::time::Instant, SystemTime)>>,
     /// Fan-out of hub events to live followers. Lagging receivers lose the oldest events
     /// (and are told so by `broadcast`), so a slow follower never slows the hub.
     events: broadcast::Sender<HubEvent>,
@@ -185,6 +189,7 @@ impl Hub {
                 messages: AtomicU64::new(0),
                 metrics: Metrics::default(),
                 topics_seen: Mutex::default(),
+                bans: Mutex::default(),
                 events,
                 launcher,
                 instance: new_instance_id(),

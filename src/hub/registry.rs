@@ -81,6 +81,11 @@ pub enum RegisterError {
     Full { max: usize },
     #[error("max_in_flight must be from 1 to {MAX_IN_FLIGHT}, not {given}")]
     MaxInFlight { given: u32 },
+    #[error(
+        "this address is banned until {}; it may register again then",
+        humantime::format_rfc3339_seconds(*until)
+    )]
+    Banned { until: SystemTime },
     #[error(transparent)]
     Topics(#[from] TopicError),
     #[error("the hub is shutting down")]
@@ -94,6 +99,15 @@ pub enum RetopicError {
     #[error(transparent)]
     Topics(#[from] TopicError),
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ControlError {
+    #[error("{0:?} is not a live subscriber")]
+    UnknownSubscriber(String),
+}
+
+/// Bans kept at most: each is an operator's act, but a script could loop.
+const MAX_BANS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
@@ -169,6 +183,9 @@ impl Hub {
         let topics = topics.map(distinct).transpose()?;
         let target = parse_target(address)?;
         self.shared.policy.read().check_url(&target)?;
+        if let Some(until) = self.banned_until(address) {
+            return Err(RegisterError::Banned { until });
+        }
         if self.is_stopping() {
             return Err(RegisterError::ShuttingDown);
         }
@@ -227,6 +244,7 @@ impl Hub {
             last_seen_at: Instant::now(),
             lease,
             queue,
+            pinned: false,
         };
         routing.add(Recipient::of(&entry), &topics);
         shared.set_topics(topics);
@@ -278,6 +296,73 @@ impl Hub {
         Ok(())
     }
 
+    /// Holds a subscriber's deliveries (its queue is kept, and fills), or lets them go
+    /// again, in order. `address` is as registered, or as shown.
+    pub fn set_paused(&self, address: &str, paused: bool) -> Result<(), ControlError> {
+        let subscribers = self.shared.subscribers.read();
+        let entry = key_of(&subscribers, address)
+            .and_then(|key| subscribers.get(&key))
+            .ok_or_else(|| ControlError::UnknownSubscriber(address.to_owned()))?;
+        let changed = entry.shared.set_paused(paused);
+        drop(subscribers);
+        if changed {
+            self.shared.version.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Pins a subscriber (it never expires) or unpins it (its lease counts from now).
+    pub fn set_pinned(&self, address: &str, pinned: bool) -> Result<(), ControlError> {
+        let mut subscribers = self.shared.subscribers.write();
+        let entry = key_of(&subscribers, address)
+            .and_then(|key| subscribers.get_mut(&key))
+            .ok_or_else(|| ControlError::UnknownSubscriber(address.to_owned()))?;
+        if entry.pinned && !pinned {
+            // A pinned subscriber may not have refreshed for days: give it a whole lease.
+            entry.last_seen = SystemTime::now();
+            entry.last_seen_at = Instant::now();
+        }
+        entry.pinned = pinned;
+        drop(subscribers);
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes a subscriber as if its lease had run out, to test a service's
+    /// re-registration. Returns whether it was registered.
+    pub fn expire_now(&self, address: &str) -> bool {
+        self.remove(address, RemovalReason::Expired)
+    }
+
+    /// Kicks a subscriber and refuses its registration for `ban` (from the console or
+    /// the API), whether or not it is registered now. Returns whether it was.
+    pub fn ban(&self, address: &str, ban: Duration) -> bool {
+        let key = {
+            let subscribers = self.shared.subscribers.read();
+            key_of(&subscribers, address).unwrap_or_else(|| address.into())
+        };
+        let until = (
+            Instant::now().checked_add(ban),
+            SystemTime::now().checked_add(ban),
+        );
+        if let (Some(at), Some(shown)) = until {
+            let mut bans = self.shared.bans.lock();
+            let now = Instant::now();
+            bans.retain(|_, (at, _)| *at > now);
+            if bans.len() < MAX_BANS || bans.contains_key(&key) {
+                bans.insert(key.clone(), (at, shown));
+            }
+        }
+        self.remove(&key, RemovalReason::Kicked)
+    }
+
+    /// Until when `address` is banned, if it is.
+    fn banned_until(&self, address: &str) -> Option<SystemTime> {
+        let bans = self.shared.bans.lock();
+        let (at, shown) = bans.get(address)?;
+        (*at > Instant::now()).then_some(*shown)
+    }
+
     /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and
     /// recorded as failed with `reason`. Returns whether it was registered.
     /// `address` is as registered, or as shown (with its password hidden).
@@ -306,7 +391,9 @@ impl Hub {
             let mut subscribers = self.shared.subscribers.write();
             let stale: Vec<Arc<str>> = subscribers
                 .iter()
-                .filter(|(_, e)| now.saturating_duration_since(e.last_seen_at) > e.lease(ttl))
+                .filter(|(_, e)| {
+                    !e.pinned && now.saturating_duration_since(e.last_seen_at) > e.lease(ttl)
+                })
                 .map(|(address, _)| address.clone())
                 .collect();
             let expired: Vec<Entry> = stale

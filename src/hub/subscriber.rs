@@ -46,6 +46,11 @@ pub(crate) struct SubscriberShared {
     max_in_flight: AtomicU32,
     /// Wakes a suspended worker to try again now: the subscriber re-registered.
     pub(crate) resume: Notify,
+    /// Paused from the console or the API: its worker starts nothing new, and its queue
+    /// fills (recording drops once full) until it is resumed.
+    paused: AtomicBool,
+    /// Wakes a paused worker when it is resumed.
+    pub(crate) unpaused: Notify,
     /// The topics it asked for; none: every message. Changed only with the hub's routing,
     /// under the subscribers' lock, so the two agree.
     topics: RwLock<Arc<[Pattern]>>,
@@ -71,6 +76,8 @@ impl SubscriberShared {
             ordered: AtomicBool::new(false),
             max_in_flight: AtomicU32::new(1),
             resume: Notify::new(),
+            paused: AtomicBool::new(false),
+            unpaused: Notify::new(),
             topics: RwLock::new(Arc::new([])),
         }
     }
@@ -98,6 +105,19 @@ impl SubscriberShared {
     /// Returns whether the state changed.
     pub(crate) fn set_suspended(&self, suspended: bool) -> bool {
         self.suspended.swap(suspended, Ordering::Relaxed) != suspended
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Returns whether the state changed; resuming wakes the worker.
+    pub(crate) fn set_paused(&self, paused: bool) -> bool {
+        let changed = self.paused.swap(paused, Ordering::Relaxed) != paused;
+        if changed && !paused {
+            self.unpaused.notify_one();
+        }
+        changed
     }
 
     pub(crate) fn is_ordered(&self) -> bool {
@@ -254,6 +274,8 @@ pub(crate) struct Entry {
     /// This subscriber's own keep-alive period, instead of the hub's TTL.
     pub(crate) lease: Option<Duration>,
     pub(crate) queue: mpsc::Sender<Job>,
+    /// Never expires: for a service that cannot send keep-alives.
+    pub(crate) pinned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +303,10 @@ pub struct SubscriberView {
     pub ordered: bool,
     /// Deliveries it takes at once.
     pub max_in_flight: usize,
+    /// Held by the console or the API: nothing new is sent until it is resumed.
+    pub paused: bool,
+    /// Never expires.
+    pub pinned: bool,
     /// The topics it receives; none: every message.
     pub topics: Arc<[Pattern]>,
     pub queue_depth: usize,
@@ -313,6 +339,8 @@ impl Entry {
             signed: self.shared.secret.read().is_some(),
             ordered: self.shared.is_ordered(),
             max_in_flight: self.shared.max_in_flight(),
+            paused: self.shared.is_paused(),
+            pinned: self.pinned,
             topics: self.shared.topics(),
             queue_depth: self.queue.max_capacity() - self.queue.capacity(),
             delivered: stats.delivered(),

@@ -16,7 +16,9 @@ use tower_http::timeout::TimeoutError;
 use utoipa::ToSchema;
 
 use super::ServerConfig;
-use crate::hub::{PublishError, RegisterError, ResendError, RetopicError, SecretError, TopicError};
+use crate::hub::{
+    ControlError, PublishError, RegisterError, ResendError, RetopicError, SecretError, TopicError,
+};
 
 pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
 
@@ -185,6 +187,7 @@ impl From<RegisterError> for HttpError {
                 Self::new(StatusCode::BAD_REQUEST, err.to_string())
             }
             RegisterError::Topics(err) => err.into(),
+            RegisterError::Banned { .. } => Self::new(StatusCode::FORBIDDEN, err.to_string()),
             RegisterError::Full { .. } | RegisterError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
@@ -197,6 +200,14 @@ impl From<RetopicError> for HttpError {
         match err {
             RetopicError::UnknownSubscriber(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
             RetopicError::Topics(err) => err.into(),
+        }
+    }
+}
+
+impl From<ControlError> for HttpError {
+    fn from(err: ControlError) -> Self {
+        match err {
+            ControlError::UnknownSubscriber(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
         }
     }
 }

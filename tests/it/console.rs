@@ -443,3 +443,29 @@ fn the_topics_view_lists_topics_and_loads_the_last_payload_into_compose() {
         .value();
     assert_eq!(topic.as_deref(), Some("orders.created"));
 }
+
+#[test]
+fn pause_holds_a_subscribers_deliveries_and_resume_sends_them_in_order() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    let mut receiver = console.runtime.block_on(Receiver::start());
+    hub.subscribe(&receiver.address()).unwrap();
+    console.step_until("the subscriber is listed", |h| {
+        h.query_by_label("Pause").is_some()
+    });
+    console.harness.get_by_label("Pause").click();
+    console.step_until("it shows paused", |h| h.query_by_label("Resume").is_some());
+    assert!(hub.subscriber(&receiver.address()).unwrap().paused);
+    for body in ["first", "second"] {
+        hub.publish(herald::hub::Draft::new(body), herald::hub::Source::Console)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(receiver.drain().is_empty(), "a paused subscriber received");
+    console.harness.get_by_label("Resume").click();
+    console.harness.step();
+    for expected in ["first", "second"] {
+        assert_eq!(console.runtime.block_on(receiver.recv()).body, expected);
+    }
+    assert!(!hub.subscriber(&receiver.address()).unwrap().paused);
+}

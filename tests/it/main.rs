@@ -13,6 +13,9 @@ mod fanout;
 /// Deregistration, keep-alive refresh and expiry, kicks.
 mod keepalive;
 
+/// Subscriber control: pause and resume, pin, expire now, kick and ban.
+mod control;
+
 /// The `herald` binary itself: flags, busy port, the listening line, signal shutdown.
 mod binary;
 

@@ -66,7 +66,8 @@ impl Modify for BearerAuth {
 pub(super) fn router() -> Router<AppState> {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(subscribers::list, subscribers::register))
-        .routes(routes!(subscribers::kick))
+        .routes(routes!(subscribers::kick, subscribers::control))
+        .routes(routes!(subscribers::expire))
         .routes(routes!(subscribers::set_topics))
         .routes(routes!(messages::list, messages::publish))
         .routes(routes!(messages::get))

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,10 @@ pub(super) struct SubscriberJson {
     ordered: bool,
     /// Deliveries it takes at once.
     max_in_flight: u64,
+    /// Held: nothing new is sent until it is resumed (PATCH `paused`).
+    paused: bool,
+    /// Never expires (PATCH `pinned`).
+    pinned: bool,
     /// The topic patterns it receives; empty: every message.
     #[schema(example = json!(["orders.*", "payments.>"]))]
     topics: Vec<String>,
@@ -74,6 +78,8 @@ impl From<SubscriberView> for SubscriberJson {
             own_secret: view.signed,
             ordered: view.ordered,
             max_in_flight: view.max_in_flight as u64,
+            paused: view.paused,
+            pinned: view.pinned,
             topics: view.topics.iter().map(ToString::to_string).collect(),
             queue_depth: view.queue_depth as u64,
             delivered: view.delivered,
@@ -184,18 +190,29 @@ pub(super) async fn register(
     path = "/api/v1/subscribers/{address}",
     operation_id = "kickSubscriber",
     tag = "subscribers",
-    params(("address" = String, Path, description = "The address as registered, URL-encoded")),
+    params(
+        ("address" = String, Path, description = "The address as registered, URL-encoded"),
+        ("ban" = Option<String>, Query, description = "Also refuse its registration for this long (e.g. 10m, at most 365 days), with 403 saying until when; the address need not be registered now", example = "10m"),
+    ),
     responses(
-        (status = NO_CONTENT, description = "Kicked"),
-        (status = BAD_REQUEST, description = "Undecodable address", body = ErrorBody),
-        (status = NOT_FOUND, description = "No such subscriber", body = ErrorBody),
+        (status = NO_CONTENT, description = "Kicked (and banned)"),
+        (status = BAD_REQUEST, description = "Undecodable address or bad ban duration", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such subscriber (without ban)", body = ErrorBody),
     )
 )]
 pub(super) async fn kick(
     State(state): State<AppState>,
     address: Result<Path<String>, PathRejection>,
+    query: Result<Query<KickQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(address) = address?;
+    let Query(query) = query?;
+    if let Some(ban) = query.ban.as_deref() {
+        let ban = crate::config::ban_duration(ban)
+            .map_err(|err| HttpError::new(StatusCode::BAD_REQUEST, format!("ban: {err}")))?;
+        state.hub.ban(&address, ban);
+        return Ok(StatusCode::NO_CONTENT);
+    }
     if state.hub.remove(&address, RemovalReason::Kicked) {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -240,4 +257,89 @@ pub(super) async fn set_topics(
         )
     })?;
     Ok(Json(view.into()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct KickQuery {
+    ban: Option<String>,
+}
+
+/// What `PATCH /api/v1/subscribers/{address}` changes; what it leaves out stays.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ControlRequest {
+    /// Hold its deliveries (the queue is kept, and drops once full), or let them go again,
+    /// in order.
+    paused: Option<bool>,
+    /// Never expire it (for a service that cannot send keep-alives), or let it expire
+    /// again, a whole lease from now.
+    pinned: Option<bool>,
+}
+
+/// Pauses or resumes a subscriber, pins or unpins it, as the console's buttons do.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/subscribers/{address}",
+    operation_id = "controlSubscriber",
+    tag = "subscribers",
+    params(("address" = String, Path, description = "The address as registered, URL-encoded")),
+    request_body = ControlRequest,
+    responses(
+        (status = OK, description = "The subscriber as it is now", body = SubscriberJson),
+        (status = BAD_REQUEST, description = "Undecodable address, bad JSON", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such subscriber", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "Body is not JSON", body = ErrorBody),
+    )
+)]
+pub(super) async fn control(
+    State(state): State<AppState>,
+    address: Result<Path<String>, PathRejection>,
+    ApiJson(request): ApiJson<ControlRequest>,
+) -> Result<Json<SubscriberJson>, ApiError> {
+    let Path(address) = address?;
+    if let Some(paused) = request.paused {
+        state.hub.set_paused(&address, paused)?;
+    }
+    if let Some(pinned) = request.pinned {
+        state.hub.set_pinned(&address, pinned)?;
+    }
+    let view = state.hub.subscriber(&address).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("{address:?} is not a live subscriber"),
+        )
+    })?;
+    Ok(Json(view.into()))
+}
+
+/// Removes a subscriber as if its lease had run out, to test a service's
+/// re-registration.
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscribers/{address}/expire",
+    operation_id = "expireSubscriber",
+    tag = "subscribers",
+    params(("address" = String, Path, description = "The address as registered, URL-encoded")),
+    responses(
+        (status = NO_CONTENT, description = "Expired"),
+        (status = BAD_REQUEST, description = "Undecodable address", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such subscriber", body = ErrorBody),
+    )
+)]
+pub(super) async fn expire(
+    State(state): State<AppState>,
+    address: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(address) = address?;
+    if state.hub.expire_now(&address) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("{address:?} is not a live subscriber"),
+        )
+        .into())
+    }
 }
