@@ -54,6 +54,9 @@ pub(super) struct Taken {
     sending: HashMap<u64, Taking>,
     /// Waiting for their next attempt.
     waiting: Waiting,
+    /// Taken from the queue just as a pause began, in queue order: they go first when it
+    /// ends (a `DelayQueue` would let the queue's next overtake them).
+    held: std::collections::VecDeque<Taking>,
     next_key: u64,
 }
 
@@ -118,11 +121,18 @@ impl Worker {
             } else {
                 subscriber.max_in_flight()
             };
+            if !paused {
+                while sending.len() < most
+                    && let Some(taking) = taken.held.pop_front()
+                {
+                    self.start(&subscriber, taken, &mut sending, taking);
+                }
+            }
             let room = sending.len() < most;
             // What waits for a retry counts against the queue's bound too: otherwise a
             // subscriber that fails slowly would move its whole backlog out of the bounded
             // queue into the retry wheel, and nothing would ever be dropped.
-            let held = sending.len() + taken.waiting.len();
+            let held = sending.len() + taken.waiting.len() + taken.held.len();
             // Strict order: nothing new while an earlier delivery waits for its retry.
             // Suspended: nothing new but the one probe the queue gives when nothing else
             // is there to probe with.
@@ -159,12 +169,14 @@ impl Worker {
                 job = mailbox.jobs.recv(), if take_new => match job {
                     Some(job) => {
                         let taking = Taking { job, attempts: 0, retries: 0, shown_retrying: false };
-                        // Paused since this turn began (the pause does not wake the loop, so
-                        // as not to watch one more `Notify` on every turn): held, and first
-                        // to go on resuming.
-                        if suspended || subscriber.is_paused() {
+                        if suspended {
                             // Through the probe gate, like everything else while suspended.
                             taken.waiting.insert(taking, Duration::ZERO);
+                        } else if subscriber.is_paused() {
+                            // Paused since this turn began (the pause does not wake the
+                            // loop, to spare it one more `Notify` on every turn): held, and
+                            // first to go when it ends.
+                            taken.held.push_back(taking);
                         } else {
                             self.start(&subscriber, taken, &mut sending, taking);
                         }
@@ -177,6 +189,7 @@ impl Worker {
         drop(sending);
         let mut abandoned: Vec<Job> = taken.sending.drain().map(|(_, t)| t.job).collect();
         abandoned.extend(taken.waiting.drain().into_iter().map(|t| t.job));
+        abandoned.extend(taken.held.drain(..).map(|t| t.job));
         mailbox.jobs.close();
         // `recv`, not `try_recv`: a publish that reserved its place before the close may
         // not have put its job there yet, and it must still be recorded.
