@@ -143,6 +143,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<SubscriberJs
         (status = CREATED, description = "Registered", body = SubscriberJson),
         (status = OK, description = "Already registered: refreshed", body = SubscriberJson),
         (status = BAD_REQUEST, description = "Malformed or refused address, bad secret, bad topic pattern, bad JSON", body = ErrorBody),
+        (status = FORBIDDEN, description = "The address is banned (DELETE ?ban=): the error says until when", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
         (status = UNSUPPORTED_MEDIA_TYPE, description = "Body is not JSON", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Subscriber limit reached, or shutting down", body = ErrorBody),
