@@ -52,9 +52,7 @@ pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
-pub use registry::{
-    ControlError, MAX_IN_FLIGHT, RegisterError, Registration, RetopicError, Subscription,
-};
+pub use registry::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Subscription};
 pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;

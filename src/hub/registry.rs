@@ -92,18 +92,13 @@ pub enum RegisterError {
     ShuttingDown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum RetopicError {
-    #[error("{0:?} is not a live subscriber")]
-    UnknownSubscriber(String),
-    #[error(transparent)]
-    Topics(#[from] TopicError),
-}
-
+/// Why a change to a live subscriber (its topics, pause, pin) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ControlError {
     #[error("{0:?} is not a live subscriber")]
     UnknownSubscriber(String),
+    #[error(transparent)]
+    Topics(#[from] TopicError),
 }
 
 /// Bans kept at most: each is an operator's act, but a script could loop.
@@ -267,12 +262,12 @@ impl Hub {
 
     /// Replaces the topics of a live subscriber (by its address as registered or as
     /// shown) without counting as a keep-alive; an empty list: every message.
-    pub fn set_topics(&self, address: &str, topics: Vec<Pattern>) -> Result<(), RetopicError> {
+    pub fn set_topics(&self, address: &str, topics: Vec<Pattern>) -> Result<(), ControlError> {
         let topics = distinct(topics)?;
         let subscribers = self.shared.subscribers.read();
         let entry = key_of(&subscribers, address)
             .and_then(|key| subscribers.get(&key))
-            .ok_or_else(|| RetopicError::UnknownSubscriber(address.to_owned()))?;
+            .ok_or_else(|| ControlError::UnknownSubscriber(address.to_owned()))?;
         self.retopic(entry, topics)?;
         drop(subscribers);
         self.shared.version.fetch_add(1, Ordering::Relaxed);

@@ -16,9 +16,7 @@ use tower_http::timeout::TimeoutError;
 use utoipa::ToSchema;
 
 use super::ServerConfig;
-use crate::hub::{
-    ControlError, PublishError, RegisterError, ResendError, RetopicError, SecretError, TopicError,
-};
+use crate::hub::{ControlError, PublishError, RegisterError, ResendError, SecretError, TopicError};
 
 pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
 
@@ -195,19 +193,11 @@ impl From<RegisterError> for HttpError {
     }
 }
 
-impl From<RetopicError> for HttpError {
-    fn from(err: RetopicError) -> Self {
-        match err {
-            RetopicError::UnknownSubscriber(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
-            RetopicError::Topics(err) => err.into(),
-        }
-    }
-}
-
 impl From<ControlError> for HttpError {
     fn from(err: ControlError) -> Self {
         match err {
             ControlError::UnknownSubscriber(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
+            ControlError::Topics(err) => err.into(),
         }
     }
 }

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ErrorBody, HttpError, millis, time};
 use crate::hub::{
-    Pattern, Registration, RemovalReason, Secret, SubscriberState, SubscriberView, Subscription,
+    ControlError, Pattern, Registration, RemovalReason, Secret, SubscriberState, SubscriberView,
+    Subscription,
 };
 use crate::server::AppState;
 
@@ -217,11 +218,7 @@ pub(super) async fn kick(
     if state.hub.remove(&address, RemovalReason::Kicked) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(HttpError::new(
-            StatusCode::NOT_FOUND,
-            format!("{address:?} is not a live subscriber"),
-        )
-        .into())
+        Err(unknown(&address))
     }
 }
 
@@ -251,13 +248,7 @@ pub(super) async fn set_topics(
     let Path(address) = address?;
     let topics = Pattern::parse_all(&topics)?;
     state.hub.set_topics(&address, topics)?;
-    let view = state.hub.subscriber(&address).ok_or_else(|| {
-        HttpError::new(
-            StatusCode::NOT_FOUND,
-            format!("{address:?} is not a live subscriber"),
-        )
-    })?;
-    Ok(Json(view.into()))
+    view(&state, &address)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -306,13 +297,7 @@ pub(super) async fn control(
     if let Some(pinned) = request.pinned {
         state.hub.set_pinned(&address, pinned)?;
     }
-    let view = state.hub.subscriber(&address).ok_or_else(|| {
-        HttpError::new(
-            StatusCode::NOT_FOUND,
-            format!("{address:?} is not a live subscriber"),
-        )
-    })?;
-    Ok(Json(view.into()))
+    view(&state, &address)
 }
 
 /// Removes a subscriber as if its lease had run out, to test a service's
@@ -337,10 +322,19 @@ pub(super) async fn expire(
     if state.hub.expire_now(&address) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(HttpError::new(
-            StatusCode::NOT_FOUND,
-            format!("{address:?} is not a live subscriber"),
-        )
-        .into())
+        Err(unknown(&address))
     }
+}
+
+/// The subscriber as the API shows it, or 404 if it left (or never was).
+fn view(state: &AppState, address: &str) -> Result<Json<SubscriberJson>, ApiError> {
+    let view = state
+        .hub
+        .subscriber(address)
+        .ok_or_else(|| unknown(address))?;
+    Ok(Json(view.into()))
+}
+
+fn unknown(address: &str) -> ApiError {
+    HttpError::from(ControlError::UnknownSubscriber(address.to_owned())).into()
 }
