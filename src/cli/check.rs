@@ -13,6 +13,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
+use crate::delivery::root_cause;
 use crate::delivery::signature::sign;
 use crate::hub::Secret;
 use crate::wire::{
@@ -234,9 +235,7 @@ impl Checker {
                 }
             }
             Err(err) if err.is_timeout() => Err(format!("timed out after {:?}", self.args.timeout)),
-            Err(err) => Err(anyhow::Chain::new(&err)
-                .last()
-                .map_or_else(|| err.to_string(), ToString::to_string)),
+            Err(err) => Err(root_cause(&err)),
         }
     }
 }

@@ -57,13 +57,9 @@ impl HubClient {
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Response> {
         let mut request = self
-            .http
-            .request(method, self.at(path)?)
+            .request(method, path)?
             .headers(headers)
             .timeout(REQUEST_TIMEOUT);
-        if let Some(token) = &self.token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
         if let Some(body) = body {
             request = request.body(body);
         }
@@ -88,15 +84,24 @@ impl HubClient {
 
     /// The event stream: like [`HubClient::send`], with no time limit.
     pub async fn stream(&self, path: &str) -> anyhow::Result<Response> {
-        let mut request = self.http.get(self.at(path)?);
-        if let Some(token) = &self.token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        let response = self
+            .request(Method::GET, path)?
+            .send()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
         if !response.status().is_success() {
             bail!("the hub at {} answered {}", self.base, response.status());
         }
         Ok(response)
+    }
+
+    /// A request to `path` on the hub, with the token when there is one.
+    fn request(&self, method: Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+        let mut request = self.http.request(method, self.at(path)?);
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        Ok(request)
     }
 
     pub async fn json(
@@ -124,10 +129,7 @@ impl HubClient {
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> anyhow::Error {
-        // The innermost cause ("Connection refused (os error 111)") says the most.
-        let cause = anyhow::Chain::new(err)
-            .last()
-            .map_or_else(|| err.to_string(), ToString::to_string);
+        let cause = crate::delivery::root_cause(err);
         if err.is_builder() {
             return anyhow!(
                 "cannot make a request to {}: {cause} (check --hub and --token)",

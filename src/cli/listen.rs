@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::HubArgs;
 use super::client::{HubClient, segment};
+use crate::delivery::root_cause;
 use crate::delivery::signature::verify;
 use crate::hub::{Pattern, Secret};
 use crate::wire::{
@@ -339,9 +340,7 @@ async fn forward(
                 .get(axum::http::header::RETRY_AFTER)
                 .and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok()),
         }),
-        Err(err) => Err(anyhow::Chain::new(&err)
-            .last()
-            .map_or_else(|| err.to_string(), ToString::to_string)),
+        Err(err) => Err(root_cause(&err)),
     }
 }
 

@@ -305,7 +305,7 @@ fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String
 
 /// The innermost error message, e.g. "Connection refused (os error 111)", which says more
 /// than reqwest's outer "error sending request for url (...)".
-fn root_cause(err: &reqwest::Error) -> String {
+pub(crate) fn root_cause(err: &reqwest::Error) -> String {
     anyhow::Chain::new(err)
         .last()
         .map_or_else(|| err.to_string(), ToString::to_string)

@@ -9,6 +9,8 @@ mod resolver;
 pub mod signature;
 mod worker;
 
+pub(crate) use attempt::root_cause;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
