@@ -74,17 +74,11 @@ const DEREGISTER_WAIT: Duration = Duration::from_secs(3);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(args: ListenArgs) -> anyhow::Result<std::process::ExitCode> {
-    let topics = match &args.topics {
-        None => None,
-        Some(list) => {
-            let parts: Vec<&str> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .collect();
-            Some(Pattern::parse_all(&parts)?)
-        }
-    };
+    let topics = args
+        .topics
+        .as_deref()
+        .map(Pattern::parse_list)
+        .transpose()?;
     let hub = HubClient::new(&args.hub)?;
     // Before registering: from here on a Ctrl-C deregisters rather than kills.
     let stop = CancellationToken::new();

@@ -65,18 +65,8 @@ pub(super) fn as_flags(
     let mut set = Vec::new();
     for (key, value) in &table {
         let long = key.replace('_', "-");
-        let Some(arg) = command.get_arguments().find(|arg| {
-            arg.get_long() == Some(long.as_str())
-                && !matches!(
-                    long.as_str(),
-                    "config" | "print-config" | "help" | "version"
-                )
-        }) else {
-            let known: Vec<&str> = command
-                .get_arguments()
-                .filter_map(clap::Arg::get_long)
-                .filter(|long| !matches!(*long, "config" | "print-config" | "help" | "version"))
-                .collect();
+        let Some((_, arg)) = settings(command).find(|(name, _)| *name == long) else {
+            let known: Vec<&str> = settings(command).map(|(name, _)| name).collect();
             return Err(format!(
                 "{shown}: `{key}` is not a setting; the settings are the flags' names: {}",
                 known.join(", ")
@@ -126,6 +116,16 @@ pub(super) fn as_flags(
     Ok((flags, set))
 }
 
+/// The flags a config file may set, by long name: all but those about the file itself
+/// and clap's own.
+fn settings(command: &clap::Command) -> impl Iterator<Item = (&str, &clap::Arg)> {
+    command.get_arguments().filter_map(|arg| {
+        let long = arg.get_long()?;
+        let setting = !matches!(long, "config" | "print-config" | "help" | "version");
+        setting.then_some((long, arg))
+    })
+}
+
 fn scalar(
     value: &toml::Value,
     shown: &std::path::Display<'_>,
@@ -157,14 +157,8 @@ pub(super) fn describe(
             out.push_str("# no config file (herald.toml here, or in the user's config directory)\n")
         }
     }
-    for arg in command.get_arguments() {
+    for (long, arg) in settings(command) {
         let id = arg.get_id().as_str();
-        let Some(long) = arg.get_long() else {
-            continue;
-        };
-        if matches!(long, "config" | "print-config" | "help" | "version") {
-            continue;
-        }
         let values: Vec<String> = matches
             .get_raw(id)
             .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())

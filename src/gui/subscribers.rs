@@ -448,10 +448,5 @@ impl SubscribersPanel {
 
 /// Comma-separated patterns as typed; blank is none (every message).
 fn parse_topics(text: &str) -> Result<Vec<Pattern>, String> {
-    let parts: Vec<&str> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
-    Pattern::parse_all(&parts).map_err(|e| e.to_string())
+    Pattern::parse_list(text).map_err(|e| e.to_string())
 }

@@ -96,6 +96,17 @@ impl Pattern {
         Ok(patterns)
     }
 
+    /// Comma-separated patterns as a person types them (`orders.*, payments.>`), blanks
+    /// skipped, as [`Pattern::parse_all`] takes them.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, TopicError> {
+        let parts: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        Self::parse_all(&parts)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
