@@ -41,6 +41,13 @@ async fn start_headless(extra: &[&str]) -> (Child, String) {
         .args(extra)
         .spawn()
         .unwrap();
+    let url = listening_url(&mut child).await;
+    (child, url)
+}
+
+/// The base URL a starting `herald` logs once it is listening; its stderr is drained
+/// from then on, so that the child never blocks on a full pipe.
+pub(crate) async fn listening_url(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let url = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -52,9 +59,8 @@ async fn start_headless(extra: &[&str]) -> (Child, String) {
     })
     .await
     .expect("no listening line");
-    // Keep draining so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    url
 }
 
 #[tokio::test]

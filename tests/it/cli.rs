@@ -584,17 +584,7 @@ async fn a_flag_beats_the_environment_which_beats_the_config_file() {
         .env("RUST_LOG", "info")
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(hub.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some((_, url)) = line.split_once("Herald listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-        panic!("no listening line");
-    })
-    .await
-    .unwrap();
+    let url = crate::binary::listening_url(&mut hub).await;
     let answer: Value = reqwest::Client::new()
         .post(format!("{url}/api/v1/subscribers"))
         .json(&serde_json::json!({"address": "127.0.0.1:9"}))
