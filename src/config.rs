@@ -46,6 +46,23 @@ pub struct Config {
     #[arg(long)]
     pub headless: bool,
 
+    /// Keep messages, deliveries and subscribers in SQLite in this directory, so that
+    /// nothing accepted is lost and the log outlives the process. The console keeps them
+    /// in $XDG_DATA_HOME/herald by default; --headless keeps them in memory unless given
+    /// this.
+    #[arg(long, value_name = "DIR", conflicts_with = "in_memory")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// Keep everything in memory only, the console included.
+    #[arg(long)]
+    pub in_memory: bool,
+
+    /// How much the store keeps: the newest COUNT messages, at most SIZE on disk, none
+    /// older than AGE, whichever is reached first (a message with a delivery still to make
+    /// is always kept).
+    #[arg(long, default_value = "100000,1GiB,7d", value_name = "COUNT,SIZE,AGE")]
+    pub retain: crate::store::Retention,
+
     /// Address and port the HTTP server listens on.
     #[arg(long, default_value = "127.0.0.1:3000", value_name = "IP:PORT")]
     pub bind: SocketAddr,
@@ -427,7 +444,7 @@ fn forward_header(text: &str) -> Result<HeaderName, String> {
 }
 
 /// A size in bytes, with an optional unit (KiB, MiB, GiB), from 1 to `max`.
-fn byte_size(text: &str, max: usize) -> Result<usize, String> {
+pub(crate) fn byte_size(text: &str, max: usize) -> Result<usize, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

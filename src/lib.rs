@@ -25,6 +25,7 @@ pub mod headless;
 pub mod hub;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod wire;
 
 pub use config::Config;

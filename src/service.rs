@@ -32,6 +32,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot build the HTTP client for deliveries: {0}")]
     Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
 }
 
 pub struct Service {
@@ -65,7 +67,21 @@ impl Service {
             source,
         })?;
         let dispatcher = Arc::new(Dispatcher::new(config.delivery(), runtime.clone())?);
-        let hub = Hub::new(config.hub(), Arc::new(dispatcher.clone()));
+        let launcher = Arc::new(dispatcher.clone());
+        let hub = match config.data_dir.as_deref().filter(|_| !config.in_memory) {
+            Some(dir) => {
+                let (store, restored) =
+                    crate::store::open(dir, config.retain, config.log_capacity as usize)?;
+                tracing::info!(
+                    "keeping messages in {} ({} subscribers and {} messages restored)",
+                    dir.display(),
+                    restored.subscribers.len(),
+                    restored.messages.len()
+                );
+                Hub::with_store(config.hub(), launcher, Arc::new(store), restored)
+            }
+            None => Hub::new(config.hub(), launcher),
+        };
         Ok(Self {
             hub,
             dispatcher,
@@ -175,6 +191,10 @@ impl Service {
         tokio::time::timeout(SERVER_GRACE, self.hub.drained())
             .await
             .ok();
+        // Whatever the workers recorded last is kept before the process goes.
+        if let Err(err) = self.hub.flush_store().await {
+            tracing::warn!("the store did not keep the last changes: {err}");
+        }
         if let Some(listening) = self.listening {
             match tokio::time::timeout(SERVER_GRACE, listening.server).await {
                 Ok(Ok(Err(err))) => tracing::warn!("HTTP server stopped with an error: {err}"),

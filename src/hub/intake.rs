@@ -12,6 +12,7 @@ use super::event::HubEvent;
 use super::message::{Draft, MessageId, MessageRecord, Round, Source};
 use super::outcome::{DeliveryError, Outcome};
 use super::routing::{Recipient, Route};
+use super::store::{Change, Commit, StoreError};
 use super::subscriber::{Job, RemovalReason};
 use super::{Hub, Shared};
 
@@ -33,6 +34,9 @@ pub enum PublishError {
         "the hub is still queueing {0} earlier messages for their subscribers; nothing was published, try again shortly"
     )]
     Backlog(usize),
+    /// The store could not keep it (or failed a moment ago): not accepted.
+    #[error("not accepted: {0}")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -81,10 +85,14 @@ impl Hub {
     /// waits instead.
     pub fn publish(&self, draft: Draft, source: Source) -> Result<Published, PublishError> {
         let room = self.shared.fan_out.try_reserve().ok();
-        self.accept(room, draft, source)
+        // The console is told of a failed commit through the store's `failing`, which
+        // refuses the next publish; it never waits on the disk.
+        self.accept(room, draft, source).map(|(published, _commit)| published)
     }
 
-    /// Like [`Hub::publish`], but waits for the fan-out to have room instead of refusing.
+    /// Like [`Hub::publish`], but waits for the fan-out to have room instead of refusing,
+    /// and answers only once the store has kept the message: what the HTTP routes
+    /// acknowledge is on disk (with a durable store).
     pub async fn publish_when_ready(
         &self,
         draft: Draft,
@@ -95,7 +103,9 @@ impl Hub {
             return Err(PublishError::ShuttingDown);
         }
         let room = self.shared.fan_out.reserve().await.ok();
-        self.accept(room, draft, source)
+        let (published, commit) = self.accept(room, draft, source)?;
+        commit.await?;
+        Ok(published)
     }
 
     /// Logs the message and queues it, here or through the fan-out task (`room` is a
@@ -105,9 +115,12 @@ impl Hub {
         room: Option<mpsc::Permit<'_, FanOut>>,
         mut draft: Draft,
         source: Source,
-    ) -> Result<Published, PublishError> {
+    ) -> Result<(Published, Commit), PublishError> {
         if self.is_stopping() {
             return Err(PublishError::ShuttingDown);
+        }
+        if let Some(error) = self.shared.store.failing() {
+            return Err(PublishError::Store(error));
         }
         // A new trace asks the OS for random bytes: done before taking the log lock.
         draft
@@ -126,6 +139,8 @@ impl Hub {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(MessageRecord::new(id, draft, source, subscribers));
         let mut evicted = log.push(message.clone());
+        // In id order, and before any change about it: under the log lock.
+        let commit = self.shared.store.append(&message);
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         // Announced before any of its deliveries can be.
         self.emit(HubEvent::Published {
@@ -153,7 +168,7 @@ impl Hub {
         }
         self.record_refused(&message, refused);
         evicted.iter().for_each(|m| m.evict());
-        Ok(Published { id, subscribers })
+        Ok((Published { id, subscribers }, commit))
     }
 
     /// Delivers a logged message again, to every live subscriber or to one. The resends
@@ -194,6 +209,14 @@ impl Hub {
     ) -> Vec<Refused<'r>> {
         let addresses = route.iter().map(|r| r.subscriber.address.clone());
         let first = message.add_deliveries(addresses, round);
+        // Kept before any job can reach a worker, whose attempts are recorded after it.
+        if self.shared.store.is_durable() {
+            self.shared.store.record(Change::Queued {
+                id: message.id,
+                first,
+                subscribers: route.iter().map(|r| r.subscriber.address.clone()).collect(),
+            });
+        }
         let mut refused = Vec::new();
         for (slot, recipient) in (first..).zip(route.iter()) {
             let job = Job {

@@ -114,6 +114,10 @@ impl MessageLog {
         out
     }
 
+    pub(crate) fn oldest_id(&self) -> Option<MessageId> {
+        self.entries.front().map(|m| m.id)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -23,6 +23,19 @@ pub enum Source {
     Http(Option<SocketAddr>),
     /// From the desktop console.
     Console,
+    /// Read back from an exported log: logged, never fanned out.
+    Imported,
+}
+
+impl Source {
+    /// Reads back what [`Source`]'s `Display` wrote (a store, an exported log).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "console" => Source::Console,
+            "imported" => Source::Imported,
+            other => Source::Http(other.parse().ok()),
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -31,6 +44,7 @@ impl fmt::Display for Source {
             Source::Http(Some(peer)) => write!(f, "{peer}"),
             Source::Http(None) => f.write_str("http"),
             Source::Console => f.write_str("console"),
+            Source::Imported => f.write_str("imported"),
         }
     }
 }
@@ -143,6 +157,37 @@ impl MessageRecord {
         }
     }
 
+    /// A message read back from a store or an export, with the deliveries it had. Its
+    /// publish round is over: every delivery it will get is in `deliveries`.
+    pub(crate) fn restored(
+        id: MessageId,
+        received_at: SystemTime,
+        draft: Draft,
+        source: Source,
+        deliveries: Vec<Delivery>,
+    ) -> Self {
+        let mut record = Self::new(id, draft, source, deliveries.len());
+        record.received_at = received_at;
+        let list = record.deliveries.get_mut();
+        list.queued = true;
+        list.held.bytes = deliveries
+            .iter()
+            .flat_map(|d| &d.attempts)
+            .map(Attempt::stored_bytes)
+            .sum();
+        list.list = deliveries;
+        record
+    }
+
+    /// The deliveries without an outcome: their slots, and who each is for.
+    pub(crate) fn unfinished(&self) -> Vec<(usize, Arc<str>)> {
+        let deliveries = self.deliveries.lock();
+        let list = deliveries.list.iter().enumerate();
+        list.filter(|(_, d)| d.state.outcome().is_none())
+            .map(|(slot, d)| (slot, d.subscriber.clone()))
+            .collect()
+    }
+
     /// A copy of every delivery's current state.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.deliveries.lock().list.clone()
@@ -229,6 +274,8 @@ impl MessageRecord {
     pub(crate) fn enter_log(&self, usage: &Arc<LogUsage>) {
         let mut deliveries = self.deliveries.lock();
         deliveries.log = Some(usage.clone());
+        // What a restored message brought with it (its attempts).
+        usage.add(deliveries.held);
         let headers: usize = self
             .headers
             .iter()
@@ -364,6 +411,16 @@ impl Headers {
             lines.push('\n');
         }
         Self(lines)
+    }
+
+    /// Header lines as [`Headers::as_text`] gave them (read back from a store).
+    pub fn from_text(lines: String) -> Self {
+        Self(lines)
+    }
+
+    /// Every line, `name: value`, each ending in a line break.
+    pub fn as_text(&self) -> &str {
+        &self.0
     }
 
     /// Name and value pairs, in order.

@@ -24,7 +24,9 @@ mod recording;
 mod registry;
 mod routing;
 mod secret;
+mod restore;
 mod setting;
+mod store;
 mod subscriber;
 mod topic;
 mod topics_seen;
@@ -56,6 +58,9 @@ pub use registry::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Sub
 pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
+pub use store::{
+    Change, Commit, Memory, Restored, Store, StoreError, StoreUsage, StoredSubscriber,
+};
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
 pub use topic::{
     MAX_HUB_PATTERNS, MAX_PATTERNS, MAX_TOKENS, MAX_TOPIC_LEN, Pattern, Topic, TopicError,
@@ -148,8 +153,11 @@ struct Shared {
     /// (and are told so by `broadcast`), so a slow follower never slows the hub.
     events: broadcast::Sender<HubEvent>,
     launcher: Arc<dyn Launch>,
-    /// Random per process: names this hub in delivery headers, so that ids differ across
-    /// restarts and a delivery that loops back to the hub is recognised.
+    /// Where accepted messages and every change are kept beyond memory (or not).
+    store: Arc<dyn Store>,
+    /// Names this hub in delivery headers, so that a delivery that loops back to the hub
+    /// is recognised: random per process in memory, kept by a durable store, so that a
+    /// delivery made again after a restart has the `webhook-id` it had.
     instance: String,
     /// The one stop signal, cancelled when shutdown begins: no new subscribers or
     /// messages, and the reaper, the listener and live followers end.
@@ -159,7 +167,19 @@ struct Shared {
 const EVENT_BUFFER: usize = 4_096;
 
 impl Hub {
+    /// A hub in memory only.
     pub(crate) fn new(config: HubConfig, launcher: Arc<dyn Launch>) -> Self {
+        Self::with_store(config, launcher, Arc::new(Memory), Restored::default())
+    }
+
+    /// A hub that keeps everything in `store`, resuming from what it held at start:
+    /// its subscribers, its newest messages, and every delivery still to make.
+    pub(crate) fn with_store(
+        config: HubConfig,
+        launcher: Arc<dyn Launch>,
+        store: Arc<dyn Store>,
+        mut restored: Restored,
+    ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (fan_out, backlog) = mpsc::channel(intake::FAN_OUT_BACKLOG);
         let log = MessageLog::new(log::Budget {
@@ -181,7 +201,7 @@ impl Hub {
                 fan_out,
                 fanning_out: AtomicUsize::new(0),
                 activity: Mutex::new(VecDeque::new()),
-                next_id: AtomicU64::new(1),
+                next_id: AtomicU64::new(restored.last_id + 1),
                 version: AtomicU64::new(0),
                 outstanding: TaskTracker::new(),
                 messages: AtomicU64::new(0),
@@ -190,7 +210,8 @@ impl Hub {
                 bans: Mutex::default(),
                 events,
                 launcher,
-                instance: new_instance_id(),
+                store,
+                instance: restored.instance.take().unwrap_or_else(new_instance_id),
                 stopping: CancellationToken::new(),
             }),
         };
@@ -201,6 +222,7 @@ impl Hub {
         let launcher = &hub.shared.launcher;
         launcher.spawn("reaper", Box::pin(reaper::run(weak.clone())));
         launcher.spawn("fan-out", Box::pin(intake::fan_out_loop(weak, backlog)));
+        hub.restore(restored);
         hub
     }
 
@@ -243,7 +265,8 @@ impl Hub {
     }
 }
 
-fn new_instance_id() -> String {
+/// A new random instance id (hex): per process in memory, once per store on disk.
+pub(crate) fn new_instance_id() -> String {
     // Uniqueness across restarts is all that matters here; if the OS has no randomness
     // to give, the clock still differs from one start to the next.
     let random = getrandom::u64().unwrap_or_else(|_| {

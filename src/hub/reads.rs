@@ -66,9 +66,40 @@ impl Hub {
         }
     }
 
-    /// Up to `limit` logged messages published before message `before`, newest first.
+    /// Up to `limit` logged messages published before message `before`, newest first:
+    /// from memory, then from the store for those memory no longer holds.
     pub fn messages(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
-        self.shared.log.lock().page(before, limit)
+        let page = self.shared.log.lock().page(before, limit);
+        self.and_kept(page, before, limit, &|_| true)
+    }
+
+    /// Only the messages memory holds, newest first (the NDJSON export).
+    pub fn messages_in_memory(&self) -> Vec<Arc<MessageRecord>> {
+        self.shared.log.lock().page(None, usize::MAX)
+    }
+
+    /// `page` from memory, continued from the store when it is short of `limit`.
+    fn and_kept(
+        &self,
+        mut page: Vec<Arc<MessageRecord>>,
+        before: Option<MessageId>,
+        limit: usize,
+        keep: &dyn Fn(&MessageRecord) -> bool,
+    ) -> Vec<Arc<MessageRecord>> {
+        if page.len() >= limit || !self.shared.store.is_durable() {
+            return page;
+        }
+        // Below the oldest message memory holds (or `before`, if that is lower).
+        let oldest = self.shared.log.lock().oldest_id();
+        let from = match (before, oldest) {
+            (Some(before), Some(oldest)) => before.min(oldest),
+            (Some(before), None) => before,
+            (None, Some(oldest)) => oldest,
+            (None, None) => MessageId::MAX,
+        };
+        let more = self.shared.store.page(from, limit - page.len(), keep);
+        page.extend(more);
+        page
     }
 
     /// Like [`Hub::messages`], of those whose topic matches `pattern`.
@@ -79,7 +110,8 @@ impl Hub {
         limit: usize,
     ) -> Vec<Arc<MessageRecord>> {
         let matches = |m: &MessageRecord| m.topic.as_ref().is_some_and(|t| pattern.matches(t));
-        self.shared.log.lock().page_where(before, limit, matches)
+        let page = self.shared.log.lock().page_where(before, limit, matches);
+        self.and_kept(page, before, limit, &matches)
     }
 
     /// Every topic messages were published with (the most recent [`MAX_TOPICS_SEEN`]),
@@ -121,9 +153,22 @@ impl Hub {
         self.shared.log.lock().nth_newest(index)
     }
 
+    /// A logged message: from memory, or else from the store.
     pub fn message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
-        self.shared.log.lock().get(id)
+        let logged = self.shared.log.lock().get(id);
+        logged.or_else(|| self.shared.store.get(id))
     }
+
+    /// What the store holds, and where.
+    pub fn store_usage(&self) -> super::StoreUsage {
+        self.shared.store.usage()
+    }
+
+    /// Resolves once everything the hub recorded so far is kept by its store.
+    pub fn flush_store(&self) -> super::Commit {
+        self.shared.store.flush()
+    }
+
 
     pub fn logged_messages(&self) -> usize {
         self.shared.log.lock().len()
@@ -135,8 +180,14 @@ impl Hub {
         self.shared.log_usage.held().bytes
     }
 
+    /// Forgets the log: what memory holds and what the store keeps, but for messages
+    /// with a delivery still to make (the console's Clear and "forget history").
     pub fn clear_log(&self) {
-        let cleared = self.shared.log.lock().clear();
+        let cleared = {
+            let mut log = self.shared.log.lock();
+            self.shared.store.record(super::Change::Forget);
+            log.clear()
+        };
         cleared.iter().for_each(|m| m.evict());
         self.shared.version.fetch_add(1, Ordering::Relaxed);
     }

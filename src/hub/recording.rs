@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use super::Hub;
 use super::event::HubEvent;
 use super::message::{Attempt, MessageRecord};
-use super::outcome::Outcome;
+use super::outcome::{DeliveryError, Outcome};
+use super::subscriber::RemovalReason;
+use super::store::Change;
 use super::subscriber::SubscriberShared;
 
 impl Hub {
@@ -19,6 +21,13 @@ impl Hub {
         attempt: Attempt,
     ) {
         subscriber.stats.record_last(&attempt.outcome);
+        if self.shared.store.is_durable() {
+            self.shared.store.record(Change::Attempt {
+                id: message.id,
+                slot,
+                attempt: attempt.clone(),
+            });
+        }
         message.push_attempt(slot, attempt);
         self.trim_log();
         // The console's "Last" column and a retrying delivery show it at once.
@@ -50,6 +59,16 @@ impl Hub {
         subscriber.stats.record(&outcome);
         self.shared.metrics.record(&outcome);
         message.set_outcome(slot, outcome.clone());
+        // A delivery cut off by shutdown is made at the next start, so the store keeps
+        // it without an outcome.
+        let abandoned = outcome.error() == Some(&DeliveryError::Removed(RemovalReason::Shutdown));
+        if self.shared.store.is_durable() && !abandoned {
+            self.shared.store.record(Change::Finished {
+                id: message.id,
+                slot,
+                outcome: outcome.clone(),
+            });
+        }
         self.emit(HubEvent::Delivery {
             id: message.id,
             address: subscriber.address.clone(),

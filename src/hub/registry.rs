@@ -16,6 +16,7 @@ use super::event::HubEvent;
 use super::policy::TargetRefused;
 use super::routing::{Reach, Recipient, Route};
 use super::secret::Secret;
+use super::store::Change;
 use super::subscriber::{Entry, Mailbox, RemovalReason, SubscriberShared};
 use super::topic::{MAX_PATTERNS, Pattern, Topic, TopicError};
 
@@ -175,6 +176,7 @@ impl Hub {
         if let Some(most) = max_in_flight.filter(|n| !(1..=MAX_IN_FLIGHT).contains(n)) {
             return Err(RegisterError::MaxInFlight { given: most });
         }
+        let topics_given = topics.is_some();
         let topics = topics.map(distinct).transpose()?;
         let target = parse_target(address)?;
         self.shared.policy.read().check_url(&target)?;
@@ -199,15 +201,26 @@ impl Hub {
             }
             entry.last_seen = now;
             entry.last_seen_at = Instant::now();
+            let changed = lease.is_some()
+                || secret.is_some()
+                || ordered.is_some()
+                || max_in_flight.is_some()
+                || topics_given;
             if lease.is_some() {
                 entry.lease = lease;
             }
             let shared = entry.shared.clone();
-            drop(subscribers);
             if let Some(secret) = secret {
                 shared.set_secret(secret);
             }
             shared.set_options(ordered, max_in_flight);
+            if changed {
+                self.keep(entry);
+            } else if self.shared.store.is_durable() {
+                let key = shared.key.clone();
+                self.shared.store.record(Change::Seen { key, at: now });
+            }
+            drop(subscribers);
             self.emit(HubEvent::Refreshed {
                 address: shared.address.clone(),
             });
@@ -244,6 +257,7 @@ impl Hub {
         routing.add(Recipient::of(&entry), &topics);
         shared.set_topics(topics);
         drop(routing);
+        self.keep(&entry);
         subscribers.insert(key, entry);
         drop(subscribers);
         let address = shared.address.clone();
@@ -269,6 +283,7 @@ impl Hub {
             .and_then(|key| subscribers.get(&key))
             .ok_or_else(|| ControlError::UnknownSubscriber(address.to_owned()))?;
         self.retopic(entry, topics)?;
+        self.keep(entry);
         drop(subscribers);
         self.shared.version.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -299,6 +314,9 @@ impl Hub {
             .and_then(|key| subscribers.get(&key))
             .ok_or_else(|| ControlError::UnknownSubscriber(address.to_owned()))?;
         let changed = entry.shared.set_paused(paused);
+        if changed {
+            self.keep(entry);
+        }
         drop(subscribers);
         if changed {
             self.shared.version.fetch_add(1, Ordering::Relaxed);
@@ -318,6 +336,7 @@ impl Hub {
             entry.last_seen_at = Instant::now();
         }
         entry.pinned = pinned;
+        self.keep(entry);
         drop(subscribers);
         self.shared.version.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -424,6 +443,11 @@ impl Hub {
     }
 
     fn retire(&self, entry: Entry, reason: RemovalReason) {
+        // Those removed by shutdown are registered still when the hub starts again.
+        if reason != RemovalReason::Shutdown && self.shared.store.is_durable() {
+            let key = entry.shared.key.clone();
+            self.shared.store.record(Change::Removed { key });
+        }
         let address = entry.shared.address.clone();
         tracing::info!(%address, %reason, "subscriber removed");
         entry.shared.remove(reason);
@@ -447,6 +471,14 @@ impl Hub {
         key_of(&subscribers, address)
             .and_then(|key| subscribers.get(&key))
             .map(Recipient::of)
+    }
+
+    /// Tells the store where a subscriber stands now. Called under the subscribers lock,
+    /// so that the store hears of each subscriber's changes in the order they were made.
+    fn keep(&self, entry: &Entry) {
+        if self.shared.store.is_durable() {
+            self.shared.store.record(Change::Subscriber(entry.stored()));
+        }
     }
 
     /// Takes a subscriber out of the routing. Called with the `subscribers` write lock

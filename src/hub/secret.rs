@@ -28,6 +28,11 @@ impl Secret {
     pub fn key(&self) -> &[u8] {
         &self.0
     }
+
+    /// The secret as it is written (`whsec_` and base64), for a store to keep.
+    pub fn expose(&self) -> String {
+        format!("whsec_{}", STANDARD.encode(&self.0))
+    }
 }
 
 impl FromStr for Secret {

@@ -317,6 +317,23 @@ pub struct SubscriberView {
 }
 
 impl Entry {
+    /// Where it stands now, as a store keeps it.
+    pub(crate) fn stored(&self) -> super::store::StoredSubscriber {
+        let shared = &self.shared;
+        super::store::StoredSubscriber {
+            key: shared.key.clone(),
+            topics: shared.topics(),
+            lease: self.lease,
+            ordered: shared.is_ordered(),
+            max_in_flight: shared.max_in_flight() as u32,
+            secret: shared.secret(),
+            paused: shared.is_paused(),
+            pinned: self.pinned,
+            registered_at: self.registered_at,
+            last_seen: self.last_seen,
+        }
+    }
+
     pub(crate) fn lease(&self, ttl: Duration) -> Duration {
         self.lease.unwrap_or(ttl)
     }

@@ -16,7 +16,9 @@ use tower_http::timeout::TimeoutError;
 use utoipa::ToSchema;
 
 use super::ServerConfig;
-use crate::hub::{ControlError, PublishError, RegisterError, ResendError, SecretError, TopicError};
+use crate::hub::{
+    ControlError, PublishError, RegisterError, ResendError, SecretError, StoreError, TopicError,
+};
 
 pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
 
@@ -223,7 +225,13 @@ impl From<SecretError> for HttpError {
 
 impl From<PublishError> for HttpError {
     fn from(err: PublishError) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        let status = match err {
+            // WebDAV's status for "no room to store it": the publisher learns that
+            // retrying elsewhere or later is the cure, not fixing the request.
+            PublishError::Store(StoreError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, err.to_string())
     }
 }
 

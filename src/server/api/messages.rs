@@ -393,10 +393,11 @@ fn page_size(name: &str, given: Option<u32>) -> Result<usize, HttpError> {
     request_body(content = Payload, content_type = "application/octet-stream",
         description = "Any bytes, with any Content-Type; forwarded unchanged"),
     responses(
-        (status = ACCEPTED, description = "Queued for every live subscriber its topic reaches", body = PublishedJson),
+        (status = ACCEPTED, description = "Queued for every live subscriber its topic reaches; with a data directory, answered once the message is on disk", body = PublishedJson),
         (status = BAD_REQUEST, description = "Body cut short, a non-ASCII Content-Type, or a bad topic", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "Shutting down", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "Shutting down, or the store failed: not accepted", body = ErrorBody),
+        (status = INSUFFICIENT_STORAGE, description = "The store's disk is full: not accepted", body = ErrorBody),
     )
 )]
 pub(super) async fn publish(

@@ -1,0 +1,146 @@
+//! Resuming from a store at start: the subscribers it kept (those whose lease ran out
+//! while the hub was down are removed, and recorded so), its newest messages, and every
+//! delivery that had no outcome, queued again in publish order.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::Hub;
+use super::event::HubEvent;
+use super::address::{parse_target, redact};
+use super::message::MessageRecord;
+use super::outcome::{DeliveryError, Outcome};
+use super::routing::Recipient;
+use super::store::{Change, Restored, StoredSubscriber};
+use super::subscriber::{Entry, Job, Mailbox, RemovalReason, SubscriberShared};
+
+impl Hub {
+    pub(super) fn restore(&self, restored: Restored) {
+        let Restored {
+            subscribers,
+            messages,
+            ..
+        } = restored;
+        let now = SystemTime::now();
+        let ttl = self.ttl();
+        for stored in subscribers {
+            let lease = stored.lease.unwrap_or(ttl);
+            let age = now.duration_since(stored.last_seen).unwrap_or_default();
+            if !stored.pinned && age > lease {
+                tracing::info!(address = %stored.key, "subscriber expired while the hub was down");
+                self.shared.store.record(Change::Removed {
+                    key: stored.key.clone(),
+                });
+                self.record_activity(HubEvent::Removed {
+                    address: redact(&stored.key).into(),
+                    reason: RemovalReason::Expired,
+                });
+                continue;
+            }
+            self.readmit(stored, age);
+        }
+        let mut log = self.shared.log.lock();
+        let mut evicted = Vec::new();
+        for message in &messages {
+            evicted.extend(log.push(message.clone()));
+        }
+        drop(log);
+        self.shared
+            .messages
+            .store(messages.last().map_or(0, |m| m.id), std::sync::atomic::Ordering::Relaxed);
+        for message in &messages {
+            if let Some(topic) = &message.topic {
+                self.shared
+                    .topics_seen
+                    .lock()
+                    .record(topic, message.id, message.received_at);
+            }
+            self.requeue(message);
+        }
+        evicted.iter().for_each(|m| m.evict());
+    }
+
+    /// Brings a kept subscriber back, its keep-alive `age` old.
+    fn readmit(&self, stored: StoredSubscriber, age: std::time::Duration) {
+        let Ok(target) = parse_target(&stored.key) else {
+            tracing::warn!(address = %stored.key, "a kept subscriber's address no longer parses; dropped");
+            self.shared.store.record(Change::Removed { key: stored.key });
+            return;
+        };
+        let shared = Arc::new(SubscriberShared::new(stored.key.clone(), target));
+        if let Some(secret) = stored.secret {
+            shared.set_secret(secret);
+        }
+        shared.set_options(Some(stored.ordered), Some(stored.max_in_flight));
+        shared.set_paused(stored.paused);
+        let capacity = self.shared.config.queue_capacity.max(1);
+        let (queue, jobs) = mpsc::channel(capacity);
+        let entry = Entry {
+            shared: shared.clone(),
+            registered_at: stored.registered_at,
+            last_seen: stored.last_seen,
+            last_seen_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            lease: stored.lease,
+            queue,
+            pinned: stored.pinned,
+        };
+        {
+            let mut subscribers = self.shared.subscribers.write();
+            let mut routing = self.shared.routing.write();
+            if routing.room_for(stored.topics.len(), 0).is_err() {
+                tracing::warn!(address = %stored.key, "no room left for a kept subscriber's topics; dropped");
+                return;
+            }
+            routing.add(Recipient::of(&entry), &stored.topics);
+            shared.set_topics(stored.topics);
+            subscribers.insert(stored.key, entry);
+        }
+        self.shared.launcher.launch(
+            self.clone(),
+            Mailbox {
+                subscriber: shared.clone(),
+                jobs,
+                capacity,
+            },
+        );
+        self.record_activity(HubEvent::Registered {
+            address: shared.address.clone(),
+        });
+    }
+
+    /// Queues again every delivery of `message` that has no outcome, to the subscriber it
+    /// was for; one that is gone gets its removal recorded instead.
+    fn requeue(&self, message: &Arc<MessageRecord>) {
+        for (slot, address) in message.unfinished() {
+            let Some(recipient) = self.recipient(&address) else {
+                let error = DeliveryError::Removed(RemovalReason::Expired);
+                self.finish_restored(message, slot, Outcome::Failed(error));
+                continue;
+            };
+            let job = Job {
+                message: message.clone(),
+                slot,
+                _outstanding: self.shared.outstanding.token(),
+            };
+            if recipient.queue.try_send(job).is_err() {
+                let error = DeliveryError::QueueFull {
+                    capacity: recipient.queue.max_capacity(),
+                };
+                self.finish(message, slot, &recipient.subscriber, Outcome::Failed(error));
+            }
+        }
+    }
+
+    /// Records the outcome of a restored delivery whose subscriber is gone.
+    fn finish_restored(&self, message: &MessageRecord, slot: usize, outcome: Outcome) {
+        self.shared.metrics.record(&outcome);
+        message.set_outcome(slot, outcome.clone());
+        self.shared.store.record(Change::Finished {
+            id: message.id,
+            slot,
+            outcome,
+        });
+    }
+}

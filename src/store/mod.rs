@@ -1,0 +1,205 @@
+//! Durable storage behind the hub's `Store` seam: SQLite in a data directory.
+//!
+//! The directory holds `herald.db` (with SQLite's `-wal` and `-shm` beside it) and
+//! `herald.lock`, which the running Herald holds locked so that a second one is refused
+//! instead of writing into the same store.
+
+mod codec;
+mod schema;
+mod sqlite;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::ErrorCode;
+use thiserror::Error;
+
+pub use sqlite::SqliteStore;
+
+use crate::hub::Restored;
+
+pub(crate) const DB_FILE: &str = "herald.db";
+const LOCK_FILE: &str = "herald.lock";
+
+/// Why a data directory cannot be used. Each says what to do about it.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(
+        "cannot use {dir} as the data directory: {source}; choose a writable directory with --data-dir, or run with --in-memory"
+    )]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory {dir} is in use by another Herald{}; stop it, or give this one another --data-dir",
+        pid.map(|pid| format!(" (process {pid})")).unwrap_or_default()
+    )]
+    InUse { dir: PathBuf, pid: Option<u32> },
+    #[error(
+        "{path} is not a readable Herald store ({detail}); move it away (Herald then starts an empty one) or choose another --data-dir"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "{path} {}; upgrade Herald, or choose another --data-dir",
+        schema::SchemaError::Newer { found: *found }
+    )]
+    Newer { path: PathBuf, found: i64 },
+    #[error("the disk holding {path} is full ({detail}); free some space, or run with --in-memory")]
+    Full { path: PathBuf, detail: String },
+    #[error(
+        "cannot write the store {path}: {detail}; choose a writable directory with --data-dir, or run with --in-memory"
+    )]
+    NotWritable { path: PathBuf, detail: String },
+    #[error("cannot open the store {path}: {detail}")]
+    Sqlite { path: PathBuf, detail: String },
+}
+
+impl OpenError {
+    fn from_sqlite(path: &Path, err: rusqlite::Error) -> Self {
+        let path = path.to_owned();
+        let detail = err.to_string();
+        match err.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                OpenError::Corrupt { path, detail }
+            }
+            Some(ErrorCode::DiskFull) => OpenError::Full { path, detail },
+            Some(
+                ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::SystemIoFailure,
+            ) => OpenError::NotWritable { path, detail },
+            _ => OpenError::Sqlite { path, detail },
+        }
+    }
+}
+
+/// How much the store keeps: whichever limit is reached first prunes the oldest
+/// messages (never one with a delivery still to make).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub count: u64,
+    pub bytes: u64,
+    pub age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        "100000,1GiB,7d".parse().expect("the default retention parses")
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{},{}B,{}",
+            self.count,
+            self.bytes,
+            humantime::format_duration(self.age)
+        )
+    }
+}
+
+/// The largest SIZE `--retain` takes (1 PiB): beyond it a byte count could overflow.
+const MAX_RETAIN_BYTES: u64 = 1 << 50;
+
+impl FromStr for Retention {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = "give COUNT,SIZE,AGE, e.g. 100000,1GiB,7d";
+        let [count, size, age] = text.split(',').map(str::trim).collect::<Vec<_>>()[..] else {
+            return Err(format!("{text:?} is not three values; {usage}"));
+        };
+        let count: u64 = count
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("COUNT {count:?} is not a whole number of messages of at least 1; {usage}"))?;
+        let bytes = crate::config::byte_size(size, MAX_RETAIN_BYTES as usize)
+            .map_err(|err| format!("SIZE: {err}; {usage}"))? as u64;
+        let age = humantime::parse_duration(age)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("AGE {age:?} is not a duration such as 7d or 12h; {usage}"))?;
+        Ok(Self { count, bytes, age })
+    }
+}
+
+/// Where the console keeps its history unless told otherwise: `$XDG_DATA_HOME/herald`,
+/// or `~/.local/share/herald`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    // Written by hand, like the config file's lookup beside it, so that both follow the
+    // same XDG rules (and tests can move both with the environment).
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
+    Some(data.join("herald"))
+}
+
+/// Opens the store in `dir`, creating the directory if need be, and reads back what it
+/// holds (the newest `window` messages, and every one with a delivery to make).
+pub fn open(dir: &Path, retention: Retention, window: usize) -> Result<(SqliteStore, Restored), OpenError> {
+    let io = |source| OpenError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    create_private_dir(dir).map_err(io)?;
+    let lock = take_lock(dir)?;
+    SqliteStore::open(dir, lock, retention, window)
+}
+
+/// Creates `dir` readable by its owner only: it holds payloads and signing secrets.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "it is not a directory",
+        ));
+    }
+    Ok(())
+}
+
+/// Locks `dir`'s lock file for as long as the returned file is open, and writes this
+/// process's id into it for the next one to name.
+fn take_lock(dir: &Path) -> Result<File, OpenError> {
+    let io = |source| OpenError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            file.read_to_string(&mut pid).ok();
+            return Err(OpenError::InUse {
+                dir: dir.to_owned(),
+                pid: pid.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}

@@ -1,0 +1,777 @@
+//! The SQLite store: one writer thread that commits in groups, and a reading connection
+//! beside it (WAL lets the two work at once).
+//!
+//! Every change goes down one channel, in the order the hub made it. The writer takes
+//! whatever has arrived since its last commit (one publish, or the thousand that came
+//! during the last sync) and writes it in one transaction with one sync; a publish's
+//! commit resolves when its transaction has. Grouping is what keeps throughput: a sync
+//! costs about the same for one row as for a thousand.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+use tokio::sync::oneshot;
+
+use super::codec::{headers_blob, headers_from, millis, outcome_columns, outcome_from, time_of};
+use super::{OpenError, Retention};
+use crate::hub::{
+    Answer, Attempt, Change, Commit, Delivery, DeliveryError, DeliveryState, Draft, Exchange,
+    Headers, MessageId, MessageRecord, Outcome, Pattern, Restored, Source, Store, StoreError,
+    StoreUsage, StoredSubscriber, Topic,
+};
+use crate::wire::TraceContext;
+
+/// The most changes one transaction takes: a commit must not wait for an endless burst.
+const MAX_BATCH: usize = 20_000;
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// How long after a failed commit publishes are refused before one is let through to try
+/// again.
+const FAILING_FOR: Duration = Duration::from_secs(1);
+/// Messages deleted at a time while the store is over its size.
+const PRUNE_STEP: i64 = 1_000;
+/// How long a reader waits for the writer's lock on the database (checkpoints).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Op {
+    Append(Arc<MessageRecord>, oneshot::Sender<Result<(), StoreError>>),
+    Change(Change),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// What the writer tells the rest.
+#[derive(Debug, Default)]
+struct Status {
+    failing: Mutex<Option<(Instant, StoreError)>>,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+pub struct SqliteStore {
+    ops: Mutex<Option<mpsc::Sender<Op>>>,
+    reader: Mutex<Connection>,
+    status: Arc<Status>,
+    place: String,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held for as long as the store is open: another Herald finds the directory taken.
+    _lock: std::fs::File,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in `dir` and reads back what it holds: the newest
+    /// `window` messages and every one with a delivery still to make.
+    pub(crate) fn open(
+        dir: &Path,
+        lock: std::fs::File,
+        retention: Retention,
+        window: usize,
+    ) -> Result<(Self, Restored), OpenError> {
+        let path = dir.join(super::DB_FILE);
+        let place = path.display().to_string();
+        let fail = |source: rusqlite::Error| OpenError::from_sqlite(&path, source);
+        let mut writer = connect(&path).map_err(fail)?;
+        super::schema::migrate(&mut writer).map_err(|err| match err {
+            super::schema::SchemaError::Newer { found } => OpenError::Newer {
+                path: path.clone(),
+                found,
+            },
+            super::schema::SchemaError::Sqlite(err) => fail(err),
+        })?;
+        let restored = restore(&mut writer, window).map_err(fail)?;
+        let reader = connect(&path).map_err(fail)?;
+        let status = Arc::new(Status::default());
+        let messages: i64 = writer
+            .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
+            .map_err(fail)?;
+        status.messages.store(messages as u64, Ordering::Relaxed);
+        status.bytes.store(disk_bytes(&path), Ordering::Relaxed);
+        let (ops, incoming) = mpsc::channel();
+        let thread = {
+            let status = status.clone();
+            let place = place.clone();
+            std::thread::Builder::new()
+                .name("herald-store".into())
+                .spawn(move || {
+                    Writer {
+                        conn: writer,
+                        status,
+                        place,
+                        path,
+                        retention,
+                    }
+                    .run(incoming)
+                })
+                .map_err(|source| OpenError::Io {
+                    dir: dir.to_owned(),
+                    source,
+                })?
+        };
+        Ok((
+            Self {
+                ops: Mutex::new(Some(ops)),
+                reader: Mutex::new(reader),
+                status,
+                place,
+                writer: Mutex::new(Some(thread)),
+                _lock: lock,
+            },
+            restored,
+        ))
+    }
+
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        let ops = self.ops.lock();
+        match ops.as_ref().map(|ops| ops.send(op)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    fn failed(&self, err: rusqlite::Error) -> StoreError {
+        store_error(&self.place, &err)
+    }
+
+    /// Reads one message and its deliveries with the reading connection.
+    fn read(&self, conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRecord>>, StoreError> {
+        load_message(conn, id).map_err(|err| self.failed(err))
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Lets the writer finish what it was given, so that nothing handed to it is lost
+    /// when the hub goes.
+    fn drop(&mut self) {
+        self.ops.lock().take();
+        if let Some(writer) = self.writer.lock().take() {
+            writer.join().ok();
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, message: &Arc<MessageRecord>) -> Commit {
+        let (kept, commit) = oneshot::channel();
+        if let Err(err) = self.send(Op::Append(message.clone(), kept)) {
+            let (failed, commit) = oneshot::channel();
+            failed.send(Err(err)).ok();
+            return Commit::when(commit);
+        }
+        Commit::when(commit)
+    }
+
+    fn record(&self, change: Change) {
+        if self.send(Op::Change(change)).is_err() {
+            tracing::warn!("a change came after the store closed; not kept");
+        }
+    }
+
+    fn failing(&self) -> Option<StoreError> {
+        let failing = self.status.failing.lock();
+        let (at, error) = failing.as_ref()?;
+        (at.elapsed() < FAILING_FOR).then(|| error.clone())
+    }
+
+    fn page(
+        &self,
+        before: MessageId,
+        limit: usize,
+        keep: &dyn Fn(&MessageRecord) -> bool,
+    ) -> Vec<Arc<MessageRecord>> {
+        let conn = self.reader.lock();
+        let mut page = Vec::new();
+        let mut cursor = i64::try_from(before).unwrap_or(i64::MAX);
+        // In chunks, so that a filter that matches little does not load the whole store
+        // at once.
+        while page.len() < limit {
+            let ids: Result<Vec<i64>, _> = conn
+                .prepare_cached("SELECT id FROM messages WHERE id < ?1 ORDER BY id DESC LIMIT 256")
+                .and_then(|mut ids| ids.query_map([cursor], |row| row.get(0))?.collect());
+            let ids = match ids {
+                Ok(ids) => ids,
+                Err(err) => {
+                    tracing::warn!("cannot page the store: {}", self.failed(err));
+                    break;
+                }
+            };
+            let Some(&last) = ids.last() else { break };
+            cursor = last;
+            for id in ids {
+                match self.read(&conn, id as MessageId) {
+                    Ok(Some(message)) if keep(&message) => page.push(message),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!("cannot read message {id} from the store: {err}"),
+                }
+                if page.len() == limit {
+                    break;
+                }
+            }
+        }
+        page
+    }
+
+    fn get(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
+        let conn = self.reader.lock();
+        self.read(&conn, id)
+            .inspect_err(|err| tracing::warn!("cannot read message {id} from the store: {err}"))
+            .ok()
+            .flatten()
+    }
+
+    fn usage(&self) -> StoreUsage {
+        StoreUsage {
+            place: Some(self.place.clone()),
+            bytes: self.status.bytes.load(Ordering::Relaxed),
+            messages: self.status.messages.load(Ordering::Relaxed),
+        }
+    }
+
+    fn flush(&self) -> Commit {
+        let (kept, commit) = oneshot::channel();
+        if self.send(Op::Flush(kept)).is_err() {
+            return Commit::done();
+        }
+        Commit::when(commit)
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers never wait for the writer, and a commit appends instead of rewriting.
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("cannot switch the journal to WAL (it is {mode})")),
+        ));
+    }
+    // FULL: a commit is synced to disk before it is acknowledged, so an acknowledged
+    // publish survives a power cut too, not just a crash of the process.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// What the store occupies on disk: the database and its write-ahead log.
+fn disk_bytes(path: &Path) -> u64 {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    [path, wal.as_path()]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+pub(crate) fn store_error(place: &str, err: &rusqlite::Error) -> StoreError {
+    let detail = err.to_string();
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full {
+            place: place.to_owned(),
+            detail,
+        },
+        _ => StoreError::Failed {
+            place: place.to_owned(),
+            detail,
+        },
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    status: Arc<Status>,
+    place: String,
+    path: PathBuf,
+    retention: Retention,
+}
+
+impl Writer {
+    fn run(mut self, incoming: mpsc::Receiver<Op>) {
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
+        loop {
+            let wait = next_prune.saturating_duration_since(Instant::now());
+            match incoming.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    batch.extend(incoming.try_iter().take(MAX_BATCH));
+                    self.commit(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_prune {
+                if let Err(err) = self.prune() {
+                    tracing::warn!("retention could not prune the store: {err}");
+                }
+                self.status
+                    .bytes
+                    .store(disk_bytes(&self.path), Ordering::Relaxed);
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
+        }
+        // A last checkpoint, so that the next start reads one file rather than replaying
+        // the log; failing it loses nothing.
+        self.conn
+            .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+            .ok();
+    }
+
+    fn commit(&mut self, batch: Vec<Op>) {
+        let result = write(&mut self.conn, &batch);
+        let result = result.map_err(|err| store_error(&self.place, &err));
+        match &result {
+            Ok(appended) => {
+                self.status.failing.lock().take();
+                self.status.messages.fetch_add(*appended, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::error!("the store did not keep {} changes: {error}", batch.len());
+                *self.status.failing.lock() = Some((Instant::now(), error.clone()));
+            }
+        }
+        let kept = result.map(|_| ());
+        for op in batch {
+            if let Op::Append(_, waiter) | Op::Flush(waiter) = op {
+                waiter.send(kept.clone()).ok();
+            }
+        }
+    }
+
+    /// Deletes what retention no longer keeps: beyond the newest COUNT messages, older
+    /// than AGE, and the oldest while the store is over SIZE. Never a message with a
+    /// delivery still to make.
+    fn prune(&mut self) -> Result<(), rusqlite::Error> {
+        let Retention {
+            count,
+            bytes,
+            age,
+        } = self.retention;
+        let tx = self.conn.transaction()?;
+        let mut below: i64 = tx
+            .query_row(
+                "SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?1",
+                [i64::try_from(count).unwrap_or(i64::MAX)],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |id| id + 1);
+        if let Some(oldest) = SystemTime::now().checked_sub(age) {
+            let young: Option<i64> = tx.query_row(
+                "SELECT MIN(id) FROM messages WHERE received_ms >= ?1",
+                [millis(oldest)],
+                |row| row.get(0),
+            )?;
+            let newest: Option<i64> = tx.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+            below = below.max(young.or(newest.map(|n| n + 1)).unwrap_or(0));
+        }
+        let mut deleted = delete_below(&tx, below)?;
+        // Pages in use, not the file's size: SQLite reuses freed pages, so the file stops
+        // growing once pruning keeps up.
+        let used = |tx: &Transaction<'_>| -> Result<u64, rusqlite::Error> {
+            let pages: i64 = tx.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+            let free: i64 = tx.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+            let size: i64 = tx.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            Ok(((pages - free) * size).max(0) as u64)
+        };
+        while used(&tx)? > bytes {
+            let oldest: Option<i64> = tx.query_row("SELECT MIN(id) FROM messages", [], |row| row.get(0))?;
+            let Some(oldest) = oldest else { break };
+            below = below.max(oldest + PRUNE_STEP);
+            let gone = delete_below(&tx, below)?;
+            let newest: Option<i64> = tx.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+            if gone == 0 && newest.is_none_or(|n| below > n) {
+                break;
+            }
+            deleted += gone;
+        }
+        tx.commit()?;
+        if deleted > 0 {
+            self.status.messages.fetch_sub(deleted.min(self.status.messages.load(Ordering::Relaxed)), Ordering::Relaxed);
+            tracing::debug!(deleted, "retention pruned the store");
+        }
+        Ok(())
+    }
+}
+
+/// Deletes messages with ids below `below`, their deliveries and attempts, sparing those
+/// with a delivery still to make. Returns how many messages went.
+fn delete_below(tx: &Transaction<'_>, below: i64) -> Result<u64, rusqlite::Error> {
+    if below <= 0 {
+        return Ok(0);
+    }
+    const UNFINISHED: &str = "SELECT message_id FROM deliveries WHERE outcome IS NULL";
+    tx.execute(
+        &format!("DELETE FROM attempts WHERE message_id < ?1 AND message_id NOT IN ({UNFINISHED})"),
+        [below],
+    )?;
+    tx.execute(
+        "DELETE FROM deliveries WHERE message_id < ?1 AND message_id NOT IN \
+         (SELECT message_id FROM deliveries WHERE message_id < ?1 AND outcome IS NULL)",
+        [below],
+    )?;
+    let gone = tx.execute(
+        "DELETE FROM messages WHERE id < ?1 AND id NOT IN (SELECT message_id FROM deliveries WHERE message_id < ?1)",
+        [below],
+    )?;
+    Ok(gone as u64)
+}
+
+/// Writes one group of changes in one transaction; returns how many messages it added.
+fn write(conn: &mut Connection, batch: &[Op]) -> Result<u64, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut appended = 0;
+    let mut last_id = None;
+    for op in batch {
+        match op {
+            Op::Append(message, _) => {
+                insert_message(&tx, message)?;
+                appended += 1;
+                last_id = Some(message.id);
+            }
+            Op::Change(change) => apply(&tx, change)?,
+            Op::Flush(_) => {}
+        }
+    }
+    if let Some(id) = last_id {
+        // Kept apart from the messages: ids go on from here even once every message
+        // was pruned or forgotten, so that a `webhook-id` is never given twice.
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?1)")?
+            .execute([id.to_string()])?;
+    }
+    tx.commit()?;
+    Ok(appended)
+}
+
+fn insert_message(tx: &Transaction<'_>, message: &MessageRecord) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, received_ms, source, topic, content_type, headers, traceparent, tracestate, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        message.id as i64,
+        millis(message.received_at),
+        message.source.to_string(),
+        message.topic.as_ref().map(Topic::as_str),
+        message.content_type,
+        headers_blob(&message.headers),
+        message.trace.child(),
+        message.trace.state,
+        &message.body[..],
+    ])?;
+    Ok(())
+}
+
+fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(), rusqlite::Error> {
+    match change {
+        Change::Queued {
+            id,
+            first,
+            subscribers,
+        } => {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO deliveries (message_id, slot, subscriber) VALUES (?1, ?2, ?3)",
+            )?;
+            for (slot, address) in (*first..).zip(subscribers) {
+                insert.execute(params![*id as i64, slot as i64, &**address])?;
+            }
+        }
+        Change::Attempt { id, slot, attempt } => {
+            let (kind, number, micros, detail) = outcome_columns(&attempt.outcome);
+            let exchange = attempt.exchange.as_deref();
+            let answer = exchange.and_then(|e| e.response.as_ref());
+            tx.prepare_cached(
+                "INSERT INTO attempts (message_id, slot, at_ms, outcome, number, micros, detail, url, \
+                 request_headers, response_status, response_headers, response_body, truncated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                *id as i64,
+                *slot as i64,
+                millis(attempt.at),
+                kind,
+                number,
+                micros,
+                detail,
+                exchange.map(|e| &*e.url),
+                exchange.map(|e| e.request_headers.as_text()),
+                answer.map(|a| a.status),
+                answer.map(|a| a.headers.as_text()),
+                answer.map(|a| &a.body[..]),
+                answer.map(|a| a.truncated),
+            ])?;
+        }
+        Change::Finished { id, slot, outcome } => {
+            let (kind, number, micros, detail) = outcome_columns(outcome);
+            tx.prepare_cached(
+                "UPDATE deliveries SET outcome = ?3, number = ?4, micros = ?5, detail = ?6 \
+                 WHERE message_id = ?1 AND slot = ?2",
+            )?
+            .execute(params![*id as i64, *slot as i64, kind, number, micros, detail])?;
+        }
+        Change::Subscriber(s) => {
+            let topics: Vec<&str> = s.topics.iter().map(Pattern::as_str).collect();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO subscribers (key, topics, lease_ms, ordered, max_in_flight, \
+                 secret, paused, pinned, registered_ms, last_seen_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                &*s.key,
+                topics.join(","),
+                s.lease.map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX)),
+                s.ordered,
+                s.max_in_flight,
+                s.secret.as_ref().map(crate::hub::Secret::expose),
+                s.paused,
+                s.pinned,
+                millis(s.registered_at),
+                millis(s.last_seen),
+            ])?;
+        }
+        Change::Seen { key, at } => {
+            tx.prepare_cached("UPDATE subscribers SET last_seen_ms = ?2 WHERE key = ?1")?
+                .execute(params![&**key, millis(*at)])?;
+        }
+        Change::Removed { key } => {
+            tx.prepare_cached("DELETE FROM subscribers WHERE key = ?1")?
+                .execute([&**key])?;
+        }
+        Change::Forget => {
+            delete_below(tx, i64::MAX)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the store holds at start, and its instance id (made and kept on first open).
+fn restore(conn: &mut Connection, window: usize) -> Result<Restored, rusqlite::Error> {
+    let meta = |conn: &Connection, key: &str| -> Result<Option<String>, rusqlite::Error> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+            .optional()
+    };
+    let instance = match meta(conn, "instance")? {
+        Some(instance) => instance,
+        None => {
+            let instance = crate::hub::new_instance_id();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('instance', ?1)",
+                [&instance],
+            )?;
+            instance
+        }
+    };
+    let newest: Option<i64> = conn.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+    let kept_last = meta(conn, "last_id")?.and_then(|id| id.parse::<i64>().ok());
+    let last_id = newest.max(kept_last).unwrap_or(0).max(0) as MessageId;
+
+    let subscribers = {
+        let mut rows = conn.prepare(
+            "SELECT key, topics, lease_ms, ordered, max_in_flight, secret, paused, pinned, \
+             registered_ms, last_seen_ms FROM subscribers",
+        )?;
+        let rows = rows.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<i64>>(2)?,
+                row.get::<_, bool>(3)?,
+                row.get::<_, u32>(4)?,
+                row.get::<_, Option<String>>(5)?,
+                row.get::<_, bool>(6)?,
+                row.get::<_, bool>(7)?,
+                row.get::<_, i64>(8)?,
+                row.get::<_, i64>(9)?,
+            ))
+        })?;
+        let mut subscribers = Vec::new();
+        for row in rows {
+            let (key, topics, lease, ordered, max_in_flight, secret, paused, pinned, registered, seen) = row?;
+            let topics = if topics.is_empty() {
+                Vec::new()
+            } else {
+                Pattern::parse_list(&topics).unwrap_or_default()
+            };
+            subscribers.push(StoredSubscriber {
+                key: key.into(),
+                topics: topics.into(),
+                lease: lease.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+                ordered,
+                max_in_flight,
+                secret: secret.and_then(|s| s.parse().ok()),
+                paused,
+                pinned,
+                registered_at: time_of(registered),
+                last_seen: time_of(seen),
+            });
+        }
+        subscribers
+    };
+
+    // The newest messages for the log, and every one with a delivery still to make.
+    let ids: Vec<i64> = {
+        let mut rows = conn.prepare(
+            "SELECT id FROM (SELECT id FROM messages ORDER BY id DESC LIMIT ?1) \
+             UNION SELECT DISTINCT message_id FROM deliveries WHERE outcome IS NULL \
+             ORDER BY 1",
+        )?;
+        rows.query_map([i64::try_from(window).unwrap_or(i64::MAX)], |row| row.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut messages = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(message) = load_message(conn, id as MessageId)? {
+            messages.push(message);
+        }
+    }
+    Ok(Restored {
+        instance: Some(instance),
+        last_id,
+        subscribers,
+        messages,
+    })
+}
+
+fn load_message(conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRecord>>, rusqlite::Error> {
+    let row = conn
+        .prepare_cached(
+            "SELECT received_ms, source, topic, content_type, headers, traceparent, tracestate, body \
+             FROM messages WHERE id = ?1",
+        )?
+        .query_row([id as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<String>>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, Option<String>>(6)?,
+                row.get::<_, Vec<u8>>(7)?,
+            ))
+        })
+        .optional()?;
+    let Some((received, source, topic, content_type, headers, traceparent, tracestate, body)) = row else {
+        return Ok(None);
+    };
+    let mut deliveries: Vec<Delivery> = Vec::new();
+    {
+        let mut rows = conn.prepare_cached(
+            "SELECT slot, subscriber, outcome, number, micros, detail FROM deliveries \
+             WHERE message_id = ?1 ORDER BY slot",
+        )?;
+        let rows = rows.query_map([id as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+                row.get::<_, Option<String>>(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (slot, subscriber, outcome, number, micros, detail) = row?;
+            let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+            // A slot whose record a failed commit lost: shown, never sent again.
+            while deliveries.len() < slot {
+                deliveries.push(lost_delivery());
+            }
+            if deliveries.len() > slot {
+                continue;
+            }
+            let state = match outcome {
+                None => DeliveryState::Pending,
+                Some(kind) => outcome_from(&kind, number, micros, detail)
+                    .map_or(DeliveryState::Pending, DeliveryState::Done),
+            };
+            deliveries.push(Delivery {
+                subscriber: subscriber.into(),
+                state,
+                attempts: Vec::new(),
+            });
+        }
+    }
+    {
+        let mut rows = conn.prepare_cached(
+            "SELECT slot, at_ms, outcome, number, micros, detail, url, request_headers, \
+             response_status, response_headers, response_body, truncated \
+             FROM attempts WHERE message_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = rows.query_map([id as i64], |row| {
+            let outcome = outcome_from(
+                &row.get::<_, String>(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            );
+            let url: Option<String> = row.get(6)?;
+            let exchange = url.map(|url| -> Result<Exchange, rusqlite::Error> {
+                let status: Option<u16> = row.get(8)?;
+                let response = status
+                    .map(|status| -> Result<Answer, rusqlite::Error> {
+                        Ok(Answer {
+                            status,
+                            headers: Headers::from_text(row.get::<_, Option<String>>(9)?.unwrap_or_default()),
+                            body: row.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default().into(),
+                            truncated: row.get::<_, Option<bool>>(11)?.unwrap_or(false),
+                        })
+                    })
+                    .transpose()?;
+                Ok(Exchange {
+                    method: "POST",
+                    url: url.into(),
+                    request_headers: Headers::from_text(row.get::<_, Option<String>>(7)?.unwrap_or_default()),
+                    response,
+                })
+            });
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                outcome,
+                exchange.transpose()?,
+            ))
+        })?;
+        for row in rows {
+            let (slot, at, outcome, exchange) = row?;
+            let delivery = usize::try_from(slot).ok().and_then(|slot| deliveries.get_mut(slot));
+            if let (Some(delivery), Some(outcome)) = (delivery, outcome) {
+                delivery.attempts.push(Attempt {
+                    at: time_of(at),
+                    outcome,
+                    exchange: exchange.map(Arc::new),
+                });
+            }
+        }
+    }
+    let draft = Draft {
+        body: body.into(),
+        content_type,
+        headers: headers_from(&headers),
+        trace: TraceContext::parse(&traceparent).map(|trace| TraceContext {
+            state: tracestate,
+            ..trace
+        }),
+        topic: topic.and_then(|t| Topic::parse(&t).ok()),
+    };
+    Ok(Some(Arc::new(MessageRecord::restored(
+        id,
+        time_of(received),
+        draft,
+        Source::parse(&source),
+        deliveries,
+    ))))
+}
+
+fn lost_delivery() -> Delivery {
+    Delivery {
+        subscriber: "(unknown)".into(),
+        state: DeliveryState::Done(Outcome::Failed(DeliveryError::Crashed(
+            "the store lost this delivery's record in a failed commit".into(),
+        ))),
+        attempts: Vec::new(),
+    }
+}
