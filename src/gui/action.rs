@@ -11,6 +11,9 @@ pub(crate) enum Action {
     /// Show this in the top bar for a while.
     Notice(String),
     ExportLog,
+    ImportLog,
+    /// Forget the logged messages, in memory and in the store.
+    ForgetHistory,
     LoadFile,
     StartTestSubscriber,
     StopTestSubscriber,

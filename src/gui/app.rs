@@ -91,7 +91,8 @@ impl HeraldApp {
             .min_size(420.0)
             .show(ui, |ui| self.left_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
-        let action = self.settings_window.show(ui.ctx());
+        let store = self.backend.hub().store_usage();
+        let action = self.settings_window.show(ui.ctx(), &store);
         self.handle(action, ui.ctx());
         let hub = self.backend.hub().clone();
         let action = self.topics.show(ui.ctx(), &hub);
@@ -167,6 +168,12 @@ impl HeraldApp {
         match action {
             Action::Notice(text) => self.top_bar.notify(text),
             Action::ExportLog => self.files.export_log(hub, runtime, ctx),
+            Action::ImportLog => self.files.import_log(hub, runtime, ctx),
+            Action::ForgetHistory => {
+                hub.clear_log();
+                self.log.forget_selection();
+                self.top_bar.notify("History forgotten".to_owned());
+            }
             Action::LoadFile => self.files.load_file(runtime, ctx),
             Action::StartTestSubscriber => {
                 let ctx = ctx.clone();

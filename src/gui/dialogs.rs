@@ -81,6 +81,39 @@ impl Files {
         });
     }
 
+    /// Asks for an exported log and logs its messages (sent nowhere).
+    pub(crate) fn import_log(&mut self, hub: &Hub, runtime: &Handle, ctx: &egui::Context) {
+        let hub = hub.clone();
+        let handle = runtime.clone();
+        self.run(runtime, ctx, move || {
+            if !dialog_available() {
+                return FileDone::Notice(
+                    "No file dialog available: install xdg-desktop-portal or zenity, or POST the file to /api/v1/messages/import".to_owned(),
+                );
+            }
+            let Some(path) = rfd::FileDialog::new()
+                .set_title("Import an exported log")
+                .add_filter("NDJSON", &["ndjson", "jsonl"])
+                .pick_file()
+            else {
+                return FileDone::Notice("Import cancelled".to_owned());
+            };
+            let bytes = match read(&path) {
+                FileDone::Loaded { bytes, .. } => bytes,
+                notice => return notice,
+            };
+            // On a blocking thread of the runtime, where waiting for the commit is fine.
+            match handle.block_on(crate::server::import_ndjson(&hub, &bytes)) {
+                Ok(ids) => FileDone::Notice(format!(
+                    "Imported {} messages from {}",
+                    ids.len(),
+                    path.display()
+                )),
+                Err(err) => FileDone::Notice(format!("Could not import {}: {err}", path.display())),
+            }
+        });
+    }
+
     /// Asks for a file to publish and reads it.
     pub(crate) fn load_file(&mut self, runtime: &Handle, ctx: &egui::Context) {
         self.run(runtime, ctx, || {

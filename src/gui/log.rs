@@ -88,19 +88,31 @@ impl LogPanel {
                 action = Some(Action::ExportLog);
             }
             if ui
+                .button("Import…")
+                .on_hover_text("Read an exported log back, to inspect and resend (nothing is sent)")
+                .clicked()
+            {
+                action = Some(Action::ImportLog);
+            }
+            if ui
                 .button("Clear")
                 .on_hover_text("Forget the logged messages (deliveries in flight go on)")
                 .clicked()
             {
                 hub.clear_log();
-                self.selected = None;
-                self.found = None;
+                self.forget_selection();
             }
         });
         ui.add_space(4.0);
         self.refresh(hub);
         self.table_ui(ui, hub);
         action
+    }
+
+    /// Drops the selection and the search results: the log they were in is gone.
+    pub(crate) fn forget_selection(&mut self) {
+        self.selected = None;
+        self.found = None;
     }
 
     fn table_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {

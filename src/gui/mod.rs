@@ -17,6 +17,7 @@ mod log;
 mod plot;
 mod search;
 mod settings;
+mod start_problem;
 mod subscribers;
 mod test_subscriber;
 mod theme;
@@ -74,7 +75,25 @@ pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
                 dark: settings.dark,
                 ..Settings::from_config(&config)
             };
-            let backend = Arc::new(Backend::start(&config, handle)?);
+            // The console keeps its history unless told not to; the headless hub, only
+            // when given a directory.
+            if config.data_dir.is_none() && !config.in_memory {
+                config.data_dir = crate::store::default_data_dir();
+            }
+            let backend = match Backend::start(&config, handle.clone()) {
+                Ok(backend) => Arc::new(backend),
+                Err(err) => {
+                    tracing::error!("{err}");
+                    let retry = start_problem::Retry {
+                        config,
+                        runtime: handle,
+                        settings,
+                        slot,
+                    };
+                    let problem = start_problem::StartProblem::new(err.to_string(), retry);
+                    return Ok(Box::new(problem));
+                }
+            };
             backend.repaint_on_hub_events(&cc.egui_ctx);
             backend.listen(config.bind, &cc.egui_ctx);
             slot.set(backend.clone()).ok();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::action::Action;
 use super::theme;
 use crate::config::Config;
+use crate::hub::StoreUsage;
 
 /// Where eframe keeps the settings between runs.
 pub const SETTINGS_KEY: &str = "herald.settings";
@@ -116,10 +117,11 @@ impl SettingsWindow {
 
     /// Draws the window while it is open; asks for the draft to be applied once Apply was
     /// clicked with a valid draft, and closes.
-    pub(crate) fn show(&mut self, ctx: &egui::Context) -> Option<Action> {
+    pub(crate) fn show(&mut self, ctx: &egui::Context, store: &StoreUsage) -> Option<Action> {
         let draft = self.draft.as_mut()?;
         let mut open = true;
         let mut apply = false;
+        let mut forget = false;
         egui::Window::new("Settings")
             .open(&mut open)
             .resizable(false)
@@ -136,10 +138,15 @@ impl SettingsWindow {
                     apply = ui.button("Apply").clicked();
                     ui.weak("Remembered for next time");
                 });
+                ui.separator();
+                forget = history_ui(ui, store);
             });
         if !open {
             self.draft = None;
             return None;
+        }
+        if forget {
+            return Some(Action::ForgetHistory);
         }
         if !apply {
             return None;
@@ -158,6 +165,32 @@ impl SettingsWindow {
                 self.draft = Some(draft);
                 None
             }
+        }
+    }
+}
+
+/// Where the history is kept, and its "forget" button; returns whether it was clicked.
+fn history_ui(ui: &mut egui::Ui, store: &StoreUsage) -> bool {
+    ui.strong("History");
+    match &store.place {
+        Some(place) => {
+            ui.label(format!(
+                "{} messages, {}, in {place}",
+                store.messages,
+                super::format::size(usize::try_from(store.bytes).unwrap_or(usize::MAX))
+            ));
+            ui.button("Forget history")
+                .on_hover_text(
+                    "Delete every logged message, here and on disk (those with a delivery \
+                     still to make are kept)",
+                )
+                .clicked()
+        }
+        None => {
+            ui.weak(
+                "In memory only: the log ends with the window (start with --data-dir to keep it)",
+            );
+            false
         }
     }
 }

@@ -66,11 +66,26 @@ impl Hub {
         }
     }
 
-    /// Up to `limit` logged messages published before message `before`, newest first:
-    /// from memory, then from the store for those memory no longer holds.
+    /// Up to `limit` messages in the log's memory published before message `before`,
+    /// newest first. Never touches the store: the console calls it every frame.
     pub fn messages(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
-        let page = self.shared.log.lock().page(before, limit);
-        self.and_kept(page, before, limit, &|_| true)
+        self.shared.log.lock().page(before, limit)
+    }
+
+    /// Like [`Hub::messages`], but going on into the store for messages memory no longer
+    /// holds, and only those whose topic matches `pattern` if one is given. May read the
+    /// disk: call it where blocking is allowed.
+    pub fn history(
+        &self,
+        before: Option<MessageId>,
+        limit: usize,
+        pattern: Option<&Pattern>,
+    ) -> Vec<Arc<MessageRecord>> {
+        let matches = |m: &MessageRecord| {
+            pattern.is_none_or(|p| m.topic.as_ref().is_some_and(|t| p.matches(t)))
+        };
+        let page = self.shared.log.lock().page_where(before, limit, matches);
+        self.and_kept(page, before, limit, &matches)
     }
 
     /// Only the messages memory holds, newest first (the NDJSON export).
@@ -110,8 +125,7 @@ impl Hub {
         limit: usize,
     ) -> Vec<Arc<MessageRecord>> {
         let matches = |m: &MessageRecord| m.topic.as_ref().is_some_and(|t| pattern.matches(t));
-        let page = self.shared.log.lock().page_where(before, limit, matches);
-        self.and_kept(page, before, limit, &matches)
+        self.shared.log.lock().page_where(before, limit, matches)
     }
 
     /// Every topic messages were published with (the most recent [`MAX_TOPICS_SEEN`]),
@@ -153,10 +167,14 @@ impl Hub {
         self.shared.log.lock().nth_newest(index)
     }
 
-    /// A logged message: from memory, or else from the store.
+    /// A message the log holds in memory.
     pub fn message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
-        let logged = self.shared.log.lock().get(id);
-        logged.or_else(|| self.shared.store.get(id))
+        self.shared.log.lock().get(id)
+    }
+
+    /// A logged message: from memory, or else from the store (which may read the disk).
+    pub fn find_message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
+        self.message(id).or_else(|| self.shared.store.get(id))
     }
 
     /// What the store holds, and where.
@@ -168,7 +186,6 @@ impl Hub {
     pub fn flush_store(&self) -> super::Commit {
         self.shared.store.flush()
     }
-
 
     pub fn logged_messages(&self) -> usize {
         self.shared.log.lock().len()

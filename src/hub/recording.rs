@@ -7,8 +7,8 @@ use super::Hub;
 use super::event::HubEvent;
 use super::message::{Attempt, MessageRecord};
 use super::outcome::{DeliveryError, Outcome};
-use super::subscriber::RemovalReason;
 use super::store::Change;
+use super::subscriber::RemovalReason;
 use super::subscriber::SubscriberShared;
 
 impl Hub {

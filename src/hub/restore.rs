@@ -8,8 +8,8 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::Hub;
-use super::event::HubEvent;
 use super::address::{parse_target, redact};
+use super::event::HubEvent;
 use super::message::MessageRecord;
 use super::outcome::{DeliveryError, Outcome};
 use super::routing::Recipient;
@@ -47,9 +47,10 @@ impl Hub {
             evicted.extend(log.push(message.clone()));
         }
         drop(log);
-        self.shared
-            .messages
-            .store(messages.last().map_or(0, |m| m.id), std::sync::atomic::Ordering::Relaxed);
+        self.shared.messages.store(
+            messages.last().map_or(0, |m| m.id),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for message in &messages {
             if let Some(topic) = &message.topic {
                 self.shared
@@ -66,7 +67,9 @@ impl Hub {
     fn readmit(&self, stored: StoredSubscriber, age: std::time::Duration) {
         let Ok(target) = parse_target(&stored.key) else {
             tracing::warn!(address = %stored.key, "a kept subscriber's address no longer parses; dropped");
-            self.shared.store.record(Change::Removed { key: stored.key });
+            self.shared
+                .store
+                .record(Change::Removed { key: stored.key });
             return;
         };
         let shared = Arc::new(SubscriberShared::new(stored.key.clone(), target));

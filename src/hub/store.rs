@@ -56,9 +56,9 @@ impl Future for Commit {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
             None => Poll::Ready(Ok(())),
-            Some(kept) => {
-                Pin::new(kept).poll(cx).map(|result| result.unwrap_or(Err(StoreError::Closed)))
-            }
+            Some(kept) => Pin::new(kept)
+                .poll(cx)
+                .map(|result| result.unwrap_or(Err(StoreError::Closed))),
         }
     }
 }
@@ -103,8 +103,13 @@ pub enum Change {
     /// Registered, or changed: its topics, options, pause or pin.
     Subscriber(StoredSubscriber),
     /// A keep-alive.
-    Seen { key: Arc<str>, at: SystemTime },
-    Removed { key: Arc<str> },
+    Seen {
+        key: Arc<str>,
+        at: SystemTime,
+    },
+    Removed {
+        key: Arc<str>,
+    },
     /// The console's "forget history": every message, delivery and attempt kept so far.
     Forget,
 }

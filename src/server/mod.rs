@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutBody;
 
-pub use api::log_ndjson;
+pub use api::{ImportError, import_ndjson, log_ndjson};
 pub use connections::ConnectionLimits;
 pub use origin::Origin;
 pub use test_subscriber::{TestState, TestSubscriber};

@@ -15,7 +15,9 @@ pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns {
     let kind = outcome.kind().label();
     let micros = |d: &Duration| Some(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
     match outcome {
-        Outcome::Delivered { status, latency } => (kind, Some(i64::from(*status)), micros(latency), None),
+        Outcome::Delivered { status, latency } => {
+            (kind, Some(i64::from(*status)), micros(latency), None)
+        }
         Outcome::Failed(error) => match error {
             DeliveryError::Status { status, latency } => {
                 (kind, Some(i64::from(*status)), micros(latency), None)
@@ -31,7 +33,9 @@ pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns {
             DeliveryError::QueueFull { capacity } => {
                 (kind, i64::try_from(*capacity).ok(), None, None)
             }
-            DeliveryError::Removed(reason) => (kind, None, None, Some(removal_label(*reason).to_owned())),
+            DeliveryError::Removed(reason) => {
+                (kind, None, None, Some(removal_label(*reason).to_owned()))
+            }
         },
     }
 }
@@ -45,7 +49,8 @@ pub(crate) fn outcome_from(
 ) -> Option<Outcome> {
     let kind = OutcomeKind::ALL.into_iter().find(|k| k.label() == kind)?;
     let status = || number.and_then(|n| u16::try_from(n).ok()).unwrap_or(0);
-    let duration = || Duration::from_micros(micros.and_then(|m| u64::try_from(m).ok()).unwrap_or(0));
+    let duration =
+        || Duration::from_micros(micros.and_then(|m| u64::try_from(m).ok()).unwrap_or(0));
     let text = || text.clone().unwrap_or_default();
     let error = match kind {
         OutcomeKind::Delivered => {

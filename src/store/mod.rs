@@ -29,11 +29,12 @@ const LOCK_FILE: &str = "herald.lock";
 #[derive(Debug, Error)]
 pub enum OpenError {
     #[error(
-        "cannot use {dir} as the data directory: {source}; choose a writable directory with --data-dir, or run with --in-memory"
+        "cannot use {dir} as the data directory: {error}; choose a writable directory with --data-dir, or run with --in-memory"
     )]
     Io {
         dir: PathBuf,
-        source: std::io::Error,
+        // Not `source`: the message already says it, and error chains would repeat it.
+        error: std::io::Error,
     },
     #[error(
         "the data directory {dir} is in use by another Herald{}; stop it, or give this one another --data-dir",
@@ -90,7 +91,9 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        "100000,1GiB,7d".parse().expect("the default retention parses")
+        "100000,1GiB,7d"
+            .parse()
+            .expect("the default retention parses")
     }
 }
 
@@ -117,11 +120,9 @@ impl FromStr for Retention {
         let [count, size, age] = text.split(',').map(str::trim).collect::<Vec<_>>()[..] else {
             return Err(format!("{text:?} is not three values; {usage}"));
         };
-        let count: u64 = count
-            .parse()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| format!("COUNT {count:?} is not a whole number of messages of at least 1; {usage}"))?;
+        let count: u64 = count.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            format!("COUNT {count:?} is not a whole number of messages of at least 1; {usage}")
+        })?;
         let bytes = crate::config::byte_size(size, MAX_RETAIN_BYTES as usize)
             .map_err(|err| format!("SIZE: {err}; {usage}"))? as u64;
         let age = humantime::parse_duration(age)
@@ -140,16 +141,22 @@ pub fn default_data_dir() -> Option<PathBuf> {
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+        })?;
     Some(data.join("herald"))
 }
 
 /// Opens the store in `dir`, creating the directory if need be, and reads back what it
 /// holds (the newest `window` messages, and every one with a delivery to make).
-pub fn open(dir: &Path, retention: Retention, window: usize) -> Result<(SqliteStore, Restored), OpenError> {
-    let io = |source| OpenError::Io {
+pub fn open(
+    dir: &Path,
+    retention: Retention,
+    window: usize,
+) -> Result<(SqliteStore, Restored), OpenError> {
+    let io = |error| OpenError::Io {
         dir: dir.to_owned(),
-        source,
+        error,
     };
     create_private_dir(dir).map_err(io)?;
     let lock = take_lock(dir)?;
@@ -162,22 +169,21 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
-    if !dir.is_dir() {
+    if dir.exists() && !dir.is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
-            "it is not a directory",
+            "it is a file, not a directory",
         ));
     }
-    Ok(())
+    builder.create(dir)
 }
 
 /// Locks `dir`'s lock file for as long as the returned file is open, and writes this
 /// process's id into it for the next one to name.
 fn take_lock(dir: &Path) -> Result<File, OpenError> {
-    let io = |source| OpenError::Io {
+    let io = |error| OpenError::Io {
         dir: dir.to_owned(),
-        source,
+        error,
     };
     let mut file = OpenOptions::new()
         .read(true)

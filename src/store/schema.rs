@@ -72,7 +72,9 @@ pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SchemaError {
-    #[error("it was written by a newer Herald (schema version {found}, this one knows up to {VERSION})")]
+    #[error(
+        "it was written by a newer Herald (schema version {found}, this one knows up to {VERSION})"
+    )]
     Newer { found: i64 },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),

@@ -34,8 +34,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// How long after a failed commit publishes are refused before one is let through to try
 /// again.
 const FAILING_FOR: Duration = Duration::from_secs(1);
-/// Messages deleted at a time while the store is over its size.
-const PRUNE_STEP: i64 = 1_000;
+/// The share of the messages deleted at a time while the store is over its size: small
+/// enough not to take much more than needed, large enough to get there in a few steps.
+const PRUNE_SHARE: i64 = 10;
 /// How long a reader waits for the writer's lock on the database (checkpoints).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -51,6 +52,22 @@ struct Status {
     failing: Mutex<Option<(Instant, StoreError)>>,
     messages: AtomicU64,
     bytes: AtomicU64,
+}
+
+impl Status {
+    /// Counts messages in and out; only the writer changes the count.
+    fn count(&self, appended: u64, deleted: u64) {
+        let now = self.messages.load(Ordering::Relaxed);
+        let next = (now + appended).saturating_sub(deleted);
+        self.messages.store(next, Ordering::Relaxed);
+    }
+}
+
+/// What one transaction did to the message count.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Written {
+    appended: u64,
+    deleted: u64,
 }
 
 pub struct SqliteStore {
@@ -107,9 +124,9 @@ impl SqliteStore {
                     }
                     .run(incoming)
                 })
-                .map_err(|source| OpenError::Io {
+                .map_err(|error| OpenError::Io {
                     dir: dir.to_owned(),
-                    source,
+                    error,
                 })?
         };
         Ok((
@@ -138,7 +155,11 @@ impl SqliteStore {
     }
 
     /// Reads one message and its deliveries with the reading connection.
-    fn read(&self, conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRecord>>, StoreError> {
+    fn read(
+        &self,
+        conn: &Connection,
+        id: MessageId,
+    ) -> Result<Option<Arc<MessageRecord>>, StoreError> {
         load_message(conn, id).map_err(|err| self.failed(err))
     }
 }
@@ -244,7 +265,8 @@ fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers never wait for the writer, and a commit appends instead of rewriting.
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -324,9 +346,9 @@ impl Writer {
         let result = write(&mut self.conn, &batch);
         let result = result.map_err(|err| store_error(&self.place, &err));
         match &result {
-            Ok(appended) => {
+            Ok(written) => {
                 self.status.failing.lock().take();
-                self.status.messages.fetch_add(*appended, Ordering::Relaxed);
+                self.status.count(written.appended, written.deleted);
             }
             Err(error) => {
                 tracing::error!("the store did not keep {} changes: {error}", batch.len());
@@ -345,11 +367,7 @@ impl Writer {
     /// than AGE, and the oldest while the store is over SIZE. Never a message with a
     /// delivery still to make.
     fn prune(&mut self) -> Result<(), rusqlite::Error> {
-        let Retention {
-            count,
-            bytes,
-            age,
-        } = self.retention;
+        let Retention { count, bytes, age } = self.retention;
         let tx = self.conn.transaction()?;
         let mut below: i64 = tx
             .query_row(
@@ -365,7 +383,8 @@ impl Writer {
                 [millis(oldest)],
                 |row| row.get(0),
             )?;
-            let newest: Option<i64> = tx.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+            let newest: Option<i64> =
+                tx.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
             below = below.max(young.or(newest.map(|n| n + 1)).unwrap_or(0));
         }
         let mut deleted = delete_below(&tx, below)?;
@@ -378,19 +397,23 @@ impl Writer {
             Ok(((pages - free) * size).max(0) as u64)
         };
         while used(&tx)? > bytes {
-            let oldest: Option<i64> = tx.query_row("SELECT MIN(id) FROM messages", [], |row| row.get(0))?;
-            let Some(oldest) = oldest else { break };
-            below = below.max(oldest + PRUNE_STEP);
-            let gone = delete_below(&tx, below)?;
-            let newest: Option<i64> = tx.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
-            if gone == 0 && newest.is_none_or(|n| below > n) {
+            let (oldest, newest): (Option<i64>, Option<i64>) =
+                tx.query_row("SELECT MIN(id), MAX(id) FROM messages", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            let (Some(oldest), Some(newest)) = (oldest, newest) else {
+                break;
+            };
+            if below > newest {
+                // Only messages still to deliver are left: they stay, whatever the size.
                 break;
             }
-            deleted += gone;
+            below = below.max(oldest + (newest - oldest) / PRUNE_SHARE + 1);
+            deleted += delete_below(&tx, below)?;
         }
         tx.commit()?;
         if deleted > 0 {
-            self.status.messages.fetch_sub(deleted.min(self.status.messages.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.status.count(0, deleted);
             tracing::debug!(deleted, "retention pruned the store");
         }
         Ok(())
@@ -420,19 +443,19 @@ fn delete_below(tx: &Transaction<'_>, below: i64) -> Result<u64, rusqlite::Error
     Ok(gone as u64)
 }
 
-/// Writes one group of changes in one transaction; returns how many messages it added.
-fn write(conn: &mut Connection, batch: &[Op]) -> Result<u64, rusqlite::Error> {
+/// Writes one group of changes in one transaction.
+fn write(conn: &mut Connection, batch: &[Op]) -> Result<Written, rusqlite::Error> {
     let tx = conn.transaction()?;
-    let mut appended = 0;
+    let mut written = Written::default();
     let mut last_id = None;
     for op in batch {
         match op {
             Op::Append(message, _) => {
                 insert_message(&tx, message)?;
-                appended += 1;
+                written.appended += 1;
                 last_id = Some(message.id);
             }
-            Op::Change(change) => apply(&tx, change)?,
+            Op::Change(change) => written.deleted += apply(&tx, change)?,
             Op::Flush(_) => {}
         }
     }
@@ -443,7 +466,7 @@ fn write(conn: &mut Connection, batch: &[Op]) -> Result<u64, rusqlite::Error> {
             .execute([id.to_string()])?;
     }
     tx.commit()?;
-    Ok(appended)
+    Ok(written)
 }
 
 fn insert_message(tx: &Transaction<'_>, message: &MessageRecord) -> Result<(), rusqlite::Error> {
@@ -465,7 +488,8 @@ fn insert_message(tx: &Transaction<'_>, message: &MessageRecord) -> Result<(), r
     Ok(())
 }
 
-fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(), rusqlite::Error> {
+/// Applies one change; returns how many messages it deleted.
+fn apply(tx: &Transaction<'_>, change: &Change) -> Result<u64, rusqlite::Error> {
     match change {
         Change::Queued {
             id,
@@ -510,7 +534,14 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(), rusqlite::Error> {
                 "UPDATE deliveries SET outcome = ?3, number = ?4, micros = ?5, detail = ?6 \
                  WHERE message_id = ?1 AND slot = ?2",
             )?
-            .execute(params![*id as i64, *slot as i64, kind, number, micros, detail])?;
+            .execute(params![
+                *id as i64,
+                *slot as i64,
+                kind,
+                number,
+                micros,
+                detail
+            ])?;
         }
         Change::Subscriber(s) => {
             let topics: Vec<&str> = s.topics.iter().map(Pattern::as_str).collect();
@@ -540,18 +571,18 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(), rusqlite::Error> {
             tx.prepare_cached("DELETE FROM subscribers WHERE key = ?1")?
                 .execute([&**key])?;
         }
-        Change::Forget => {
-            delete_below(tx, i64::MAX)?;
-        }
+        Change::Forget => return delete_below(tx, i64::MAX),
     }
-    Ok(())
+    Ok(0)
 }
 
 /// What the store holds at start, and its instance id (made and kept on first open).
 fn restore(conn: &mut Connection, window: usize) -> Result<Restored, rusqlite::Error> {
     let meta = |conn: &Connection, key: &str| -> Result<Option<String>, rusqlite::Error> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
-            .optional()
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .optional()
     };
     let instance = match meta(conn, "instance")? {
         Some(instance) => instance,
@@ -564,7 +595,8 @@ fn restore(conn: &mut Connection, window: usize) -> Result<Restored, rusqlite::E
             instance
         }
     };
-    let newest: Option<i64> = conn.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+    let newest: Option<i64> =
+        conn.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
     let kept_last = meta(conn, "last_id")?.and_then(|id| id.parse::<i64>().ok());
     let last_id = newest.max(kept_last).unwrap_or(0).max(0) as MessageId;
 
@@ -589,7 +621,18 @@ fn restore(conn: &mut Connection, window: usize) -> Result<Restored, rusqlite::E
         })?;
         let mut subscribers = Vec::new();
         for row in rows {
-            let (key, topics, lease, ordered, max_in_flight, secret, paused, pinned, registered, seen) = row?;
+            let (
+                key,
+                topics,
+                lease,
+                ordered,
+                max_in_flight,
+                secret,
+                paused,
+                pinned,
+                registered,
+                seen,
+            ) = row?;
             let topics = if topics.is_empty() {
                 Vec::new()
             } else {
@@ -618,8 +661,10 @@ fn restore(conn: &mut Connection, window: usize) -> Result<Restored, rusqlite::E
              UNION SELECT DISTINCT message_id FROM deliveries WHERE outcome IS NULL \
              ORDER BY 1",
         )?;
-        rows.query_map([i64::try_from(window).unwrap_or(i64::MAX)], |row| row.get(0))?
-            .collect::<Result<_, _>>()?
+        rows.query_map([i64::try_from(window).unwrap_or(i64::MAX)], |row| {
+            row.get(0)
+        })?
+        .collect::<Result<_, _>>()?
     };
     let mut messages = Vec::with_capacity(ids.len());
     for id in ids {
@@ -635,7 +680,10 @@ fn restore(conn: &mut Connection, window: usize) -> Result<Restored, rusqlite::E
     })
 }
 
-fn load_message(conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRecord>>, rusqlite::Error> {
+fn load_message(
+    conn: &Connection,
+    id: MessageId,
+) -> Result<Option<Arc<MessageRecord>>, rusqlite::Error> {
     let row = conn
         .prepare_cached(
             "SELECT received_ms, source, topic, content_type, headers, traceparent, tracestate, body \
@@ -654,7 +702,8 @@ fn load_message(conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRe
             ))
         })
         .optional()?;
-    let Some((received, source, topic, content_type, headers, traceparent, tracestate, body)) = row else {
+    let Some((received, source, topic, content_type, headers, traceparent, tracestate, body)) = row
+    else {
         return Ok(None);
     };
     let mut deliveries: Vec<Delivery> = Vec::new();
@@ -715,8 +764,13 @@ fn load_message(conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRe
                     .map(|status| -> Result<Answer, rusqlite::Error> {
                         Ok(Answer {
                             status,
-                            headers: Headers::from_text(row.get::<_, Option<String>>(9)?.unwrap_or_default()),
-                            body: row.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default().into(),
+                            headers: Headers::from_text(
+                                row.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                            ),
+                            body: row
+                                .get::<_, Option<Vec<u8>>>(10)?
+                                .unwrap_or_default()
+                                .into(),
                             truncated: row.get::<_, Option<bool>>(11)?.unwrap_or(false),
                         })
                     })
@@ -724,7 +778,9 @@ fn load_message(conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRe
                 Ok(Exchange {
                     method: "POST",
                     url: url.into(),
-                    request_headers: Headers::from_text(row.get::<_, Option<String>>(7)?.unwrap_or_default()),
+                    request_headers: Headers::from_text(
+                        row.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                    ),
                     response,
                 })
             });
@@ -737,7 +793,9 @@ fn load_message(conn: &Connection, id: MessageId) -> Result<Option<Arc<MessageRe
         })?;
         for row in rows {
             let (slot, at, outcome, exchange) = row?;
-            let delivery = usize::try_from(slot).ok().and_then(|slot| deliveries.get_mut(slot));
+            let delivery = usize::try_from(slot)
+                .ok()
+                .and_then(|slot| deliveries.get_mut(slot));
             if let (Some(delivery), Some(outcome)) = (delivery, outcome) {
                 delivery.attempts.push(Attempt {
                     at: time_of(at),
@@ -773,5 +831,45 @@ fn lost_delivery() -> Delivery {
             "the store lost this delivery's record in a failed commit".into(),
         ))),
         attempts: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Draft, Source};
+
+    fn message(id: MessageId, bytes: usize) -> Arc<MessageRecord> {
+        let draft = Draft::new(vec![b'x'; bytes]);
+        Arc::new(MessageRecord::new(id, draft, Source::Console, 0))
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_failures() {
+        let dir = std::env::temp_dir().join(format!("herald-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herald.db");
+        let mut conn = connect(&path).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        // SQLite's own cap on the file answers exactly as a full disk does.
+        conn.pragma_update(None, "max_page_count", 64).unwrap();
+        let (kept, _) = oneshot::channel();
+        let small = [Op::Append(message(1, 10), kept)];
+        assert_eq!(write(&mut conn, &small).unwrap().appended, 1);
+        let (kept, _) = oneshot::channel();
+        let large = [Op::Append(message(2, 1 << 20), kept)];
+        let err = write(&mut conn, &large).unwrap_err();
+        let error = store_error(&path.display().to_string(), &err);
+        assert!(matches!(error, StoreError::Full { .. }), "{error}");
+        assert!(error.to_string().contains("free some space"), "{error}");
+        // What was committed before is all there, and the store goes on.
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+        let (kept, _) = oneshot::channel();
+        let more = write(&mut conn, &[Op::Append(message(3, 10), kept)]).unwrap();
+        assert_eq!(more.appended, 1);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

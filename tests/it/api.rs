@@ -302,7 +302,7 @@ async fn messages_publish_page_inspect_and_resend() {
             "/api/v1/messages/1/resend?subscriber=nobody:1",
             StatusCode::NOT_FOUND,
         ),
-        ("DELETE", "/api/v1/messages", StatusCode::METHOD_NOT_ALLOWED),
+        ("PUT", "/api/v1/messages", StatusCode::METHOD_NOT_ALLOWED),
     ] {
         let (status, body) = send(&hub, method, path, None).await;
         assert_eq!(status, expected, "{method} {path}: {body}");

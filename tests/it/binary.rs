@@ -6,7 +6,7 @@ use tokio::process::{Child, Command};
 
 use crate::utils::{PATIENCE, hanging_receiver};
 
-fn herald() -> Command {
+pub(crate) fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
         .env("RUST_LOG", "info")

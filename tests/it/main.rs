@@ -44,6 +44,9 @@ mod topics;
 /// The subcommands: listen, publish, subscribers, messages, resend.
 mod cli;
 
+/// The durable store: restarts after a kill, retention, bad data directories, import.
+mod store;
+
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 

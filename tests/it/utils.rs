@@ -248,8 +248,17 @@ impl Receiver {
         Self::scripted(Vec::new(), Reply::status(status.as_u16())).await
     }
 
+    /// Answering 200 at `addr` (a subscriber that comes back where it was).
+    pub async fn at(addr: SocketAddr) -> Self {
+        Self::scripted_at(addr, Vec::new(), Reply::status(200)).await
+    }
+
     /// Answers with `script` in order, then with `standing` for ever.
     pub async fn scripted(script: Vec<Reply>, standing: Reply) -> Self {
+        Self::scripted_at(SocketAddr::from(([127, 0, 0, 1], 0)), script, standing).await
+    }
+
+    async fn scripted_at(addr: SocketAddr, script: Vec<Reply>, standing: Reply) -> Self {
         let replies = Arc::new(Replies {
             script: parking_lot::Mutex::new(script.into()),
             standing: parking_lot::Mutex::new(standing),
@@ -257,7 +266,7 @@ impl Receiver {
         let (tx, received) = mpsc::unbounded_channel();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let listener = listener.tap_io(move |_| {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -396,4 +405,32 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
         .expect("the server neither answered nor closed")
         .ok();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A directory of its own under the system's temporary one, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("herald-it-{name}-{}-{n}", std::process::id()));
+        std::fs::remove_dir_all(&path).ok();
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
 }

@@ -350,11 +350,12 @@ fn message_id(path: Result<Path<String>, PathRejection>) -> Result<u64, HttpErro
     })
 }
 
-/// The whole message log, oldest first, as NDJSON: each line one message as
-/// `GET /api/v1/messages/{id}` gives it, with every delivery.
+/// The message log in memory, oldest first, as NDJSON: each line one message as
+/// `GET /api/v1/messages/{id}` gives it, with every delivery. (Only memory's: the store
+/// may hold a gigabyte.)
 pub fn log_ndjson(hub: &Hub) -> Vec<u8> {
     let mut out = Vec::new();
-    for message in hub.messages(None, usize::MAX).iter().rev() {
+    for message in hub.messages_in_memory().iter().rev() {
         let deliveries = message.deliveries();
         let page = DeliveryPage {
             from: 0,
@@ -433,12 +434,19 @@ pub(super) async fn list(
 ) -> Result<Json<MessagePageJson>, ApiError> {
     let Query(query) = query?;
     let limit = page_size("limit", query.limit)?;
-    let page = match query.topic.as_deref().map(Pattern::parse).transpose()? {
-        Some(pattern) => state
-            .hub
-            .messages_matching(&pattern, query.before, limit + 1),
-        None => state.hub.messages(query.before, limit + 1),
-    };
+    let pattern = query.topic.as_deref().map(Pattern::parse).transpose()?;
+    // Pages past what memory holds are read from the store: off the server's thread.
+    let hub = state.hub.clone();
+    let before = query.before;
+    let page =
+        tokio::task::spawn_blocking(move || hub.history(before, limit + 1, pattern.as_ref()))
+            .await
+            .map_err(|err| {
+                HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the log failed: {err}"),
+                )
+            })?;
     let more = page.len() > limit;
     let messages: Vec<MessageSummaryJson> = page
         .iter()
@@ -473,9 +481,10 @@ pub(super) async fn get(
     let id = message_id(id)?;
     let Query(query) = query?;
     let limit = page_size("deliveries_limit", query.deliveries_limit)?;
+    // From memory, or a point read from the store: not worth a thread hop.
     let message = state
         .hub
-        .message(id)
+        .find_message(id)
         .ok_or(ResendError::UnknownMessage(id))?;
     let from = query.deliveries_after.map_or(0, |after| {
         usize::try_from(after).map_or(usize::MAX, |a| a.saturating_add(1))

@@ -4,10 +4,12 @@
 
 mod events;
 mod messages;
+mod store;
 mod subscribers;
 mod topics;
 
 pub use messages::log_ndjson;
+pub use store::{ImportError, import_ndjson};
 
 use std::sync::Arc;
 
@@ -69,7 +71,9 @@ pub(super) fn router() -> Router<AppState> {
         .routes(routes!(subscribers::kick, subscribers::control))
         .routes(routes!(subscribers::expire))
         .routes(routes!(subscribers::set_topics))
-        .routes(routes!(messages::list, messages::publish))
+        .routes(routes!(messages::list, messages::publish, store::forget))
+        .routes(routes!(store::import))
+        .routes(routes!(store::get))
         .routes(routes!(messages::get))
         .routes(routes!(messages::resend))
         .routes(routes!(topics::list))

@@ -1,0 +1,204 @@
+//! The log's keeping: where it is stored and how much it holds, forgetting it, and
+//! importing an exported log back.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ErrorBody, HttpError};
+use crate::hub::{Draft, Hub, Topic};
+use crate::server::AppState;
+
+/// The most messages one import takes.
+pub(crate) const MAX_IMPORT: usize = 100_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StoreJson {
+    /// Whether what is accepted is kept on disk (`--data-dir`) or in memory only.
+    durable: bool,
+    /// The database file, when durable.
+    path: Option<String>,
+    /// Bytes it takes on disk (the database and its write-ahead log).
+    bytes: u64,
+    /// Messages it keeps (the log in memory holds the newest of them).
+    messages: u64,
+    /// Messages in memory now.
+    in_memory: u64,
+}
+
+/// Where the log is kept and how much it holds.
+#[utoipa::path(
+    get,
+    path = "/api/v1/store",
+    operation_id = "getStore",
+    tag = "messages",
+    responses((status = OK, description = "The store", body = StoreJson))
+)]
+pub(super) async fn get(State(state): State<AppState>) -> Json<StoreJson> {
+    let usage = state.hub.store_usage();
+    Json(StoreJson {
+        durable: usage.place.is_some(),
+        path: usage.place,
+        bytes: usage.bytes,
+        messages: usage.messages,
+        in_memory: state.hub.logged_messages() as u64,
+    })
+}
+
+/// Forgets the log, in memory and on disk, except messages with a delivery still to
+/// make (the console's Clear and "forget history").
+#[utoipa::path(
+    delete,
+    path = "/api/v1/messages",
+    operation_id = "forgetMessages",
+    tag = "messages",
+    responses((status = NO_CONTENT, description = "Forgotten"))
+)]
+pub(super) async fn forget(State(state): State<AppState>) -> StatusCode {
+    state.hub.clear_log();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ImportedJson {
+    /// Messages logged.
+    imported: u64,
+    /// The ids they were given, in the file's order (first and last).
+    first_id: Option<u64>,
+    last_id: Option<u64>,
+}
+
+/// One line of an export, as `GET /api/v1/messages/{id}` gives a message; what else the
+/// line holds (ids, deliveries) is not imported.
+#[derive(Debug, Deserialize)]
+struct ExportedLine {
+    received_at: Option<String>,
+    content_type: Option<String>,
+    topic: Option<String>,
+    body: String,
+    body_encoding: Option<String>,
+}
+
+/// Logs the messages of an exported log (NDJSON, one message a line, as the console's
+/// Export writes it) without sending them anywhere: to inspect and resend. Every line is
+/// checked first; one bad line imports nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/import",
+    operation_id = "importMessages",
+    tag = "messages",
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "An exported log: one JSON message a line"),
+    responses(
+        (status = CREATED, description = "Logged, and kept by the store", body = ImportedJson),
+        (status = BAD_REQUEST, description = "A line that is not an exported message", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "Not application/x-ndjson", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "Shutting down, or the store failed", body = ErrorBody),
+        (status = INSUFFICIENT_STORAGE, description = "The store's disk is full", body = ErrorBody),
+    )
+)]
+pub(super) async fn import(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(StatusCode, Json<ImportedJson>), ApiError> {
+    let ndjson = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("application/x-ndjson")
+                || essence.eq_ignore_ascii_case("application/jsonl")
+        });
+    if !ndjson {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the exported log with Content-Type: application/x-ndjson",
+        )
+        .into());
+    }
+    let body = axum::body::to_bytes(request.into_body(), state.config.max_body)
+        .await
+        .map_err(|err| HttpError::unreadable_body(&err, &state.config))?;
+    let ids = import_ndjson(&state.hub, &body)
+        .await
+        .map_err(|err| match err {
+            ImportError::Line(message) => HttpError::new(StatusCode::BAD_REQUEST, message),
+            ImportError::Publish(err) => err.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ImportedJson {
+            imported: ids.len() as u64,
+            first_id: ids.first().copied(),
+            last_id: ids.last().copied(),
+        }),
+    ))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Line(String),
+    #[error(transparent)]
+    Publish(#[from] crate::hub::PublishError),
+}
+
+/// Reads an exported log and logs its messages (the API's import and the console's).
+pub async fn import_ndjson(hub: &Hub, ndjson: &[u8]) -> Result<Vec<u64>, ImportError> {
+    let mut messages = Vec::new();
+    for (number, line) in ndjson.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if messages.len() == MAX_IMPORT {
+            return Err(ImportError::Line(format!(
+                "an import takes at most {MAX_IMPORT} messages; split the file"
+            )));
+        }
+        let bad = |why: String| ImportError::Line(format!("line {}: {why}", number + 1));
+        let line: ExportedLine = serde_json::from_slice(line)
+            .map_err(|err| bad(format!("not an exported message ({err})")))?;
+        let body = match line.body_encoding.as_deref() {
+            None | Some("utf8") => line.body.into_bytes(),
+            Some("base64") => STANDARD
+                .decode(&line.body)
+                .map_err(|err| bad(format!("body is not base64 ({err})")))?,
+            Some(other) => {
+                return Err(bad(format!(
+                    "body_encoding {other:?} is neither \"utf8\" nor \"base64\""
+                )));
+            }
+        };
+        let received_at = match &line.received_at {
+            None => SystemTime::now(),
+            Some(text) => humantime::parse_rfc3339_weak(text).map_err(|err| {
+                bad(format!(
+                    "received_at {text:?} is not an RFC 3339 time ({err})"
+                ))
+            })?,
+        };
+        let topic = line
+            .topic
+            .as_deref()
+            .map(Topic::parse)
+            .transpose()
+            .map_err(|err| bad(err.to_string()))?;
+        let draft = Draft {
+            body: body.into(),
+            content_type: line.content_type,
+            headers: Vec::new(),
+            trace: None,
+            topic,
+        };
+        messages.push((draft, received_at));
+    }
+    Ok(hub.import(messages).await?)
+}
