@@ -13,6 +13,8 @@
 //!     cargo bench --bench hub -- idle publishes=150     # 10,000 subscribers, more messages
 //!     cargo bench --bench hub -- payloads               # 1,000 publishes of 1 MiB
 //!     cargo bench --bench hub -- topics                 # 10,000 patterns; topic fan-out
+//!     cargo bench --bench hub -- durable                # K=10 in memory and on disk
+//!     cargo bench --bench hub -- restart                # 100,000 messages back after a kill
 //!     HERALD_BIN=/path/to/herald cargo bench --bench hub -- quick   # another build
 //!
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
@@ -397,13 +399,19 @@ struct Run<'a> {
     in_flight: u32,
     /// Subscribers take `bench.>` and every message has a topic under it.
     topical: bool,
+    /// The hub keeps everything in a `--data-dir` (a fresh one in the temp directory).
+    durable: bool,
 }
 
 /// One run; `direct_rate`, when given, is what the line compares its deliveries with.
 async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: Option<f64>) -> String {
     let tally = Arc::new(Tally::default());
     let sinks = start_sinks(run.k, &tally).await;
-    let hub = Hub::start(&[]).await;
+    let store = run.durable.then(|| BenchDir::new("fanout"));
+    let hub = match &store {
+        Some(dir) => Hub::start(&["--data-dir", dir.arg()]).await,
+        None => Hub::start(&[]).await,
+    };
     let addresses: Vec<String> = sinks.iter().map(ToString::to_string).collect();
     let mut options = format!("&max_in_flight={}", run.in_flight);
     let mut url = format!("{}/sendMessage", hub.url);
@@ -415,7 +423,8 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: Option<f64>)
     let cpu_before = hub.cpu_seconds();
     let steal_before = steal_seconds();
     let started = Instant::now();
-    let (accepted, _) = publish(http, url, run.duration, run.rate, run.publishers).await;
+    let (accepted, accept_times) =
+        publish(http, url, run.duration, run.rate, run.publishers).await;
     let expected = accepted * run.k as u64;
     drain(&tally, expected, Duration::from_secs(30)).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -445,10 +454,12 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: Option<f64>)
         )
     });
     let line = format!(
-        "{:<24} K={:<4} accepted {:>8.0}/s  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s ({:.0} µs per delivery)  {}steal {:.0}%",
+        "{:<24} K={:<4} accepted {:>8.0}/s (p50 {:.2} ms, p99 {:.2} ms)  deliveries {:>8.0}/s  ratio {:.4} ({} dropped: queue full, {} other failures)  p50 {:>7.2} ms  p99 {:>8.2} ms  hub RSS peak {:>5.1} MiB  CPU {:>5.1} s ({:.0} µs per delivery)  {}steal {:.0}%",
         run.label,
         run.k,
         accepted as f64 / run.duration.as_secs_f64(),
+        percentile(&accept_times, 0.50),
+        percentile(&accept_times, 0.99),
         deliveries_per_sec,
         received as f64 / expected.max(1) as f64,
         dropped,
@@ -672,11 +683,14 @@ async fn isolation(
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
-    // Scenario names to run (fanout, idle, isolation, payloads, topics); all when none is
-    // named.
+    // Scenario names to run (fanout, idle, isolation, payloads, topics, durable,
+    // restart); all when none is named.
     let named: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["fanout", "idle", "isolation", "payloads", "topics"].contains(&a.as_str()))
+        .filter(|a| {
+            ["fanout", "idle", "isolation", "payloads", "topics", "durable", "restart"]
+                .contains(&a.as_str())
+        })
         .collect();
     let wanted = |name: &str| named.is_empty() || named.iter().any(|n| n == name);
     let arg = |key: &str| {
@@ -728,6 +742,7 @@ fn main() {
                     duration,
                     in_flight: 1,
                     topical: false,
+                    durable: false,
                 },
                 Run {
                     label: "2,000 deliveries/s",
@@ -737,6 +752,7 @@ fn main() {
                     duration,
                     in_flight: 1,
                     topical: false,
+                    durable: false,
                 },
             ];
             if k == 1 {
@@ -748,6 +764,7 @@ fn main() {
                     duration,
                     in_flight: 16,
                     topical: false,
+                    durable: false,
                 });
             }
             if k == 10 {
@@ -759,6 +776,7 @@ fn main() {
                     duration,
                     in_flight: 1,
                     topical: false,
+                    durable: false,
                 });
             }
             for run in runs {
@@ -774,6 +792,37 @@ fn main() {
         }
         if wanted("payloads") {
             println!("{}", large_payloads(&http, 1000, 1024 * 1024).await);
+        }
+        if wanted("durable") {
+            // In memory and durable, alternated: runs drift more than a few percent.
+            let k = only_k.map_or(10, |k| k as usize);
+            for (label, rate, durable) in [
+                ("max rate, in memory", None, false),
+                ("max rate, durable", None, true),
+                ("max rate, in memory", None, false),
+                ("max rate, durable", None, true),
+                ("2,000/s, in memory", Some(2000.0 / k as f64), false),
+                ("2,000/s, durable", Some(2000.0 / k as f64), true),
+                ("2,000/s K=1, in memory", Some(2000.0), false),
+                ("2,000/s K=1, durable", Some(2000.0), true),
+            ] {
+                let k = if label.contains("K=1") { 1 } else { k };
+                let run = Run {
+                    label,
+                    k,
+                    rate,
+                    publishers: PUBLISHERS,
+                    duration,
+                    in_flight: 1,
+                    topical: false,
+                    durable,
+                };
+                println!("{}", fan_out(&http, run, None).await);
+            }
+        }
+        if wanted("restart") {
+            let messages = arg("messages=").map_or(100_000, |n| n as usize);
+            println!("{}", restart(&http, messages, 10_000).await);
         }
         if wanted("topics") {
             println!("{}", many_patterns(&http, 1, 1000).await);
@@ -791,11 +840,87 @@ fn main() {
                     duration,
                     in_flight: 1,
                     topical,
+                    durable: false,
                 };
                 println!("{}", fan_out(&http, run, None).await);
             }
         }
     });
+}
+
+/// A directory of its own in the temp directory, for a durable hub; removed when dropped.
+struct BenchDir(std::path::PathBuf);
+
+impl BenchDir {
+    fn new(name: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("herald-bench-{name}-{}-{n}", std::process::id()));
+        std::fs::remove_dir_all(&path).ok();
+        Self(path)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("the temp directory is UTF-8")
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// A durable hub with `subscribers` subscribers and `messages` messages kept, killed with
+/// SIGKILL and started again on its directory: how long until it serves, all restored.
+async fn restart(http: &reqwest::Client, messages: usize, subscribers: usize) -> String {
+    let dir = BenchDir::new("restart");
+    let flags = ["--data-dir", dir.arg(), "--retain", "1000000,1GiB,7d"];
+    let hub = Hub::start(&flags).await;
+    // Subscribers to a topic nothing is published on: kept, never delivered to.
+    let addresses: Vec<String> = (0..subscribers)
+        .map(|n| format!("127.0.0.1:{}", 20_000 + n))
+        .collect();
+    register(http, &hub.url, &addresses, "&topics=never.published").await;
+    let filled = Instant::now();
+    let mut sent = 0;
+    while sent < messages {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..64.min(messages - sent) {
+            let (http, url) = (http.clone(), format!("{}/sendMessage", hub.url));
+            batch.spawn(async move {
+                let response = http.post(url).body("x".repeat(200)).send().await.unwrap();
+                assert!(response.status().is_success());
+            });
+            sent += 1;
+        }
+        batch.join_all().await;
+    }
+    let fill_secs = filled.elapsed().as_secs_f64();
+    let size = std::fs::metadata(dir.0.join("herald.db")).map_or(0, |m| m.len())
+        + std::fs::metadata(dir.0.join("herald.db-wal")).map_or(0, |m| m.len());
+    hub.stop().await;
+    let started = Instant::now();
+    let hub = Hub::start(&flags).await;
+    let listening = started.elapsed();
+    let listed = http
+        .get(format!("{}/api/v1/subscribers", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let restored = listed.matches("\"address\"").count();
+    let serving = started.elapsed();
+    let rss = hub.rss_mib();
+    hub.stop().await;
+    format!(
+        "restart after SIGKILL, {messages} messages ({fill_secs:.1} s to publish, store {:.0} MiB) and {subscribers} subscribers: listening in {:.2} s, {restored} subscribers listed {:.2} s after start, RSS {rss:.0} MiB",
+        size as f64 / 1_048_576.0,
+        listening.as_secs_f64(),
+        serving.as_secs_f64(),
+    )
 }
 
 fn num_cpus() -> usize {

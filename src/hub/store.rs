@@ -216,3 +216,146 @@ impl Store for Memory {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::hub::{
+        Delivery, DeliveryState, Draft, Hub, HubConfig, Launch, Mailbox, PublishError, Source,
+        Task,
+    };
+
+    /// Keeps the subscribers' mailboxes, so that a test reads what was queued.
+    #[derive(Default)]
+    struct Mailboxes(Mutex<Vec<Mailbox>>);
+
+    impl Launch for Arc<Mailboxes> {
+        fn launch(&self, _hub: Hub, mailbox: Mailbox) {
+            self.0.lock().push(mailbox);
+        }
+
+        fn spawn(&self, _name: &'static str, _task: Task) {}
+    }
+
+    /// A store whose commits resolve when the test says.
+    #[derive(Default)]
+    struct Held {
+        commits: Mutex<Vec<oneshot::Sender<Result<(), StoreError>>>>,
+    }
+
+    impl Store for Arc<Held> {
+        fn append(&self, _message: &Arc<MessageRecord>) -> Commit {
+            let (kept, commit) = oneshot::channel();
+            self.commits.lock().push(kept);
+            Commit::when(commit)
+        }
+        fn record(&self, _change: Change) {}
+        fn failing(&self) -> Option<StoreError> {
+            None
+        }
+        fn page(
+            &self,
+            _before: MessageId,
+            _limit: usize,
+            _keep: &dyn Fn(&MessageRecord) -> bool,
+        ) -> Vec<Arc<MessageRecord>> {
+            Vec::new()
+        }
+        fn get(&self, _id: MessageId) -> Option<Arc<MessageRecord>> {
+            None
+        }
+        fn usage(&self) -> StoreUsage {
+            StoreUsage::default()
+        }
+        fn flush(&self) -> Commit {
+            Commit::done()
+        }
+    }
+
+    fn hub(store: Arc<dyn Store>, restored: Restored) -> (Hub, Arc<Mailboxes>) {
+        let mailboxes = Arc::new(Mailboxes::default());
+        let launcher = Arc::new(mailboxes.clone());
+        let hub = Hub::with_store(HubConfig::default(), launcher, store, restored);
+        (hub, mailboxes)
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_acknowledged_once_its_commit_is_and_not_before() {
+        let held = Arc::new(Held::default());
+        let (hub, _) = hub(Arc::new(held.clone()), Restored::default());
+        let publish = hub.publish_when_ready(Draft::new("kept?"), Source::Console);
+        let mut publish = std::pin::pin!(publish);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), &mut publish);
+        assert!(early.await.is_err(), "acknowledged before it was kept");
+        held.commits.lock().remove(0).send(Ok(())).unwrap();
+        assert_eq!(publish.await.unwrap().id, 1);
+
+        let publish = hub.publish_when_ready(Draft::new("no room"), Source::Console);
+        let full = StoreError::Full {
+            place: "test".into(),
+            detail: "disk full".into(),
+        };
+        let mut publish = std::pin::pin!(publish);
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(10), &mut publish).await;
+        held.commits.lock().remove(0).send(Err(full.clone())).unwrap();
+        assert_eq!(publish.await, Err(PublishError::Store(full)));
+    }
+
+    #[tokio::test]
+    async fn a_restart_queues_again_what_had_no_outcome_in_publish_order() {
+        let address: Arc<str> = "127.0.0.1:9".into();
+        let subscriber = StoredSubscriber {
+            key: address.clone(),
+            topics: Arc::new([]),
+            lease: None,
+            ordered: false,
+            max_in_flight: 1,
+            secret: None,
+            paused: true,
+            pinned: false,
+            registered_at: SystemTime::now(),
+            last_seen: SystemTime::now(),
+        };
+        let delivery = |state| Delivery {
+            subscriber: address.clone(),
+            state,
+            attempts: Vec::new(),
+        };
+        let done = DeliveryState::Done(crate::hub::Outcome::Delivered {
+            status: 200,
+            latency: std::time::Duration::ZERO,
+        });
+        let message = |id, deliveries| {
+            let draft = Draft::new(format!("message {id}"));
+            let at = SystemTime::now();
+            Arc::new(MessageRecord::restored(id, at, draft, Source::Console, deliveries))
+        };
+        let restored = Restored {
+            instance: Some("00000000000000aa".into()),
+            last_id: 7,
+            subscribers: vec![subscriber],
+            messages: vec![
+                message(3, vec![delivery(DeliveryState::Pending)]),
+                message(5, vec![delivery(done)]),
+                message(6, vec![delivery(DeliveryState::Pending)]),
+            ],
+        };
+        let (hub, mailboxes) = hub(Arc::new(Memory), restored);
+        assert_eq!(hub.instance(), "00000000000000aa");
+        let view = hub.subscriber(&address).unwrap();
+        assert!(view.paused, "its pause came back with it");
+        let mut mailbox = mailboxes.0.lock().remove(0);
+        let mut queued = Vec::new();
+        while let Ok(job) = mailbox.jobs.try_recv() {
+            queued.push(job.message.id);
+        }
+        assert_eq!(queued, [3, 6]);
+        // Ids go on from the last one kept.
+        let next = hub.publish(Draft::new("new"), Source::Console).unwrap();
+        assert_eq!(next.id, 8);
+    }
+}
