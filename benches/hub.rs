@@ -423,8 +423,7 @@ async fn fan_out(http: &reqwest::Client, run: Run<'_>, direct_rate: Option<f64>)
     let cpu_before = hub.cpu_seconds();
     let steal_before = steal_seconds();
     let started = Instant::now();
-    let (accepted, accept_times) =
-        publish(http, url, run.duration, run.rate, run.publishers).await;
+    let (accepted, accept_times) = publish(http, url, run.duration, run.rate, run.publishers).await;
     let expected = accepted * run.k as u64;
     drain(&tally, expected, Duration::from_secs(30)).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -688,8 +687,16 @@ fn main() {
     let named: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| {
-            ["fanout", "idle", "isolation", "payloads", "topics", "durable", "restart"]
-                .contains(&a.as_str())
+            [
+                "fanout",
+                "idle",
+                "isolation",
+                "payloads",
+                "topics",
+                "durable",
+                "restart",
+            ]
+            .contains(&a.as_str())
         })
         .collect();
     let wanted = |name: &str| named.is_empty() || named.iter().any(|n| n == name);
@@ -855,7 +862,8 @@ impl BenchDir {
     fn new(name: &str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("herald-bench-{name}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("herald-bench-{name}-{}-{n}", std::process::id()));
         std::fs::remove_dir_all(&path).ok();
         Self(path)
     }

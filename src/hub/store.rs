@@ -225,8 +225,7 @@ mod tests {
 
     use super::*;
     use crate::hub::{
-        Delivery, DeliveryState, Draft, Hub, HubConfig, Launch, Mailbox, PublishError, Source,
-        Task,
+        Delivery, DeliveryState, Draft, Hub, HubConfig, Launch, Mailbox, PublishError, Source, Task,
     };
 
     /// Keeps the subscribers' mailboxes, so that a test reads what was queued.
@@ -301,7 +300,11 @@ mod tests {
         };
         let mut publish = std::pin::pin!(publish);
         let _ = tokio::time::timeout(std::time::Duration::from_millis(10), &mut publish).await;
-        held.commits.lock().remove(0).send(Err(full.clone())).unwrap();
+        held.commits
+            .lock()
+            .remove(0)
+            .send(Err(full.clone()))
+            .unwrap();
         assert_eq!(publish.await, Err(PublishError::Store(full)));
     }
 
@@ -332,7 +335,13 @@ mod tests {
         let message = |id, deliveries| {
             let draft = Draft::new(format!("message {id}"));
             let at = SystemTime::now();
-            Arc::new(MessageRecord::restored(id, at, draft, Source::Console, deliveries))
+            Arc::new(MessageRecord::restored(
+                id,
+                at,
+                draft,
+                Source::Console,
+                deliveries,
+            ))
         };
         let restored = Restored {
             instance: Some("00000000000000aa".into()),
