@@ -469,3 +469,34 @@ fn pause_holds_a_subscribers_deliveries_and_resume_sends_them_in_order() {
     }
     assert!(!hub.subscriber(&receiver.address()).unwrap().paused);
 }
+
+#[test]
+fn settings_show_where_the_history_is_kept_and_forget_it() {
+    let dir = crate::utils::TempDir::new("console-history");
+    let path = dir.path().to_owned();
+    let mut console = console(|config| config.data_dir = Some(path));
+    let hub = console.harness.state().hub().clone();
+    for n in 0..3 {
+        let draft = herald::hub::Draft::new(format!("kept {n}"));
+        hub.publish(draft, herald::hub::Source::Console).unwrap();
+    }
+    console.runtime.block_on(hub.flush_store()).unwrap();
+    console
+        .harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, "Settings")
+        .click();
+    console.step_until("the history is shown with its place", |h| {
+        h.query_all_by_label_contains("3 messages").any(|label| {
+            let node = label.accesskit_node();
+            let text = node.label().or(node.value()).unwrap_or_default();
+            text.contains(dir.arg())
+        })
+    });
+    console.harness.get_by_label("Forget history").click();
+    console.step_until("the log is empty, on disk too", |_| {
+        hub.logged_messages() == 0 && hub.store_usage().messages == 0
+    });
+    console.step_until("the top bar says so", |h| {
+        h.query_by_label_contains("History forgotten").is_some()
+    });
+}
