@@ -17,7 +17,7 @@ mod log;
 mod plot;
 mod search;
 mod settings;
-mod start_problem;
+mod starting;
 mod subscribers;
 mod test_subscriber;
 mod theme;
@@ -80,24 +80,8 @@ pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
             if config.data_dir.is_none() && !config.in_memory {
                 config.data_dir = crate::store::default_data_dir();
             }
-            let backend = match Backend::start(&config, handle.clone()) {
-                Ok(backend) => Arc::new(backend),
-                Err(err) => {
-                    tracing::error!("{err}");
-                    let retry = start_problem::Retry {
-                        config,
-                        runtime: handle,
-                        settings,
-                        slot,
-                    };
-                    let problem = start_problem::StartProblem::new(err.to_string(), retry);
-                    return Ok(Box::new(problem));
-                }
-            };
-            backend.repaint_on_hub_events(&cc.egui_ctx);
-            backend.listen(config.bind, &cc.egui_ctx);
-            slot.set(backend.clone()).ok();
-            Ok(Box::new(HeraldApp::new(backend, settings, &cc.egui_ctx)))
+            let starting = starting::Starting::new(config, handle, settings, slot, &cc.egui_ctx);
+            Ok(Box::new(starting))
         }),
     )
     .map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))?;

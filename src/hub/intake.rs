@@ -34,9 +34,15 @@ pub enum PublishError {
         "the hub is still queueing {0} earlier messages for their subscribers; nothing was published, try again shortly"
     )]
     Backlog(usize),
-    /// The store could not keep it (or failed a moment ago): not accepted.
+    /// The store failed a moment ago: refused before anything was done.
     #[error("not accepted: {0}")]
     Store(#[from] StoreError),
+    /// The store did not keep it once it was queued: it may reach its subscribers, but
+    /// would not survive a restart.
+    #[error(
+        "not kept: {0}; it may still reach the subscribers live now, but would not be sent again after a restart"
+    )]
+    NotKept(StoreError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -105,7 +111,7 @@ impl Hub {
         }
         let room = self.shared.fan_out.reserve().await.ok();
         let (published, commit) = self.accept(room, draft, source)?;
-        commit.await?;
+        commit.await.map_err(PublishError::NotKept)?;
         Ok(published)
     }
 
@@ -129,6 +135,12 @@ impl Hub {
             .get_or_insert_with(crate::wire::TraceContext::new_root);
         let route = self.route(draft.topic.as_ref());
         let subscribers = route.len();
+        // Kept with the message, in its commit (copies of `Arc`s, made before the lock).
+        let addresses = if self.shared.store.is_durable() {
+            route.iter().map(|r| r.subscriber.address.clone()).collect()
+        } else {
+            Vec::new()
+        };
         // Under the log lock, ids are allocated, and messages queued or handed to the
         // fan-out, in one order: the order in which each subscriber receives them.
         let mut log = self.shared.log.lock();
@@ -141,7 +153,7 @@ impl Hub {
         let message = Arc::new(MessageRecord::new(id, draft, source, subscribers));
         let mut evicted = log.push(message.clone());
         // In id order, and before any change about it: under the log lock.
-        let commit = self.shared.store.append(&message);
+        let commit = self.shared.store.append(&message, addresses);
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         // Announced before any of its deliveries can be.
         self.emit(HubEvent::Published {
@@ -202,7 +214,7 @@ impl Hub {
             ));
             evicted.extend(log.push(message.clone()));
             // Commits resolve in order: the last one answers for them all.
-            commit = self.shared.store.append(&message);
+            commit = self.shared.store.append(&message, Vec::new());
             drop(log);
             self.shared.messages.fetch_add(1, Ordering::Relaxed);
             if let Some(topic) = &message.topic {
@@ -219,7 +231,7 @@ impl Hub {
             ids.push(id);
         }
         evicted.iter().for_each(|m| m.evict());
-        commit.await?;
+        commit.await.map_err(PublishError::NotKept)?;
         Ok(ids)
     }
 
@@ -265,8 +277,9 @@ impl Hub {
     ) -> Vec<Refused<'r>> {
         let addresses = route.iter().map(|r| r.subscriber.address.clone());
         let first = message.add_deliveries(addresses, round);
-        // Kept before any job can reach a worker, whose attempts are recorded after it.
-        if self.shared.store.is_durable() {
+        // A publish round was kept with its message. A resend's is kept before any of
+        // its jobs can reach a worker, whose attempts are recorded after it.
+        if round == Round::Resend && self.shared.store.is_durable() {
             self.shared.store.record(Change::Queued {
                 id: message.id,
                 first,

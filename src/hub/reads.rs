@@ -85,7 +85,7 @@ impl Hub {
             pattern.is_none_or(|p| m.topic.as_ref().is_some_and(|t| p.matches(t)))
         };
         let page = self.shared.log.lock().page_where(before, limit, matches);
-        self.and_kept(page, before, limit, &matches)
+        self.and_kept(page, before, limit, pattern)
     }
 
     /// Only the messages memory holds, newest first (the NDJSON export).
@@ -99,7 +99,7 @@ impl Hub {
         mut page: Vec<Arc<MessageRecord>>,
         before: Option<MessageId>,
         limit: usize,
-        keep: &dyn Fn(&MessageRecord) -> bool,
+        pattern: Option<&Pattern>,
     ) -> Vec<Arc<MessageRecord>> {
         if page.len() >= limit || !self.shared.store.is_durable() {
             return page;
@@ -112,7 +112,7 @@ impl Hub {
             (None, Some(oldest)) => oldest,
             (None, None) => MessageId::MAX,
         };
-        let more = self.shared.store.page(from, limit - page.len(), keep);
+        let more = self.shared.store.page(from, limit - page.len(), pattern);
         page.extend(more);
         page
     }

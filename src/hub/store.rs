@@ -83,7 +83,8 @@ pub struct StoredSubscriber {
 /// One change the hub made, in the order it made them.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// Deliveries of message `id` were queued, in slots `first..`, one per address.
+    /// Deliveries of message `id` were added (a resend), in slots `first..`, one per
+    /// address.
     Queued {
         id: MessageId,
         first: usize,
@@ -140,9 +141,11 @@ pub struct StoreUsage {
 /// Where the hub keeps what it accepted. Every method returns at once: a store does its
 /// writing on its own thread, and a publish waits on the [`Commit`] it is given.
 pub trait Store: Send + Sync + 'static {
-    /// Keeps a newly accepted message (called under the log lock, in id order, before
-    /// any change about it).
-    fn append(&self, message: &Arc<MessageRecord>) -> Commit;
+    /// Keeps a newly accepted message and the deliveries of its publish round, one per
+    /// address in `subscribers` (slots from 0), in one commit: an acknowledged message
+    /// is never kept without the deliveries it owes. Called under the log lock, in id
+    /// order, before any change about it.
+    fn append(&self, message: &Arc<MessageRecord>, subscribers: Vec<Arc<str>>) -> Commit;
 
     /// Keeps one change. What it fails to keep is logged and shows in [`Store::failing`].
     fn record(&self, change: Change);
@@ -151,13 +154,13 @@ pub trait Store: Send + Sync + 'static {
     /// than accepted and then not kept.
     fn failing(&self) -> Option<StoreError>;
 
-    /// Up to `limit` kept messages older than `before`, newest first, that `keep` wants:
-    /// the log's pages beyond what memory holds.
+    /// Up to `limit` kept messages older than `before`, newest first, with a topic that
+    /// `pattern` matches if one is given: the log's pages beyond what memory holds.
     fn page(
         &self,
         before: MessageId,
         limit: usize,
-        keep: &dyn Fn(&MessageRecord) -> bool,
+        pattern: Option<&Pattern>,
     ) -> Vec<Arc<MessageRecord>>;
 
     /// One kept message with its deliveries.
@@ -181,7 +184,7 @@ pub trait Store: Send + Sync + 'static {
 pub struct Memory;
 
 impl Store for Memory {
-    fn append(&self, _message: &Arc<MessageRecord>) -> Commit {
+    fn append(&self, _message: &Arc<MessageRecord>, _subscribers: Vec<Arc<str>>) -> Commit {
         Commit::done()
     }
 
@@ -195,7 +198,7 @@ impl Store for Memory {
         &self,
         _before: MessageId,
         _limit: usize,
-        _keep: &dyn Fn(&MessageRecord) -> bool,
+        _pattern: Option<&Pattern>,
     ) -> Vec<Arc<MessageRecord>> {
         Vec::new()
     }
@@ -247,7 +250,7 @@ mod tests {
     }
 
     impl Store for Arc<Held> {
-        fn append(&self, _message: &Arc<MessageRecord>) -> Commit {
+        fn append(&self, _message: &Arc<MessageRecord>, _subscribers: Vec<Arc<str>>) -> Commit {
             let (kept, commit) = oneshot::channel();
             self.commits.lock().push(kept);
             Commit::when(commit)
@@ -260,7 +263,7 @@ mod tests {
             &self,
             _before: MessageId,
             _limit: usize,
-            _keep: &dyn Fn(&MessageRecord) -> bool,
+            _pattern: Option<&Pattern>,
         ) -> Vec<Arc<MessageRecord>> {
             Vec::new()
         }
@@ -305,7 +308,7 @@ mod tests {
             .remove(0)
             .send(Err(full.clone()))
             .unwrap();
-        assert_eq!(publish.await, Err(PublishError::Store(full)));
+        assert_eq!(publish.await, Err(PublishError::NotKept(full)));
     }
 
     #[tokio::test]

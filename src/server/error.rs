@@ -228,7 +228,8 @@ impl From<PublishError> for HttpError {
         let status = match err {
             // WebDAV's status for "no room to store it": the publisher learns that
             // retrying elsewhere or later is the cure, not fixing the request.
-            PublishError::Store(StoreError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
+            PublishError::Store(StoreError::Full { .. })
+            | PublishError::NotKept(StoreError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, err.to_string())

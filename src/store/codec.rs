@@ -106,8 +106,13 @@ pub(crate) fn millis(at: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The latest time read back: the end of year 9999, the last RFC 3339 can write (a damaged
+/// row must not make every later formatting of it fail).
+const LATEST_MILLIS: u64 = 253_402_300_799_999;
+
 pub(crate) fn time_of(millis: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+    let millis = u64::try_from(millis).unwrap_or(0).min(LATEST_MILLIS);
+    UNIX_EPOCH + Duration::from_millis(millis)
 }
 
 /// Header pairs as one blob: for each, the name's and the value's length (4 bytes, little

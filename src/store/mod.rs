@@ -64,6 +64,15 @@ impl OpenError {
     fn from_sqlite(path: &Path, err: rusqlite::Error) -> Self {
         let path = path.to_owned();
         let detail = err.to_string();
+        // Rows that do not read as what this schema wrote are damage too.
+        if matches!(
+            err,
+            rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+        ) {
+            return OpenError::Corrupt { path, detail };
+        }
         match err.sqlite_error_code() {
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
                 OpenError::Corrupt { path, detail }

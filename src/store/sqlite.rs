@@ -7,10 +7,11 @@
 //! commit resolves when its transaction has. Grouping is what keeps throughput: a sync
 //! costs about the same for one row as for a thousand.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,13 +38,21 @@ const FAILING_FOR: Duration = Duration::from_secs(1);
 /// The share of the messages deleted at a time while the store is over its size: small
 /// enough not to take much more than needed, large enough to get there in a few steps.
 const PRUNE_SHARE: i64 = 10;
+/// Entries of `loaded` beyond which the dead ones are swept out.
+const LOADED_SWEEP: usize = 4_096;
+/// How far past the deliveries read so far a slot may be (the rest lost in a failed
+/// commit) before it is taken for damage and skipped.
+const MAX_SLOT_GAP: usize = 100_000;
 /// How long a reader waits for the writer's lock on the database (checkpoints).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
 enum Op {
-    Append(Arc<MessageRecord>, oneshot::Sender<Result<(), StoreError>>),
+    /// A message and the addresses of its publish round's deliveries.
+    Append(Arc<MessageRecord>, Vec<Arc<str>>, Waiter),
     Change(Change),
-    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Flush(Waiter),
 }
 
 /// What the writer tells the rest.
@@ -76,6 +85,8 @@ pub struct SqliteStore {
     status: Arc<Status>,
     place: String,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Messages read back from disk, by id, while something holds them.
+    loaded: Mutex<HashMap<MessageId, Weak<MessageRecord>>>,
     /// Held for as long as the store is open: another Herald finds the directory taken.
     _lock: std::fs::File,
 }
@@ -136,6 +147,7 @@ impl SqliteStore {
                 status,
                 place,
                 writer: Mutex::new(Some(thread)),
+                loaded: Mutex::default(),
                 _lock: lock,
             },
             restored,
@@ -154,13 +166,26 @@ impl SqliteStore {
         store_error(&self.place, &err)
     }
 
-    /// Reads one message and its deliveries with the reading connection.
+    /// One message and its deliveries: the record already read, while anything still
+    /// holds it (a resend's jobs), so that two resends add their deliveries to the same
+    /// record, in distinct slots; or else read with the reading connection.
     fn read(
         &self,
         conn: &Connection,
         id: MessageId,
     ) -> Result<Option<Arc<MessageRecord>>, StoreError> {
-        load_message(conn, id).map_err(|err| self.failed(err))
+        if let Some(live) = self.loaded.lock().get(&id).and_then(Weak::upgrade) {
+            return Ok(Some(live));
+        }
+        let message = load_message(conn, id).map_err(|err| self.failed(err))?;
+        if let Some(message) = &message {
+            let mut loaded = self.loaded.lock();
+            if loaded.len() >= LOADED_SWEEP {
+                loaded.retain(|_, record| record.strong_count() > 0);
+            }
+            loaded.insert(id, Arc::downgrade(message));
+        }
+        Ok(message)
     }
 }
 
@@ -176,9 +201,9 @@ impl Drop for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn append(&self, message: &Arc<MessageRecord>) -> Commit {
+    fn append(&self, message: &Arc<MessageRecord>, subscribers: Vec<Arc<str>>) -> Commit {
         let (kept, commit) = oneshot::channel();
-        if let Err(err) = self.send(Op::Append(message.clone(), kept)) {
+        if let Err(err) = self.send(Op::Append(message.clone(), subscribers, kept)) {
             let (failed, commit) = oneshot::channel();
             failed.send(Err(err)).ok();
             return Commit::when(commit);
@@ -202,30 +227,45 @@ impl Store for SqliteStore {
         &self,
         before: MessageId,
         limit: usize,
-        keep: &dyn Fn(&MessageRecord) -> bool,
+        pattern: Option<&Pattern>,
     ) -> Vec<Arc<MessageRecord>> {
         let conn = self.reader.lock();
         let mut page = Vec::new();
         let mut cursor = i64::try_from(before).unwrap_or(i64::MAX);
-        // In chunks, so that a filter that matches little does not load the whole store
-        // at once.
+        // Ids and topics in chunks, and only the messages that match read whole: a
+        // pattern that matches little must not load the store.
         while page.len() < limit {
-            let ids: Result<Vec<i64>, _> = conn
-                .prepare_cached("SELECT id FROM messages WHERE id < ?1 ORDER BY id DESC LIMIT 256")
-                .and_then(|mut ids| ids.query_map([cursor], |row| row.get(0))?.collect());
-            let ids = match ids {
-                Ok(ids) => ids,
+            let rows: Result<Vec<(i64, Option<String>)>, _> = conn
+                .prepare_cached(
+                    "SELECT id, topic FROM messages WHERE id < ?1 ORDER BY id DESC LIMIT 1024",
+                )
+                .and_then(|mut rows| {
+                    rows.query_map([cursor], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                });
+            let rows = match rows {
+                Ok(rows) => rows,
                 Err(err) => {
                     tracing::warn!("cannot page the store: {}", self.failed(err));
                     break;
                 }
             };
-            let Some(&last) = ids.last() else { break };
+            let Some(&(last, _)) = rows.last() else {
+                break;
+            };
             cursor = last;
-            for id in ids {
+            let wanted = rows.into_iter().filter(|(_, topic)| {
+                pattern.is_none_or(|p| {
+                    topic
+                        .as_deref()
+                        .and_then(|t| Topic::parse(t).ok())
+                        .is_some_and(|t| p.matches(&t))
+                })
+            });
+            for (id, _) in wanted {
                 match self.read(&conn, id as MessageId) {
-                    Ok(Some(message)) if keep(&message) => page.push(message),
-                    Ok(_) => {}
+                    Ok(Some(message)) => page.push(message),
+                    Ok(None) => {}
                     Err(err) => tracing::warn!("cannot read message {id} from the store: {err}"),
                 }
                 if page.len() == limit {
@@ -345,20 +385,34 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Op>) {
         let result = write(&mut self.conn, &batch);
         let result = result.map_err(|err| store_error(&self.place, &err));
-        match &result {
+        match result {
             Ok(written) => {
                 self.status.failing.lock().take();
                 self.status.count(written.appended, written.deleted);
+                answer(batch, &Ok(()));
             }
             Err(error) => {
-                tracing::error!("the store did not keep {} changes: {error}", batch.len());
                 *self.status.failing.lock() = Some((Instant::now(), error.clone()));
-            }
-        }
-        let kept = result.map(|_| ());
-        for op in batch {
-            if let Op::Append(_, waiter) | Op::Flush(waiter) = op {
-                waiter.send(kept.clone()).ok();
+                // The new messages are refused; the changes about what was kept before
+                // (outcomes, subscribers) get another try without them: a payload too
+                // big for the disk must not take them down with it.
+                let (appends, changes): (Vec<Op>, Vec<Op>) = batch
+                    .into_iter()
+                    .partition(|op| matches!(op, Op::Append(..)));
+                tracing::error!("the store refused {} new messages: {error}", appends.len());
+                answer(appends, &Err(error));
+                let result =
+                    write(&mut self.conn, &changes).map_err(|err| store_error(&self.place, &err));
+                match &result {
+                    Ok(written) => self.status.count(0, written.deleted),
+                    Err(error) => {
+                        tracing::error!(
+                            "the store did not keep {} changes: {error}",
+                            changes.len()
+                        );
+                    }
+                }
+                answer(changes, &result.map(|_| ()));
             }
         }
     }
@@ -408,7 +462,10 @@ impl Writer {
                 // Only messages still to deliver are left: they stay, whatever the size.
                 break;
             }
-            below = below.max(oldest + (newest - oldest) / PRUNE_SHARE + 1);
+            // From the cutoff so far, not the oldest message: one still to deliver may
+            // stay below it for ever, and the cutoff must move on past it.
+            let from = below.max(oldest);
+            below = from + (newest - from) / PRUNE_SHARE + 1;
             deleted += delete_below(&tx, below)?;
         }
         tx.commit()?;
@@ -417,6 +474,15 @@ impl Writer {
             tracing::debug!(deleted, "retention pruned the store");
         }
         Ok(())
+    }
+}
+
+/// Tells those waiting on `ops` how their commit went.
+fn answer(ops: Vec<Op>, kept: &Result<(), StoreError>) {
+    for op in ops {
+        if let Op::Append(_, _, waiter) | Op::Flush(waiter) = op {
+            waiter.send(kept.clone()).ok();
+        }
     }
 }
 
@@ -450,8 +516,9 @@ fn write(conn: &mut Connection, batch: &[Op]) -> Result<Written, rusqlite::Error
     let mut last_id = None;
     for op in batch {
         match op {
-            Op::Append(message, _) => {
+            Op::Append(message, subscribers, _) => {
                 insert_message(&tx, message)?;
+                insert_deliveries(&tx, message.id, 0, subscribers)?;
                 written.appended += 1;
                 last_id = Some(message.id);
             }
@@ -489,20 +556,29 @@ fn insert_message(tx: &Transaction<'_>, message: &MessageRecord) -> Result<(), r
 }
 
 /// Applies one change; returns how many messages it deleted.
+/// Adds pending deliveries of message `id`, in slots `first..`, one per address.
+fn insert_deliveries(
+    tx: &Transaction<'_>,
+    id: MessageId,
+    first: usize,
+    subscribers: &[Arc<str>],
+) -> Result<(), rusqlite::Error> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO deliveries (message_id, slot, subscriber) VALUES (?1, ?2, ?3)",
+    )?;
+    for (slot, address) in (first..).zip(subscribers) {
+        insert.execute(params![id as i64, slot as i64, &**address])?;
+    }
+    Ok(())
+}
+
 fn apply(tx: &Transaction<'_>, change: &Change) -> Result<u64, rusqlite::Error> {
     match change {
         Change::Queued {
             id,
             first,
             subscribers,
-        } => {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO deliveries (message_id, slot, subscriber) VALUES (?1, ?2, ?3)",
-            )?;
-            for (slot, address) in (*first..).zip(subscribers) {
-                insert.execute(params![*id as i64, slot as i64, &**address])?;
-            }
-        }
+        } => insert_deliveries(tx, *id, *first, subscribers)?,
         Change::Attempt { id, slot, attempt } => {
             let (kind, number, micros, detail) = outcome_columns(&attempt.outcome);
             let exchange = attempt.exchange.as_deref();
@@ -724,13 +800,15 @@ fn load_message(
         })?;
         for row in rows {
             let (slot, subscriber, outcome, number, micros, detail) = row?;
-            let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+            let Ok(slot) = usize::try_from(slot) else {
+                continue;
+            };
+            if slot > deliveries.len() + MAX_SLOT_GAP || slot < deliveries.len() {
+                continue;
+            }
             // A slot whose record a failed commit lost: shown, never sent again.
             while deliveries.len() < slot {
                 deliveries.push(lost_delivery());
-            }
-            if deliveries.len() > slot {
-                continue;
             }
             let state = match outcome {
                 None => DeliveryState::Pending,
@@ -844,6 +922,101 @@ mod tests {
         Arc::new(MessageRecord::new(id, draft, Source::Console, 0))
     }
 
+    fn writer(name: &str, retention: Retention) -> Writer {
+        let dir = std::env::temp_dir().join(format!("herald-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herald.db");
+        let mut conn = connect(&path).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        Writer {
+            conn,
+            status: Arc::default(),
+            place: path.display().to_string(),
+            path,
+            retention,
+        }
+    }
+
+    fn ids(writer: &Writer) -> Vec<i64> {
+        let mut ids = writer
+            .conn
+            .prepare("SELECT id FROM messages ORDER BY id")
+            .unwrap();
+        ids.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn pruning_by_size_ends_when_only_messages_still_to_deliver_are_left() {
+        let mut writer = writer(
+            "prune",
+            Retention {
+                count: 1_000,
+                bytes: 1,
+                age: Duration::from_secs(3600),
+            },
+        );
+        let mut batch = Vec::new();
+        for id in 1..=50 {
+            let (kept, _) = oneshot::channel();
+            // The first is owed to a subscriber that is down.
+            let owed = if id == 1 {
+                vec!["127.0.0.1:9".into()]
+            } else {
+                Vec::new()
+            };
+            batch.push(Op::Append(message(id, 10_000), owed, kept));
+        }
+        writer.commit(batch);
+        assert_eq!(ids(&writer).len(), 50);
+        // Over its size for ever, since the one message it keeps is never pruned: the
+        // pruning must still end.
+        writer.prune().unwrap();
+        assert_eq!(ids(&writer), [1]);
+        std::fs::remove_dir_all(writer.path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn a_refused_message_does_not_take_the_other_changes_of_its_group_with_it() {
+        let mut writer = writer("refused", Retention::default());
+        writer
+            .conn
+            .pragma_update(None, "max_page_count", 64)
+            .unwrap();
+        let (kept, refused) = oneshot::channel();
+        let subscriber = crate::hub::StoredSubscriber {
+            key: "127.0.0.1:9".into(),
+            topics: Arc::new([]),
+            lease: None,
+            ordered: false,
+            max_in_flight: 1,
+            secret: None,
+            paused: false,
+            pinned: false,
+            registered_at: SystemTime::now(),
+            last_seen: SystemTime::now(),
+        };
+        writer.commit(vec![
+            Op::Append(message(1, 1 << 20), Vec::new(), kept),
+            Op::Change(Change::Subscriber(subscriber)),
+        ]);
+        let refused = refused.blocking_recv().unwrap();
+        assert!(
+            matches!(refused, Err(StoreError::Full { .. })),
+            "{refused:?}"
+        );
+        let kept: i64 = writer
+            .conn
+            .query_row("SELECT COUNT(*) FROM subscribers", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(kept, 1, "the registration was kept");
+        assert!(ids(&writer).is_empty());
+        std::fs::remove_dir_all(writer.path.parent().unwrap()).ok();
+    }
+
     #[test]
     fn a_full_disk_is_told_apart_from_other_failures() {
         let dir = std::env::temp_dir().join(format!("herald-full-{}", std::process::id()));
@@ -854,10 +1027,10 @@ mod tests {
         // SQLite's own cap on the file answers exactly as a full disk does.
         conn.pragma_update(None, "max_page_count", 64).unwrap();
         let (kept, _) = oneshot::channel();
-        let small = [Op::Append(message(1, 10), kept)];
+        let small = [Op::Append(message(1, 10), Vec::new(), kept)];
         assert_eq!(write(&mut conn, &small).unwrap().appended, 1);
         let (kept, _) = oneshot::channel();
-        let large = [Op::Append(message(2, 1 << 20), kept)];
+        let large = [Op::Append(message(2, 1 << 20), Vec::new(), kept)];
         let err = write(&mut conn, &large).unwrap_err();
         let error = store_error(&path.display().to_string(), &err);
         assert!(matches!(error, StoreError::Full { .. }), "{error}");
@@ -868,7 +1041,7 @@ mod tests {
             .unwrap();
         assert_eq!(count, 1);
         let (kept, _) = oneshot::channel();
-        let more = write(&mut conn, &[Op::Append(message(3, 10), kept)]).unwrap();
+        let more = write(&mut conn, &[Op::Append(message(3, 10), Vec::new(), kept)]).unwrap();
         assert_eq!(more.appended, 1);
         std::fs::remove_dir_all(&dir).ok();
     }

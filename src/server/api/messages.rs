@@ -521,6 +521,12 @@ pub(super) async fn resend(
     let id = message_id(id)?;
     let Query(query) = query?;
     let queued = state.hub.resend(id, query.subscriber.as_deref())?;
+    // Answered once the resend's deliveries are kept, as a publish is.
+    state
+        .hub
+        .flush_store()
+        .await
+        .map_err(crate::hub::PublishError::NotKept)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ResentJson {
