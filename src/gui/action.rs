@@ -22,6 +22,8 @@ pub(crate) enum Action {
     ToggleTheme,
     OpenSettings,
     OpenTopics,
+    /// Open message `id` in Compose, to be edited and replayed.
+    Replay(crate::hub::MessageId),
     /// Load message `id` (the last with `topic`) into Compose.
     Compose {
         id: crate::hub::MessageId,

@@ -191,6 +191,16 @@ impl HeraldApp {
             }
             Action::OpenSettings => self.settings_window.open(&self.settings),
             Action::OpenTopics => self.topics.open = true,
+            Action::Replay(id) => match hub.message(id) {
+                Some(message) => {
+                    self.compose.load_replay(&message);
+                    self.top_bar
+                        .notify(format!("Message {id} opened in Compose, to replay"));
+                }
+                None => self
+                    .top_bar
+                    .notify(format!("Message {id} is no longer in the log")),
+            },
             Action::Compose { id, topic } => match hub.message(id) {
                 Some(message) => {
                     let content_type = message.content_type.as_deref();

@@ -8,7 +8,7 @@ use egui::RichText;
 
 use super::action::Action;
 use super::{format, theme};
-use crate::hub::{Draft, Hub, Source, Topic, TopicError};
+use crate::hub::{Draft, Edits, Hub, MessageId, MessageRecord, Source, Topic, TopicError};
 
 /// Addresses the reach preview names before it says "and N more".
 const NAMED_IN_PREVIEW: usize = 3;
@@ -61,6 +61,10 @@ pub(crate) struct Compose {
     /// at, and when: worked out again when the text changes, or the hub did (at most
     /// four times a second: it lists every subscriber).
     reach: Option<(String, u64, Instant, Result<String, TopicError>)>,
+    /// The message being replayed, edited: Publish replays it instead.
+    replaying: Option<MessageId>,
+    /// Where the replay goes: blank for every subscriber its topic reaches.
+    replay_to: String,
 }
 
 impl Default for Compose {
@@ -75,6 +79,8 @@ impl Default for Compose {
             topic: String::new(),
             seen: None,
             reach: None,
+            replaying: None,
+            replay_to: String::new(),
         }
     }
 }
@@ -145,6 +151,57 @@ impl Compose {
         self.topic = topic.to_owned();
     }
 
+    /// Opens a logged message to be edited and replayed: its payload, content type and
+    /// topic, and a link to it that Publish follows.
+    pub(crate) fn load_replay(&mut self, message: &MessageRecord) {
+        let topic = message.topic.as_ref().map_or("", Topic::as_str).to_owned();
+        let name = format!("message {}", message.id);
+        self.load_message(name, &message.body, message.content_type.as_deref(), &topic);
+        if message.content_type.is_none() {
+            self.content_type = "(none)".to_owned();
+        }
+        self.replaying = Some(message.id);
+        self.replay_to.clear();
+        self.result = None;
+    }
+
+    /// While replaying: which message, where to, and a way back to a plain publish.
+    fn replay_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
+        let Some(id) = self.replaying else {
+            return;
+        };
+        let mut stop = false;
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(format!("Replaying message {id}")).strong());
+            let label = ui.label("to");
+            egui::ComboBox::from_id_salt("replay_to")
+                .selected_text(if self.replay_to.is_empty() {
+                    "all it reaches"
+                } else {
+                    &self.replay_to
+                })
+                .width(170.0)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.replay_to, String::new(), "all it reaches");
+                    // Listed only while the box is open: a large hub is not copied per frame.
+                    for subscriber in hub.subscribers() {
+                        let address = subscriber.address.to_string();
+                        ui.selectable_value(&mut self.replay_to, address.clone(), address);
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            stop = ui
+                .small_button("Stop replaying")
+                .on_hover_text("Publish the box as a new message instead")
+                .clicked();
+        });
+        if stop {
+            self.replaying = None;
+            self.replay_to.clear();
+        }
+    }
+
     /// Puts a loaded file in the box: text is editable, anything else is sent as is.
     pub(crate) fn load(&mut self, name: String, bytes: Vec<u8>) {
         match String::from_utf8(bytes) {
@@ -207,6 +264,7 @@ impl Compose {
                 action = Some(Action::LoadFile);
             }
         });
+        self.replay_ui(ui, hub);
         self.topic_ui(ui, hub);
         let publish_shortcut =
             ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter));
@@ -347,8 +405,29 @@ impl Compose {
         let Ok(topic) = self.topic() else {
             return;
         };
+        let content_type = (self.content_type != "(none)").then(|| self.content_type.clone());
+        if let Some(id) = self.replaying {
+            let edits = Edits {
+                body: Some(body),
+                content_type: Some(content_type),
+                topic: Some(topic),
+                to: Some(self.replay_to.clone()).filter(|to| !to.is_empty()),
+            };
+            self.result = Some(match hub.replay_now(id, edits, Source::Console) {
+                Ok(published) => {
+                    let text = format!(
+                        "Replay of message {id}: message {} queued for {}",
+                        published.id,
+                        count(published.subscribers)
+                    );
+                    (text, true)
+                }
+                Err(err) => (format::sentence(&err.to_string()), false),
+            });
+            return;
+        }
         let draft = Draft {
-            content_type: (self.content_type != "(none)").then(|| self.content_type.clone()),
+            content_type,
             topic,
             ..Draft::new(body)
         };
@@ -368,6 +447,14 @@ impl Compose {
             // The error already says that nothing was published, and why.
             Err(err) => (format::sentence(&err.to_string()), false),
         });
+    }
+}
+
+/// "1 subscriber", "3 subscribers".
+fn count(subscribers: usize) -> String {
+    match subscribers {
+        1 => "1 subscriber".to_owned(),
+        n => format!("{n} subscribers"),
     }
 }
 

@@ -109,6 +109,34 @@ impl LogPanel {
         action
     }
 
+    /// The message it replays and those that replay it, each a link that selects it.
+    fn links_ui(&mut self, ui: &mut egui::Ui, message: &crate::hub::MessageRecord) {
+        let replays = message.replays();
+        if message.replay_of.is_none() && replays.is_empty() {
+            return;
+        }
+        let mut go = None;
+        ui.horizontal_wrapped(|ui| {
+            if let Some(original) = message.replay_of {
+                ui.weak("Replay of");
+                if ui.link(format!("message {original}")).clicked() {
+                    go = Some(original);
+                }
+            }
+            if !replays.is_empty() {
+                ui.weak("Replayed as");
+                for id in replays {
+                    if ui.link(format!("message {id}")).clicked() {
+                        go = Some(id);
+                    }
+                }
+            }
+        });
+        if go.is_some() {
+            self.selected = go;
+        }
+    }
+
     /// Drops the selection and the search results: the log they were in is gone.
     pub(crate) fn forget_selection(&mut self) {
         self.selected = None;
@@ -234,7 +262,15 @@ impl LogPanel {
                     .selectable(true),
             );
         });
+        self.links_ui(ui, &message);
         ui.horizontal(|ui| {
+            if ui
+                .button("Open in Compose")
+                .on_hover_text("Edit it and publish it again, to all or to one subscriber")
+                .clicked()
+            {
+                action = Some(Action::Replay(message.id));
+            }
             if ui.button("Resend to all").clicked() {
                 action = Some(resend(hub, message.id, None));
             }

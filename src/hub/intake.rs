@@ -68,6 +68,15 @@ pub struct Published {
     pub subscribers: usize,
 }
 
+/// Where a publish goes besides what its draft says.
+#[derive(Default)]
+pub(super) struct Aim {
+    /// The message it replays.
+    pub(super) replay_of: Option<MessageId>,
+    /// Only this recipient, whatever the topic.
+    pub(super) to: Option<Recipient>,
+}
+
 /// An accepted message and the subscribers that were live when it was accepted.
 pub(super) struct FanOut {
     message: Arc<MessageRecord>,
@@ -93,7 +102,7 @@ impl Hub {
         let room = self.shared.fan_out.try_reserve().ok();
         // The console is told of a failed commit through the store's `failing`, which
         // refuses the next publish; it never waits on the disk.
-        self.accept(room, draft, source)
+        self.accept(room, draft, source, Aim::default())
             .map(|(published, _commit)| published)
     }
 
@@ -110,18 +119,19 @@ impl Hub {
             return Err(PublishError::ShuttingDown);
         }
         let room = self.shared.fan_out.reserve().await.ok();
-        let (published, commit) = self.accept(room, draft, source)?;
+        let (published, commit) = self.accept(room, draft, source, Aim::default())?;
         commit.await.map_err(PublishError::NotKept)?;
         Ok(published)
     }
 
     /// Logs the message and queues it, here or through the fan-out task (`room` is a
     /// place in its backlog, if one could be had).
-    fn accept(
+    pub(super) fn accept(
         &self,
         room: Option<mpsc::Permit<'_, FanOut>>,
         mut draft: Draft,
         source: Source,
+        aim: Aim,
     ) -> Result<(Published, Commit), PublishError> {
         if self.is_stopping() {
             return Err(PublishError::ShuttingDown);
@@ -133,7 +143,10 @@ impl Hub {
         draft
             .trace
             .get_or_insert_with(crate::wire::TraceContext::new_root);
-        let route = self.route(draft.topic.as_ref());
+        let route = match aim.to {
+            Some(recipient) => Route::one(recipient),
+            None => self.route(draft.topic.as_ref()),
+        };
         let subscribers = route.len();
         // Kept with the message, in its commit (copies of `Arc`s, made before the lock).
         let addresses = if self.shared.store.is_durable() {
@@ -150,7 +163,9 @@ impl Hub {
             return Err(PublishError::Backlog(FAN_OUT_BACKLOG));
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let message = Arc::new(MessageRecord::new(id, draft, source, subscribers));
+        let mut message = MessageRecord::new(id, draft, source, subscribers);
+        message.replay_of = aim.replay_of;
+        let message = Arc::new(message);
         let mut evicted = log.push(message.clone());
         // In id order, and before any change about it: under the log lock.
         let commit = self.shared.store.append(&message, addresses);

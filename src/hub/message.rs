@@ -88,6 +88,8 @@ pub struct MessageRecord {
     pub trace: TraceContext,
     pub topic: Option<Topic>,
     pub source: Source,
+    /// The message this one replays, edited or not.
+    pub replay_of: Option<MessageId>,
     /// Subscribers live when it was accepted: each gets a delivery when the hub's
     /// fan-out reaches the message, an instant after it was accepted.
     pub subscribers: usize,
@@ -110,6 +112,9 @@ struct Deliveries {
     held: Held,
     /// The usage of the log that holds it: none before it is logged or once it left.
     log: Option<Arc<LogUsage>>,
+    /// The messages that replay it (under this lock, which guards what grows after it
+    /// was logged).
+    replays: Vec<MessageId>,
 }
 
 /// Delivery records and bytes, as the log's budgets count them.
@@ -152,9 +157,26 @@ impl MessageRecord {
             trace: trace.unwrap_or_else(TraceContext::new_root),
             topic,
             source,
+            replay_of: None,
             subscribers,
             deliveries: Mutex::default(),
         }
+    }
+
+    /// Links a message read back from a store to its original and its replays.
+    pub(crate) fn linked(mut self, replay_of: Option<MessageId>, replays: Vec<MessageId>) -> Self {
+        self.replay_of = replay_of;
+        self.deliveries.get_mut().replays = replays;
+        self
+    }
+
+    /// The messages that replay this one, oldest first.
+    pub fn replays(&self) -> Vec<MessageId> {
+        self.deliveries.lock().replays.clone()
+    }
+
+    pub(crate) fn add_replay(&self, id: MessageId) {
+        self.deliveries.lock().replays.push(id);
     }
 
     /// A message read back from a store or an export, with the deliveries it had. Its

@@ -17,7 +17,8 @@ use utoipa::ToSchema;
 
 use super::ServerConfig;
 use crate::hub::{
-    ControlError, PublishError, RegisterError, ResendError, SecretError, StoreError, TopicError,
+    ControlError, PublishError, RegisterError, ReplayError, ResendError, SecretError, StoreError,
+    TopicError,
 };
 
 pub(super) type Result<T, E = HttpError> = std::result::Result<T, E>;
@@ -233,6 +234,17 @@ impl From<PublishError> for HttpError {
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, err.to_string())
+    }
+}
+
+impl From<ReplayError> for HttpError {
+    fn from(err: ReplayError) -> Self {
+        match err {
+            ReplayError::UnknownMessage(_) | ReplayError::UnknownSubscriber(_) => {
+                Self::new(StatusCode::NOT_FOUND, err.to_string())
+            }
+            ReplayError::Publish(err) => err.into(),
+        }
     }
 }
 

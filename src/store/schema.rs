@@ -65,6 +65,11 @@ const MIGRATIONS: &[&str] = &[
         last_seen_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 2: replays name their original.
+    "
+    ALTER TABLE messages ADD COLUMN replay_of INTEGER;
+    CREATE INDEX messages_by_original ON messages (replay_of) WHERE replay_of IS NOT NULL;
+    ",
 ];
 
 /// The version this build writes.

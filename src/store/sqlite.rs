@@ -538,8 +538,8 @@ fn write(conn: &mut Connection, batch: &[Op]) -> Result<Written, rusqlite::Error
 
 fn insert_message(tx: &Transaction<'_>, message: &MessageRecord) -> Result<(), rusqlite::Error> {
     tx.prepare_cached(
-        "INSERT INTO messages (id, received_ms, source, topic, content_type, headers, traceparent, tracestate, body) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO messages (id, received_ms, source, topic, content_type, headers, traceparent, tracestate, body, replay_of) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         message.id as i64,
@@ -551,6 +551,7 @@ fn insert_message(tx: &Transaction<'_>, message: &MessageRecord) -> Result<(), r
         message.trace.child(),
         message.trace.state,
         &message.body[..],
+        message.replay_of.map(|id| id as i64),
     ])?;
     Ok(())
 }
@@ -762,8 +763,8 @@ fn load_message(
 ) -> Result<Option<Arc<MessageRecord>>, rusqlite::Error> {
     let row = conn
         .prepare_cached(
-            "SELECT received_ms, source, topic, content_type, headers, traceparent, tracestate, body \
-             FROM messages WHERE id = ?1",
+            "SELECT received_ms, source, topic, content_type, headers, traceparent, tracestate, body, \
+             replay_of FROM messages WHERE id = ?1",
         )?
         .query_row([id as i64], |row| {
             Ok((
@@ -775,13 +776,29 @@ fn load_message(
                 row.get::<_, String>(5)?,
                 row.get::<_, Option<String>>(6)?,
                 row.get::<_, Vec<u8>>(7)?,
+                row.get::<_, Option<i64>>(8)?,
             ))
         })
         .optional()?;
-    let Some((received, source, topic, content_type, headers, traceparent, tracestate, body)) = row
+    let Some((
+        received,
+        source,
+        topic,
+        content_type,
+        headers,
+        traceparent,
+        tracestate,
+        body,
+        replay_of,
+    )) = row
     else {
         return Ok(None);
     };
+    let replays: Vec<MessageId> = conn
+        .prepare_cached("SELECT id FROM messages WHERE replay_of = ?1 ORDER BY id")?
+        .query_map([id as i64], |row| row.get::<_, i64>(0))?
+        .map(|id| id.map(|id| id as MessageId))
+        .collect::<Result<_, _>>()?;
     let mut deliveries: Vec<Delivery> = Vec::new();
     {
         let mut rows = conn.prepare_cached(
@@ -893,13 +910,15 @@ fn load_message(
         }),
         topic: topic.and_then(|t| Topic::parse(&t).ok()),
     };
-    Ok(Some(Arc::new(MessageRecord::restored(
+    let record = MessageRecord::restored(
         id,
         time_of(received),
         draft,
         Source::parse(&source),
         deliveries,
-    ))))
+    );
+    let replay_of = replay_of.and_then(|id| MessageId::try_from(id).ok());
+    Ok(Some(Arc::new(record.linked(replay_of, replays))))
 }
 
 fn lost_delivery() -> Delivery {

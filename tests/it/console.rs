@@ -500,3 +500,70 @@ fn settings_show_where_the_history_is_kept_and_forget_it() {
         h.query_by_label_contains("History forgotten").is_some()
     });
 }
+
+#[test]
+fn a_message_opened_in_compose_is_replayed_with_an_edit_to_one_subscriber() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    let mut chosen = console.runtime.block_on(Receiver::start());
+    let mut other = console.runtime.block_on(Receiver::start());
+    hub.subscribe(&chosen.address()).unwrap();
+    hub.subscribe(&other.address()).unwrap();
+    let draft = herald::hub::Draft {
+        content_type: Some("application/json".to_owned()),
+        ..herald::hub::Draft::new(&br#"{"v":1}"#[..])
+    };
+    let original = hub.publish(draft, herald::hub::Source::Console).unwrap().id;
+    console.runtime.block_on(async {
+        chosen.recv().await;
+        other.recv().await;
+    });
+    console.step_until("the message is listed", |h| {
+        h.query_by_label("7 B").is_some()
+    });
+    console.harness.get_by_label("7 B").click();
+    console.step_until("its details show", |h| {
+        h.query_by_label("Open in Compose").is_some()
+    });
+    console.harness.get_by_label("Open in Compose").click();
+    console.step_until("Compose is replaying it", |h| {
+        h.query_by_label(&format!("Replaying message {original}"))
+            .is_some()
+    });
+    console.type_message(r#"{"v":2}"#);
+    console
+        .harness
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "to")
+        .click();
+    let address = chosen.address();
+    console.step_until("the list of subscribers opens", |h| {
+        h.query_all_by_label(&address).count() >= 2
+    });
+    // The subscribers table names it too, as a label; the list's entry is a button.
+    console
+        .harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, &address)
+        .click();
+    console.step_until("the replay goes to it", |h| {
+        h.query_by_role_and_label(egui::accesskit::Role::ComboBox, "to")
+            .is_some_and(|combo| combo.accesskit_node().value().as_deref() == Some(&*address))
+    });
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+    let received = console.runtime.block_on(chosen.recv());
+    assert_eq!(received.body, r#"{"v":2}"#);
+    assert_eq!(received.content_type(), Some("application/json"));
+    console.step_until("Compose says what the replay did", |h| {
+        h.query_by_label_contains(&format!("Replay of message {original}: message"))
+            .is_some()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(other.drain().is_empty(), "only the subscriber picked");
+    // The original now links to its replay.
+    let replay = hub.message(original).unwrap().replays();
+    assert_eq!(replay.len(), 1);
+    console.step_until("the original's details link to its replay", |h| {
+        h.query_by_label(&format!("message {}", replay[0]))
+            .is_some()
+    });
+}

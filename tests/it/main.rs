@@ -47,6 +47,9 @@ mod cli;
 /// The durable store: restarts after a kill, retention, bad data directories, import.
 mod store;
 
+/// The console as a workbench, through the API: replay with edits.
+mod workbench;
+
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 

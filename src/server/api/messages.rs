@@ -71,6 +71,9 @@ struct MessageSummaryJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "orders.created")]
     topic: Option<String>,
+    /// The message it replays; absent for one that replays none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_of: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -159,6 +162,8 @@ pub(super) struct MessageJson {
     deliveries_total: u64,
     /// Pass as `deliveries_after` for the next page of deliveries; absent on the last.
     next_deliveries_after: Option<u64>,
+    /// The messages that replay it, oldest first.
+    replays: Vec<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -227,6 +232,7 @@ fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
         },
         trace_id: message.trace.trace_id.to_string(),
         topic: message.topic.as_ref().map(ToString::to_string),
+        replay_of: message.replay_of,
     }
 }
 
@@ -335,12 +341,13 @@ fn message_json(hub: &Hub, message: &MessageRecord, page: DeliveryPage) -> Messa
             .collect(),
         deliveries_total: page.total as u64,
         next_deliveries_after,
+        replays: message.replays(),
     }
 }
 
 /// The message a path names. Anything but a message id names no message: 404, in
 /// Herald's words rather than the framework's ("Cannot parse `x` to a `u64`").
-fn message_id(path: Result<Path<String>, PathRejection>) -> Result<u64, HttpError> {
+pub(super) fn message_id(path: Result<Path<String>, PathRejection>) -> Result<u64, HttpError> {
     let Path(text) = path?;
     text.parse().map_err(|_| {
         let message = format!(

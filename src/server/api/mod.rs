@@ -4,6 +4,7 @@
 
 mod events;
 mod messages;
+mod replay;
 mod store;
 mod subscribers;
 mod topics;
@@ -76,6 +77,7 @@ pub(super) fn router() -> Router<AppState> {
         .routes(routes!(store::get))
         .routes(routes!(messages::get))
         .routes(routes!(messages::resend))
+        .routes(routes!(replay::replay))
         .routes(routes!(topics::list))
         .routes(routes!(topics::reach))
         .routes(routes!(events::stream))
