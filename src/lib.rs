@@ -26,6 +26,7 @@ pub mod hub;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod template;
 pub mod wire;
 
 pub use config::Config;

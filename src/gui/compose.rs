@@ -9,6 +9,7 @@ use egui::RichText;
 use super::action::Action;
 use super::{format, theme};
 use crate::hub::{Draft, Edits, Hub, MessageId, MessageRecord, Source, Topic, TopicError};
+use crate::template::{Template, TemplateError};
 
 /// Addresses the reach preview names before it says "and N more".
 const NAMED_IN_PREVIEW: usize = 3;
@@ -61,6 +62,12 @@ pub(crate) struct Compose {
     /// at, and when: worked out again when the text changes, or the hub did (at most
     /// four times a second: it lists every subscriber).
     reach: Option<(String, u64, Instant, Result<String, TopicError>)>,
+    /// Render `{{ … }}` variables per publish (see `crate::template`).
+    variables: bool,
+    /// The text rendered once, as a sample, for the text it was rendered from.
+    rendered: Option<Result<String, TemplateError>>,
+    /// Publishes of a template so far: its `seq`.
+    seq: u64,
     /// The message being replayed, edited: Publish replays it instead.
     replaying: Option<MessageId>,
     /// Where the replay goes: blank for every subscriber its topic reaches.
@@ -79,6 +86,9 @@ impl Default for Compose {
             topic: String::new(),
             seen: None,
             reach: None,
+            variables: true,
+            rendered: None,
+            seq: 0,
             replaying: None,
             replay_to: String::new(),
         }
@@ -90,14 +100,33 @@ impl Compose {
         self.content_type.contains("json")
     }
 
-    /// Revalidates only when the text or content type changed since the last frame.
+    /// Whether the text is rendered as a template when published.
+    fn templated(&self) -> bool {
+        self.variables && self.binary.is_none() && Template::is_template(&self.text)
+    }
+
+    /// Revalidates only when the text, content type or templating changed since the
+    /// last frame. A template is rendered once as a sample, and the JSON check is of
+    /// what it renders to.
     fn check(&mut self) {
-        let key = (self.text.clone(), self.content_type.clone());
+        let key = (
+            format!("{}{}", self.text, if self.templated() { "\0t" } else { "" }),
+            self.content_type.clone(),
+        );
         if self.checked.as_ref() == Some(&key) {
             return;
         }
-        self.json_error = if self.is_json() && self.binary.is_none() {
-            serde_json::from_str::<serde::de::IgnoredAny>(&self.text)
+        self.rendered = self
+            .templated()
+            .then(|| Template::parse(&self.text).and_then(|t| t.render(self.seq + 1)));
+        let checked = match &self.rendered {
+            Some(Ok(rendered)) => rendered.as_str(),
+            _ => self.text.as_str(),
+        };
+        self.json_error = if let Some(Err(err)) = &self.rendered {
+            Some(format::sentence(&err.to_string()))
+        } else if self.is_json() && self.binary.is_none() {
+            serde_json::from_str::<serde::de::IgnoredAny>(checked)
                 .err()
                 .map(|err| {
                     format!(
@@ -163,6 +192,8 @@ impl Compose {
         self.replaying = Some(message.id);
         self.replay_to.clear();
         self.result = None;
+        // What was sent, byte for byte: braces in it are not variables.
+        self.variables = false;
     }
 
     /// While replaying: which message, where to, and a way back to a plain publish.
@@ -311,7 +342,28 @@ impl Compose {
             }
             return action;
         }
-        let label = ui.label(RichText::new("Message").weak());
+        let label = ui
+            .horizontal(|ui| {
+                let label = ui.label(RichText::new("Message").weak());
+                if Template::is_template(&self.text) {
+                    ui.checkbox(&mut self.variables, "Variables")
+                        .on_hover_text(VARIABLES_HELP);
+                } else {
+                    ui.weak("· {{ seq }}, {{ uuid() }}, {{ now() }}… are rendered per message")
+                        .on_hover_text(VARIABLES_HELP);
+                }
+                label
+            })
+            .inner;
+        if let Some(Ok(rendered)) = &self.rendered {
+            ui.label(RichText::new("Rendered, as the next publish will be:").weak());
+            egui::ScrollArea::vertical()
+                .id_salt("compose_rendered")
+                .max_height(80.0)
+                .show(ui, |ui| {
+                    ui.add(egui::Label::new(RichText::new(rendered).monospace()).wrap());
+                });
+        }
         egui::ScrollArea::vertical()
             .id_salt("compose_scroll")
             .auto_shrink([false, false])
@@ -400,6 +452,21 @@ impl Compose {
     fn publish(&mut self, hub: &Hub) {
         let body = match &self.binary {
             Some((_, bytes)) => bytes.clone(),
+            None if self.templated() => {
+                let rendered = Template::parse(&self.text).and_then(|t| t.render(self.seq + 1));
+                match rendered {
+                    Ok(text) => {
+                        self.seq += 1;
+                        // The next sample shows the next number.
+                        self.checked = None;
+                        Bytes::from(text.into_bytes())
+                    }
+                    Err(err) => {
+                        self.result = Some((format::sentence(&err.to_string()), false));
+                        return;
+                    }
+                }
+            }
             None => Bytes::from(self.text.clone().into_bytes()),
         };
         let Ok(topic) = self.topic() else {
@@ -449,6 +516,10 @@ impl Compose {
         });
     }
 }
+
+const VARIABLES_HELP: &str = "Rendered per message: {{ seq }} (1, 2, 3…), {{ uuid() }}, \
+{{ now() }} (RFC 3339), {{ now_ms() }}, {{ random(1, 100) }}, {{ pick([\"a\", \"b\"]) }}; \
+Jinja syntax (minijinja)";
 
 /// "1 subscriber", "3 subscribers".
 fn count(subscribers: usize) -> String {

@@ -567,3 +567,36 @@ fn a_message_opened_in_compose_is_replayed_with_an_edit_to_one_subscriber() {
             .is_some()
     });
 }
+
+#[test]
+fn compose_renders_variables_per_message_and_previews_them() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    let mut receiver = console.runtime.block_on(Receiver::start());
+    hub.subscribe(&receiver.address()).unwrap();
+    console.type_message(r#"{"n": {{ seq }}, "id": "{{ uuid() }}"}"#);
+    console.step_until("the rendered sample shows", |h| {
+        h.query_by_label_contains(r#"{"n": 1, "id": ""#).is_some()
+    });
+    let mut ids = Vec::new();
+    for n in 1..=2 {
+        console.harness.get_by_label("Publish").click();
+        console.harness.step();
+        let received = console.runtime.block_on(receiver.recv());
+        let json: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+        assert_eq!(json["n"], n);
+        ids.push(json["id"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(ids[0], ids[1], "a new UUID per message");
+    console.step_until("the sample moves on to the next number", |h| {
+        h.query_by_label_contains(r#"{"n": 3, "id": ""#).is_some()
+    });
+    // Unticked, the braces are sent as they are.
+    console.type_message(r#"{"raw": "{{ seq }}"}"#);
+    console.harness.get_by_label("Variables").click();
+    console.harness.step();
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+    let received = console.runtime.block_on(receiver.recv());
+    assert_eq!(received.body, r#"{"raw": "{{ seq }}"}"#);
+}
