@@ -61,9 +61,9 @@ sleep 1.5
 import -window "$wid" "$out/message.png"
 
 # The inspector: open the failing subscriber's delivery, then its first attempt.
-xdotool mousemove --window "$wid" 1100 520 click 1
+xdotool mousemove --window "$wid" 1100 543 click 1
 sleep 0.5
-xdotool mousemove --window "$wid" 1080 543 click 1
+xdotool mousemove --window "$wid" 1080 566 click 1
 sleep 1
 import -window "$wid" "$out/inspector.png"
 
@@ -83,5 +83,17 @@ sleep 0.5
 xdotool mousemove --window "$wid" 1240 12 click 1
 sleep 1.5
 import -window "$wid" "$out/settings-light.png"
+
+# The workbench: back to dark, settings closed; a burst of Compose's template (100 at
+# 50/s) under way, and the selected message opened in Compose to be replayed.
+xdotool mousemove --window "$wid" 1117 12 click 1
+sleep 0.3
+xdotool mousemove --window "$wid" 338 33 click 1
+sleep 0.5
+xdotool mousemove --window "$wid" 270 603 click 1
+sleep 1.2
+xdotool mousemove --window "$wid" 868 440 click 1
+sleep 0.8
+import -window "$wid" "$out/workbench.png"
 
 echo "screenshots written to $out"

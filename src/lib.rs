@@ -17,6 +17,7 @@
 //! - [`headless`]: `herald --headless`.
 //! - [`wire`]: header names and ids that clients and receivers depend on.
 
+pub mod burst;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -38,6 +38,8 @@ pub enum StartError {
 
 pub struct Service {
     hub: Hub,
+    /// Bursts started from the console or the API.
+    bursts: Arc<crate::burst::Bursts>,
     dispatcher: Arc<Dispatcher>,
     config: ServerConfig,
     /// The HTTP server's own runtime, on a thread of its own: however many delivery tasks
@@ -84,6 +86,7 @@ impl Service {
         };
         Ok(Self {
             hub,
+            bursts: Arc::default(),
             dispatcher,
             config: config.server(),
             http,
@@ -134,7 +137,7 @@ impl Service {
         }
         self.hub.set_own_addr(Some(local_addr));
         let stop = self.hub.stopping().child_token();
-        let router = server::router(self.hub.clone(), config.clone());
+        let router = server::router(self.hub.clone(), self.bursts.clone(), config.clone());
         let server = self.http.handle.spawn(server::serve(
             listener,
             router,
@@ -152,6 +155,10 @@ impl Service {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    pub fn bursts(&self) -> &Arc<crate::burst::Bursts> {
+        &self.bursts
     }
 
     /// Sending: its live settings (the delivery timeout).

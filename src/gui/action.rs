@@ -22,6 +22,8 @@ pub(crate) enum Action {
     ToggleTheme,
     OpenSettings,
     OpenTopics,
+    /// Start this burst on the runtime, and follow it in Compose.
+    StartBurst(Box<crate::burst::BurstSpec>),
     /// Open message `id` in Compose, to be edited and replayed.
     Replay(crate::hub::MessageId),
     /// Load message `id` (the last with `topic`) into Compose.

@@ -191,6 +191,10 @@ impl HeraldApp {
             }
             Action::OpenSettings => self.settings_window.open(&self.settings),
             Action::OpenTopics => self.topics.open = true,
+            Action::StartBurst(spec) => match self.backend.bursts().start(hub, runtime, *spec) {
+                Ok(burst) => self.compose.burst.last = Some(burst),
+                Err(err) => self.top_bar.notify(err.to_string()),
+            },
             Action::Replay(id) => match hub.message(id) {
                 Some(message) => {
                     self.compose.load_replay(&message);

@@ -29,6 +29,7 @@ pub(crate) enum ListenState {
 
 pub struct Backend {
     hub: Hub,
+    bursts: Arc<crate::burst::Bursts>,
     runtime: Handle,
     /// Taken out when the window closes, to be shut down.
     service: Arc<Mutex<Option<Service>>>,
@@ -44,6 +45,7 @@ impl Backend {
         };
         Ok(Self {
             hub: service.hub().clone(),
+            bursts: service.bursts().clone(),
             runtime,
             service: Arc::new(Mutex::new(Some(service))),
             listen: Arc::new(Mutex::new(ListenState::Starting(config.bind))),
@@ -52,6 +54,11 @@ impl Backend {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The bursts the console and the API start.
+    pub(crate) fn bursts(&self) -> &Arc<crate::burst::Bursts> {
+        &self.bursts
     }
 
     pub(crate) fn runtime(&self) -> &Handle {

@@ -263,7 +263,9 @@ impl LogPanel {
             );
         });
         self.links_ui(ui, &message);
-        ui.horizontal(|ui| {
+        // Wrapped: in a narrow panel the buttons go on a second line rather than push
+        // the deliveries out of sight.
+        ui.horizontal_wrapped(|ui| {
             if ui
                 .button("Open in Compose")
                 .on_hover_text("Edit it and publish it again, to all or to one subscriber")

@@ -71,14 +71,16 @@ pub struct ServerConfig {
 #[derive(Clone)]
 struct AppState {
     hub: Hub,
+    bursts: Arc<crate::burst::Bursts>,
     config: Arc<ServerConfig>,
 }
 
 /// Every route Herald serves, behind the host, token and size checks.
-pub fn router(hub: Hub, config: ServerConfig) -> Router {
+pub fn router(hub: Hub, bursts: Arc<crate::burst::Bursts>, config: ServerConfig) -> Router {
     let max_body = config.max_body;
     let state = AppState {
         hub,
+        bursts,
         config: Arc::new(config),
     };
     Router::new()

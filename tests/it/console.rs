@@ -63,6 +63,27 @@ impl Console {
         self.harness.query_by_label(label).is_some()
     }
 
+    /// Types a number into the drag value labelled `label`: a click makes it a text
+    /// field, as it does for a person.
+    fn set_number(&mut self, label: &str, text: &str) {
+        use egui::accesskit::Role;
+        self.harness
+            .get_by_role_and_label(Role::SpinButton, label)
+            .click();
+        self.harness.step();
+        self.harness
+            .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+        self.harness.event(egui::Event::Text(text.to_owned()));
+        self.harness.key_press(egui::Key::Enter);
+        self.harness.step();
+        let value = self
+            .harness
+            .get_by_role_and_label(Role::SpinButton, label)
+            .accesskit_node()
+            .numeric_value();
+        assert_eq!(value, text.parse().ok(), "{label}");
+    }
+
     /// Replaces the compose box's text by typing, as a person would.
     fn type_message(&mut self, text: &str) {
         let editor = self.harness.get_by_label("Message");
@@ -599,4 +620,34 @@ fn compose_renders_variables_per_message_and_previews_them() {
     console.harness.step();
     let received = console.runtime.block_on(receiver.recv());
     assert_eq!(received.body, r#"{"raw": "{{ seq }}"}"#);
+}
+
+#[test]
+fn a_burst_of_200_at_100_a_second_completes_with_its_progress_shown() {
+    let mut console = console(|_| {});
+    let hub = console.harness.state().hub().clone();
+    let mut receiver = console.runtime.block_on(Receiver::start());
+    hub.subscribe(&receiver.address()).unwrap();
+    console.type_message(r#"{"n": {{ seq }}}"#);
+    console.set_number("Burst", "200");
+    console.set_number("at", "100");
+    console.harness.get_by_label("Start burst").click();
+    console.harness.step();
+    console.step_until("the progress bar shows it running", |h| {
+        h.query_by_label_contains("of 200 sent (running)").is_some()
+    });
+    console.step_until("it is done, every message delivered", |h| {
+        h.query_by_label_contains("200 of 200 sent (done)")
+            .is_some()
+            && h.query_by_label("200 delivered").is_some()
+    });
+    let received = console.runtime.block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..200 {
+            all.push(receiver.recv().await);
+        }
+        all
+    });
+    let last: serde_json::Value = serde_json::from_slice(&received[199].body).unwrap();
+    assert_eq!(last["n"], 200);
 }

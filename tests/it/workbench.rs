@@ -168,3 +168,177 @@ async fn a_replay_of_a_message_only_the_store_holds_is_linked_on_disk() {
     assert_eq!(first["replays"], json!([replayed["id"]]));
     hub.shutdown().await;
 }
+
+async fn burst_until_stopped(hub: &crate::utils::TestHub, id: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + crate::utils::PATIENCE;
+    loop {
+        let (status, progress) = hub
+            .call_json("GET", &format!("/api/v1/bursts/{id}"), json!(null))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{progress}");
+        if progress["state"] != "running" {
+            return progress;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: {progress}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_burst_publishes_its_template_rendered_per_message_at_its_rate() {
+    let mut receiver = Receiver::start().await;
+    let hub = start_hub(|_| {}).await;
+    hub.register(&receiver.address()).await;
+    let (status, started) = hub
+        .call_json(
+            "POST",
+            "/api/v1/bursts",
+            json!({
+                "count": 200,
+                "rate": 100.0,
+                "template": r#"{"n": {{ seq }}, "id": "{{ uuid() }}"}"#,
+                "content_type": "application/json",
+                "topic": "load.test",
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["state"], "running");
+    let id = started["id"].as_u64().unwrap();
+    let began = std::time::Instant::now();
+    let mut ids = std::collections::HashSet::new();
+    for n in 1..=200 {
+        let received = receiver.recv().await;
+        let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+        assert_eq!(body["n"], n, "in order");
+        assert!(ids.insert(body["id"].as_str().unwrap().to_owned()));
+        assert_eq!(received.content_type(), Some("application/json"));
+    }
+    // Paced: 200 at 100 a second take about two seconds, not a moment.
+    assert!(
+        began.elapsed() >= Duration::from_millis(1_500),
+        "{:?}",
+        began.elapsed()
+    );
+    let done = burst_until_stopped(&hub, id).await;
+    assert_eq!(done["state"], "done");
+    assert_eq!(
+        (done["sent"].as_u64(), done["accepted"].as_u64()),
+        (Some(200), Some(200))
+    );
+    let deadline = std::time::Instant::now() + crate::utils::PATIENCE;
+    loop {
+        let (_, progress) = hub
+            .call_json("GET", &format!("/api/v1/bursts/{id}"), json!(null))
+            .await;
+        if progress["delivered"] == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{progress}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, page) = hub
+        .call_json("GET", "/api/v1/messages?limit=1", json!(null))
+        .await;
+    assert_eq!(page["messages"][0]["source"], format!("burst {id}"));
+    assert_eq!(page["messages"][0]["topic"], "load.test");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_burst_can_be_cancelled_and_bad_ones_are_refused() {
+    let hub = start_hub(|_| {}).await;
+    let (status, slow) = hub
+        .call_json(
+            "POST",
+            "/api/v1/bursts",
+            json!({"count": 100000, "rate": 20.0, "template": "tick {{ seq }}"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{slow}");
+    let id = slow["id"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, cancelled) = hub
+        .call_json("DELETE", &format!("/api/v1/bursts/{id}"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let sent = cancelled["sent"].as_u64().unwrap();
+    assert!((1..100).contains(&sent), "{sent}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, later) = hub
+        .call_json("GET", &format!("/api/v1/bursts/{id}"), json!(null))
+        .await;
+    assert_eq!(later["sent"], sent, "nothing sent after the cancel");
+
+    for (body, says) in [
+        (json!({"count": 0, "template": "x"}), "count must be"),
+        (json!({"count": 2000000, "template": "x"}), "count must be"),
+        (
+            json!({"count": 1, "rate": 0.0, "template": "x"}),
+            "rate must be",
+        ),
+        (
+            json!({"count": 1, "rate": 1e9, "template": "x"}),
+            "rate must be",
+        ),
+        (json!({"count": 1, "template": "{{ seq "}), "does not parse"),
+        (
+            json!({"count": 1, "template": "x", "topic": "a..b"}),
+            "topic",
+        ),
+    ] {
+        let (status, answer) = hub.call_json("POST", "/api/v1/bursts", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(says),
+            "{body}: {answer}"
+        );
+    }
+    // A template that fails part way stops the burst and says why.
+    let (_, failing) = hub
+        .call_json(
+            "POST",
+            "/api/v1/bursts",
+            json!({"count": 5, "template": "{% if seq == 3 %}{{ missing }}{% endif %}ok"}),
+        )
+        .await;
+    let stopped = burst_until_stopped(&hub, failing["id"].as_u64().unwrap()).await;
+    assert_eq!(stopped["state"], "failed", "{stopped}");
+    assert_eq!(stopped["sent"], 2);
+    assert!(
+        stopped["error"].as_str().unwrap().contains("message 3"),
+        "{stopped}"
+    );
+
+    // No more than eight at once.
+    let mut running = Vec::new();
+    for _ in 0..8 {
+        let (status, burst) = hub
+            .call_json(
+                "POST",
+                "/api/v1/bursts",
+                json!({"count": 100000, "rate": 1.0, "template": "x"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        running.push(burst["id"].as_u64().unwrap());
+    }
+    let (status, answer) = hub
+        .call_json(
+            "POST",
+            "/api/v1/bursts",
+            json!({"count": 1, "template": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    for id in running {
+        hub.call("DELETE", &format!("/api/v1/bursts/{id}")).await;
+    }
+    let (status, _) = hub.call("GET", "/api/v1/bursts/999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    hub.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! dashboards. Routes and their OpenAPI description come from the same declarations
 //! (`utoipa`), so the document served at `/api/v1/openapi.json` cannot drift.
 
+mod bursts;
 mod events;
 mod messages;
 mod replay;
@@ -78,6 +79,8 @@ pub(super) fn router() -> Router<AppState> {
         .routes(routes!(messages::get))
         .routes(routes!(messages::resend))
         .routes(routes!(replay::replay))
+        .routes(routes!(bursts::start))
+        .routes(routes!(bursts::get, bursts::cancel))
         .routes(routes!(topics::list))
         .routes(routes!(topics::reach))
         .routes(routes!(events::stream))

@@ -8,8 +8,14 @@ use egui::RichText;
 
 use super::action::Action;
 use super::{format, theme};
-use crate::hub::{Draft, Edits, Hub, MessageId, MessageRecord, Source, Topic, TopicError};
+use crate::hub::{Draft, Edits, Hub, MessageId, Source, Topic, TopicError};
 use crate::template::{Template, TemplateError};
+
+mod burst;
+mod replay;
+mod topic;
+
+pub(crate) use burst::BurstPanel;
 
 /// Addresses the reach preview names before it says "and N more".
 const NAMED_IN_PREVIEW: usize = 3;
@@ -24,17 +30,17 @@ const REACH_EVERY: Duration = Duration::from_millis(250);
 const TEMPLATES: [(&str, &str); 4] = [
     (
         "order.created",
-        include_str!("../../assets/templates/order-created.json"),
+        include_str!("../../../assets/templates/order-created.json"),
     ),
     (
         "user.signed_up",
-        include_str!("../../assets/templates/user-signed-up.json"),
+        include_str!("../../../assets/templates/user-signed-up.json"),
     ),
     (
         "deployment.finished",
-        include_str!("../../assets/templates/deployment-finished.json"),
+        include_str!("../../../assets/templates/deployment-finished.json"),
     ),
-    ("ping", include_str!("../../assets/templates/ping.json")),
+    ("ping", include_str!("../../../assets/templates/ping.json")),
 ];
 
 const CONTENT_TYPES: [&str; 4] = [
@@ -72,6 +78,7 @@ pub(crate) struct Compose {
     replaying: Option<MessageId>,
     /// Where the replay goes: blank for every subscriber its topic reaches.
     replay_to: String,
+    pub(crate) burst: BurstPanel,
 }
 
 impl Default for Compose {
@@ -91,6 +98,7 @@ impl Default for Compose {
             seq: 0,
             replaying: None,
             replay_to: String::new(),
+            burst: BurstPanel::default(),
         }
     }
 }
@@ -149,22 +157,6 @@ impl Compose {
         }
     }
 
-    /// Who the draft would reach now.
-    fn reach(&mut self, hub: &Hub) -> &Result<String, TopicError> {
-        let version = hub.version();
-        let fresh = self.reach.as_ref().is_some_and(|(text, seen, at, _)| {
-            *text == self.topic && (*seen == version || at.elapsed() < REACH_EVERY)
-        });
-        if !fresh {
-            let reach = self.topic().map(|topic| {
-                let (count, first) = hub.reach_first(topic.as_ref(), NAMED_IN_PREVIEW);
-                reach_text(count, &first)
-            });
-            self.reach = Some((self.topic.clone(), version, Instant::now(), reach));
-        }
-        &self.reach.as_ref().expect("set above").3
-    }
-
     /// Loads a message again: its payload, content type and topic.
     pub(crate) fn load_message(
         &mut self,
@@ -178,59 +170,6 @@ impl Compose {
             self.content_type = content_type.to_owned();
         }
         self.topic = topic.to_owned();
-    }
-
-    /// Opens a logged message to be edited and replayed: its payload, content type and
-    /// topic, and a link to it that Publish follows.
-    pub(crate) fn load_replay(&mut self, message: &MessageRecord) {
-        let topic = message.topic.as_ref().map_or("", Topic::as_str).to_owned();
-        let name = format!("message {}", message.id);
-        self.load_message(name, &message.body, message.content_type.as_deref(), &topic);
-        if message.content_type.is_none() {
-            self.content_type = "(none)".to_owned();
-        }
-        self.replaying = Some(message.id);
-        self.replay_to.clear();
-        self.result = None;
-        // What was sent, byte for byte: braces in it are not variables.
-        self.variables = false;
-    }
-
-    /// While replaying: which message, where to, and a way back to a plain publish.
-    fn replay_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
-        let Some(id) = self.replaying else {
-            return;
-        };
-        let mut stop = false;
-        ui.horizontal(|ui| {
-            ui.label(RichText::new(format!("Replaying message {id}")).strong());
-            let label = ui.label("to");
-            egui::ComboBox::from_id_salt("replay_to")
-                .selected_text(if self.replay_to.is_empty() {
-                    "all it reaches"
-                } else {
-                    &self.replay_to
-                })
-                .width(170.0)
-                .show_ui(ui, |ui| {
-                    ui.selectable_value(&mut self.replay_to, String::new(), "all it reaches");
-                    // Listed only while the box is open: a large hub is not copied per frame.
-                    for subscriber in hub.subscribers() {
-                        let address = subscriber.address.to_string();
-                        ui.selectable_value(&mut self.replay_to, address.clone(), address);
-                    }
-                })
-                .response
-                .labelled_by(label.id);
-            stop = ui
-                .small_button("Stop replaying")
-                .on_hover_text("Publish the box as a new message instead")
-                .clicked();
-        });
-        if stop {
-            self.replaying = None;
-            self.replay_to.clear();
-        }
     }
 
     /// Puts a loaded file in the box: text is editable, anything else is sent as is.
@@ -325,6 +264,9 @@ impl Compose {
         if publish && self.json_error.is_none() && topic_ok {
             self.publish(hub);
         }
+        if let Some(burst) = self.burst_ui(ui, hub, self.json_error.is_none() && topic_ok) {
+            action = Some(burst);
+        }
         if let Some((name, bytes)) = &self.binary {
             let summary = format!(
                 "Binary file {name} ({} bytes) will be published as is",
@@ -355,98 +297,45 @@ impl Compose {
                 label
             })
             .inner;
-        if let Some(Ok(rendered)) = &self.rendered {
-            ui.label(RichText::new("Rendered, as the next publish will be:").weak());
+        let editor = |ui: &mut egui::Ui, text: &mut String| {
             egui::ScrollArea::vertical()
-                .id_salt("compose_rendered")
-                .max_height(80.0)
+                .id_salt("compose_scroll")
+                .auto_shrink([false, false])
                 .show(ui, |ui| {
-                    ui.add(egui::Label::new(RichText::new(rendered).monospace()).wrap());
+                    ui.add(
+                        egui::TextEdit::multiline(text)
+                            .code_editor()
+                            .desired_width(f32::INFINITY)
+                            .desired_rows(8),
+                    )
+                    .labelled_by(label.id);
                 });
-        }
-        egui::ScrollArea::vertical()
-            .id_salt("compose_scroll")
-            .auto_shrink([false, false])
-            .show(ui, |ui| {
-                ui.add(
-                    egui::TextEdit::multiline(&mut self.text)
-                        .code_editor()
-                        .desired_width(f32::INFINITY)
-                        .desired_rows(8),
-                )
-                .labelled_by(label.id);
-            });
-        action
-    }
-
-    /// The topic field, the topics seen that it could be, and who the draft reaches.
-    fn topic_ui(&mut self, ui: &mut egui::Ui, hub: &Hub) {
-        ui.horizontal(|ui| {
-            let label = ui.label("Topic");
-            let field = ui
-                .add(
-                    egui::TextEdit::singleline(&mut self.topic)
-                        .hint_text("none: subscribers without topics")
-                        .desired_width(220.0),
-                )
-                .labelled_by(label.id);
-            // Completion: the topics seen that contain what is typed, most recent first;
-            // read from the hub only while the list is open.
-            egui::ComboBox::from_id_salt("topic_suggestions")
-                .selected_text("seen")
-                .width(60.0)
-                .show_ui(ui, |ui| {
-                    let typed = self.topic.trim().to_owned();
-                    // Read again at most once a second while the list is open.
-                    if self
-                        .seen
-                        .as_ref()
-                        .is_none_or(|(at, _)| at.elapsed() >= SEEN_EVERY)
-                    {
-                        let topics = hub.topics().into_iter().map(|t| t.topic.to_string());
-                        self.seen = Some((Instant::now(), topics.collect()));
-                    }
-                    let seen = self
-                        .seen
-                        .as_ref()
-                        .map(|(_, seen)| seen.as_slice())
-                        .unwrap_or(&[]);
-                    let mut shown = 0;
-                    let mut picked = None;
-                    for topic in seen.iter().filter(|t| t.contains(&typed)) {
-                        if ui.selectable_label(false, topic).clicked() {
-                            picked = Some(topic.clone());
-                        }
-                        shown += 1;
-                        if shown == SUGGESTED_TOPICS {
-                            break;
-                        }
-                    }
-                    if shown == 0 {
-                        ui.weak("no topic seen yet");
-                    }
-                    if let Some(topic) = picked {
-                        self.topic = topic;
-                    }
-                })
-                .response
-                .on_hover_text("Topics messages were published with");
-            if field.has_focus() {
-                ui.weak("Enter a topic like orders.created");
-            }
-        });
-        let preview = match self.reach(hub) {
-            Err(err) => Err(format::sentence(&err.to_string())),
-            Ok(text) => Ok(text.clone()),
         };
-        match preview {
-            Err(error) => {
-                ui.colored_label(theme::FAILED, error);
+        match &self.rendered {
+            // Side by side: what is typed, and what the next publish sends.
+            Some(Ok(rendered)) => {
+                let rendered = rendered.clone();
+                ui.columns(2, |columns| {
+                    editor(&mut columns[0], &mut self.text);
+                    let label = columns[1]
+                        .label(RichText::new("Rendered, as the next publish sends it").weak());
+                    egui::ScrollArea::vertical()
+                        .id_salt("compose_rendered")
+                        .auto_shrink([false, false])
+                        .show(&mut columns[1], |ui| {
+                            // Read-only, drawn as the editor is, so the two line up.
+                            ui.add(
+                                egui::TextEdit::multiline(&mut rendered.as_str())
+                                    .code_editor()
+                                    .desired_width(f32::INFINITY),
+                            )
+                            .labelled_by(label.id);
+                        });
+                });
             }
-            Ok(text) => {
-                ui.weak(text);
-            }
+            _ => editor(ui, &mut self.text),
         }
+        action
     }
 
     fn publish(&mut self, hub: &Hub) {
@@ -527,24 +416,4 @@ fn count(subscribers: usize) -> String {
         1 => "1 subscriber".to_owned(),
         n => format!("{n} subscribers"),
     }
-}
-
-/// "Reaches 3 subscribers: a, b, c and 2 more", as Compose previews a publish.
-fn reach_text(count: usize, first: &[std::sync::Arc<str>]) -> String {
-    if count == 0 {
-        return "Reaches no subscriber now".to_owned();
-    }
-    let noun = if count == 1 {
-        "subscriber"
-    } else {
-        "subscribers"
-    };
-    let named: Vec<&str> = first.iter().map(|a| &**a).collect();
-    let more = count.saturating_sub(NAMED_IN_PREVIEW);
-    let rest = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    format!("Reaches {count} {noun}: {}{rest}", named.join(", "))
 }
