@@ -21,6 +21,7 @@ pub mod burst;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod diff;
 pub mod gui;
 pub mod headless;
 pub mod hub;

@@ -24,6 +24,8 @@ pub(crate) enum Action {
     OpenTopics,
     /// Start this burst on the runtime, and follow it in Compose.
     StartBurst(Box<crate::burst::BurstSpec>),
+    /// Show the payloads of these two messages side by side.
+    Compare(crate::hub::MessageId, crate::hub::MessageId),
     /// Open message `id` in Compose, to be edited and replayed.
     Replay(crate::hub::MessageId),
     /// Load message `id` (the last with `topic`) into Compose.

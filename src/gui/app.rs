@@ -32,6 +32,7 @@ pub struct HeraldApp {
     log: LogPanel,
     compose: Compose,
     topics: TopicsWindow,
+    diff: super::diff::DiffWindow,
     rates: Rates,
     test_subscriber: TestSubscriber,
     files: Files,
@@ -54,6 +55,7 @@ impl HeraldApp {
             log: LogPanel::default(),
             compose: Compose::default(),
             topics: TopicsWindow::default(),
+            diff: super::diff::DiffWindow::default(),
             rates: Rates::default(),
             test_subscriber: TestSubscriber::default(),
             files: Files::default(),
@@ -97,6 +99,7 @@ impl HeraldApp {
         let hub = self.backend.hub().clone();
         let action = self.topics.show(ui.ctx(), &hub);
         self.handle(action, ui.ctx());
+        self.diff.show(ui.ctx());
         self.schedule_tick(ui.ctx());
         self.frame_time = started.elapsed();
     }
@@ -195,6 +198,12 @@ impl HeraldApp {
                 Ok(burst) => self.compose.burst.last = Some(burst),
                 Err(err) => self.top_bar.notify(err.to_string()),
             },
+            Action::Compare(a, b) => {
+                if !self.diff.open(hub, a, b) {
+                    self.top_bar
+                        .notify(format!("Message {a} or {b} is no longer in the log"));
+                }
+            }
             Action::Replay(id) => match hub.message(id) {
                 Some(message) => {
                     self.compose.load_replay(&message);

@@ -28,6 +28,8 @@ pub(crate) struct LogPanel {
     /// The selected payload, rendered once on selection rather than every frame.
     payload: Option<(MessageId, String, &'static str)>,
     resend_to: String,
+    /// The message picked to be compared with the next one selected.
+    compare_from: Option<MessageId>,
 }
 
 impl LogPanel {
@@ -193,7 +195,14 @@ impl LogPanel {
                     };
                     row.set_selected(self.selected == Some(message.id));
                     row.col(|ui| {
-                        ui.label(RichText::new(message.id.to_string()).weak());
+                        if message.is_pinned() {
+                            ui.label(
+                                RichText::new(format!("*{}", message.id)).color(theme::PENDING),
+                            )
+                            .on_hover_text("Starred: it stays in the log");
+                        } else {
+                            ui.label(RichText::new(message.id.to_string()).weak());
+                        }
                     });
                     row.col(|ui| {
                         ui.label(format::time_of_day(message.received_at));
@@ -272,6 +281,41 @@ impl LogPanel {
                 .clicked()
             {
                 action = Some(Action::Replay(message.id));
+            }
+            let starred = message.is_pinned();
+            if ui
+                .button(if starred { "Unstar" } else { "Star" })
+                .on_hover_text("A starred message never leaves the log (nor the store)")
+                .clicked()
+            {
+                action = Some(match hub.pin_message(message.id, !starred) {
+                    Ok(()) if starred => {
+                        Action::Notice(format!("Message {} unstarred", message.id))
+                    }
+                    Ok(()) => Action::Notice(format!("Message {} starred", message.id)),
+                    Err(err) => Action::Notice(format::sentence(&err.to_string())),
+                });
+            }
+            match self.compare_from {
+                Some(other) if other != message.id => {
+                    if ui.button(format!("Compare with message {other}")).clicked() {
+                        action = Some(Action::Compare(other, message.id));
+                        self.compare_from = None;
+                    }
+                }
+                _ => {
+                    if ui
+                        .button("Compare…")
+                        .on_hover_text("Then select another message to compare its payload with")
+                        .clicked()
+                    {
+                        self.compare_from = Some(message.id);
+                        action = Some(Action::Notice(format!(
+                            "Select another message to compare with message {}",
+                            message.id
+                        )));
+                    }
+                }
             }
             if ui.button("Resend to all").clicked() {
                 action = Some(resend(hub, message.id, None));

@@ -11,6 +11,7 @@ mod app;
 mod backend;
 mod compose;
 mod dialogs;
+mod diff;
 mod format;
 mod inspector;
 mod log;

@@ -61,10 +61,16 @@ impl LogUsage {
     }
 }
 
+/// Pinned messages a log keeps at most.
+pub const MAX_PINNED: usize = 100;
+
 #[derive(Debug)]
 pub(crate) struct MessageLog {
     usage: Arc<LogUsage>,
     entries: VecDeque<Arc<MessageRecord>>,
+    /// Pinned messages the budgets would have taken out, oldest first: all older than
+    /// every entry, since messages leave from the front in id order.
+    kept: VecDeque<Arc<MessageRecord>>,
 }
 
 impl MessageLog {
@@ -81,6 +87,7 @@ impl MessageLog {
                 },
             }),
             entries: VecDeque::new(),
+            kept: VecDeque::new(),
         }
     }
 
@@ -107,6 +114,11 @@ impl MessageLog {
             && (self.entries.len() > self.usage.budget.messages || self.usage.over())
         {
             if let Some(oldest) = self.entries.pop_front() {
+                if oldest.is_pinned() {
+                    oldest.leave_budget();
+                    self.kept.push_back(oldest);
+                    continue;
+                }
                 oldest.leave_log();
                 out.push(oldest);
             }
@@ -114,19 +126,43 @@ impl MessageLog {
         out
     }
 
+    /// The oldest message under the budgets (pinned ones kept beyond them are older).
     pub(crate) fn oldest_id(&self) -> Option<MessageId> {
         self.entries.front().map(|m| m.id)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.kept.len()
     }
 
-    /// Empties the log, returning what was in it to be evicted.
+    /// How many messages are pinned.
+    pub(crate) fn pinned(&self) -> usize {
+        self.kept.len() + self.entries.iter().filter(|m| m.is_pinned()).count()
+    }
+
+    /// Unpins a message kept beyond the budgets: it leaves, and is returned to be
+    /// evicted. One still under the budgets stays where it is.
+    #[must_use = "evict what left the log"]
+    pub(crate) fn unpin(&mut self, id: MessageId) -> Option<Arc<MessageRecord>> {
+        let index = self.kept.binary_search_by_key(&id, |m| m.id).ok()?;
+        let message = self.kept.remove(index)?;
+        message.leave_log();
+        Some(message)
+    }
+
+    /// Empties the log but for its pinned messages, returning the rest to be evicted.
     #[must_use = "evict what left the log"]
     pub(crate) fn clear(&mut self) -> Vec<Arc<MessageRecord>> {
-        let out: Vec<_> = self.entries.drain(..).collect();
-        out.iter().for_each(|m| m.leave_log());
+        let mut out = Vec::new();
+        for message in self.entries.drain(..) {
+            if message.is_pinned() {
+                message.leave_budget();
+                self.kept.push_back(message);
+            } else {
+                message.leave_log();
+                out.push(message);
+            }
+        }
         out
     }
 
@@ -142,33 +178,60 @@ impl MessageLog {
         limit: usize,
         keep: impl Fn(&MessageRecord) -> bool,
     ) -> Vec<Arc<MessageRecord>> {
-        // Ids increase along the deque: the cursor is found by binary search, not a scan.
-        let end = before.map_or(self.entries.len(), |before| {
-            self.entries.partition_point(|m| m.id < before)
-        });
+        self.page_of(before, limit, keep, true)
+    }
+
+    /// Like `page_where`; `with_kept` includes the pinned messages kept beyond the
+    /// budgets (a durable store has those too, in their place among the older ones).
+    pub(crate) fn page_of(
+        &self,
+        before: Option<MessageId>,
+        limit: usize,
+        keep: impl Fn(&MessageRecord) -> bool,
+        with_kept: bool,
+    ) -> Vec<Arc<MessageRecord>> {
+        // Ids increase along both deques: the cursor is found by binary search.
+        let end = |list: &VecDeque<Arc<MessageRecord>>| {
+            before.map_or(list.len(), |before| list.partition_point(|m| m.id < before))
+        };
+        let kept = if with_kept {
+            self.kept.range(..end(&self.kept))
+        } else {
+            self.kept.range(0..0)
+        };
         self.entries
-            .range(..end)
+            .range(..end(&self.entries))
             .rev()
+            .chain(kept.rev())
             .filter(|m| keep(m))
             .take(limit)
             .cloned()
             .collect()
     }
 
-    /// The `index`-th newest message (0 is the newest).
+    /// The `index`-th newest message (0 is the newest), pinned ones kept beyond the
+    /// budgets last.
     pub(crate) fn nth_newest(&self, index: usize) -> Option<Arc<MessageRecord>> {
-        let len = self.entries.len();
-        index
-            .checked_add(1)
-            .and_then(|n| len.checked_sub(n))
-            .and_then(|i| self.entries.get(i))
-            .cloned()
+        let newest = |list: &VecDeque<Arc<MessageRecord>>, index: usize| {
+            index
+                .checked_add(1)
+                .and_then(|n| list.len().checked_sub(n))
+                .and_then(|i| list.get(i))
+                .cloned()
+        };
+        match index.checked_sub(self.entries.len()) {
+            None => newest(&self.entries, index),
+            Some(index) => newest(&self.kept, index),
+        }
     }
 
     pub(crate) fn get(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
-        // Ids are increasing along the deque, so a binary search finds one in O(log n).
-        let index = self.entries.binary_search_by_key(&id, |m| m.id).ok()?;
-        self.entries.get(index).cloned()
+        // Ids are increasing along the deques, so a binary search finds one in O(log n).
+        let find = |list: &VecDeque<Arc<MessageRecord>>| {
+            let index = list.binary_search_by_key(&id, |m| m.id).ok()?;
+            list.get(index).cloned()
+        };
+        find(&self.entries).or_else(|| find(&self.kept))
     }
 }
 
@@ -233,6 +296,38 @@ mod tests {
             let _ = log.push(to_subscribers(id, 100));
         }
         assert_eq!(log.len(), 10, "clearing gave the budget back");
+    }
+
+    #[test]
+    fn a_pinned_message_stays_whatever_the_budgets_and_a_clear() {
+        let mut log = MessageLog::new(budget(3, DELIVERY_BUDGET));
+        for id in 1..=2 {
+            let _ = log.push(record(id));
+        }
+        log.get(1).unwrap().set_pinned(true);
+        for id in 3..=6 {
+            let _ = log.push(record(id));
+        }
+        let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
+        assert_eq!(ids, [6, 5, 4, 1], "the newest three, and the pinned one");
+        assert_eq!(log.nth_newest(3).map(|m| m.id), Some(1));
+        assert_eq!(log.get(1).map(|m| m.id), Some(1));
+        assert_eq!(
+            log.page(Some(4), 10)
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        assert_eq!(log.pinned(), 1);
+        let _ = log.clear();
+        assert_eq!(
+            log.page(None, 10).iter().map(|m| m.id).collect::<Vec<_>>(),
+            [1]
+        );
+        let unpinned = log.unpin(1).unwrap();
+        assert_eq!(unpinned.id, 1);
+        assert_eq!(log.len(), 0);
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct MessageRecord {
     pub source: Source,
     /// The message this one replays, edited or not.
     pub replay_of: Option<MessageId>,
+    /// Starred: it never leaves the log (nor the store), whatever the budgets.
+    pinned: std::sync::atomic::AtomicBool,
     /// Subscribers live when it was accepted: each gets a delivery when the hub's
     /// fan-out reaches the message, an instant after it was accepted.
     pub subscribers: usize,
@@ -164,9 +166,19 @@ impl MessageRecord {
             topic,
             source,
             replay_of: None,
+            pinned: std::sync::atomic::AtomicBool::new(false),
             subscribers,
             deliveries: Mutex::default(),
         }
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_pinned(&self, pinned: bool) {
+        self.pinned
+            .store(pinned, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Links a message read back from a store to its original and its replays.
@@ -319,6 +331,15 @@ impl MessageRecord {
             records: self.subscribers,
             bytes: own + self.subscribers * DELIVERY_BYTES,
         });
+    }
+
+    /// Takes a pinned message out of its log's budgets, keeping it and everything it
+    /// gains: pinned messages are few, and bounded by count instead.
+    pub(crate) fn leave_budget(&self) {
+        let mut deliveries = self.deliveries.lock();
+        if let Some(log) = deliveries.log.take() {
+            log.sub(deliveries.held);
+        }
     }
 
     /// Takes the message out of its log's usage: from now on, nothing it gains is kept.

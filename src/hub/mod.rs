@@ -17,6 +17,7 @@ mod log;
 mod message;
 mod metrics;
 mod outcome;
+mod pins;
 mod policy;
 mod reads;
 mod reaper;
@@ -47,12 +48,14 @@ use tokio_util::task::TaskTracker;
 pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use event::{Activity, HubEvent};
 pub use intake::{PublishError, Published, ResendError};
+pub use log::MAX_PINNED;
 pub use message::{
     Answer, Attempt, Delivery, DeliverySummary, Draft, Exchange, Headers, MAX_KEPT_BODY, MessageId,
     MessageRecord, Source,
 };
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
+pub use pins::PinError;
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
 pub use registry::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Subscription};

@@ -84,7 +84,13 @@ impl Hub {
         let matches = |m: &MessageRecord| {
             pattern.is_none_or(|p| m.topic.as_ref().is_some_and(|t| p.matches(t)))
         };
-        let page = self.shared.log.lock().page_where(before, limit, matches);
+        // Pinned messages kept beyond memory's budgets are in the store, in their place.
+        let with_kept = !self.shared.store.is_durable();
+        let page = self
+            .shared
+            .log
+            .lock()
+            .page_of(before, limit, matches, with_kept);
         self.and_kept(page, before, limit, pattern)
     }
 

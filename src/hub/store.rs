@@ -113,6 +113,11 @@ pub enum Change {
     },
     /// The console's "forget history": every message, delivery and attempt kept so far.
     Forget,
+    /// A message starred (kept whatever the retention) or no longer.
+    Pinned {
+        id: MessageId,
+        pinned: bool,
+    },
 }
 
 /// What a store held at start: the hub resumes from it.

@@ -70,6 +70,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN replay_of INTEGER;
     CREATE INDEX messages_by_original ON messages (replay_of) WHERE replay_of IS NOT NULL;
     ",
+    // 3: starred messages, which retention keeps.
+    "
+    ALTER TABLE messages ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_pinned ON messages (id) WHERE pinned = 1;
+    ",
 ];
 
 /// The version this build writes.

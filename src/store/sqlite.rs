@@ -492,18 +492,19 @@ fn delete_below(tx: &Transaction<'_>, below: i64) -> Result<u64, rusqlite::Error
     if below <= 0 {
         return Ok(0);
     }
-    const UNFINISHED: &str = "SELECT message_id FROM deliveries WHERE outcome IS NULL";
+    // What stays: messages with a delivery still to make, and pinned ones.
+    const STAYING: &str = "SELECT message_id FROM deliveries WHERE message_id < ?1 AND outcome IS NULL \
+         UNION SELECT id FROM messages WHERE id < ?1 AND pinned = 1";
     tx.execute(
-        &format!("DELETE FROM attempts WHERE message_id < ?1 AND message_id NOT IN ({UNFINISHED})"),
+        &format!("DELETE FROM attempts WHERE message_id < ?1 AND message_id NOT IN ({STAYING})"),
         [below],
     )?;
     tx.execute(
-        "DELETE FROM deliveries WHERE message_id < ?1 AND message_id NOT IN \
-         (SELECT message_id FROM deliveries WHERE message_id < ?1 AND outcome IS NULL)",
+        &format!("DELETE FROM deliveries WHERE message_id < ?1 AND message_id NOT IN ({STAYING})"),
         [below],
     )?;
     let gone = tx.execute(
-        "DELETE FROM messages WHERE id < ?1 AND id NOT IN (SELECT message_id FROM deliveries WHERE message_id < ?1)",
+        &format!("DELETE FROM messages WHERE id < ?1 AND id NOT IN ({STAYING})"),
         [below],
     )?;
     Ok(gone as u64)
@@ -649,6 +650,10 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<u64, rusqlite::Error> 
                 .execute([&**key])?;
         }
         Change::Forget => return delete_below(tx, i64::MAX),
+        Change::Pinned { id, pinned } => {
+            tx.prepare_cached("UPDATE messages SET pinned = ?2 WHERE id = ?1")?
+                .execute(params![*id as i64, pinned])?;
+        }
     }
     Ok(0)
 }
@@ -736,6 +741,7 @@ fn restore(conn: &mut Connection, window: usize) -> Result<Restored, rusqlite::E
         let mut rows = conn.prepare(
             "SELECT id FROM (SELECT id FROM messages ORDER BY id DESC LIMIT ?1) \
              UNION SELECT DISTINCT message_id FROM deliveries WHERE outcome IS NULL \
+             UNION SELECT id FROM messages WHERE pinned = 1 \
              ORDER BY 1",
         )?;
         rows.query_map([i64::try_from(window).unwrap_or(i64::MAX)], |row| {
@@ -764,7 +770,7 @@ fn load_message(
     let row = conn
         .prepare_cached(
             "SELECT received_ms, source, topic, content_type, headers, traceparent, tracestate, body, \
-             replay_of FROM messages WHERE id = ?1",
+             replay_of, pinned FROM messages WHERE id = ?1",
         )?
         .query_row([id as i64], |row| {
             Ok((
@@ -777,6 +783,7 @@ fn load_message(
                 row.get::<_, Option<String>>(6)?,
                 row.get::<_, Vec<u8>>(7)?,
                 row.get::<_, Option<i64>>(8)?,
+                row.get::<_, bool>(9)?,
             ))
         })
         .optional()?;
@@ -790,6 +797,7 @@ fn load_message(
         tracestate,
         body,
         replay_of,
+        pinned,
     )) = row
     else {
         return Ok(None);
@@ -918,7 +926,9 @@ fn load_message(
         deliveries,
     );
     let replay_of = replay_of.and_then(|id| MessageId::try_from(id).ok());
-    Ok(Some(Arc::new(record.linked(replay_of, replays))))
+    let record = record.linked(replay_of, replays);
+    record.set_pinned(pinned);
+    Ok(Some(Arc::new(record)))
 }
 
 fn lost_delivery() -> Delivery {

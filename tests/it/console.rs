@@ -659,3 +659,50 @@ fn a_burst_of_200_at_100_a_second_completes_with_its_progress_shown() {
     let last: serde_json::Value = serde_json::from_slice(&received[199].body).unwrap();
     assert_eq!(last["n"], 200);
 }
+
+#[test]
+fn a_starred_message_outlives_the_log_and_two_compare_side_by_side() {
+    let mut console = console(|config| config.log_capacity = 2);
+    let hub = console.harness.state().hub().clone();
+    let publish = |body: &str| {
+        let draft = herald::hub::Draft {
+            content_type: Some("application/json".to_owned()),
+            ..herald::hub::Draft::new(body.as_bytes().to_vec())
+        };
+        hub.publish(draft, herald::hub::Source::Console).unwrap().id
+    };
+    let first = publish(r#"{"status":"new","n":1}"#);
+    console.step_until("it is listed", |h| h.query_by_label("22 B").is_some());
+    console.harness.get_by_label("22 B").click();
+    console.step_until("its details show", |h| h.query_by_label("Star").is_some());
+    console.harness.get_by_label("Star").click();
+    console.step_until("it is starred", |h| {
+        h.query_by_label(&format!("*{first}")).is_some()
+    });
+    console.harness.get_by_label("Compare…").click();
+    console.harness.step();
+    let second = publish(r#"{"status":"paid","n":1}"#);
+    publish(r#"{"other":true}"#);
+    publish(r#"{"other":false}"#);
+    // Two messages fit in the log; the starred one stays beside them.
+    console.step_until("the starred one is still listed", |h| {
+        h.query_by_label(&format!("*{first}")).is_some()
+    });
+    assert!(hub.message(second).is_none(), "the unstarred one left");
+    let third = hub.messages(None, 1)[0].id;
+    console.harness.get_by_label(&third.to_string()).click();
+    console.step_until("the other can be compared with the first", |h| {
+        h.query_by_label(&format!("Compare with message {first}"))
+            .is_some()
+    });
+    console
+        .harness
+        .get_by_label(&format!("Compare with message {first}"))
+        .click();
+    console.step_until("the payloads show side by side", |h| {
+        h.query_by_label(&format!("Message {first} and message {third}"))
+            .is_some()
+            && h.query_by_label(r#"  "status": "new","#).is_some()
+            && h.query_by_label(r#"  "other": false"#).is_some()
+    });
+}

@@ -342,3 +342,148 @@ async fn a_burst_can_be_cancelled_and_bad_ones_are_refused() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_starred_message_stays_in_the_log_and_in_the_store() {
+    let dir = TempDir::new("pins");
+    let path = dir.path().to_owned();
+    let hub = start_hub(|config| {
+        config.data_dir = Some(path);
+        config.log_capacity = 3;
+        config.retain = "2,1GiB,7d".parse().unwrap();
+    })
+    .await;
+    let starred = hub.publish("keep me", None).await;
+    let (status, patched) = hub
+        .call_json(
+            "PATCH",
+            &format!("/api/v1/messages/{starred}"),
+            json!({"pinned": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["pinned"], true);
+    let mut others = Vec::new();
+    for n in 0..6 {
+        others.push(hub.publish(format!("other {n}"), None).await);
+    }
+    // Memory holds the newest three and the starred one.
+    let logged: Vec<u64> = hub.hub().messages(None, 100).iter().map(|m| m.id).collect();
+    assert_eq!(logged, [others[5], others[4], others[3], starred]);
+    // The store keeps the newest two and the starred one.
+    let deadline = std::time::Instant::now() + crate::utils::PATIENCE;
+    loop {
+        let (_, store) = hub.call_json("GET", "/api/v1/store", json!(null)).await;
+        if store["messages"] == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{store}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, kept) = hub
+        .call_json("GET", &format!("/api/v1/messages/{starred}"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kept["body"], "keep me");
+    // Unstarred, it leaves memory at once (it is past the budgets).
+    let (status, _) = hub
+        .call_json(
+            "PATCH",
+            &format!("/api/v1/messages/{starred}"),
+            json!({"pinned": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(hub.hub().message(starred).is_none());
+    for (body, expected) in [
+        (json!({"pinned": "yes"}), StatusCode::BAD_REQUEST),
+        (json!({"starred": true}), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, answer) = hub
+            .call_json(
+                "PATCH",
+                &format!("/api/v1/messages/{}", others[5]),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(status, expected, "{body}: {answer}");
+    }
+    let (status, _) = hub
+        .call_json("PATCH", "/api/v1/messages/99999", json!({"pinned": true}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_more_than_a_hundred_messages_are_starred() {
+    let hub = start_hub(|_| {}).await;
+    let mut ids = Vec::new();
+    for n in 0..=herald::hub::MAX_PINNED {
+        ids.push(hub.publish(format!("{n}"), None).await);
+    }
+    for id in &ids[..herald::hub::MAX_PINNED] {
+        hub.hub().pin_message(*id, true).unwrap();
+    }
+    let (status, answer) = hub
+        .call_json(
+            "PATCH",
+            &format!("/api/v1/messages/{}", ids[herald::hub::MAX_PINNED]),
+            json!({"pinned": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("unpin one"));
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_payloads_compare_line_by_line() {
+    let hub = start_hub(|_| {}).await;
+    let a = hub
+        .publish(
+            r#"{"id":1,"status":"new","total":10}"#,
+            Some("application/json"),
+        )
+        .await;
+    let b = hub
+        .publish(
+            r#"{"id":1,"status":"paid","total":10}"#,
+            Some("application/json"),
+        )
+        .await;
+    let (status, diff) = hub
+        .call_json("GET", &format!("/api/v1/diff?a={a}&b={b}"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{diff}");
+    assert_eq!(diff["identical"], false);
+    let changed: Vec<(String, String)> = diff["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["op"] != "same")
+        .map(|r| {
+            (
+                r["op"].as_str().unwrap().into(),
+                r["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            ("removed".into(), r#"  "status": "new","#.into()),
+            ("added".into(), r#"  "status": "paid","#.into())
+        ]
+    );
+    let (status, same) = hub
+        .call_json("GET", &format!("/api/v1/diff?a={a}&b={a}"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["identical"], true);
+    let (status, _) = hub.call("GET", &format!("/api/v1/diff?a={a}&b=999")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = hub.call("GET", &format!("/api/v1/diff?a={a}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    hub.shutdown().await;
+}

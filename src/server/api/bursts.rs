@@ -84,6 +84,8 @@ impl From<Progress> for BurstJson {
     responses(
         (status = ACCEPTED, description = "Started; follow it with GET /api/v1/bursts/{id}", body = BurstJson),
         (status = BAD_REQUEST, description = "A bad count, rate, template or topic", body = ErrorBody),
+        (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
+        (status = UNSUPPORTED_MEDIA_TYPE, description = "Not application/json", body = ErrorBody),
         (status = TOO_MANY_REQUESTS, description = "Eight bursts are running already", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Shutting down", body = ErrorBody),
     )

@@ -48,7 +48,7 @@ struct CountsJson {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-struct MessageSummaryJson {
+pub(super) struct MessageSummaryJson {
     id: u64,
     webhook_id: String,
     /// When the hub accepted it (RFC 3339).
@@ -74,6 +74,8 @@ struct MessageSummaryJson {
     /// The message it replays; absent for one that replays none.
     #[serde(skip_serializing_if = "Option::is_none")]
     replay_of: Option<u64>,
+    /// Starred: it never leaves the log (nor the store).
+    pinned: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -215,7 +217,7 @@ pub(super) struct ResentJson {
     queued: u64,
 }
 
-fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
+pub(super) fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
     let counts = message.summary();
     MessageSummaryJson {
         id: message.id,
@@ -233,6 +235,7 @@ fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
         trace_id: message.trace.trace_id.to_string(),
         topic: message.topic.as_ref().map(ToString::to_string),
         replay_of: message.replay_of,
+        pinned: message.is_pinned(),
     }
 }
 

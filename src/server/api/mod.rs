@@ -5,6 +5,7 @@
 mod bursts;
 mod events;
 mod messages;
+mod pins;
 mod replay;
 mod store;
 mod subscribers;
@@ -76,7 +77,8 @@ pub(super) fn router() -> Router<AppState> {
         .routes(routes!(messages::list, messages::publish, store::forget))
         .routes(routes!(store::import))
         .routes(routes!(store::get))
-        .routes(routes!(messages::get))
+        .routes(routes!(messages::get, pins::update))
+        .routes(routes!(pins::compare))
         .routes(routes!(messages::resend))
         .routes(routes!(replay::replay))
         .routes(routes!(bursts::start))
