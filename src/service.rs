@@ -40,6 +40,8 @@ pub struct Service {
     hub: Hub,
     /// Bursts started from the console or the API.
     bursts: Arc<crate::burst::Bursts>,
+    /// Test subscribers added from the console or the API.
+    tests: Arc<crate::server::TestSubscribers>,
     dispatcher: Arc<Dispatcher>,
     config: ServerConfig,
     /// The HTTP server's own runtime, on a thread of its own: however many delivery tasks
@@ -87,6 +89,7 @@ impl Service {
         Ok(Self {
             hub,
             bursts: Arc::default(),
+            tests: Arc::default(),
             dispatcher,
             config: config.server(),
             http,
@@ -137,7 +140,12 @@ impl Service {
         }
         self.hub.set_own_addr(Some(local_addr));
         let stop = self.hub.stopping().child_token();
-        let router = server::router(self.hub.clone(), self.bursts.clone(), config.clone());
+        let router = server::router(
+            self.hub.clone(),
+            self.bursts.clone(),
+            self.tests.clone(),
+            config.clone(),
+        );
         let server = self.http.handle.spawn(server::serve(
             listener,
             router,
@@ -159,6 +167,10 @@ impl Service {
 
     pub fn bursts(&self) -> &Arc<crate::burst::Bursts> {
         &self.bursts
+    }
+
+    pub fn test_subscribers(&self) -> &Arc<crate::server::TestSubscribers> {
+        &self.tests
     }
 
     /// Sending: its live settings (the delivery timeout).

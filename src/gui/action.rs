@@ -15,8 +15,8 @@ pub(crate) enum Action {
     /// Forget the logged messages, in memory and in the store.
     ForgetHistory,
     LoadFile,
-    StartTestSubscriber,
-    StopTestSubscriber,
+    AddTestSubscriber,
+    RemoveTestSubscriber(u64),
     /// Serve here from now on.
     Listen(SocketAddr),
     ToggleTheme,

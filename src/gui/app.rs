@@ -15,12 +15,11 @@ use super::log::LogPanel;
 use super::plot::Rates;
 use super::settings::{SETTINGS_KEY, Settings, SettingsWindow};
 use super::subscribers::SubscribersPanel;
-use super::test_subscriber::test_subscriber_ui;
+use super::test_subscriber::test_subscribers_ui;
 use super::theme;
 use super::top_bar::TopBar;
 use super::topics::TopicsWindow;
 use crate::hub::Hub;
-use crate::server::TestSubscriber;
 
 pub struct HeraldApp {
     backend: Arc<Backend>,
@@ -34,7 +33,6 @@ pub struct HeraldApp {
     topics: TopicsWindow,
     diff: super::diff::DiffWindow,
     rates: Rates,
-    test_subscriber: TestSubscriber,
     files: Files,
     /// How long the last frame's UI code took.
     frame_time: Duration,
@@ -57,7 +55,6 @@ impl HeraldApp {
             topics: TopicsWindow::default(),
             diff: super::diff::DiffWindow::default(),
             rates: Rates::default(),
-            test_subscriber: TestSubscriber::default(),
             files: Files::default(),
             frame_time: Duration::ZERO,
         }
@@ -67,8 +64,9 @@ impl HeraldApp {
         self.backend.hub()
     }
 
-    pub fn test_subscriber(&self) -> &TestSubscriber {
-        &self.test_subscriber
+    /// The test subscribers the panel shows (shared with the API).
+    pub fn test_subscribers(&self) -> &crate::server::TestSubscribers {
+        self.backend.test_subscribers()
     }
 
     /// How long the last frame's UI code took.
@@ -131,7 +129,8 @@ impl HeraldApp {
         egui::Panel::bottom("test_subscriber_panel")
             .resizable(false)
             .show(ui, |ui| {
-                let action = test_subscriber_ui(ui, &self.test_subscriber);
+                let tests = self.backend.test_subscribers().clone();
+                let action = test_subscribers_ui(ui, &tests);
                 self.handle(action, ui.ctx());
             });
         self.subscribers.subscribers_ui(ui, self.backend.hub());
@@ -178,12 +177,17 @@ impl HeraldApp {
                 self.top_bar.notify("History forgotten".to_owned());
             }
             Action::LoadFile => self.files.load_file(runtime, ctx),
-            Action::StartTestSubscriber => {
+            Action::AddTestSubscriber => {
                 let ctx = ctx.clone();
                 let wake = Arc::new(move || ctx.request_repaint());
-                self.test_subscriber.start(hub, runtime, wake);
+                let tests = self.backend.test_subscribers();
+                if let Err(err) = tests.add(hub, runtime, Default::default(), wake) {
+                    self.top_bar.notify(format::sentence(&err.to_string()));
+                }
             }
-            Action::StopTestSubscriber => self.test_subscriber.stop(),
+            Action::RemoveTestSubscriber(id) => {
+                self.backend.test_subscribers().remove(hub, id);
+            }
             Action::Listen(addr) => {
                 self.backend.listen(addr, ctx);
                 self.settings.bind = addr.to_string();

@@ -30,6 +30,7 @@ pub(crate) enum ListenState {
 pub struct Backend {
     hub: Hub,
     bursts: Arc<crate::burst::Bursts>,
+    tests: Arc<crate::server::TestSubscribers>,
     runtime: Handle,
     /// Taken out when the window closes, to be shut down.
     service: Arc<Mutex<Option<Service>>>,
@@ -46,6 +47,7 @@ impl Backend {
         Ok(Self {
             hub: service.hub().clone(),
             bursts: service.bursts().clone(),
+            tests: service.test_subscribers().clone(),
             runtime,
             service: Arc::new(Mutex::new(Some(service))),
             listen: Arc::new(Mutex::new(ListenState::Starting(config.bind))),
@@ -54,6 +56,11 @@ impl Backend {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The test subscribers the console and the API add.
+    pub fn test_subscribers(&self) -> &Arc<crate::server::TestSubscribers> {
+        &self.tests
     }
 
     /// The bursts the console and the API start.

@@ -45,7 +45,10 @@ use tower_http::timeout::TimeoutBody;
 pub use api::{ImportError, import_ndjson, log_ndjson};
 pub use connections::ConnectionLimits;
 pub use origin::Origin;
-pub use test_subscriber::{TestState, TestSubscriber};
+pub use test_subscriber::{
+    Behaviour, BehaviourError, MAX_TEST_SUBSCRIBERS, Received, StartFailure, TestState,
+    TestSubscriber, TestSubscribers,
+};
 
 use crate::hub::Hub;
 use connections::{Admitted, Busy, Phase, Registry, Watched};
@@ -72,15 +75,22 @@ pub struct ServerConfig {
 struct AppState {
     hub: Hub,
     bursts: Arc<crate::burst::Bursts>,
+    tests: Arc<TestSubscribers>,
     config: Arc<ServerConfig>,
 }
 
 /// Every route Herald serves, behind the host, token and size checks.
-pub fn router(hub: Hub, bursts: Arc<crate::burst::Bursts>, config: ServerConfig) -> Router {
+pub fn router(
+    hub: Hub,
+    bursts: Arc<crate::burst::Bursts>,
+    tests: Arc<TestSubscribers>,
+    config: ServerConfig,
+) -> Router {
     let max_body = config.max_body;
     let state = AppState {
         hub,
         bursts,
+        tests,
         config: Arc::new(config),
     };
     Router::new()

@@ -1,41 +1,110 @@
-//! A subscriber built into the console, so a person sees a whole round trip (publish,
-//! fan-out over HTTP, receipt) with no other service running.
+//! Programmable test subscribers: HTTP servers inside Herald, on 127.0.0.1, registered
+//! like real ones, each answering as its [`Behaviour`] says (which can change while it
+//! runs) and keeping what it received. The console's panel and `/api/v1/test-subscribers`
+//! drive the same ones.
 //!
-//! Starting it spawns, on the given runtime, a server on 127.0.0.1 that records every
-//! request, and a loop that keeps its registration alive until it is stopped. It knows no
-//! GUI: whoever shows what it received passes a [`Wake`] callback.
+//! Each runs on the runtime it is started on: a server, and a loop that keeps its
+//! registration alive until it is removed. It knows no GUI: whoever shows what it received
+//! passes a [`Wake`] callback.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
-use parking_lot::Mutex;
+use http_body_util::BodyExt as _;
+use parking_lot::{Mutex, RwLock};
+use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, RemovalReason};
+use crate::wire::MESSAGE_ID_HEADER;
 
-/// Largest body it takes: it keeps what it receives, so not without end.
+/// Largest body one takes: it keeps what it receives, so not without end.
 const MAX_BODY: usize = 16 * 1024 * 1024;
-
-/// Received messages kept for display.
+/// Received requests each keeps.
 const KEEP: usize = 100;
+/// Test subscribers at most.
+pub const MAX_TEST_SUBSCRIBERS: usize = 64;
+/// The longest added latency or read delay: a minute.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
-/// Called on a runtime thread once the test subscriber has started (or failed to), and on
-/// every request it receives.
+/// Called on a runtime thread when a test subscriber starts (or fails to), and on every
+/// request it receives.
 pub(crate) type Wake = Arc<dyn Fn() + Send + Sync>;
 
-/// One request the test subscriber received.
+/// How a test subscriber answers, changed at will while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behaviour {
+    /// The status it answers with (when it does not fail or say it is gone).
+    pub status: u16,
+    /// Added before it answers.
+    pub delay: Duration,
+    /// The share of requests answered 500 instead, 0 to 100.
+    pub fail_percent: u8,
+    /// Answers 410 Gone (and so unsubscribes) after this many deliveries.
+    pub gone_after: Option<u64>,
+    /// Never answers: the request hangs until Herald's delivery timeout.
+    pub hang: bool,
+    /// Waits this long between the body's chunks: a slow reader.
+    pub read_delay: Duration,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            status: 204,
+            delay: Duration::ZERO,
+            fail_percent: 0,
+            gone_after: None,
+            hang: false,
+            read_delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BehaviourError {
+    #[error("status must be an HTTP status from 100 to 599, not {0}")]
+    Status(u16),
+    #[error("fail_percent must be from 0 to 100, not {0}")]
+    FailPercent(u8),
+    #[error("delays must be at most a minute (60000 ms)")]
+    Delay,
+    #[error("{MAX_TEST_SUBSCRIBERS} test subscribers run already; remove one first")]
+    TooMany,
+}
+
+impl Behaviour {
+    pub fn check(&self) -> Result<(), BehaviourError> {
+        if !(100..=599).contains(&self.status) {
+            return Err(BehaviourError::Status(self.status));
+        }
+        if self.fail_percent > 100 {
+            return Err(BehaviourError::FailPercent(self.fail_percent));
+        }
+        if self.delay > MAX_DELAY || self.read_delay > MAX_DELAY {
+            return Err(BehaviourError::Delay);
+        }
+        Ok(())
+    }
+}
+
+/// One request a test subscriber received, and what it answered.
 #[derive(Debug, Clone)]
-pub(crate) struct Received {
-    pub(crate) at: SystemTime,
-    pub(crate) content_type: Option<String>,
-    pub(crate) body: Bytes,
+pub struct Received {
+    pub at: SystemTime,
+    pub content_type: Option<String>,
+    pub message_id: Option<u64>,
+    pub body: Bytes,
+    /// What it answered; `None` while hanging.
+    pub status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,65 +117,71 @@ pub enum TestState {
     Failed(String),
 }
 
-#[derive(Default)]
-struct Inner {
-    state: TestState,
-    received: VecDeque<Received>,
+/// One test subscriber. Cheap to share.
+pub struct TestSubscriber {
+    pub id: u64,
+    behaviour: RwLock<Behaviour>,
+    state: Mutex<TestState>,
+    received: Mutex<VecDeque<Received>>,
+    /// Requests it took, all told (the `gone_after` count).
+    requests: AtomicU64,
     /// Stops the server and its keep-alive loop.
-    stop: Option<CancellationToken>,
+    stop: CancellationToken,
 }
 
-/// Cheap to clone; every clone drives the same subscriber.
-#[derive(Clone, Default)]
-pub struct TestSubscriber {
-    inner: Arc<Mutex<Inner>>,
+impl std::fmt::Debug for TestSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSubscriber")
+            .field("id", &self.id)
+            .field("state", &*self.state.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestSubscriber {
     pub fn state(&self) -> TestState {
-        self.inner.lock().state.clone()
+        self.state.lock().clone()
+    }
+
+    /// The address it is registered under, once it is.
+    pub fn address(&self) -> Option<String> {
+        match &*self.state.lock() {
+            TestState::On(address) => Some(address.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn behaviour(&self) -> Behaviour {
+        self.behaviour.read().clone()
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) -> Result<(), BehaviourError> {
+        behaviour.check()?;
+        *self.behaviour.write() = behaviour;
+        Ok(())
     }
 
     /// The newest `limit` received, newest first.
-    pub(crate) fn received(&self, limit: usize) -> Vec<Received> {
-        let inner = self.inner.lock();
-        inner.received.iter().rev().take(limit).cloned().collect()
+    pub fn received(&self, limit: usize) -> Vec<Received> {
+        let received = self.received.lock();
+        received.iter().rev().take(limit).cloned().collect()
     }
 
-    pub fn received_count(&self) -> usize {
-        self.inner.lock().received.len()
+    /// Requests it took since it started.
+    pub fn received_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
-    /// Starts a server on 127.0.0.1 and registers it with `hub`, refreshing its
-    /// keep-alive well within the hub's TTL.
-    pub(crate) fn start(&self, hub: &Hub, runtime: &Handle, wake: Wake) {
-        let stop = CancellationToken::new();
-        {
-            let mut inner = self.inner.lock();
-            if matches!(inner.state, TestState::Starting | TestState::On(_)) {
-                return;
-            }
-            inner.state = TestState::Starting;
-            inner.stop = Some(stop.clone());
+    fn record(&self, received: Received) {
+        let mut list = self.received.lock();
+        if list.len() == KEEP {
+            list.pop_front();
         }
-        let this = self.clone();
-        let hub = hub.clone();
-        runtime.spawn(async move {
-            let state = match this.serve(&hub, wake.clone(), stop).await {
-                Ok(address) => TestState::On(address),
-                Err(error) => TestState::Failed(error),
-            };
-            this.inner.lock().state = state;
-            wake();
-        });
+        list.push_back(received);
     }
 
-    async fn serve(
-        &self,
-        hub: &Hub,
-        wake: Wake,
-        stop: CancellationToken,
-    ) -> Result<String, String> {
+    /// Serves on 127.0.0.1, registers with `hub`, and keeps the registration alive.
+    async fn serve(self: &Arc<Self>, hub: &Hub, wake: Wake) -> Result<String, String> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|err| format!("cannot listen on 127.0.0.1: {err}"))?;
@@ -117,7 +192,7 @@ impl TestSubscriber {
         let app = Router::new()
             .fallback(receive)
             .with_state((self.clone(), wake.clone()));
-        let serving = stop.clone();
+        let serving = self.stop.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(serving.cancelled_owned())
@@ -125,25 +200,24 @@ impl TestSubscriber {
                 .ok();
         });
         if let Err(err) = hub.subscribe(&address) {
-            stop.cancel();
+            self.stop.cancel();
             return Err(err.to_string());
         }
-        let hub = hub.clone();
-        let keep_alive = address.clone();
-        let this = self.clone();
+        let (hub, keep_alive, this) = (hub.clone(), address.clone(), self.clone());
         tokio::spawn(async move {
             loop {
                 let every = (hub.ttl() / 3).max(Duration::from_millis(100));
                 tokio::select! {
-                    () = stop.cancelled() => {
+                    () = this.stop.cancelled() => {
                         hub.remove(&keep_alive, RemovalReason::Deregistered);
                         return;
                     }
                     () = tokio::time::sleep(every) => {
                         if let Err(err) = hub.subscribe(&keep_alive) {
-                            // Say so, rather than look "on" while the hub has dropped it.
-                            stop.cancel();
-                            this.inner.lock().state =
+                            // Say so, rather than look "on" while the hub has dropped it
+                            // (it may have answered 410 on purpose).
+                            this.stop.cancel();
+                            *this.state.lock() =
                                 TestState::Failed(format!("the hub refused its keep-alive: {err}"));
                             wake();
                             return;
@@ -154,43 +228,191 @@ impl TestSubscriber {
         });
         Ok(address)
     }
+}
 
-    /// Deregisters and stops the server.
-    pub(crate) fn stop(&self) {
-        let mut inner = self.inner.lock();
-        if let Some(stop) = inner.stop.take() {
-            stop.cancel();
-        }
-        inner.state = TestState::Off;
+/// Why a test subscriber did not start.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StartFailure {
+    #[error(transparent)]
+    Refused(BehaviourError),
+    #[error("the test subscriber did not start: {0}")]
+    Failed(String),
+}
+
+/// Every test subscriber running, in the order they were added.
+#[derive(Debug, Default)]
+pub struct TestSubscribers {
+    next: AtomicU64,
+    list: Mutex<Vec<Arc<TestSubscriber>>>,
+}
+
+impl TestSubscribers {
+    /// Adds one answering as `behaviour` and starts it on `runtime`; it shows as
+    /// [`TestState::Starting`] until it is registered.
+    pub fn add(
+        &self,
+        hub: &Hub,
+        runtime: &Handle,
+        behaviour: Behaviour,
+        wake: Wake,
+    ) -> Result<Arc<TestSubscriber>, BehaviourError> {
+        behaviour.check()?;
+        let subscriber = {
+            let mut list = self.list.lock();
+            if list.len() >= MAX_TEST_SUBSCRIBERS {
+                return Err(BehaviourError::TooMany);
+            }
+            let subscriber = Arc::new(TestSubscriber {
+                id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
+                behaviour: RwLock::new(behaviour),
+                state: Mutex::new(TestState::Starting),
+                received: Mutex::new(VecDeque::new()),
+                requests: AtomicU64::new(0),
+                stop: hub.stopping().child_token(),
+            });
+            list.push(subscriber.clone());
+            subscriber
+        };
+        let (this, hub) = (subscriber.clone(), hub.clone());
+        runtime.spawn(async move {
+            let state = match this.serve(&hub, wake.clone()).await {
+                Ok(address) => TestState::On(address),
+                Err(error) => TestState::Failed(error),
+            };
+            *this.state.lock() = state;
+            wake();
+        });
+        Ok(subscriber)
     }
 
-    fn record(&self, received: Received) {
-        let mut inner = self.inner.lock();
-        if inner.received.len() == KEEP {
-            inner.received.pop_front();
+    /// Adds one and waits until it is registered (the API answers with its address).
+    pub async fn add_started(
+        &self,
+        hub: &Hub,
+        behaviour: Behaviour,
+    ) -> Result<Arc<TestSubscriber>, StartFailure> {
+        let (started, done) = tokio::sync::oneshot::channel::<()>();
+        let started = Mutex::new(Some(started));
+        let wake: Wake = Arc::new(move || {
+            if let Some(started) = started.lock().take() {
+                started.send(()).ok();
+            }
+        });
+        let subscriber = self
+            .add(hub, &Handle::current(), behaviour, wake)
+            .map_err(StartFailure::Refused)?;
+        done.await.ok();
+        match subscriber.state() {
+            TestState::On(_) => Ok(subscriber),
+            TestState::Failed(error) => {
+                self.remove(hub, subscriber.id);
+                Err(StartFailure::Failed(error))
+            }
+            other => Err(StartFailure::Failed(format!(
+                "it did not start ({other:?})"
+            ))),
         }
-        inner.received.push_back(received);
+    }
+
+    pub fn list(&self) -> Vec<Arc<TestSubscriber>> {
+        self.list.lock().clone()
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<TestSubscriber>> {
+        self.list.lock().iter().find(|s| s.id == id).cloned()
+    }
+
+    /// Deregisters and stops one (deregistered before this returns); returns whether
+    /// there was one.
+    pub fn remove(&self, hub: &Hub, id: u64) -> bool {
+        let removed = {
+            let mut list = self.list.lock();
+            let index = list.iter().position(|s| s.id == id);
+            index.map(|i| list.remove(i))
+        };
+        match removed {
+            Some(subscriber) => {
+                subscriber.stop.cancel();
+                if let Some(address) = subscriber.address() {
+                    hub.remove(&address, RemovalReason::Deregistered);
+                }
+                true
+            }
+            None => false,
+        }
     }
 }
 
 async fn receive(
-    State((subscriber, wake)): State<(TestSubscriber, Wake)>,
+    State((subscriber, wake)): State<(Arc<TestSubscriber>, Wake)>,
     request: Request,
 ) -> StatusCode {
+    let n = subscriber.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let behaviour = subscriber.behaviour();
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(body) => {
-            subscriber.record(Received {
-                at: SystemTime::now(),
-                content_type,
-                body,
-            });
-            wake();
-            StatusCode::NO_CONTENT
-        }
-        Err(_) => StatusCode::BAD_REQUEST,
+    let message_id = request
+        .headers()
+        .get(MESSAGE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = match read_body(request, behaviour.read_delay).await {
+        Some(body) => body,
+        None => return StatusCode::BAD_REQUEST,
+    };
+    let mut received = Received {
+        at: SystemTime::now(),
+        content_type,
+        message_id,
+        body,
+        status: None,
+    };
+    if behaviour.hang {
+        subscriber.record(received);
+        wake();
+        // Held until Herald gives up on it, or the subscriber is removed.
+        subscriber.stop.cancelled().await;
+        return StatusCode::SERVICE_UNAVAILABLE;
     }
+    if !behaviour.delay.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(behaviour.delay) => {}
+            () = subscriber.stop.cancelled() => {}
+        }
+    }
+    let status = if behaviour.gone_after.is_some_and(|after| n > after) {
+        StatusCode::GONE
+    } else if behaviour.fail_percent > 0
+        && getrandom::u32().map_or(0, |r| r % 100) < u32::from(behaviour.fail_percent)
+    {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::from_u16(behaviour.status).unwrap_or(StatusCode::NO_CONTENT)
+    };
+    received.status = Some(status.as_u16());
+    subscriber.record(received);
+    wake();
+    status
+}
+
+/// The whole body, waiting `delay` between its chunks; `None` if it is too large or
+/// broken off.
+async fn read_body(request: Request, delay: Duration) -> Option<Bytes> {
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.ok()?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_BODY {
+                return None;
+            }
+            bytes.extend_from_slice(&data);
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    Some(bytes.into())
 }

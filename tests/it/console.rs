@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use egui::accesskit::Toggled;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
 use herald::Config;
@@ -71,10 +70,22 @@ impl Console {
             .get_by_role_and_label(Role::SpinButton, label)
             .click();
         self.harness.step();
+        // A click right after focus moved elsewhere (a button just pressed) may only take
+        // the focus; a second one, on the field being edited, does no harm.
+        if let Some(field) = self
+            .harness
+            .query_by_role_and_label(Role::SpinButton, label)
+            && !field.accesskit_node().is_focused()
+        {
+            field.click();
+            self.harness.step();
+        }
         self.harness
             .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
         self.harness.event(egui::Event::Text(text.to_owned()));
         self.harness.key_press(egui::Key::Enter);
+        self.harness.step();
+        // Drawn again with the value it now holds.
         self.harness.step();
         let value = self
             .harness
@@ -208,32 +219,76 @@ fn invalid_json_shows_where_and_is_not_published() {
 #[test]
 fn the_test_subscriber_shows_a_round_trip() {
     let mut console = console(|_| {});
-    console.harness.get_by_label("Test subscriber").click();
-    console.step_until("the test subscriber is registered", |h| {
-        matches!(h.state().test_subscriber().state(), TestState::On(_))
-    });
-    assert_eq!(
-        console
-            .harness
-            .get_by_label("Test subscriber")
-            .accesskit_node()
-            .toggled(),
-        Some(Toggled::True)
-    );
+    console.harness.get_by_label("Add test subscriber").click();
+    let on = |h: &mut Harness<'static, HeraldApp>| {
+        let tests = h.state().test_subscribers().list();
+        tests.len() == 1 && matches!(tests[0].state(), TestState::On(_))
+    };
+    console.step_until("the test subscriber is registered", on);
     assert_eq!(console.harness.state().hub().subscriber_count(), 1);
+    // The compose box's default is a template; publish something plain.
+    console.type_message(r#"{"hello": "round trip"}"#);
     console.harness.get_by_label("Publish").click();
-    console.step_until("the test subscriber shows what it received", |h| {
-        h.query_by_label_contains("Received ").is_some()
+    console.step_until("it shows the payload and what it answered", |h| {
+        h.query_by_label("received 1").is_some()
+            && h.query_by_label_contains(r#"{"hello": "round trip"}"#)
+                .is_some()
+            && h.query_by_label("answered 204").is_some()
     });
-    assert_eq!(
-        console.harness.state().test_subscriber().received_count(),
-        1
-    );
-
-    console.harness.get_by_label("Test subscriber").click();
+    console.harness.get_by_label("Remove").click();
     console.step_until("the test subscriber is deregistered", |h| {
-        h.state().hub().subscriber_count() == 0
+        h.state().hub().subscriber_count() == 0 && h.state().test_subscribers().list().is_empty()
     });
+}
+
+#[test]
+fn a_test_subscriber_failing_half_the_time_shows_retries() {
+    let mut console = console(|config| {
+        config.retry_schedule.0 = vec![Duration::from_millis(50); 8];
+    });
+    console.harness.get_by_label("Add test subscriber").click();
+    console.step_until("it is registered", |h| {
+        h.state()
+            .test_subscribers()
+            .list()
+            .first()
+            .is_some_and(|t| t.address().is_some())
+    });
+    // Drawn with its controls once it is on.
+    console.harness.step();
+    console.set_number("fails", "50");
+    let tests = console.harness.state().test_subscribers().list();
+    assert_eq!(tests[0].behaviour().fail_percent, 50);
+    let hub = console.harness.state().hub().clone();
+    for n in 0..20 {
+        hub.publish(
+            herald::hub::Draft::new(format!("{n}")),
+            herald::hub::Source::Console,
+        )
+        .unwrap();
+    }
+    console.step_until("every message is delivered, some after retries", |h| {
+        let messages = h.state().hub().messages(None, 100);
+        messages.len() == 20 && messages.iter().all(|m| m.summary().delivered == 1)
+    });
+    let attempts: usize = hub
+        .messages(None, 100)
+        .iter()
+        .map(|m| m.deliveries()[0].attempts.len())
+        .sum();
+    // Twenty messages at one chance in two: more than twenty attempts all but surely
+    // (one in a million that none failed).
+    assert!(attempts > 20, "{attempts} attempts for 20 messages");
+    let answered_500 = tests[0]
+        .received(100)
+        .iter()
+        .filter(|r| r.status == Some(500))
+        .count();
+    assert_eq!(
+        answered_500,
+        attempts - 20,
+        "each failed attempt was a 500 it answered"
+    );
 }
 
 #[test]

@@ -487,3 +487,134 @@ async fn two_payloads_compare_line_by_line() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn test_subscribers_answer_as_told_and_change_while_they_run() {
+    let hub = start_hub(|config| {
+        config.retry_schedule.0 = Vec::new();
+        config.delivery_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (status, added) = hub
+        .call_json(
+            "POST",
+            "/api/v1/test-subscribers",
+            json!({"status": 202, "gone_after": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let id = added["id"].as_u64().unwrap();
+    let address = added["address"].as_str().unwrap().to_owned();
+    assert!(
+        hub.listed().await.contains(&address),
+        "registered like a real one"
+    );
+
+    let first = hub.publish(r#"{"n":1}"#, Some("application/json")).await;
+    let delivered = hub.until_delivered(first, 1).await;
+    assert_eq!(
+        delivered.deliveries()[0]
+            .state
+            .outcome()
+            .unwrap()
+            .http_status(),
+        Some(202)
+    );
+
+    // Changed live: now it answers 503.
+    let (status, changed) = hub
+        .call_json(
+            "PATCH",
+            &format!("/api/v1/test-subscribers/{id}"),
+            json!({"status": 503}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(
+        (changed["status"].as_u64(), changed["gone_after"].as_u64()),
+        (Some(503), Some(3))
+    );
+    let second = hub.publish("two", None).await;
+    let failed = hub.until_failed(second, 1).await;
+    assert_eq!(
+        failed.deliveries()[0]
+            .state
+            .outcome()
+            .unwrap()
+            .http_status(),
+        Some(503)
+    );
+
+    // Its fourth request is past "gone after 3": 410, and the hub lets it go.
+    hub.publish("three", None).await;
+    hub.publish("four", None).await;
+    crate::utils::eventually("it unsubscribed by answering 410", || {
+        hub.hub().subscriber_count() == 0
+    })
+    .await;
+    let (_, received) = hub
+        .call_json(
+            "GET",
+            &format!("/api/v1/test-subscribers/{id}/received"),
+            json!(null),
+        )
+        .await;
+    let statuses: Vec<u64> = received
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [410, 503, 503, 202], "newest first");
+    assert_eq!(received[3]["body"], r#"{"n":1}"#);
+    assert_eq!(received[3]["message_id"], first);
+
+    // One that never answers: the delivery times out.
+    let (_, hanging) = hub
+        .call_json("POST", "/api/v1/test-subscribers", json!({"hang": true}))
+        .await;
+    let hung = hub.publish("hello?", None).await;
+    let timed_out = hub.until_failed(hung, 1).await;
+    let error = timed_out.deliveries()[0]
+        .state
+        .outcome()
+        .unwrap()
+        .error()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("no answer within"), "{error}");
+    let hanging_id = hanging["id"].as_u64().unwrap();
+    let (status, _) = hub
+        .call("DELETE", &format!("/api/v1/test-subscribers/{hanging_id}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        hub.hub().subscriber_count(),
+        0,
+        "removed means deregistered"
+    );
+
+    for (body, expected) in [
+        (json!({"status": 42}), StatusCode::BAD_REQUEST),
+        (json!({"fail_percent": 101}), StatusCode::BAD_REQUEST),
+        (json!({"delay_ms": 3_600_000}), StatusCode::BAD_REQUEST),
+        (json!({"sttaus": 200}), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, answer) = hub
+            .call_json("POST", "/api/v1/test-subscribers", body.clone())
+            .await;
+        assert_eq!(status, expected, "{body}: {answer}");
+    }
+    let (status, _) = hub.call("GET", "/api/v1/test-subscribers/99").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, all) = hub
+        .call_json("GET", "/api/v1/test-subscribers", json!(null))
+        .await;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        1,
+        "the one that said 410 is still listed"
+    );
+    assert_eq!(all[0]["state"], "on");
+    hub.shutdown().await;
+}

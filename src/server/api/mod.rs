@@ -9,6 +9,7 @@ mod pins;
 mod replay;
 mod store;
 mod subscribers;
+mod test_subscribers;
 mod topics;
 
 pub use messages::log_ndjson;
@@ -83,6 +84,13 @@ pub(super) fn router() -> Router<AppState> {
         .routes(routes!(replay::replay))
         .routes(routes!(bursts::start))
         .routes(routes!(bursts::get, bursts::cancel))
+        .routes(routes!(test_subscribers::add, test_subscribers::list))
+        .routes(routes!(
+            test_subscribers::get,
+            test_subscribers::update,
+            test_subscribers::remove
+        ))
+        .routes(routes!(test_subscribers::received))
         .routes(routes!(topics::list))
         .routes(routes!(topics::reach))
         .routes(routes!(events::stream))
