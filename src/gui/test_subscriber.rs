@@ -57,8 +57,11 @@ fn row_ui(ui: &mut egui::Ui, subscriber: &TestSubscriber) -> Option<Action> {
                     ui.colored_label(theme::FAILED, format::sentence(&error));
                 }
             }
-            behaviour_ui(ui, &mut behaviour);
-            if ui.small_button("Remove").clicked() {
+            // Under ids of their own: what comes before them changes as it starts and
+            // receives, and a click must find the widget it was aimed at.
+            ui.push_id("behaviour", |ui| behaviour_ui(ui, &mut behaviour));
+            let remove = ui.push_id("remove", |ui| ui.small_button("Remove")).inner;
+            if remove.clicked() {
                 action = Some(Action::RemoveTestSubscriber(subscriber.id));
             }
         });
