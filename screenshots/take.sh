@@ -94,6 +94,11 @@ xdotool mousemove --window "$wid" 270 603 click 1
 sleep 1.2
 xdotool mousemove --window "$wid" 868 440 click 1
 sleep 0.8
+# A test subscriber, and one message for it to receive.
+xdotool mousemove --window "$wid" 200 486 click 1
+sleep 1
+publish application/json orders.created '{"type":"order.created","id":"ord_2001","total_cents":4200}'
+sleep 1
 import -window "$wid" "$out/workbench.png"
 
 echo "screenshots written to $out"

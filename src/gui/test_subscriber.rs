@@ -60,7 +60,10 @@ fn row_ui(ui: &mut egui::Ui, subscriber: &TestSubscriber) -> Option<Action> {
             // Under ids of their own: what comes before them changes as it starts and
             // receives, and a click must find the widget it was aimed at.
             ui.push_id("behaviour", |ui| behaviour_ui(ui, &mut behaviour));
-            let remove = ui.push_id("remove", |ui| ui.small_button("Remove")).inner;
+            let button = egui::Button::new("Remove")
+                .small()
+                .wrap_mode(egui::TextWrapMode::Extend);
+            let remove = ui.push_id("remove", |ui| ui.add(button)).inner;
             if remove.clicked() {
                 action = Some(Action::RemoveTestSubscriber(subscriber.id));
             }
