@@ -42,6 +42,8 @@ pub struct Service {
     bursts: Arc<crate::burst::Bursts>,
     /// Test subscribers added from the console or the API.
     tests: Arc<crate::server::TestSubscribers>,
+    /// The runtime the hub's work runs on.
+    runtime: Handle,
     dispatcher: Arc<Dispatcher>,
     config: ServerConfig,
     /// The HTTP server's own runtime, on a thread of its own: however many delivery tasks
@@ -90,6 +92,7 @@ impl Service {
             hub,
             bursts: Arc::default(),
             tests: Arc::default(),
+            runtime: runtime.clone(),
             dispatcher,
             config: config.server(),
             http,
@@ -144,6 +147,7 @@ impl Service {
             self.hub.clone(),
             self.bursts.clone(),
             self.tests.clone(),
+            self.runtime.clone(),
             config.clone(),
         );
         let server = self.http.handle.spawn(server::serve(

@@ -127,15 +127,31 @@ fn random(low: i64, high: i64) -> Result<i64, Error> {
     Ok(low.wrapping_add(offset as i64))
 }
 
-fn pick(items: Vec<Value>) -> Result<Value, Error> {
-    if items.is_empty() {
+/// The longest list `pick` takes: a list is made whole to be picked from, and making it
+/// costs no fuel (`[0] * 100000000` would be gigabytes).
+const MAX_PICK: usize = 10_000;
+
+fn pick(items: Value) -> Result<Value, Error> {
+    let len = items.len().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            "pick takes a list, such as pick([\"a\", \"b\"])",
+        )
+    })?;
+    if len == 0 {
         return Err(Error::new(
             ErrorKind::InvalidOperation,
             "pick([]) has nothing to pick: give it a list such as [\"a\", \"b\"]",
         ));
     }
-    let index = (random_u64() % items.len() as u64) as usize;
-    Ok(items[index].clone())
+    if len > MAX_PICK {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("pick takes a list of at most {MAX_PICK} items, not {len}"),
+        ));
+    }
+    let index = (random_u64() % len as u64) as usize;
+    items.get_item_by_index(index)
 }
 
 fn random_u64() -> u64 {
@@ -211,6 +227,10 @@ mod tests {
         assert!(endless.render(1).is_err());
         let huge = Template::parse(r#"{{ "x" * 100000000 }}"#).unwrap();
         assert!(huge.render(1).is_err());
+        // A list made long for free is refused before it is made whole.
+        let long = Template::parse("{{ pick([0] * 100000000) }}").unwrap();
+        let err = long.render(1).unwrap_err().to_string();
+        assert!(err.contains("at most"), "{err}");
         assert!(matches!(
             Template::parse(&"x".repeat(MAX_SOURCE + 1)),
             Err(TemplateError::TooLong(_))

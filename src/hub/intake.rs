@@ -271,7 +271,13 @@ impl Hub {
         };
         // One message cannot take the whole log: the newest is never evicted, so without
         // this, resending it over and over would grow the log without end.
-        let max = self.shared.log_usage.budget().records;
+        // A pinned message is outside the log's budgets: its share of them is its bound.
+        let budget = self.shared.log_usage.budget().records;
+        let max = if message.is_pinned() {
+            budget / super::MAX_PINNED
+        } else {
+            budget
+        };
         if message.held().records + route.len() > max {
             return Err(ResendError::TooManyDeliveries { id, max });
         }

@@ -173,6 +173,28 @@ impl Hub {
         self.shared.log.lock().nth_newest(index)
     }
 
+    /// The deliveries of the messages with ids in `runs` (inclusive ranges, in order)
+    /// that memory holds, summed, under one lock.
+    pub fn delivery_counts(&self, runs: &[(MessageId, MessageId)]) -> super::DeliverySummary {
+        let mut total = super::DeliverySummary::default();
+        let log = self.shared.log.lock();
+        let Some(oldest) = log.oldest_id() else {
+            return total;
+        };
+        for &(first, last) in runs.iter().filter(|(_, last)| *last >= oldest) {
+            for id in first.max(oldest)..=last {
+                if let Some(message) = log.get(id) {
+                    let summary = message.summary();
+                    total.delivered += summary.delivered;
+                    total.failed += summary.failed;
+                    total.pending += summary.pending;
+                    total.retrying += summary.retrying;
+                }
+            }
+        }
+        total
+    }
+
     /// A message the log holds in memory.
     pub fn message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
         self.shared.log.lock().get(id)

@@ -76,6 +76,9 @@ struct AppState {
     hub: Hub,
     bursts: Arc<crate::burst::Bursts>,
     tests: Arc<TestSubscribers>,
+    /// The runtime the deliveries run on: bursts and test subscribers started over HTTP
+    /// run there, not on the server's own thread.
+    runtime: tokio::runtime::Handle,
     config: Arc<ServerConfig>,
 }
 
@@ -84,6 +87,7 @@ pub fn router(
     hub: Hub,
     bursts: Arc<crate::burst::Bursts>,
     tests: Arc<TestSubscribers>,
+    runtime: tokio::runtime::Handle,
     config: ServerConfig,
 ) -> Router {
     let max_body = config.max_body;
@@ -91,6 +95,7 @@ pub fn router(
         hub,
         bursts,
         tests,
+        runtime,
         config: Arc::new(config),
     };
     Router::new()

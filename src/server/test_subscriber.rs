@@ -26,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{Hub, RemovalReason};
 use crate::wire::MESSAGE_ID_HEADER;
 
-/// Largest body one takes: it keeps what it receives, so not without end.
+/// Largest body one takes.
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// The most of each body it keeps: 100 requests to each of 64 must not hold gigabytes.
+pub const MAX_KEPT_BODY: usize = 64 * 1024;
 /// Received requests each keeps.
 const KEEP: usize = 100;
 /// Test subscribers at most.
@@ -102,7 +104,10 @@ pub struct Received {
     pub at: SystemTime,
     pub content_type: Option<String>,
     pub message_id: Option<u64>,
+    /// The first [`MAX_KEPT_BODY`] bytes of the body.
     pub body: Bytes,
+    /// The whole body's size.
+    pub size: usize,
     /// What it answered; `None` while hanging.
     pub status: Option<u16>,
 }
@@ -289,6 +294,7 @@ impl TestSubscribers {
     pub async fn add_started(
         &self,
         hub: &Hub,
+        runtime: &Handle,
         behaviour: Behaviour,
     ) -> Result<Arc<TestSubscriber>, StartFailure> {
         let (started, done) = tokio::sync::oneshot::channel::<()>();
@@ -299,7 +305,7 @@ impl TestSubscribers {
             }
         });
         let subscriber = self
-            .add(hub, &Handle::current(), behaviour, wake)
+            .add(hub, runtime, behaviour, wake)
             .map_err(StartFailure::Refused)?;
         done.await.ok();
         match subscriber.state() {
@@ -366,7 +372,8 @@ async fn receive(
         at: SystemTime::now(),
         content_type,
         message_id,
-        body,
+        size: body.len(),
+        body: body.slice(..body.len().min(MAX_KEPT_BODY)),
         status: None,
     };
     if behaviour.hang {
@@ -383,6 +390,11 @@ async fn receive(
         }
     }
     let status = if behaviour.gone_after.is_some_and(|after| n > after) {
+        // Gone for good: its keep-alive must not register it again.
+        *subscriber.state.lock() = TestState::Failed(format!(
+            "answered 410 Gone after {n} deliveries, and was unsubscribed"
+        ));
+        subscriber.stop.cancel();
         StatusCode::GONE
     } else if behaviour.fail_percent > 0
         && getrandom::u32().map_or(0, |r| r % 100) < u32::from(behaviour.fail_percent)

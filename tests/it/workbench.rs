@@ -493,6 +493,8 @@ async fn test_subscribers_answer_as_told_and_change_while_they_run() {
     let hub = start_hub(|config| {
         config.retry_schedule.0 = Vec::new();
         config.delivery_timeout = Duration::from_millis(300);
+        // Keep-alives every 200 ms: one after the 410 would show.
+        config.ttl = Duration::from_millis(600);
     })
     .await;
     let (status, added) = hub
@@ -552,6 +554,9 @@ async fn test_subscribers_answer_as_told_and_change_while_they_run() {
         hub.hub().subscriber_count() == 0
     })
     .await;
+    // And stays unsubscribed: its keep-alive does not bring it back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hub.hub().subscriber_count(), 0);
     let (_, received) = hub
         .call_json(
             "GET",
@@ -615,6 +620,7 @@ async fn test_subscribers_answer_as_told_and_change_while_they_run() {
         1,
         "the one that said 410 is still listed"
     );
-    assert_eq!(all[0]["state"], "on");
+    assert_eq!(all[0]["state"], "failed");
+    assert!(all[0]["error"].as_str().unwrap().contains("410"), "{all}");
     hub.shutdown().await;
 }

@@ -115,10 +115,10 @@ pub(super) async fn start(
         content_type: asked.content_type.filter(|t| !t.is_empty()),
         topic,
     };
-    let runtime = tokio::runtime::Handle::current();
+    // On the runtime the deliveries run on, not the server's own thread.
     let burst = state
         .bursts
-        .start(&state.hub, &runtime, spec)
+        .start(&state.hub, &state.runtime, spec)
         .map_err(|err| {
             let status = match err {
                 BurstError::Count(_) | BurstError::Rate(_) => StatusCode::BAD_REQUEST,

@@ -115,7 +115,10 @@ pub(super) async fn compare(
         })
     };
     let (old, new) = (find(a)?, find(b)?);
-    let compared = diff::payloads(&old.body, &new.body);
+    // Up to 200 ms of work: off the server's thread.
+    let compared = tokio::task::spawn_blocking(move || diff::payloads(&old.body, &new.body))
+        .await
+        .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
     Ok(Json(DiffJson {
         a,
         b,

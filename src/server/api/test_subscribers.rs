@@ -127,7 +127,7 @@ pub(super) async fn add(
     behaviour.check().map_err(refused)?;
     let subscriber = state
         .tests
-        .add_started(&state.hub, behaviour)
+        .add_started(&state.hub, &state.runtime, behaviour)
         .await
         .map_err(|err| match err {
             StartFailure::Refused(err) => refused(err),
@@ -242,9 +242,11 @@ pub(super) struct ReceivedJson {
     message_id: Option<u64>,
     content_type: Option<String>,
     size: u64,
-    /// Text when it is UTF-8, base64 otherwise.
+    /// Its first 64 KiB: text when it is UTF-8, base64 otherwise.
     body: String,
     base64: bool,
+    /// Whether the body went on past what was kept.
+    truncated: bool,
     /// What it answered; absent while it hangs.
     status: Option<u16>,
 }
@@ -279,7 +281,8 @@ pub(super) async fn received(
                     at: time(r.at),
                     message_id: r.message_id,
                     content_type: r.content_type,
-                    size: r.body.len() as u64,
+                    size: r.size as u64,
+                    truncated: r.size > r.body.len(),
                     body,
                     base64,
                     status: r.status,
