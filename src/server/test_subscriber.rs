@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, RemovalReason};
+use crate::hub::{Hub, RegisterError, RemovalReason};
 use crate::wire::MESSAGE_ID_HEADER;
 
 /// Largest body one takes.
@@ -132,6 +132,8 @@ pub struct TestSubscriber {
     requests: AtomicU64,
     /// Stops the server and its keep-alive loop.
     stop: CancellationToken,
+    /// Why it did not start, for whoever waits on its start.
+    failure: Mutex<Option<StartFailure>>,
 }
 
 impl std::fmt::Debug for TestSubscriber {
@@ -186,13 +188,13 @@ impl TestSubscriber {
     }
 
     /// Serves on 127.0.0.1, registers with `hub`, and keeps the registration alive.
-    async fn serve(self: &Arc<Self>, hub: &Hub, wake: Wake) -> Result<String, String> {
+    async fn serve(self: &Arc<Self>, hub: &Hub, wake: Wake) -> Result<String, StartFailure> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|err| format!("cannot listen on 127.0.0.1: {err}"))?;
+            .map_err(|err| StartFailure::Failed(format!("cannot listen on 127.0.0.1: {err}")))?;
         let address = listener
             .local_addr()
-            .map_err(|err| err.to_string())?
+            .map_err(|err| StartFailure::Failed(err.to_string()))?
             .to_string();
         let app = Router::new()
             .fallback(receive)
@@ -206,7 +208,7 @@ impl TestSubscriber {
         });
         if let Err(err) = hub.subscribe(&address) {
             self.stop.cancel();
-            return Err(err.to_string());
+            return Err(StartFailure::Register(err));
         }
         let (hub, keep_alive, this) = (hub.clone(), address.clone(), self.clone());
         tokio::spawn(async move {
@@ -240,6 +242,8 @@ impl TestSubscriber {
 pub enum StartFailure {
     #[error(transparent)]
     Refused(BehaviourError),
+    #[error("the hub refused its registration: {0}")]
+    Register(RegisterError),
     #[error("the test subscriber did not start: {0}")]
     Failed(String),
 }
@@ -274,6 +278,7 @@ impl TestSubscribers {
                 received: Mutex::new(VecDeque::new()),
                 requests: AtomicU64::new(0),
                 stop: hub.stopping().child_token(),
+                failure: Mutex::new(None),
             });
             list.push(subscriber.clone());
             subscriber
@@ -282,7 +287,11 @@ impl TestSubscribers {
         runtime.spawn(async move {
             let state = match this.serve(&hub, wake.clone()).await {
                 Ok(address) => TestState::On(address),
-                Err(error) => TestState::Failed(error),
+                Err(error) => {
+                    let state = TestState::Failed(error.to_string());
+                    *this.failure.lock() = Some(error);
+                    state
+                }
             };
             *this.state.lock() = state;
             wake();
@@ -312,7 +321,8 @@ impl TestSubscribers {
             TestState::On(_) => Ok(subscriber),
             TestState::Failed(error) => {
                 self.remove(hub, subscriber.id);
-                Err(StartFailure::Failed(error))
+                let failure = subscriber.failure.lock().take();
+                Err(failure.unwrap_or(StartFailure::Failed(error)))
             }
             other => Err(StartFailure::Failed(format!(
                 "it did not start ({other:?})"

@@ -624,3 +624,21 @@ async fn test_subscribers_answer_as_told_and_change_while_they_run() {
     assert!(all[0]["error"].as_str().unwrap().contains("410"), "{all}");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_test_subscriber_the_target_policy_refuses_says_so() {
+    let hub = start_hub(|config| config.deny_targets = vec!["0.0.0.0/0".parse().unwrap()]).await;
+    let (status, answer) = hub
+        .call_json("POST", "/api/v1/test-subscribers", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("--deny-target"),
+        "{answer}"
+    );
+    let (_, all) = hub
+        .call_json("GET", "/api/v1/test-subscribers", json!(null))
+        .await;
+    assert!(all.as_array().unwrap().is_empty(), "nothing left behind");
+    hub.shutdown().await;
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ErrorBody, HttpError, time};
+use crate::hub::RegisterError;
 use crate::server::{AppState, Behaviour, BehaviourError, StartFailure, TestState, TestSubscriber};
 
 /// How a test subscriber answers; what is left out is the default (or, in a PATCH, stays
@@ -113,7 +114,7 @@ fn refused(err: BehaviourError) -> HttpError {
     responses(
         (status = CREATED, description = "Serving and registered", body = TestSubscriberJson),
         (status = BAD_REQUEST, description = "A bad status, percentage or delay", body = ErrorBody),
-        (status = CONFLICT, description = "64 run already", body = ErrorBody),
+        (status = CONFLICT, description = "64 run already, or the hub's target policy refuses loopback", body = ErrorBody),
         (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
         (status = UNSUPPORTED_MEDIA_TYPE, description = "Not application/json", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "It could not start or register", body = ErrorBody),
@@ -131,6 +132,13 @@ pub(super) async fn add(
         .await
         .map_err(|err| match err {
             StartFailure::Refused(err) => refused(err),
+            // Test subscribers live on loopback: a policy that refuses it is the hub's
+            // settings, not the request, at fault.
+            StartFailure::Register(RegisterError::Target(_)) => HttpError::new(
+                StatusCode::CONFLICT,
+                format!("{err}; test subscribers listen on 127.0.0.1, which this hub's --deny-target refuses"),
+            ),
+            StartFailure::Register(register) => register.into(),
             StartFailure::Failed(_) => {
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
