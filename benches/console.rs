@@ -1,5 +1,5 @@
-//! Frame time of the console with a large hub: 10,000 subscribers and 100,000 logged
-//! messages, measured through the real app driven by egui_kittest (UI code only: layout,
+//! Frame time of the console with a large hub: 10,000 subscribers and 100,040 logged
+//! messages (the newest 40 with a delivery pending to each subscriber), measured through the real app driven by egui_kittest (UI code only: layout,
 //! tables, text; no GPU).
 //!
 //!     cargo bench --bench console
@@ -47,6 +47,17 @@ fn main() {
         hub.subscribe(&format!("svc-{i}.bench.local:{}", 1024 + i))
             .unwrap();
     }
+    // Then 40 messages to all 10,000, held pending (the subscribers are paused, so nothing
+    // is sent): 400,000 deliveries for the fan-out matrix to show.
+    for i in 0..10_000u32 {
+        hub.set_paused(&format!("svc-{i}.bench.local:{}", 1024 + i), true)
+            .unwrap();
+    }
+    for i in 0..40u32 {
+        runtime
+            .block_on(hub.publish_when_ready(Draft::new(format!("to all {i}")), Source::Console))
+            .expect("the hub takes messages");
+    }
     println!(
         "hub filled in {:?}: {} subscribers, {} logged messages",
         started.elapsed(),
@@ -60,11 +71,12 @@ fn main() {
         .build_ui_state(|ui, app: &mut HeraldApp| app.ui_root(ui), app);
 
     report("idle, nothing selected", &mut harness, |_| {});
-    // The newest row; the other "100000" is the log's message count.
+    // A message without deliveries (the 41st newest); the other "100000" is the log's
+    // message count.
     harness
         .get_all_by_label("100000")
         .last()
-        .expect("the newest message is on screen")
+        .expect("the message is on screen")
         .click();
     harness.step();
     report("a message selected", &mut harness, |_| {});
@@ -72,6 +84,18 @@ fn main() {
     report("hub changing every frame", &mut harness, |_| {
         hub.subscribe("svc-0.bench.local:1024").unwrap();
     });
+    // The fan-out matrix: 1,000 messages by 10,000 subscribers, 40 rows of them pending.
+    harness.get_by_label("Matrix").click();
+    harness.step();
+    report("fan-out matrix open", &mut harness, |_| {});
+    // The newest message, with a delivery to each of the 10,000: its details list them all.
+    harness
+        .get_all_by_label("100040")
+        .last()
+        .expect("the newest message is on screen")
+        .click();
+    harness.step();
+    report("10,000 deliveries selected", &mut harness, |_| {});
 }
 
 /// Steps the app 300 times; prints the UI code's own time and the whole step's.

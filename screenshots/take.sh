@@ -78,7 +78,7 @@ xdotool mousemove --window "$wid" 558 33 click 1
 sleep 0.3
 
 # The settings window, in the light theme.
-xdotool mousemove --window "$wid" 1117 12 click 1
+xdotool mousemove --window "$wid" 1060 12 click 1
 sleep 0.5
 xdotool mousemove --window "$wid" 1240 12 click 1
 sleep 1.5
@@ -86,7 +86,7 @@ import -window "$wid" "$out/settings-light.png"
 
 # The workbench: back to dark, settings closed; a burst of Compose's template (100 at
 # 50/s) under way, and the selected message opened in Compose to be replayed.
-xdotool mousemove --window "$wid" 1117 12 click 1
+xdotool mousemove --window "$wid" 1060 12 click 1
 sleep 0.3
 xdotool mousemove --window "$wid" 338 33 click 1
 sleep 0.5
@@ -100,5 +100,10 @@ sleep 1
 publish application/json orders.created '{"type":"order.created","id":"ord_2001","total_cents":4200}'
 sleep 1
 import -window "$wid" "$out/workbench.png"
+
+# The fan-out matrix: the newest messages by every subscriber.
+xdotool mousemove --window "$wid" 1115 12 click 1
+sleep 1.5
+import -window "$wid" "$out/matrix.png"
 
 echo "screenshots written to $out"

@@ -22,6 +22,12 @@ pub(crate) enum Action {
     ToggleTheme,
     OpenSettings,
     OpenTopics,
+    OpenMatrix,
+    /// Select message `id` and open its delivery to `subscriber`: its attempt timeline.
+    Inspect {
+        id: crate::hub::MessageId,
+        subscriber: String,
+    },
     /// Start this burst on the runtime, and follow it in Compose.
     StartBurst(Box<crate::burst::BurstSpec>),
     /// Show the payloads of these two messages side by side.

@@ -32,6 +32,7 @@ pub struct HeraldApp {
     compose: Compose,
     topics: TopicsWindow,
     diff: super::diff::DiffWindow,
+    matrix: super::matrix::MatrixWindow,
     rates: Rates,
     files: Files,
     /// How long the last frame's UI code took.
@@ -54,6 +55,7 @@ impl HeraldApp {
             compose: Compose::default(),
             topics: TopicsWindow::default(),
             diff: super::diff::DiffWindow::default(),
+            matrix: super::matrix::MatrixWindow::default(),
             rates: Rates::default(),
             files: Files::default(),
             frame_time: Duration::ZERO,
@@ -98,6 +100,8 @@ impl HeraldApp {
         let action = self.topics.show(ui.ctx(), &hub);
         self.handle(action, ui.ctx());
         self.diff.show(ui.ctx());
+        let action = self.matrix.show(ui.ctx(), &hub);
+        self.handle(action, ui.ctx());
         self.schedule_tick(ui.ctx());
         self.frame_time = started.elapsed();
     }
@@ -198,6 +202,8 @@ impl HeraldApp {
             }
             Action::OpenSettings => self.settings_window.open(&self.settings),
             Action::OpenTopics => self.topics.open = true,
+            Action::OpenMatrix => self.matrix.open = true,
+            Action::Inspect { id, subscriber } => self.log.inspect(id, subscriber),
             Action::StartBurst(spec) => match self.backend.bursts().start(hub, runtime, *spec) {
                 Ok(burst) => self.compose.burst.last = Some(burst),
                 Err(err) => self.top_bar.notify(err.to_string()),

@@ -30,6 +30,8 @@ pub(crate) struct LogPanel {
     resend_to: String,
     /// The message picked to be compared with the next one selected.
     compare_from: Option<MessageId>,
+    /// A delivery to open in the next frame (the matrix asked for its timeline).
+    inspect: Option<String>,
 }
 
 impl LogPanel {
@@ -137,6 +139,12 @@ impl LogPanel {
         if go.is_some() {
             self.selected = go;
         }
+    }
+
+    /// Selects message `id` and opens its delivery to `subscriber`.
+    pub(crate) fn inspect(&mut self, id: MessageId, subscriber: String) {
+        self.selected = Some(id);
+        self.inspect = Some(subscriber);
     }
 
     /// Drops the selection and the search results: the log they were in is gone.
@@ -389,7 +397,8 @@ impl LogPanel {
                             message.subscribers
                         ));
                     }
-                    inspector::deliveries_ui(ui, &deliveries);
+                    inspector::deliveries_ui(ui, &deliveries, self.inspect.as_deref());
+                    self.inspect = None;
                 });
         });
         action

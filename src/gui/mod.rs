@@ -15,6 +15,7 @@ mod diff;
 mod format;
 mod inspector;
 mod log;
+mod matrix;
 mod plot;
 mod search;
 mod settings;

@@ -65,6 +65,13 @@ impl TopBar {
                 {
                     action = Some(Action::OpenTopics);
                 }
+                if ui
+                    .button("Matrix")
+                    .on_hover_text("Recent messages by subscribers: what became of each delivery")
+                    .clicked()
+                {
+                    action = Some(Action::OpenMatrix);
+                }
                 let theme_label = if dark { "Light" } else { "Dark" };
                 if ui
                     .button(theme_label)

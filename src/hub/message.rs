@@ -228,6 +228,25 @@ impl MessageRecord {
             .collect()
     }
 
+    /// For each of `addresses` (as shown), its delivery's state and attempt count (the
+    /// last delivery to it, for a message resent), or `None` where it got none: the
+    /// fan-out matrix's row, read under one lock without copying the deliveries.
+    pub fn states_for(&self, addresses: &[Arc<str>]) -> Vec<Option<(DeliveryState, usize)>> {
+        let wanted: std::collections::HashMap<&str, usize> = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (&**a, i))
+            .collect();
+        let mut row = vec![None; addresses.len()];
+        let deliveries = self.deliveries.lock();
+        for delivery in &deliveries.list {
+            if let Some(&i) = wanted.get(&*delivery.subscriber) {
+                row[i] = Some((delivery.state.clone(), delivery.attempts.len()));
+            }
+        }
+        row
+    }
+
     /// A copy of every delivery's current state.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.deliveries.lock().list.clone()

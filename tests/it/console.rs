@@ -766,3 +766,39 @@ fn a_starred_message_outlives_the_log_and_two_compare_side_by_side() {
             && h.query_by_label(r#"  "other": false"#).is_some()
     });
 }
+
+#[test]
+fn a_matrix_cell_opens_its_delivery_timeline() {
+    let mut console = console(|config| {
+        config.retry_schedule.0 = vec![Duration::from_secs(30)];
+    });
+    let hub = console.harness.state().hub().clone();
+    let ok = console.runtime.block_on(Receiver::start());
+    let failing = console.runtime.block_on(Receiver::answering(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+    ));
+    hub.subscribe(&ok.address()).unwrap();
+    hub.subscribe(&failing.address()).unwrap();
+    let id = hub
+        .publish(
+            herald::hub::Draft::new("to both"),
+            herald::hub::Source::Console,
+        )
+        .unwrap()
+        .id;
+    console.harness.get_by_label("Matrix").click();
+    let failing_cell = format!(
+        "message {id} to {}: retrying, 1 attempts",
+        failing.address()
+    );
+    let ok_cell = format!("message {id} to {}: delivered in", ok.address());
+    console.step_until("both cells show what became of their delivery", |h| {
+        h.query_by_label(&failing_cell).is_some() && h.query_by_label_contains(&ok_cell).is_some()
+    });
+    console.harness.step();
+    console.harness.get_by_label(&failing_cell).click();
+    console.step_until("the delivery's timeline is open in the details", |h| {
+        h.query_by_label_contains("#1 at").is_some()
+            && h.query_by_label_contains("retrying 2 of 2 in").is_some()
+    });
+}
