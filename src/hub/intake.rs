@@ -99,10 +99,20 @@ impl Hub {
     /// Refused while the fan-out is a full backlog behind; [`Hub::publish_when_ready`]
     /// waits instead.
     pub fn publish(&self, draft: Draft, source: Source) -> Result<Published, PublishError> {
+        self.accept_now(draft, source, Aim::default())
+    }
+
+    /// [`Hub::publish`] with an aim: refused rather than waiting for the fan-out. The
+    /// console is told of a failed commit through the store's `failing`, which refuses
+    /// the next publish; it never waits on the disk.
+    pub(super) fn accept_now(
+        &self,
+        draft: Draft,
+        source: Source,
+        aim: Aim,
+    ) -> Result<Published, PublishError> {
         let room = self.shared.fan_out.try_reserve().ok();
-        // The console is told of a failed commit through the store's `failing`, which
-        // refuses the next publish; it never waits on the disk.
-        self.accept(room, draft, source, Aim::default())
+        self.accept(room, draft, source, aim)
             .map(|(published, _commit)| published)
     }
 
@@ -114,19 +124,29 @@ impl Hub {
         draft: Draft,
         source: Source,
     ) -> Result<Published, PublishError> {
+        self.accept_when_ready(draft, source, Aim::default()).await
+    }
+
+    /// [`Hub::publish_when_ready`] with an aim.
+    pub(super) async fn accept_when_ready(
+        &self,
+        draft: Draft,
+        source: Source,
+        aim: Aim,
+    ) -> Result<Published, PublishError> {
         // Not worth waiting for room in a hub that is going away.
         if self.is_stopping() {
             return Err(PublishError::ShuttingDown);
         }
         let room = self.shared.fan_out.reserve().await.ok();
-        let (published, commit) = self.accept(room, draft, source, Aim::default())?;
+        let (published, commit) = self.accept(room, draft, source, aim)?;
         commit.await.map_err(PublishError::NotKept)?;
         Ok(published)
     }
 
     /// Logs the message and queues it, here or through the fan-out task (`room` is a
     /// place in its backlog, if one could be had).
-    pub(super) fn accept(
+    fn accept(
         &self,
         room: Option<mpsc::Permit<'_, FanOut>>,
         mut draft: Draft,

@@ -94,11 +94,6 @@ impl Hub {
         self.and_kept(page, before, limit, pattern)
     }
 
-    /// Only the messages memory holds, newest first (the NDJSON export).
-    pub fn messages_in_memory(&self) -> Vec<Arc<MessageRecord>> {
-        self.shared.log.lock().page(None, usize::MAX)
-    }
-
     /// `page` from memory, continued from the store when it is short of `limit`.
     fn and_kept(
         &self,
@@ -121,17 +116,6 @@ impl Hub {
         let more = self.shared.store.page(from, limit - page.len(), pattern);
         page.extend(more);
         page
-    }
-
-    /// Like [`Hub::messages`], of those whose topic matches `pattern`.
-    pub fn messages_matching(
-        &self,
-        pattern: &Pattern,
-        before: Option<MessageId>,
-        limit: usize,
-    ) -> Vec<Arc<MessageRecord>> {
-        let matches = |m: &MessageRecord| m.topic.as_ref().is_some_and(|t| pattern.matches(t));
-        self.shared.log.lock().page_where(before, limit, matches)
     }
 
     /// Every topic messages were published with (the most recent [`MAX_TOPICS_SEEN`]),

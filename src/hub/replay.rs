@@ -41,13 +41,8 @@ impl Hub {
         source: Source,
     ) -> Result<Published, ReplayError> {
         let (draft, aim) = self.replay_of(id, edits)?;
-        if self.is_stopping() {
-            return Err(PublishError::ShuttingDown.into());
-        }
-        let room = self.shared.fan_out.reserve().await.ok();
-        let (published, commit) = self.accept(room, draft, source, aim)?;
+        let published = self.accept_when_ready(draft, source, aim).await?;
         self.link(id, published.id);
-        commit.await.map_err(PublishError::NotKept)?;
         Ok(published)
     }
 
@@ -60,8 +55,7 @@ impl Hub {
         source: Source,
     ) -> Result<Published, ReplayError> {
         let (draft, aim) = self.replay_of(id, edits)?;
-        let room = self.shared.fan_out.try_reserve().ok();
-        let (published, _commit) = self.accept(room, draft, source, aim)?;
+        let published = self.accept_now(draft, source, aim)?;
         self.link(id, published.id);
         Ok(published)
     }

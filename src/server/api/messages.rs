@@ -365,7 +365,7 @@ pub(super) fn message_id(path: Result<Path<String>, PathRejection>) -> Result<u6
 /// may hold a gigabyte.)
 pub fn log_ndjson(hub: &Hub) -> Vec<u8> {
     let mut out = Vec::new();
-    for message in hub.messages_in_memory().iter().rev() {
+    for message in hub.messages(None, usize::MAX).iter().rev() {
         let deliveries = message.deliveries();
         let page = DeliveryPage {
             from: 0,
