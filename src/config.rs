@@ -3,6 +3,8 @@
 
 mod file;
 
+pub(crate) use file::xdg_dir;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

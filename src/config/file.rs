@@ -29,11 +29,18 @@ pub(super) fn locate(given: Option<&Path>) -> Option<PathBuf> {
         eprintln!("herald: reading settings from ./{FILE_NAME}");
         return Some(here);
     }
-    let config_dir = std::env::var_os("XDG_CONFIG_HOME")
+    let config_dir = xdg_dir("XDG_CONFIG_HOME", ".config")?;
+    Some(config_dir.join("herald").join(FILE_NAME)).filter(|path| path.is_file())
+}
+
+/// An XDG base directory: `$VAR` if set and not empty, or else `~/in_home`. Written by
+/// hand for the config file and the data directory alike, so that both follow the same
+/// rules on every platform (and tests move both with the environment).
+pub(crate) fn xdg_dir(var: &str, in_home: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
-    Some(config_dir.join("herald").join(FILE_NAME)).filter(|path| path.is_file())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(in_home)))
 }
 
 /// The file's settings as flags (`--ttl`, `30s`, ...) for the arguments of `command`

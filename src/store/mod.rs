@@ -145,15 +145,7 @@ impl FromStr for Retention {
 /// Where the console keeps its history unless told otherwise: `$XDG_DATA_HOME/herald`,
 /// or `~/.local/share/herald`.
 pub fn default_data_dir() -> Option<PathBuf> {
-    // Written by hand, like the config file's lookup beside it, so that both follow the
-    // same XDG rules (and tests can move both with the environment).
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
-        })?;
-    Some(data.join("herald"))
+    crate::config::xdg_dir("XDG_DATA_HOME", ".local/share").map(|data| data.join("herald"))
 }
 
 /// Opens the store in `dir`, creating the directory if need be, and reads back what it
