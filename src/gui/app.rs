@@ -93,10 +93,9 @@ impl HeraldApp {
             .min_size(420.0)
             .show(ui, |ui| self.left_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
-        let store = self.backend.hub().store_usage();
-        let action = self.settings_window.show(ui.ctx(), &store);
-        self.handle(action, ui.ctx());
         let hub = self.backend.hub().clone();
+        let action = self.settings_window.show(ui.ctx(), || hub.store_usage());
+        self.handle(action, ui.ctx());
         let action = self.topics.show(ui.ctx(), &hub);
         self.handle(action, ui.ctx());
         self.diff.show(ui.ctx());

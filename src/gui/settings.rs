@@ -117,8 +117,14 @@ impl SettingsWindow {
 
     /// Draws the window while it is open; asks for the draft to be applied once Apply was
     /// clicked with a valid draft, and closes.
-    pub(crate) fn show(&mut self, ctx: &egui::Context, store: &StoreUsage) -> Option<Action> {
+    /// `store` is read only while the window is open.
+    pub(crate) fn show(
+        &mut self,
+        ctx: &egui::Context,
+        store: impl FnOnce() -> StoreUsage,
+    ) -> Option<Action> {
         let draft = self.draft.as_mut()?;
+        let store = store();
         let mut open = true;
         let mut apply = false;
         let mut forget = false;
@@ -139,7 +145,7 @@ impl SettingsWindow {
                     ui.weak("Remembered for next time");
                 });
                 ui.separator();
-                forget = history_ui(ui, store);
+                forget = history_ui(ui, &store);
             });
         if !open {
             self.draft = None;
