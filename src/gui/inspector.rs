@@ -10,12 +10,15 @@ use crate::hub::{
     Attempt, Delivery, DeliveryError, DeliveryState, Headers, MAX_KEPT_BODY, Outcome,
 };
 
-/// Every delivery, collapsed to one line each until opened; the (last) one to `open`, if
-/// given, is opened now (the matrix asked for its timeline).
-pub(crate) fn deliveries_ui(ui: &mut egui::Ui, deliveries: &[Delivery], open: Option<&str>) {
-    let opened =
-        open.and_then(|address| deliveries.iter().rposition(|d| &*d.subscriber == address));
-    for (slot, delivery) in deliveries.iter().enumerate() {
+/// Deliveries from slot `first` on, collapsed to one line each until opened; the one in
+/// slot `open`, if given, is opened now (the matrix asked for its timeline).
+pub(crate) fn deliveries_ui(
+    ui: &mut egui::Ui,
+    first: usize,
+    deliveries: &[Delivery],
+    open: Option<usize>,
+) {
+    for (slot, delivery) in (first..).zip(deliveries) {
         let (state, colour) = state_text(delivery);
         let attempts = match delivery.attempts.len() {
             0 | 1 => String::new(),
@@ -25,7 +28,7 @@ pub(crate) fn deliveries_ui(ui: &mut egui::Ui, deliveries: &[Delivery], open: Op
             RichText::new(format!("{}  {state}{attempts}", delivery.subscriber)).color(colour);
         egui::CollapsingHeader::new(title)
             .id_salt(("delivery", slot))
-            .open((opened == Some(slot)).then_some(true))
+            .open((open == Some(slot)).then_some(true))
             .show(ui, |ui| {
                 for (n, attempt) in delivery.attempts.iter().enumerate() {
                     attempt_ui(ui, (slot, n), attempt);

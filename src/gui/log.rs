@@ -14,6 +14,9 @@ use crate::hub::{Hub, MessageId, MessageRecord, Pattern};
 
 /// Bytes of a payload shown in the details view; the rest is summarised.
 const SHOWN_PAYLOAD: usize = 64 * 1024;
+/// Deliveries listed at a time: a message to 10,000 subscribers is read a page at once,
+/// not copied whole every frame.
+const DELIVERIES_PAGE: usize = 100;
 /// Search results are brought up to date at most this often.
 const SEARCH_EVERY: Duration = Duration::from_millis(500);
 
@@ -32,6 +35,8 @@ pub(crate) struct LogPanel {
     compare_from: Option<MessageId>,
     /// A delivery to open in the next frame (the matrix asked for its timeline).
     inspect: Option<String>,
+    /// The page of deliveries shown, and the message it is for.
+    deliveries_page: (MessageId, usize),
 }
 
 impl LogPanel {
@@ -365,7 +370,20 @@ impl LogPanel {
             }
         });
         ui.separator();
-        let deliveries = message.deliveries();
+        let opened = self
+            .inspect
+            .take()
+            .and_then(|address| message.last_delivery_to(&address));
+        if let Some(slot) = opened {
+            self.deliveries_page = (message.id, slot / DELIVERIES_PAGE);
+        }
+        let (count, _) = message.deliveries_version();
+        let pages = count.div_ceil(DELIVERIES_PAGE).max(1);
+        let mut page = match self.deliveries_page {
+            (id, page) if id == message.id => page.min(pages - 1),
+            _ => 0,
+        };
+        let (deliveries, count) = message.deliveries_page(page * DELIVERIES_PAGE, DELIVERIES_PAGE);
         let height = ui.available_height();
         ui.columns(2, |columns| {
             let (text, kind) = self.payload_text(&message);
@@ -383,9 +401,14 @@ impl LogPanel {
                             .extend(),
                     );
                 });
-            columns[1].label(RichText::new(format!("Deliveries ({})", deliveries.len())).strong());
+            columns[1].horizontal(|ui| {
+                ui.label(RichText::new(format!("Deliveries ({count})")).strong());
+                if pages > 1 {
+                    pager_ui(ui, &mut page, pages, count);
+                }
+            });
             egui::ScrollArea::vertical()
-                .id_salt("deliveries")
+                .id_salt(("deliveries", page))
                 .max_height(height - 24.0)
                 .auto_shrink([false, false])
                 .show(&mut columns[1], |ui| {
@@ -397,10 +420,11 @@ impl LogPanel {
                             message.subscribers
                         ));
                     }
-                    inspector::deliveries_ui(ui, &deliveries, self.inspect.as_deref());
-                    self.inspect = None;
+                    let first = page * DELIVERIES_PAGE;
+                    inspector::deliveries_ui(ui, first, &deliveries, opened);
                 });
         });
+        self.deliveries_page = (message.id, page);
         action
     }
 
@@ -424,6 +448,27 @@ fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> Action {
         Ok(n) => format!("Resent to {n} subscribers"),
         Err(err) => format!("Not resent: {err}"),
     })
+}
+
+/// Previous and next page of a message's deliveries, and where in them the page is.
+fn pager_ui(ui: &mut egui::Ui, page: &mut usize, pages: usize, count: usize) {
+    if ui
+        .add_enabled(*page > 0, egui::Button::new("‹"))
+        .on_hover_text("Previous page of deliveries")
+        .clicked()
+    {
+        *page -= 1;
+    }
+    let first = *page * DELIVERIES_PAGE + 1;
+    let last = (first + DELIVERIES_PAGE - 1).min(count);
+    ui.weak(format!("{first}–{last}"));
+    if ui
+        .add_enabled(*page + 1 < pages, egui::Button::new("›"))
+        .on_hover_text("Next page of deliveries")
+        .clicked()
+    {
+        *page += 1;
+    }
 }
 
 /// "3 ok · 1 failed · 2 pending", each in its colour.

@@ -23,13 +23,21 @@ const COLUMNS_EVERY: Duration = Duration::from_millis(500);
 const DROPPED: Color32 = Color32::from_rgb(0x8e, 0x44, 0xad);
 const NONE: Color32 = Color32::from_gray(60);
 
-/// How long a row's cells are reused: reading them walks the message's deliveries.
+/// How long a changing row's cells are reused: reading them walks the message's
+/// deliveries.
 const ROW_EVERY: Duration = Duration::from_millis(200);
+/// Deliveries walked per frame to read rows again. Rows fall due together (they were
+/// read in the same frame), so without a bound every 200 ms one frame would read them
+/// all: 40 rows of 10,000 deliveries is tens of milliseconds. Beyond it, rows keep
+/// their last cells until a later frame.
+const WALK_PER_FRAME: usize = 20_000;
 
-/// One row's cells, for the columns they were read for, and when.
+/// One row's cells, for the columns they were read for, when, and at which of the
+/// message's versions.
 struct Row {
     at: Instant,
-    columns: std::ops::Range<usize>,
+    version: u64,
+    columns: (u64, std::ops::Range<usize>),
     cells: Vec<Option<(DeliveryState, usize)>>,
 }
 
@@ -38,6 +46,8 @@ pub(crate) struct MatrixWindow {
     pub(crate) open: bool,
     /// The subscribers' addresses, in the hub's order, as last read, and when.
     columns: Option<(Instant, u64, Vec<Arc<str>>)>,
+    /// Moves when the columns read differ from the last: rows read for others are stale.
+    generation: u64,
     /// The rows on screen, by message id.
     rows: std::collections::HashMap<crate::hub::MessageId, Row>,
 }
@@ -53,9 +63,17 @@ impl MatrixWindow {
             .as_ref()
             .is_none_or(|(at, seen, _)| *seen != version && at.elapsed() >= COLUMNS_EVERY);
         if stale {
-            let addresses = hub.subscribers().into_iter().map(|s| s.address).collect();
+            let addresses: Vec<_> = hub.subscribers().into_iter().map(|s| s.address).collect();
+            if self
+                .columns
+                .as_ref()
+                .is_none_or(|(_, _, c)| *c != addresses)
+            {
+                self.generation += 1;
+            }
             self.columns = Some((Instant::now(), version, addresses));
         }
+        let generation = self.generation;
         let columns = self
             .columns
             .as_ref()
@@ -92,8 +110,12 @@ impl MatrixWindow {
                 egui::ScrollArea::both()
                     .auto_shrink([false, false])
                     .show_viewport(ui, |ui, viewport| {
-                        let (whole, _) = ui.allocate_exact_size(size, Sense::hover());
-                        action = cells_ui(ui, hub, &columns, rows, whole.min, viewport, cache);
+                        // One response for the whole grid, the cell found from the
+                        // pointer: two thousand widgets a frame would cost more than
+                        // drawing them.
+                        let (_, grid) = ui.allocate_exact_size(size, Sense::click());
+                        let columns = (generation, &columns[..]);
+                        action = cells_ui(ui, hub, columns, rows, &grid, viewport, cache);
                     });
             });
         self.open = open;
@@ -101,13 +123,14 @@ impl MatrixWindow {
     }
 }
 
-/// Draws the cells inside `viewport` (relative to `origin`), and answers a click.
+/// Draws the cells inside `viewport` (relative to the `grid`'s corner), and answers a
+/// click or a hover on one of them.
 fn cells_ui(
     ui: &mut egui::Ui,
     hub: &Hub,
-    columns: &[Arc<str>],
+    (generation, columns): (u64, &[Arc<str>]),
     rows: usize,
-    origin: egui::Pos2,
+    grid: &egui::Response,
     viewport: Rect,
     cache: &mut std::collections::HashMap<crate::hub::MessageId, Row>,
 ) -> Option<Action> {
@@ -117,6 +140,18 @@ fn cells_ui(
     let first_row = ((viewport.min.y - COLUMN_HEADER).max(0.0) / CELL) as usize;
     let last_row = (((viewport.max.y - COLUMN_HEADER).max(0.0) / CELL).ceil() as usize).min(rows);
     let visible = &columns[first_col.min(last_col)..last_col];
+    let origin = grid.rect.min;
+    // The cell under the pointer, and whether it was clicked.
+    let at = |pos: Option<egui::Pos2>| {
+        let offset = pos? - origin - vec2(ROW_HEADER, COLUMN_HEADER);
+        (offset.x >= 0.0 && offset.y >= 0.0)
+            .then(|| ((offset.y / CELL) as usize, (offset.x / CELL) as usize))
+    };
+    let hovered = at(grid.hover_pos());
+    let clicked = at(grid.interact_pointer_pos()).filter(|_| grid.clicked());
+    let requests = ui
+        .input(|i| (i.events.iter()).any(|e| matches!(e, egui::Event::AccessKitActionRequest(_))));
+    let mut tooltip = None;
     let painter = ui.painter().clone();
     let text = |pos, label: String| {
         painter.text(
@@ -135,8 +170,9 @@ fn cells_ui(
         );
     }
     let mut action = None;
-    let range = first_col.min(last_col)..last_col;
+    let range = (generation, first_col.min(last_col)..last_col);
     let mut shown = Vec::with_capacity(last_row.saturating_sub(first_row));
+    let (mut walked, mut behind) = (0, false);
 
     for row in first_row..last_row {
         let Some(message) = hub.nth_newest_message(row) else {
@@ -148,29 +184,35 @@ fn cells_ui(
             pos2(origin.x + viewport.min.x.max(0.0), y),
             format!("#{}", message.id),
         );
-        let fresh = cache
-            .get(&message.id)
-            .is_some_and(|r| r.columns == range && r.at.elapsed() < ROW_EVERY);
-        if !fresh {
-            let cells = message.states_for(visible);
-            let at = Instant::now();
-            cache.insert(
-                message.id,
-                Row {
-                    at,
-                    columns: range.clone(),
-                    cells,
-                },
-            );
+        let (count, version) = message.deliveries_version();
+        let due = match cache.get(&message.id) {
+            None => true,
+            Some(row) if row.columns != range => true,
+            Some(row) => row.version != version && row.at.elapsed() >= ROW_EVERY,
+        };
+        // The first row read this frame is always read, so a screenful of large rows
+        // still moves along; a row never read is drawn blank until its turn.
+        if due && (walked == 0 || walked + count <= WALK_PER_FRAME) {
+            walked += count;
+            let row = Row {
+                at: Instant::now(),
+                version,
+                columns: range.clone(),
+                cells: message.states_for(visible),
+            };
+            cache.insert(message.id, row);
+        } else if due {
+            behind = true;
         }
-        let states = &cache[&message.id].cells;
+        let Some(Row { cells: states, .. }) = cache.get(&message.id) else {
+            continue;
+        };
         for (i, (state, address)) in states.iter().zip(visible).enumerate() {
             let col = first_col + i;
             let rect = Rect::from_min_size(
                 pos2(origin.x + ROW_HEADER + col as f32 * CELL, y),
                 Vec2::splat(CELL - 2.0),
             );
-            let response = ui.interact(rect, ui.scope_id().with((message.id, col)), Sense::click());
             painter.rect_filled(rect, 2.0, colour(state.as_ref()));
             // Words only where they are read: a screen reader, or the cell under the
             // pointer. Formatting two thousand a frame would cost more than the drawing.
@@ -182,13 +224,25 @@ fn cells_ui(
                     message.id
                 )
             };
-            response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, label()));
-            let response = if response.hovered() {
-                response.on_hover_text(label())
-            } else {
-                response
-            };
-            if response.clicked() {
+            let id = grid.id.with((message.id, col));
+            // Only while a screen reader (or a test) reads the tree.
+            ui.ctx().accesskit_node_builder(id, |node| {
+                node.set_role(egui::accesskit::Role::Button);
+                node.set_label(label());
+                node.set_bounds(egui::accesskit::Rect {
+                    x0: rect.min.x.into(),
+                    y0: rect.min.y.into(),
+                    x1: rect.max.x.into(),
+                    y1: rect.max.y.into(),
+                });
+                node.add_action(egui::accesskit::Action::Click);
+            });
+            if hovered == Some((row, col)) {
+                tooltip = Some(label());
+            }
+            let pressed = requests
+                && ui.input(|i| i.has_accesskit_action_request(id, egui::accesskit::Action::Click));
+            if clicked == Some((row, col)) || pressed {
                 action = Some(Action::Inspect {
                     id: message.id,
                     subscriber: address.to_string(),
@@ -196,8 +250,14 @@ fn cells_ui(
             }
         }
     }
+    if let Some(text) = tooltip {
+        grid.clone().on_hover_text(text);
+    }
     // Rows scrolled away are forgotten.
     cache.retain(|id, _| shown.contains(id));
+    if behind {
+        ui.ctx().request_repaint();
+    }
     action
 }
 

@@ -123,6 +123,9 @@ struct Deliveries {
     /// The messages that replay it (under this lock, which guards what grows after it
     /// was logged).
     replays: Vec<MessageId>,
+    /// Counts every change to a delivery's state or attempts, so a reader that keeps a
+    /// copy (the fan-out matrix) can tell whether it is still current without a walk.
+    changes: u64,
 }
 
 /// Delivery records and bytes, as the log's budgets count them.
@@ -252,6 +255,21 @@ impl MessageRecord {
         self.deliveries.lock().list.clone()
     }
 
+    /// How many deliveries it has, and a number that moves whenever one of them changes.
+    pub fn deliveries_version(&self) -> (usize, u64) {
+        let deliveries = self.deliveries.lock();
+        (deliveries.list.len(), deliveries.changes)
+    }
+
+    /// The slot of the last delivery to `address` (a resent message has more than one).
+    pub fn last_delivery_to(&self, address: &str) -> Option<usize> {
+        let deliveries = self.deliveries.lock();
+        deliveries
+            .list
+            .iter()
+            .rposition(|d| &*d.subscriber == address)
+    }
+
     /// How many deliveries are delivered, failed and still pending (counting those the
     /// fan-out has yet to queue).
     pub fn summary(&self) -> DeliverySummary {
@@ -284,6 +302,7 @@ impl MessageRecord {
         if let Some(delivery) = deliveries.list.get_mut(slot) {
             delivery.attempts.push(attempt);
             deliveries.grow(Held { records: 0, bytes });
+            deliveries.changes += 1;
         }
     }
 
@@ -294,13 +313,16 @@ impl MessageRecord {
             delivery.state = DeliveryState::Done(outcome);
             // The final outcome is a copy of the last attempt's, text and all.
             deliveries.grow(Held { records: 0, bytes });
+            deliveries.changes += 1;
         }
     }
 
     /// Where a delivery stands while it has no outcome: sending, or retrying when.
     pub(crate) fn set_state(&self, slot: usize, state: DeliveryState) {
-        if let Some(delivery) = self.deliveries.lock().list.get_mut(slot) {
+        let mut deliveries = self.deliveries.lock();
+        if let Some(delivery) = deliveries.list.get_mut(slot) {
             delivery.state = state;
+            deliveries.changes += 1;
         }
     }
 
@@ -314,6 +336,7 @@ impl MessageRecord {
         let mut deliveries = self.deliveries.lock();
         let first = deliveries.list.len();
         deliveries.queued |= round == Round::Publish;
+        deliveries.changes += 1;
         if !deliveries.evicted {
             deliveries.list.extend(subscribers.map(Delivery::pending));
             let added = deliveries.list.len() - first;
@@ -376,6 +399,7 @@ impl MessageRecord {
         let records = {
             let mut deliveries = self.deliveries.lock();
             deliveries.evicted = true;
+            deliveries.changes += 1;
             std::mem::take(&mut deliveries.list)
         };
         // Freed without the lock, which workers finishing deliveries of it may want.

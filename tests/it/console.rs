@@ -802,3 +802,36 @@ fn a_matrix_cell_opens_its_delivery_timeline() {
             && h.query_by_label_contains("retrying 2 of 2 in").is_some()
     });
 }
+
+#[test]
+fn a_message_to_many_subscribers_lists_its_deliveries_a_page_at_a_time() {
+    let mut console = console(|config| config.max_subscribers = 200);
+    let hub = console.harness.state().hub().clone();
+    // Paused, so nothing is sent: the deliveries stay pending where the list shows them.
+    let addresses: Vec<String> = (0..150)
+        .map(|i| format!("svc-{i}.page.test:{}", 2000 + i))
+        .collect();
+    for address in &addresses {
+        hub.subscribe(address).unwrap();
+        hub.set_paused(address, true).unwrap();
+    }
+    hub.publish(
+        herald::hub::Draft::new("to 150"),
+        herald::hub::Source::Console,
+    )
+    .unwrap();
+    console.step_until("it is listed", |h| h.query_by_label("6 B").is_some());
+    console.harness.get_by_label("6 B").click();
+    let line = |i: usize| format!("{}  pending", addresses[i]);
+    console.step_until("the first page of deliveries shows", |h| {
+        h.query_by_label("Deliveries (150)").is_some() && h.query_by_label("1–100").is_some()
+    });
+    assert!(console.shows(&line(0)));
+    assert!(!console.shows(&line(120)), "the second page is not drawn");
+    console.harness.get_by_label("›").click();
+    console.step_until("the second page shows", |h| {
+        h.query_by_label("101–150").is_some()
+    });
+    assert!(console.shows(&line(120)));
+    assert!(!console.shows(&line(0)), "the first page is not drawn");
+}
