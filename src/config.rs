@@ -59,6 +59,16 @@ pub struct Config {
     #[arg(long)]
     pub in_memory: bool,
 
+    /// Be an instance of a cluster sharing this NATS JetStream (nats://HOST:PORT):
+    /// subscribers, messages and outcomes are shared, and each delivery is made by one
+    /// instance. The stream keeps the history, so no --data-dir.
+    #[arg(long, value_name = "URL", value_parser = cluster_url, conflicts_with = "data_dir")]
+    pub cluster: Option<String>,
+
+    /// This instance's name in the cluster (default: host name and port).
+    #[arg(long, value_name = "NAME", requires = "cluster", value_parser = instance_name)]
+    pub instance_name: Option<String>,
+
     /// How much the store keeps: the newest COUNT messages, at most SIZE on disk, none
     /// older than AGE, whichever is reached first (a message with a delivery still to make
     /// is always kept).
@@ -478,6 +488,34 @@ pub(crate) fn byte_size(text: &str, max: usize) -> Result<usize, String> {
 /// Longest `--header-timeout` or `--idle-timeout`: beyond a day a timeout protects
 /// nothing, and adding a vast one to the clock would overflow it.
 const MAX_EDGE_TIMEOUT: (Duration, &str) = (Duration::from_secs(24 * 60 * 60), "1day");
+
+/// A NATS server's URL: `nats://HOST:PORT` (the port may be left out: 4222).
+fn cluster_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text)
+        .map_err(|err| format!("{err}; give the NATS server as nats://HOST:PORT"))?;
+    if !matches!(url.scheme(), "nats" | "tls") {
+        return Err(format!(
+            "{:?} is not a NATS URL; give it as nats://HOST:PORT",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL names no host; give it as nats://HOST:PORT".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+/// An instance's name: what a NATS client name and a listing can show as it is.
+fn instance_name(text: &str) -> Result<String, String> {
+    let fits = (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if !fits {
+        return Err("use 1 to 64 letters, digits, '-', '_', '.' or ':'".to_owned());
+    }
+    Ok(text.to_owned())
+}
 
 fn edge_timeout(text: &str) -> Result<Duration, String> {
     duration_up_to(text, MAX_EDGE_TIMEOUT)

@@ -19,6 +19,7 @@
 
 pub mod burst;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod diff;

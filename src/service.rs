@@ -51,6 +51,8 @@ pub struct Service {
     http: HttpThread,
     /// The HTTP server, once it listens.
     listening: Option<Listening>,
+    /// This instance's membership, in cluster mode (`--cluster`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 struct Listening {
@@ -74,6 +76,41 @@ impl Service {
         })?;
         let dispatcher = Arc::new(Dispatcher::new(config.delivery(), runtime.clone())?);
         let launcher = Arc::new(dispatcher.clone());
+        if let Some(url) = &config.cluster {
+            let (sharing, writes) = crate::cluster::Cluster::prepare();
+            let restored = crate::hub::Restored {
+                // One name for every instance's deliveries: a delivery made again by
+                // another instance carries the `webhook-id` it had.
+                instance: Some(crate::cluster::INSTANCE_ID.to_owned()),
+                ..Default::default()
+            };
+            let hub = Hub::with_store(config.hub(), launcher, sharing, restored);
+            let cluster = crate::cluster::Cluster::start(
+                hub.clone(),
+                crate::cluster::ClusterConfig {
+                    url: url.clone(),
+                    name: config
+                        .instance_name
+                        .clone()
+                        .unwrap_or_else(|| crate::cluster::default_name(config.bind)),
+                    delivery_timeout: config.delivery_timeout,
+                    log_capacity: config.log_capacity as usize,
+                },
+                writes,
+                &runtime,
+            );
+            return Ok(Self {
+                hub,
+                bursts: Arc::default(),
+                tests: Arc::default(),
+                runtime: runtime.clone(),
+                dispatcher,
+                config: config.server(),
+                http,
+                listening: None,
+                cluster: Some(cluster),
+            });
+        }
         let hub = match config.data_dir.as_deref().filter(|_| !config.in_memory) {
             Some(dir) => {
                 let (store, restored) =
@@ -97,6 +134,7 @@ impl Service {
             config: config.server(),
             http,
             listening: None,
+            cluster: None,
         })
     }
 
@@ -142,6 +180,9 @@ impl Service {
             config.token = Some(generate_token());
         }
         self.hub.set_own_addr(Some(local_addr));
+        if let Some(cluster) = &self.cluster {
+            cluster.set_url(Some(format!("http://{local_addr}")));
+        }
         let stop = self.hub.stopping().child_token();
         let router = server::router(
             self.hub.clone(),
@@ -149,6 +190,7 @@ impl Service {
             self.tests.clone(),
             self.runtime.clone(),
             config.clone(),
+            self.cluster.clone(),
         );
         let server = self.http.handle.spawn(server::serve(
             listener,
@@ -163,6 +205,11 @@ impl Service {
             server,
         });
         Ok(local_addr)
+    }
+
+    /// This instance's membership, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn hub(&self) -> &Hub {

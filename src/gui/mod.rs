@@ -79,7 +79,7 @@ pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
             };
             // The console keeps its history unless told not to; the headless hub, only
             // when given a directory.
-            if config.data_dir.is_none() && !config.in_memory {
+            if config.data_dir.is_none() && !config.in_memory && config.cluster.is_none() {
                 config.data_dir = crate::store::default_data_dir();
             }
             let starting = starting::Starting::new(config, handle, settings, slot, &cc.egui_ctx);

@@ -43,6 +43,8 @@ pub enum PublishError {
         "not kept: {0}; it may still reach the subscribers live now, but would not be sent again after a restart"
     )]
     NotKept(StoreError),
+    #[error(transparent)]
+    Relay(#[from] super::RelayError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -68,6 +70,19 @@ pub struct Published {
     pub subscribers: usize,
 }
 
+/// The id [`Hub::publish`] answers in cluster mode, where the shared log gives the id
+/// an instant later: no message has it.
+pub const RELAYED: MessageId = 0;
+
+fn outgoing(draft: Draft, source: Source, aim: Aim) -> super::relay::Outgoing {
+    super::relay::Outgoing {
+        draft,
+        source,
+        to: aim.to.map(|r| r.subscriber.key.clone()),
+        replay_of: aim.replay_of,
+    }
+}
+
 /// Where a publish goes besides what its draft says.
 #[derive(Default)]
 pub(super) struct Aim {
@@ -89,7 +104,7 @@ pub(super) struct FanOut {
 }
 
 /// A delivery a queue refused, to be recorded once no lock is held.
-type Refused<'r> = (usize, &'r Recipient, DeliveryError);
+pub(super) type Refused<'r> = (usize, &'r Recipient, DeliveryError);
 
 impl Hub {
     /// Logs the draft and queues it for every subscriber live now. With many subscribers
@@ -111,6 +126,24 @@ impl Hub {
         source: Source,
         aim: Aim,
     ) -> Result<Published, PublishError> {
+        if let Some(relay) = self.relay() {
+            // The console never waits: the shared log's answer comes on the runtime, and
+            // the message into this log (and the console) from there.
+            let subscribers = self.reach_of_aim(&draft, &aim);
+            let relayed = relay.publish(outgoing(draft, source, aim));
+            let task = async move {
+                if let Err(error) = relayed.await {
+                    tracing::warn!(%error, "a message from the console was not published");
+                }
+            };
+            self.shared
+                .launcher
+                .spawn("relayed publish", Box::pin(task));
+            return Ok(Published {
+                id: RELAYED,
+                subscribers,
+            });
+        }
         let room = self.shared.fan_out.try_reserve().ok();
         self.accept(room, draft, source, aim)
             .map(|(published, _commit)| published)
@@ -137,6 +170,11 @@ impl Hub {
         // Not worth waiting for room in a hub that is going away.
         if self.is_stopping() {
             return Err(PublishError::ShuttingDown);
+        }
+        if let Some(relay) = self.relay() {
+            let subscribers = self.reach_of_aim(&draft, &aim);
+            let id = relay.publish(outgoing(draft, source, aim)).await?;
+            return Ok(Published { id, subscribers });
         }
         let room = self.shared.fan_out.reserve().await.ok();
         let (published, commit) = self.accept(room, draft, source, aim)?;
@@ -219,6 +257,14 @@ impl Hub {
         Ok((Published { id, subscribers }, commit))
     }
 
+    /// How many live subscribers a publish with `aim` reaches now.
+    fn reach_of_aim(&self, draft: &Draft, aim: &Aim) -> usize {
+        match aim.to {
+            Some(_) => 1,
+            None => self.route(draft.topic.as_ref()).len(),
+        }
+    }
+
     /// Logs messages read back from an exported log, with the times they had, without
     /// sending them anywhere: to inspect and resend. Answers once the store has kept them.
     pub async fn import(
@@ -227,6 +273,10 @@ impl Hub {
     ) -> Result<Vec<MessageId>, PublishError> {
         if self.is_stopping() {
             return Err(PublishError::ShuttingDown);
+        }
+        if self.is_clustered() {
+            // Its ids are this log's, which the shared log's would collide with.
+            return Err(super::RelayError::Unsupported("importing an exported log").into());
         }
         if let Some(error) = self.shared.store.failing() {
             return Err(PublishError::Store(error));
@@ -327,6 +377,17 @@ impl Hub {
                 subscribers: route.iter().map(|r| r.subscriber.address.clone()).collect(),
             });
         }
+        self.queue_at(message, route, first)
+    }
+
+    /// Queues a job for each recipient, for the deliveries already added in slots
+    /// `first..`. Returns those whose queue refused it.
+    pub(super) fn queue_at<'r>(
+        &self,
+        message: &Arc<MessageRecord>,
+        route: &'r Route,
+        first: usize,
+    ) -> Vec<Refused<'r>> {
         let mut refused = Vec::new();
         for (slot, recipient) in (first..).zip(route.iter()) {
             let job = Job {
@@ -354,7 +415,7 @@ impl Hub {
         refused
     }
 
-    fn record_refused(&self, message: &MessageRecord, refused: Vec<Refused<'_>>) {
+    pub(super) fn record_refused(&self, message: &MessageRecord, refused: Vec<Refused<'_>>) {
         for (slot, recipient, error) in refused {
             self.finish(message, slot, &recipient.subscriber, Outcome::Failed(error));
         }

@@ -131,6 +131,10 @@ impl MessageLog {
         self.entries.front().map(|m| m.id)
     }
 
+    pub(crate) fn newest_id(&self) -> Option<MessageId> {
+        self.entries.back().map(|m| m.id)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len() + self.kept.len()
     }

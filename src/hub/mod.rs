@@ -23,6 +23,7 @@ mod reads;
 mod reaper;
 mod recording;
 mod registry;
+mod relay;
 mod replay;
 mod restore;
 mod routing;
@@ -47,7 +48,7 @@ use tokio_util::task::TaskTracker;
 
 pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use event::{Activity, HubEvent};
-pub use intake::{PublishError, Published, ResendError};
+pub use intake::{PublishError, Published, RELAYED, ResendError};
 pub use log::MAX_PINNED;
 pub use message::{
     Answer, Attempt, Delivery, DeliverySummary, Draft, Exchange, Headers, MAX_KEPT_BODY, MessageId,
@@ -59,6 +60,7 @@ pub use pins::PinError;
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
 pub use registry::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Subscription};
+pub use relay::{Outgoing, Relay, RelayError, Relayed};
 pub use replay::{Edits, ReplayError};
 pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
@@ -72,6 +74,7 @@ pub use topic::{
 };
 pub use topics_seen::{MAX_TOPICS_SEEN, TopicSeen};
 
+pub(crate) use address::redact as redact_address;
 pub(crate) use outcome::{MAX_STORED_TEXT, clip};
 pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 
@@ -164,6 +167,16 @@ struct Shared {
     /// is recognised: random per process in memory, kept by a durable store, so that a
     /// delivery made again after a restart has the `webhook-id` it had.
     instance: String,
+    /// In cluster mode, where publishes go instead of this log (see `relay`).
+    relay: std::sync::OnceLock<Arc<dyn Relay>>,
+    /// Deliveries made for a relay ([`Hub::deliver_one`]) whose outcome it waits for,
+    /// by message and slot.
+    waiting: Mutex<
+        std::collections::HashMap<
+            (message::MessageId, usize),
+            tokio::sync::oneshot::Sender<Outcome>,
+        >,
+    >,
     /// The one stop signal, cancelled when shutdown begins: no new subscribers or
     /// messages, and the reaper, the listener and live followers end.
     stopping: CancellationToken,
@@ -217,6 +230,8 @@ impl Hub {
                 launcher,
                 store,
                 instance: restored.instance.take().unwrap_or_else(new_instance_id),
+                relay: std::sync::OnceLock::new(),
+                waiting: Mutex::default(),
                 stopping: CancellationToken::new(),
             }),
         };

@@ -231,6 +231,8 @@ impl From<PublishError> for HttpError {
             // retrying elsewhere or later is the cure, not fixing the request.
             PublishError::Store(StoreError::Full { .. })
             | PublishError::NotKept(StoreError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
+            // Asked of a hub in a mode where it cannot be done: not worth retrying.
+            PublishError::Relay(crate::hub::RelayError::Unsupported(_)) => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, err.to_string())

@@ -80,6 +80,8 @@ struct AppState {
     /// run there, not on the server's own thread.
     runtime: tokio::runtime::Handle,
     config: Arc<ServerConfig>,
+    /// This instance's cluster, in cluster mode.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Every route Herald serves, behind the host, token and size checks.
@@ -89,6 +91,7 @@ pub fn router(
     tests: Arc<TestSubscribers>,
     runtime: tokio::runtime::Handle,
     config: ServerConfig,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) -> Router {
     let max_body = config.max_body;
     let state = AppState {
@@ -97,6 +100,7 @@ pub fn router(
         tests,
         runtime,
         config: Arc::new(config),
+        cluster,
     };
     Router::new()
         .merge(seed::router())

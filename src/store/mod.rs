@@ -4,7 +4,7 @@
 //! `herald.lock`, which the running Herald holds locked so that a second one is refused
 //! instead of writing into the same store.
 
-mod codec;
+pub(crate) mod codec;
 mod schema;
 mod sqlite;
 

@@ -55,3 +55,6 @@ mod api;
 
 /// The desktop console, driven through egui_kittest.
 mod console;
+
+/// Cluster mode: instances sharing a real nats-server's JetStream.
+mod cluster;

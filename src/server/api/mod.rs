@@ -3,6 +3,7 @@
 //! (`utoipa`), so the document served at `/api/v1/openapi.json` cannot drift.
 
 mod bursts;
+mod cluster;
 mod events;
 mod messages;
 mod pins;
@@ -49,6 +50,7 @@ use super::error::{ApiError, Dialect, ErrorBody, HttpError};
         (name = "messages", description = "What was published and what became of it"),
         (name = "topics", description = "What messages are about, and who they reach"),
         (name = "events", description = "The hub, live"),
+        (name = "cluster", description = "Instances sharing a NATS JetStream (--cluster)"),
     )
 )]
 struct ApiDoc;
@@ -94,6 +96,7 @@ pub(super) fn router() -> Router<AppState> {
         .routes(routes!(topics::list))
         .routes(routes!(topics::reach))
         .routes(routes!(events::stream))
+        .routes(routes!(cluster::get))
         .split_for_parts();
     let document: Arc<str> = openapi
         .to_pretty_json()

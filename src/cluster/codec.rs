@@ -1,0 +1,296 @@
+//! How a message, a subscriber and a delivery's outcome travel through JetStream: a
+//! message as a NATS message (its topic in the subject, the rest in headers, so that a
+//! plain NATS client can publish one and read one), the others as JSON.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{
+    Draft, MessageId, Outcome, Outgoing, Pattern, Secret, Source, StoredSubscriber, Topic,
+};
+use crate::store::codec::{millis, outcome_columns, outcome_from, time_of};
+use crate::wire::{TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext};
+
+/// Every message's subject starts with this; the topic follows it (`herald.orders.paid`).
+pub(crate) const SUBJECT: &str = "herald";
+const SOURCE_HEADER: &str = "Herald-Source";
+const TO_HEADER: &str = "Herald-To";
+const REPLAY_OF_HEADER: &str = "Herald-Replay-Of";
+const CONTENT_TYPE_HEADER: &str = "Content-Type";
+/// A forwarded header travels as `Herald-Header-<name>`.
+const FORWARDED_PREFIX: &str = "Herald-Header-";
+
+/// The subject a message with `topic` goes on.
+pub(crate) fn subject(topic: Option<&Topic>) -> String {
+    match topic {
+        Some(topic) => format!("{SUBJECT}.{topic}"),
+        None => SUBJECT.to_owned(),
+    }
+}
+
+/// A message as JetStream keeps it.
+pub(crate) fn encode(message: &Outgoing) -> (String, HeaderMap, Bytes) {
+    let draft = &message.draft;
+    let mut headers = HeaderMap::new();
+    headers.insert(SOURCE_HEADER, message.source.to_string().as_str());
+    if let Some(content_type) = &draft.content_type {
+        headers.insert(CONTENT_TYPE_HEADER, content_type.as_str());
+    }
+    if let Some(to) = &message.to {
+        headers.insert(TO_HEADER, &**to);
+    }
+    if let Some(original) = message.replay_of {
+        headers.insert(REPLAY_OF_HEADER, original.to_string().as_str());
+    }
+    if let Some(trace) = &draft.trace {
+        headers.insert(TRACEPARENT_HEADER, trace.child().as_str());
+        if let Some(state) = &trace.state {
+            headers.insert(TRACESTATE_HEADER, state.as_str());
+        }
+    }
+    for (name, value) in &draft.headers {
+        // Forwarded headers were valid HTTP header values; one that is not text has no
+        // NATS form and stays behind.
+        if let Ok(value) = std::str::from_utf8(value) {
+            headers.append(format!("{FORWARDED_PREFIX}{name}").as_str(), value);
+        }
+    }
+    (subject(draft.topic.as_ref()), headers, draft.body.clone())
+}
+
+/// A message read back from the stream, as Herald published it or as any NATS client did.
+pub(crate) struct Incoming {
+    pub(crate) draft: Draft,
+    pub(crate) source: Source,
+    pub(crate) to: Option<Arc<str>>,
+    pub(crate) replay_of: Option<MessageId>,
+}
+
+pub(crate) fn decode(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Incoming {
+    // A subject whose tokens are not a topic Herald accepts (NATS allows more) is
+    // delivered as a message without one.
+    let topic = subject
+        .strip_prefix(SUBJECT)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|topic| Topic::parse(topic).ok());
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let trace = header(TRACEPARENT_HEADER)
+        .and_then(|parent| TraceContext::parse(&parent))
+        .map(|mut trace| {
+            trace.state = header(TRACESTATE_HEADER);
+            trace
+        });
+    let forwarded = headers
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .filter_map(|(name, values)| {
+            let name = AsRef::<str>::as_ref(name)
+                .strip_prefix(FORWARDED_PREFIX)?
+                .to_owned();
+            Some(values.iter().map(move |v| {
+                (
+                    name.to_ascii_lowercase(),
+                    Bytes::copy_from_slice(v.as_str().as_bytes()),
+                )
+            }))
+        })
+        .flatten()
+        .collect();
+    Incoming {
+        draft: Draft {
+            body: payload,
+            content_type: header(CONTENT_TYPE_HEADER),
+            headers: forwarded,
+            trace,
+            topic,
+        },
+        source: header(SOURCE_HEADER).map_or(Source::Nats, |s| Source::parse(&s)),
+        to: header(TO_HEADER).map(Into::into),
+        replay_of: header(REPLAY_OF_HEADER).and_then(|id| id.parse().ok()),
+    }
+}
+
+/// A subscriber as the key-value bucket holds it: what every instance needs to deliver
+/// to it as the one it registered with would.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SharedSubscriber {
+    pub(crate) address: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) lease_ms: Option<u64>,
+    pub(crate) ordered: bool,
+    pub(crate) max_in_flight: u32,
+    pub(crate) secret: Option<String>,
+    pub(crate) registered_ms: i64,
+    pub(crate) seen_ms: i64,
+}
+
+impl SharedSubscriber {
+    pub(crate) fn of(stored: &StoredSubscriber) -> Self {
+        Self {
+            address: stored.key.to_string(),
+            topics: stored.topics.iter().map(ToString::to_string).collect(),
+            lease_ms: stored
+                .lease
+                .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+            ordered: stored.ordered,
+            max_in_flight: stored.max_in_flight,
+            secret: stored.secret.as_ref().map(Secret::expose),
+            registered_ms: millis(stored.registered_at),
+            seen_ms: millis(stored.last_seen),
+        }
+    }
+
+    pub(crate) fn lease(&self) -> Option<Duration> {
+        self.lease_ms.map(Duration::from_millis)
+    }
+
+    pub(crate) fn registered_at(&self) -> SystemTime {
+        time_of(self.registered_ms)
+    }
+
+    pub(crate) fn seen_at(&self) -> SystemTime {
+        time_of(self.seen_ms)
+    }
+
+    /// Its topics; one this version cannot read is dropped rather than widening the
+    /// subscription to everything.
+    pub(crate) fn patterns(&self) -> Option<Vec<Pattern>> {
+        let patterns: Vec<Pattern> = self
+            .topics
+            .iter()
+            .filter_map(|t| Pattern::parse(t).ok())
+            .collect();
+        (patterns.len() == self.topics.len()).then_some(patterns)
+    }
+
+    pub(crate) fn secret(&self) -> Option<Secret> {
+        self.secret.as_deref().and_then(|s| s.parse().ok())
+    }
+}
+
+/// One delivery's outcome, as the instance that made it tells the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SharedOutcome {
+    pub(crate) id: MessageId,
+    pub(crate) address: String,
+    pub(crate) instance: String,
+    pub(crate) kind: String,
+    pub(crate) number: Option<i64>,
+    pub(crate) micros: Option<i64>,
+    pub(crate) text: Option<String>,
+    pub(crate) attempts: usize,
+    /// Whether JetStream had handed this message to an instance before (it died, or
+    /// did not answer in time): the delivery may have been made twice.
+    pub(crate) redelivered: bool,
+}
+
+impl SharedOutcome {
+    pub(crate) fn new(
+        id: MessageId,
+        address: &str,
+        instance: &str,
+        outcome: &Outcome,
+        attempts: usize,
+        redelivered: bool,
+    ) -> Self {
+        let (kind, number, micros, text) = outcome_columns(outcome);
+        Self {
+            id,
+            address: address.to_owned(),
+            instance: instance.to_owned(),
+            kind: kind.to_owned(),
+            number,
+            micros,
+            text,
+            attempts,
+            redelivered,
+        }
+    }
+
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        outcome_from(&self.kind, self.number, self.micros, self.text.clone())
+    }
+}
+
+/// An instance, as it announces itself every few seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SharedInstance {
+    pub(crate) name: String,
+    /// Its HTTP API, once it listens.
+    pub(crate) url: Option<String>,
+    pub(crate) started_ms: i64,
+}
+
+/// A name JetStream accepts for keys and consumers (no dots, wildcards or spaces) that
+/// every instance derives alike from a subscriber's address: SHA-256, in hex.
+pub(crate) fn name_of(address: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, address.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("s{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_travels_whole_through_nats_form() {
+        let draft = Draft {
+            content_type: Some("application/json".to_owned()),
+            headers: vec![("x-request-id".to_owned(), Bytes::from_static(b"abc"))],
+            trace: Some(TraceContext::new_root()),
+            topic: Some(Topic::parse("orders.paid").unwrap()),
+            ..Draft::new(r#"{"n":1}"#)
+        };
+        let trace_id = draft.trace.as_ref().unwrap().trace_id;
+        let outgoing = Outgoing {
+            draft,
+            source: Source::Console,
+            to: Some("127.0.0.1:9".into()),
+            replay_of: Some(7),
+        };
+        let (subject, headers, body) = encode(&outgoing);
+        assert_eq!(subject, "herald.orders.paid");
+        let back = decode(&subject, Some(&headers), body);
+        assert_eq!(back.draft.body, r#"{"n":1}"#.as_bytes());
+        assert_eq!(back.draft.content_type.as_deref(), Some("application/json"));
+        assert_eq!(back.draft.topic.unwrap().to_string(), "orders.paid");
+        assert_eq!(back.draft.trace.unwrap().trace_id, trace_id);
+        assert_eq!(
+            back.draft.headers,
+            vec![("x-request-id".to_owned(), Bytes::from_static(b"abc"))]
+        );
+        assert_eq!(back.source, Source::Console);
+        assert_eq!(back.to.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(back.replay_of, Some(7));
+    }
+
+    #[test]
+    fn a_plain_nats_message_is_a_message_from_nats() {
+        let back = decode("herald", None, Bytes::from_static(b"hi"));
+        assert_eq!(back.source, Source::Nats);
+        assert!(back.draft.topic.is_none());
+        let odd = decode("herald.a b", None, Bytes::new());
+        assert!(odd.draft.topic.is_none(), "not a topic, so none");
+    }
+
+    #[test]
+    fn names_are_stable_and_fit_jetstream() {
+        let name = name_of("127.0.0.1:8080");
+        assert_eq!(name, name_of("127.0.0.1:8080"));
+        assert_ne!(name, name_of("127.0.0.1:8081"));
+        assert_eq!(name.len(), 33);
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,229 @@
+//! The seam a cluster plugs in at, as delivery does through `Launch` and keeping through
+//! `Store`: with a relay, a publish is handed to the shared log instead of this hub's, and
+//! comes back into every instance's log from there ([`Hub::admit`]). Which instance makes
+//! each delivery is the relay's to arrange ([`Hub::deliver_one`]), and what the others
+//! made comes back as [`Hub::record_remote`]. The hub knows nothing of how.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use super::event::HubEvent;
+use super::message::{Delivery, Draft, MessageId, MessageRecord, Round, Source};
+use super::outcome::{DeliveryState, Outcome};
+use super::routing::Route;
+use super::{Hub, ResendError};
+
+/// A message on its way to the shared log.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub draft: Draft,
+    pub source: Source,
+    /// Only this subscriber, whatever the topic (a replay to one).
+    pub to: Option<Arc<str>>,
+    pub replay_of: Option<MessageId>,
+}
+
+/// What the shared log answers: the id it gave the message, once it is kept.
+pub type Relayed = Pin<Box<dyn Future<Output = Result<MessageId, RelayError>> + Send>>;
+
+pub trait Relay: Send + Sync + 'static {
+    /// Resolves once the shared log has kept the message (or refused it).
+    fn publish(&self, message: Outgoing) -> Relayed;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RelayError {
+    #[error("the cluster is unreachable ({0}); nothing was published, try again once it is back")]
+    Unavailable(String),
+    #[error("{0} is not available in cluster mode")]
+    Unsupported(&'static str),
+}
+
+impl Hub {
+    /// Makes this hub an instance of a cluster: every publish goes through `relay`.
+    /// Set once, before the hub takes messages.
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        // A second relay would split the log; the first one stays.
+        if self.shared.relay.set(relay).is_err() {
+            tracing::warn!("the hub already has a relay; the second one is ignored");
+        }
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.shared.relay.get().is_some()
+    }
+
+    pub(super) fn relay(&self) -> Option<&Arc<dyn Relay>> {
+        self.shared.relay.get()
+    }
+
+    /// Logs a message the shared log gave id `id`, without sending it anywhere: each of
+    /// its deliveries is made where the relay arranges. Ids come in the shared log's
+    /// order; one already logged (read again after a reconnection) is returned as it is.
+    pub fn admit(
+        &self,
+        id: MessageId,
+        received_at: SystemTime,
+        draft: Draft,
+        source: Source,
+        replay_of: Option<MessageId>,
+    ) -> Arc<MessageRecord> {
+        if let Some(known) = self.message(id) {
+            return known;
+        }
+        let subscribers = self.route(draft.topic.as_ref()).len();
+        let mut record = MessageRecord::restored(id, received_at, draft, source, Vec::new());
+        record.subscribers = subscribers;
+        record.replay_of = replay_of;
+        let message = Arc::new(record);
+        let evicted = {
+            let mut log = self.shared.log.lock();
+            let newest = log.newest_id();
+            if newest.is_some_and(|newest| newest >= id) {
+                // Older than the log's newest: it was evicted, or another reader of the
+                // shared log admitted it a moment ago. Logging it now would break the
+                // log's order.
+                drop(log);
+                return self.message(id).unwrap_or(message);
+            }
+            log.push(message.clone())
+        };
+        self.shared
+            .next_id
+            .fetch_max(id + 1, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .messages
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(topic) = &message.topic {
+            let mut seen = self.shared.topics_seen.lock();
+            seen.record(topic, id, message.received_at);
+        }
+        if let Some(original) = replay_of.and_then(|id| self.message(id)) {
+            original.add_replay(message.id);
+        }
+        self.emit(HubEvent::Published {
+            id,
+            subscribers,
+            topic: message.topic.clone(),
+        });
+        evicted.iter().for_each(|m| m.evict());
+        message
+    }
+
+    /// Makes the delivery of logged message `id` to `address` here, through that
+    /// subscriber's worker (its order, retries and signing), and tells its outcome.
+    pub fn deliver_one(
+        &self,
+        id: MessageId,
+        address: &str,
+    ) -> Result<oneshot::Receiver<Outcome>, ResendError> {
+        if self.is_stopping() {
+            return Err(ResendError::ShuttingDown);
+        }
+        let message = self.message(id).ok_or(ResendError::UnknownMessage(id))?;
+        let recipient = self
+            .recipient(address)
+            .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?;
+        let shown = recipient.subscriber.address.clone();
+        let route = Route::one(recipient);
+        let (done, outcome) = oneshot::channel();
+        // Registered before the job is queued: its worker may finish it at once.
+        let slot = {
+            let mut waiting = self.shared.waiting.lock();
+            let first = message.add_deliveries(std::iter::once(shown), Round::Resend);
+            waiting.insert((id, first), done);
+            first
+        };
+        let refused = self.queue_at(&message, &route, slot);
+        self.record_refused(&message, refused);
+        self.trim_log();
+        Ok(outcome)
+    }
+
+    /// Tells whoever waits for the delivery in `slot` of message `id` its outcome.
+    pub(super) fn notify_finished(&self, id: MessageId, slot: usize, outcome: &Outcome) {
+        let waiter = {
+            let mut waiting = self.shared.waiting.lock();
+            if waiting.is_empty() {
+                return;
+            }
+            waiting.remove(&(id, slot))
+        };
+        if let Some(waiter) = waiter {
+            // Nobody listening any more (its instance is stopping): nothing to tell.
+            waiter.send(outcome.clone()).ok();
+        }
+    }
+
+    /// Records a delivery another instance made: its outcome and how many attempts it
+    /// took, in this hub's copy of the message, the metrics and the event stream.
+    pub fn record_remote(
+        &self,
+        id: MessageId,
+        address: &str,
+        outcome: Outcome,
+        attempts: Vec<super::message::Attempt>,
+    ) {
+        let Some(message) = self.message(id) else {
+            return;
+        };
+        let address: Arc<str> = address.into();
+        message.add_remote(Delivery {
+            subscriber: address.clone(),
+            state: DeliveryState::Done(outcome.clone()),
+            attempts,
+        });
+        self.shared.metrics.record(&outcome);
+        self.emit(HubEvent::Delivery {
+            id,
+            address,
+            topic: message.topic.clone(),
+            outcome,
+        });
+    }
+}
+
+impl Hub {
+    /// Every subscriber's address as registered, and when it registered here.
+    pub fn subscriber_keys(&self) -> Vec<(Arc<str>, SystemTime)> {
+        let subscribers = self.shared.subscribers.read();
+        subscribers
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.registered_at))
+            .collect()
+    }
+
+    /// The subscriber registered as `key`, as a store keeps it.
+    pub fn stored_subscriber(&self, key: &str) -> Option<super::StoredSubscriber> {
+        self.shared.subscribers.read().get(key).map(|e| e.stored())
+    }
+
+    /// The address (as registered) of the subscriber whose `name_of` is `name`.
+    pub fn address_named(&self, name: &str, name_of: impl Fn(&str) -> String) -> Option<Arc<str>> {
+        let subscribers = self.shared.subscribers.read();
+        subscribers.keys().find(|key| name_of(key) == name).cloned()
+    }
+
+    /// Whether a message on `topic` (for `to` only, if given) is for subscriber `key`,
+    /// as a publish here would route it.
+    pub fn wants(&self, key: &str, topic: Option<&super::Topic>, to: Option<&str>) -> bool {
+        if let Some(to) = to {
+            return to == key;
+        }
+        let subscribers = self.shared.subscribers.read();
+        let Some(entry) = subscribers.get(key) else {
+            return false;
+        };
+        let patterns = entry.shared.topics();
+        match topic {
+            _ if patterns.is_empty() => true,
+            None => false,
+            Some(topic) => patterns.iter().any(|p| p.matches(topic)),
+        }
+    }
+}
