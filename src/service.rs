@@ -261,6 +261,9 @@ impl Service {
         tokio::time::timeout(SERVER_GRACE, self.hub.drained())
             .await
             .ok();
+        if let Some(cluster) = &self.cluster {
+            cluster.finish().await;
+        }
         // Whatever the workers recorded last is kept before the process goes.
         if let Err(err) = self.hub.flush_store().await {
             tracing::warn!("the store did not keep the last changes: {err}");

@@ -130,6 +130,12 @@ pub(crate) struct SharedSubscriber {
     pub(crate) secret: Option<String>,
     pub(crate) registered_ms: i64,
     pub(crate) seen_ms: i64,
+    /// Paused or pinned at one instance is so at all: a pause holds the one consumer
+    /// every instance delivers from, and a pin keeps every reaper off it.
+    #[serde(default)]
+    pub(crate) paused: bool,
+    #[serde(default)]
+    pub(crate) pinned: bool,
 }
 
 impl SharedSubscriber {
@@ -145,6 +151,8 @@ impl SharedSubscriber {
             secret: stored.secret.as_ref().map(Secret::expose),
             registered_ms: millis(stored.registered_at),
             seen_ms: millis(stored.last_seen),
+            paused: stored.paused,
+            pinned: stored.pinned,
         }
     }
 

@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use crate::hub::{
-    Hub, MessageId, Outgoing, Relay, RelayError, Relayed, RemovalReason, Subscription,
+    DeliveryError, Hub, MessageId, Outgoing, Relay, RelayError, Relayed, RemovalReason,
+    Subscription,
 };
 use codec::{SharedInstance, SharedOutcome, SharedSubscriber};
 pub use sharing::{Sharing, Writes};
@@ -60,9 +61,13 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
 const SUBSCRIBER_MAX_AGE: Duration = Duration::from_secs(25 * 60 * 60);
 /// Messages the stream keeps at most, and for how long: the shared log's retention.
 const STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Bytes the message stream keeps at most (the oldest go first).
+const STREAM_MAX_BYTES: i64 = 1 << 30;
 const OUTCOMES_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// A subscriber's consumer left behind (its subscriber gone while no instance ran) is
 /// removed by JetStream after this long unused.
+/// How long shutdown waits for the last acknowledgements to go out.
+const FINISH_GRACE: Duration = Duration::from_secs(2);
 const FRESH_REGISTRATION: Duration = Duration::from_secs(30);
 const CONSUMER_IDLE: Duration = Duration::from_secs(60 * 60);
 
@@ -150,6 +155,9 @@ struct State {
     /// consumer starts there, whichever instance creates it.
     registered: Mutex<HashMap<Arc<str>, SystemTime>>,
     redelivered: std::sync::atomic::AtomicU64,
+    /// Held while a delivery taken from JetStream is under way, until it is acknowledged
+    /// or handed back: shutdown waits for them before it lets the connection go.
+    delivering: tokio_util::task::TaskTracker,
     stop: CancellationToken,
 }
 
@@ -194,6 +202,7 @@ impl Cluster {
             deliverers: Mutex::default(),
             registered: Mutex::default(),
             redelivered: Default::default(),
+            delivering: tokio_util::task::TaskTracker::new(),
         });
         hub.set_relay(Arc::new(Relayer {
             state: state.clone(),
@@ -205,6 +214,21 @@ impl Cluster {
     /// Where this instance's HTTP API is, for the others' listings.
     pub fn set_url(&self, url: Option<String>) {
         *self.state.url.lock() = url;
+    }
+
+    /// Waits (a little) for the deliveries under way to be acknowledged or handed back,
+    /// and for the connection to send them: shutdown, once the hub has drained.
+    pub async fn finish(&self) {
+        let state = &self.state;
+        state.delivering.close();
+        tokio::time::timeout(FINISH_GRACE, state.delivering.wait())
+            .await
+            .ok();
+        if let Some(links) = state.links.get() {
+            tokio::time::timeout(FINISH_GRACE, links.client.flush())
+                .await
+                .ok();
+        }
     }
 
     pub fn view(&self) -> ClusterView {
@@ -281,7 +305,7 @@ impl Relay for Relayer {
             };
             let ack = tokio::time::timeout(PUBLISH_TIMEOUT, ack)
                 .await
-                .map_err(|_| unavailable("JetStream did not acknowledge it in 5 s".to_owned()))??;
+                .map_err(|_| RelayError::Unconfirmed(PUBLISH_TIMEOUT))??;
             Ok(ack.sequence)
         })
     }
@@ -358,6 +382,7 @@ async fn connect(state: &Arc<State>) -> anyhow::Result<Links> {
             name: STREAM.to_owned(),
             subjects: vec![codec::SUBJECT.to_owned(), format!("{}.>", codec::SUBJECT)],
             max_age: STREAM_MAX_AGE,
+            max_bytes: STREAM_MAX_BYTES,
             storage: stream::StorageType::File,
             ..Default::default()
         })
@@ -366,6 +391,7 @@ async fn connect(state: &Arc<State>) -> anyhow::Result<Links> {
         name: OUTCOMES.to_owned(),
         subjects: vec![format!("{OUTCOME_SUBJECT}.>")],
         max_age: OUTCOMES_MAX_AGE,
+        max_bytes: STREAM_MAX_BYTES / 4,
         storage: stream::StorageType::File,
         ..Default::default()
     })
@@ -479,6 +505,10 @@ async fn outcomes(state: Arc<State>, links: Links) -> anyhow::Result<()> {
             tracing::warn!("an outcome in the cluster's stream does not parse; skipped");
             continue;
         };
+        // Only for subscribers this hub has: anyone may publish on the outcomes' subject.
+        if !state.hub.is_subscribed(&shared.address) {
+            continue;
+        }
         state
             .deliverers
             .lock()
@@ -514,6 +544,8 @@ async fn watch_subscribers(state: Arc<State>, links: Links) -> anyhow::Result<()
             kv::Operation::Delete | kv::Operation::Purge => {
                 if let Some(address) = state.hub.address_named(&entry.key, codec::name_of) {
                     sharing::applying(|| state.hub.remove(&address, RemovalReason::Deregistered));
+                    state.registered.lock().remove(&address);
+                    state.deliverers.lock().remove(&*address);
                 }
             }
         }
@@ -527,7 +559,7 @@ fn apply(hub: &Hub, shared: &SharedSubscriber) {
     let age = SystemTime::now()
         .duration_since(shared.seen_at())
         .unwrap_or_default();
-    if age > lease {
+    if age > lease && !shared.pinned {
         // Left by a subscriber that stopped refreshing while no instance removed it.
         return;
     }
@@ -545,6 +577,16 @@ fn apply(hub: &Hub, shared: &SharedSubscriber) {
     };
     if let Err(error) = hub.subscribe(subscription) {
         tracing::warn!(address = %shared.address, %error, "a shared subscriber is refused here");
+        return;
+    }
+    if let Some(now) = hub.subscriber(&shared.address) {
+        // Both answer only "unknown subscriber", and it was registered a line above.
+        if now.paused != shared.paused {
+            hub.set_paused(&shared.address, shared.paused).ok();
+        }
+        if now.pinned != shared.pinned {
+            hub.set_pinned(&shared.address, shared.pinned).ok();
+        }
     }
 }
 
@@ -600,11 +642,15 @@ async fn instances(state: Arc<State>, links: Links) -> anyhow::Result<()> {
 /// Keeps a delivery loop running for each subscriber this hub has, and none for those
 /// it no longer has.
 async fn supervise(state: Arc<State>) {
-    let mut running: HashMap<Arc<str>, CancellationToken> = HashMap::new();
+    let mut running: HashMap<Arc<str>, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
     loop {
-        let subscribers = state.hub.subscriber_keys();
-        running.retain(|key, stop| {
-            let keep = subscribers.iter().any(|(k, _)| k == key);
+        let subscribers: HashMap<Arc<str>, SystemTime> =
+            state.hub.subscriber_keys().into_iter().collect();
+        running.retain(|key, (stop, task)| {
+            // A loop that ended on its own (its subscriber left and came back between two
+            // looks) is started again below.
+            let keep = subscribers.contains_key(key) && !task.is_finished();
             if !keep {
                 stop.cancel();
             }
@@ -615,8 +661,13 @@ async fn supervise(state: Arc<State>) {
                 continue;
             }
             let stop = state.stop.child_token();
-            running.insert(key.clone(), stop.clone());
-            tokio::spawn(deliver_loop(state.clone(), key, registered_at, stop));
+            let task = tokio::spawn(deliver_loop(
+                state.clone(),
+                key.clone(),
+                registered_at,
+                stop.clone(),
+            ));
+            running.insert(key, (stop, task));
         }
         tokio::select! {
             () = state.stop.cancelled() => return,
@@ -626,19 +677,16 @@ async fn supervise(state: Arc<State>) {
 }
 
 /// Pulls the messages for subscriber `key` from its consumer and delivers each here,
-/// while JetStream hands them to this instance.
+/// while JetStream hands them to this instance, until `stop`: a delivery under way when
+/// it comes is finished (and acknowledged, or handed back) first.
 async fn deliver_loop(
     state: Arc<State>,
     key: Arc<str>,
     registered_at: SystemTime,
     stop: CancellationToken,
 ) {
-    loop {
-        let result = tokio::select! {
-            () = stop.cancelled() => return,
-            result = deliver_from_consumer(&state, &key, registered_at) => result,
-        };
-        match result {
+    while !stop.is_cancelled() {
+        match deliver_from_consumer(&state, &key, registered_at, &stop).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::debug!(%error, address = %key, "a subscriber's consumer failed; again in a second");
@@ -655,6 +703,7 @@ async fn deliver_from_consumer(
     state: &Arc<State>,
     key: &Arc<str>,
     registered_at: SystemTime,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(links) = state.links.get() else {
         return Ok(());
@@ -703,8 +752,17 @@ async fn deliver_from_consumer(
         .expires(Duration::from_secs(5))
         .messages()
         .await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
+    loop {
+        // Only waiting for the next message is cut short by `stop`: a delivery taken is
+        // seen to its end, so that a stopping instance hands nothing out twice.
+        let message = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = messages.next() => match next {
+                Some(message) => message?,
+                None => return Err(anyhow::anyhow!("the consumer's messages ended")),
+            },
+        };
+        let _delivering = state.delivering.token();
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (id, at, redelivered) = (
             info.stream_sequence,
@@ -716,6 +774,16 @@ async fn deliver_from_consumer(
             message.headers.as_ref(),
             message.payload.clone(),
         );
+        let hand_back = || async {
+            // Another instance, or this one later, makes it.
+            message.ack_with(jetstream::AckKind::Nak(None)).await.ok();
+        };
+        if !state.hub.is_subscribed(key) {
+            // Gone from this hub (removed, or this instance is stopping): it may live on
+            // at another instance.
+            hand_back().await;
+            return Ok(());
+        }
         if !state
             .hub
             .wants(key, incoming.draft.topic.as_ref(), incoming.to.as_deref())
@@ -723,19 +791,12 @@ async fn deliver_from_consumer(
             message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
             continue;
         }
-        state
+        let record = state
             .hub
             .admit(id, at, incoming.draft, incoming.source, incoming.replay_of);
-        let mut done = match state.hub.deliver_one(id, key) {
-            Ok(done) => done,
-            // Gone from this hub since: another instance may have it still.
-            Err(_) => {
-                message
-                    .ack_with(jetstream::AckKind::Nak(None))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                return Ok(());
-            }
+        let Ok(mut done) = state.hub.deliver_one(&record, key) else {
+            hand_back().await;
+            return Ok(());
         };
         // Retries can take longer than `ack_wait`: JetStream is told the delivery is
         // still under way, so that it hands it to nobody else while this instance lives.
@@ -747,26 +808,29 @@ async fn deliver_from_consumer(
                 }
             }
         };
-        let Some(outcome) = outcome.filter(|o| {
-            o.error() != Some(&crate::hub::DeliveryError::Removed(RemovalReason::Shutdown))
-        }) else {
-            // This instance is stopping with the delivery unmade: another one makes it.
-            message.ack_with(jetstream::AckKind::Nak(None)).await.ok();
+        // Removed here while it was under way (deregistered, kicked, or this instance
+        // stopping): not made, so not acknowledged; if the subscriber lives on
+        // elsewhere, it is made there.
+        let Some(outcome) =
+            outcome.filter(|o| !matches!(o.error(), Some(DeliveryError::Removed(_))))
+        else {
+            hand_back().await;
             return Ok(());
         };
-        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Confirmed by the server: a lost acknowledgement would hand it out again.
+        message
+            .double_ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if redelivered {
             state
                 .redelivered
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let attempts = state
-            .hub
-            .message(id)
-            .and_then(|m| {
-                m.last_delivery_to(key)
-                    .and_then(|slot| m.deliveries_page(slot, 1).0.pop())
-            })
+        let shown = crate::hub::redact_address(key);
+        let attempts = record
+            .last_delivery_to(&shown)
+            .and_then(|slot| record.deliveries_page(slot, 1).0.pop())
             .map_or(1, |d| d.attempts.len());
         let shared =
             SharedOutcome::new(id, key, &state.config.name, &outcome, attempts, redelivered);
@@ -776,5 +840,4 @@ async fn deliver_from_consumer(
         // their consoles one line, never a delivery.
         links.client.publish(subject, payload.into()).await.ok();
     }
-    Ok(())
 }

@@ -7,7 +7,6 @@
 //! inside [`applying`], which marks the thread while the hub, synchronously, records it.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -24,10 +23,16 @@ thread_local! {
 
 /// Runs `apply` (changes to the hub read from the bucket) without sharing what it records.
 pub(super) fn applying<R>(apply: impl FnOnce() -> R) -> R {
+    /// Lowers the flag however `apply` ends, a panic included.
+    struct Lower;
+    impl Drop for Lower {
+        fn drop(&mut self) {
+            APPLYING.with(|flag| flag.set(false));
+        }
+    }
     APPLYING.with(|flag| flag.set(true));
-    let result = apply();
-    APPLYING.with(|flag| flag.set(false));
-    result
+    let _lower = Lower;
+    apply()
 }
 
 /// The changes the hub shared before the cluster's tasks run, for them to write.
@@ -37,10 +42,8 @@ pub struct Writes(pub(super) mpsc::Receiver<Write>);
 #[derive(Debug)]
 pub(crate) enum Write {
     Put(SharedSubscriber),
-    Seen {
-        key: Arc<str>,
-        at: std::time::SystemTime,
-    },
+    /// A keep-alive: the entry is written again from the hub's subscriber as it is now.
+    Seen(Arc<str>),
     Delete(Arc<str>),
 }
 
@@ -88,7 +91,7 @@ impl Store for Sharing {
     fn record(&self, change: Change) {
         match change {
             Change::Subscriber(stored) => self.share(Write::Put(SharedSubscriber::of(&stored))),
-            Change::Seen { key, at } => self.share(Write::Seen { key, at }),
+            Change::Seen { key, .. } => self.share(Write::Seen(key)),
             Change::Removed { key } => self.share(Write::Delete(key)),
             // Outcomes are told by the delivery loops, which know who delivered.
             _ => {}
@@ -122,40 +125,22 @@ impl Store for Sharing {
 }
 
 /// Writes the shared changes into the bucket, in the order the hub made them. A
-/// keep-alive rewrites the subscriber's whole entry (the bucket keeps one value per key,
-/// and its age is the entry's age).
+/// keep-alive rewrites the subscriber's whole entry, read from the hub then (the bucket
+/// keeps one value per key, and its age is the entry's age): never from an older copy,
+/// which would undo a change another instance made since.
 pub(super) async fn write(state: Arc<State>, Writes(mut writes): Writes) {
     let Some(links) = state.links.get().cloned() else {
         return;
     };
-    let mut known: HashMap<Arc<str>, SharedSubscriber> = HashMap::new();
     while let Some(write) = writes.recv().await {
         let result = match write {
-            Write::Put(shared) => {
-                let key: Arc<str> = shared.address.as_str().into();
-                let put = put(&links.subscribers, &shared).await;
-                known.insert(key, shared);
-                put
-            }
-            Write::Seen { key, at } => match known.get_mut(&key) {
-                Some(shared) => {
-                    shared.seen_ms = crate::store::codec::millis(at);
-                    put(&links.subscribers, shared).await
-                }
-                // Registered before this instance shared anything (it applied the
-                // entry from the bucket): the entry there is refreshed from the hub.
-                None => match state.hub.stored_subscriber(&key) {
-                    Some(stored) => {
-                        let shared = SharedSubscriber::of(&stored);
-                        let put = put(&links.subscribers, &shared).await;
-                        known.insert(key, shared);
-                        put
-                    }
-                    None => Ok(()),
-                },
+            Write::Put(shared) => put(&links.subscribers, &shared).await,
+            Write::Seen(key) => match state.hub.stored_subscriber(&key) {
+                Some(stored) => put(&links.subscribers, &SharedSubscriber::of(&stored)).await,
+                // Gone since: its removal follows.
+                None => Ok(()),
             },
             Write::Delete(key) => {
-                known.remove(&key);
                 let name = codec::name_of(&key);
                 let deleted = links
                     .subscribers

@@ -23,6 +23,7 @@ pub(crate) enum Action {
     OpenSettings,
     OpenTopics,
     OpenMatrix,
+    OpenCluster,
     /// Select message `id` and open its delivery to `subscriber`: its attempt timeline.
     Inspect {
         id: crate::hub::MessageId,

@@ -33,6 +33,7 @@ pub struct HeraldApp {
     topics: TopicsWindow,
     diff: super::diff::DiffWindow,
     matrix: super::matrix::MatrixWindow,
+    cluster: super::cluster::ClusterWindow,
     rates: Rates,
     files: Files,
     /// How long the last frame's UI code took.
@@ -56,6 +57,7 @@ impl HeraldApp {
             topics: TopicsWindow::default(),
             diff: super::diff::DiffWindow::default(),
             matrix: super::matrix::MatrixWindow::default(),
+            cluster: super::cluster::ClusterWindow::default(),
             rates: Rates::default(),
             files: Files::default(),
             frame_time: Duration::ZERO,
@@ -82,9 +84,14 @@ impl HeraldApp {
         self.poll_files();
         self.rates.sample(self.backend.hub());
         egui::Panel::top("top_bar").show(ui, |ui| {
-            let action =
-                self.top_bar
-                    .top_bar_ui(ui, &self.backend, self.settings.dark, self.frame_time);
+            let cluster = self.backend.cluster().map(|c| self.cluster.view(c));
+            let action = self.top_bar.top_bar_ui(
+                ui,
+                &self.backend,
+                self.settings.dark,
+                self.frame_time,
+                cluster,
+            );
             self.handle(action, ui.ctx());
         });
         egui::Panel::left("left")
@@ -101,6 +108,9 @@ impl HeraldApp {
         self.diff.show(ui.ctx());
         let action = self.matrix.show(ui.ctx(), &hub);
         self.handle(action, ui.ctx());
+        if let Some(cluster) = self.backend.cluster() {
+            self.cluster.show(ui.ctx(), cluster);
+        }
         self.schedule_tick(ui.ctx());
         self.frame_time = started.elapsed();
     }
@@ -110,7 +120,9 @@ impl HeraldApp {
     /// Otherwise it sleeps until the hub, the user or a background task wakes it.
     fn schedule_tick(&self, ctx: &egui::Context) {
         let hub = self.backend.hub();
-        let moving = hub.subscriber_count() > 0 || self.rates.active();
+        // The cluster's connection and instances change without a hub event.
+        let moving =
+            hub.subscriber_count() > 0 || self.rates.active() || self.backend.cluster().is_some();
         if moving {
             ctx.request_repaint_after(Duration::from_secs(1));
         } else if let Some(left) = self.top_bar.notice_left() {
@@ -202,6 +214,7 @@ impl HeraldApp {
             Action::OpenSettings => self.settings_window.open(&self.settings),
             Action::OpenTopics => self.topics.open = true,
             Action::OpenMatrix => self.matrix.open = true,
+            Action::OpenCluster => self.cluster.open = true,
             Action::Inspect { id, subscriber } => self.log.inspect(id, subscriber),
             Action::StartBurst(spec) => match self.backend.bursts().start(hub, runtime, *spec) {
                 Ok(burst) => self.compose.burst.last = Some(burst),

@@ -35,6 +35,7 @@ pub struct Backend {
     /// Taken out when the window closes, to be shut down.
     service: Arc<Mutex<Option<Service>>>,
     listen: Arc<Mutex<ListenState>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Backend {
@@ -48,6 +49,7 @@ impl Backend {
             hub: service.hub().clone(),
             bursts: service.bursts().clone(),
             tests: service.test_subscribers().clone(),
+            cluster: service.cluster().cloned(),
             runtime,
             service: Arc::new(Mutex::new(Some(service))),
             listen: Arc::new(Mutex::new(ListenState::Starting(config.bind))),
@@ -56,6 +58,11 @@ impl Backend {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// This instance's membership, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The test subscribers the console and the API add.

@@ -46,6 +46,7 @@ impl TopBar {
         backend: &Backend,
         dark: bool,
         frame_time: Duration,
+        cluster: Option<&crate::cluster::ClusterView>,
     ) -> Option<Action> {
         let mut action = None;
         ui.horizontal_wrapped(|ui| {
@@ -53,6 +54,12 @@ impl TopBar {
             ui.separator();
             action = self.listen_ui(ui, backend);
             ui.separator();
+            if let Some(view) = cluster {
+                if cluster_ui(ui, view) {
+                    action = Some(Action::OpenCluster);
+                }
+                ui.separator();
+            }
             totals_ui(ui, backend);
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui.button("Settings").clicked() {
@@ -173,6 +180,27 @@ fn totals_ui(ui: &mut egui::Ui, backend: &Backend) {
 }
 
 /// A small filled circle: green when listening, red when not.
+/// The cluster's state in a word or two, and a button to its window; whether clicked.
+fn cluster_ui(ui: &mut egui::Ui, view: &crate::cluster::ClusterView) -> bool {
+    let (colour, text) = if view.connected {
+        let n = view.instances.len();
+        let noun = if n == 1 { "instance" } else { "instances" };
+        (theme::OK, format!("{n} {noun}"))
+    } else {
+        (theme::FAILED, "NATS lost: publishes refused".to_owned())
+    };
+    status_dot(ui, colour).on_hover_text(&view.state);
+    let clicked = ui
+        .button("Cluster")
+        .on_hover_text(format!(
+            "{} at {}: instances and who delivers to whom",
+            view.instance, view.url
+        ))
+        .clicked();
+    ui.colored_label(colour, text);
+    clicked
+}
+
 fn status_dot(ui: &mut egui::Ui, colour: egui::Color32) -> egui::Response {
     let (rect, response) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
     ui.painter().circle_filled(rect.center(), 5.0, colour);

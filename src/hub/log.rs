@@ -106,6 +106,25 @@ impl MessageLog {
         self.trim()
     }
 
+    /// Adds a message that may be older than the newest (a shared log's, read by more
+    /// than one reader) in its place by id. `None` when it is not logged: it is there
+    /// already, or older than every message the log holds.
+    #[must_use = "evict what left the log"]
+    pub(crate) fn insert(&mut self, record: Arc<MessageRecord>) -> Option<Vec<Arc<MessageRecord>>> {
+        let newest = self.entries.back().map(|m| m.id);
+        if newest.is_none_or(|newest| record.id > newest) {
+            return Some(self.push(record));
+        }
+        let at = self
+            .entries
+            .binary_search_by_key(&record.id, |m| m.id)
+            .err()
+            .filter(|&at| at > 0)?;
+        record.enter_log(&self.usage);
+        self.entries.insert(at, record);
+        Some(self.trim())
+    }
+
     /// Takes out the oldest messages while the log is over any bound, keeping the newest.
     #[must_use = "evict what left the log"]
     pub(crate) fn trim(&mut self) -> Vec<Arc<MessageRecord>> {
@@ -129,10 +148,6 @@ impl MessageLog {
     /// The oldest message under the budgets (pinned ones kept beyond them are older).
     pub(crate) fn oldest_id(&self) -> Option<MessageId> {
         self.entries.front().map(|m| m.id)
-    }
-
-    pub(crate) fn newest_id(&self) -> Option<MessageId> {
-        self.entries.back().map(|m| m.id)
     }
 
     pub(crate) fn len(&self) -> usize {

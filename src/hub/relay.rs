@@ -42,6 +42,11 @@ pub enum RelayError {
     Unavailable(String),
     #[error("{0} is not available in cluster mode")]
     Unsupported(&'static str),
+    /// Sent, but JetStream did not say it kept it: it may have.
+    #[error(
+        "JetStream did not confirm it within {0:?}; it may or may not have been kept, so check the log before publishing it again"
+    )]
+    Unconfirmed(std::time::Duration),
 }
 
 impl Hub {
@@ -63,8 +68,9 @@ impl Hub {
     }
 
     /// Logs a message the shared log gave id `id`, without sending it anywhere: each of
-    /// its deliveries is made where the relay arranges. Ids come in the shared log's
-    /// order; one already logged (read again after a reconnection) is returned as it is.
+    /// its deliveries is made where the relay arranges. It takes its place by id; one
+    /// already logged (read again after a reconnection) is returned as it is, and one
+    /// older than the whole log is returned without being logged.
     pub fn admit(
         &self,
         id: MessageId,
@@ -81,17 +87,10 @@ impl Hub {
         record.subscribers = subscribers;
         record.replay_of = replay_of;
         let message = Arc::new(record);
-        let evicted = {
-            let mut log = self.shared.log.lock();
-            let newest = log.newest_id();
-            if newest.is_some_and(|newest| newest >= id) {
-                // Older than the log's newest: it was evicted, or another reader of the
-                // shared log admitted it a moment ago. Logging it now would break the
-                // log's order.
-                drop(log);
-                return self.message(id).unwrap_or(message);
-            }
-            log.push(message.clone())
+        let Some(evicted) = self.shared.log.lock().insert(message.clone()) else {
+            // Admitted a moment ago by another reader (the feed, or a delivery loop), or
+            // older than all the log holds: delivered, but not shown.
+            return self.message(id).unwrap_or(message);
         };
         self.shared
             .next_id
@@ -115,17 +114,18 @@ impl Hub {
         message
     }
 
-    /// Makes the delivery of logged message `id` to `address` here, through that
-    /// subscriber's worker (its order, retries and signing), and tells its outcome.
+    /// Makes the delivery of `message` (as [`Hub::admit`] returned it) to `address` here,
+    /// through that subscriber's worker (its order, retries and signing), and tells its
+    /// outcome.
     pub fn deliver_one(
         &self,
-        id: MessageId,
+        message: &Arc<MessageRecord>,
         address: &str,
     ) -> Result<oneshot::Receiver<Outcome>, ResendError> {
         if self.is_stopping() {
             return Err(ResendError::ShuttingDown);
         }
-        let message = self.message(id).ok_or(ResendError::UnknownMessage(id))?;
+        let id = message.id;
         let recipient = self
             .recipient(address)
             .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?;
@@ -139,8 +139,8 @@ impl Hub {
             waiting.insert((id, first), done);
             first
         };
-        let refused = self.queue_at(&message, &route, slot);
-        self.record_refused(&message, refused);
+        let refused = self.queue_at(message, &route, slot);
+        self.record_refused(message, refused);
         self.trim_log();
         Ok(outcome)
     }
@@ -172,13 +172,18 @@ impl Hub {
         let Some(message) = self.message(id) else {
             return;
         };
-        let address: Arc<str> = address.into();
+        // One message cannot take the whole log (a NATS client can tell outcomes too).
+        if message.held().records >= self.shared.log_usage.budget().records {
+            return;
+        }
+        let address: Arc<str> = super::redact_address(address).into();
         message.add_remote(Delivery {
             subscriber: address.clone(),
             state: DeliveryState::Done(outcome.clone()),
             attempts,
         });
         self.shared.metrics.record(&outcome);
+        self.trim_log();
         self.emit(HubEvent::Delivery {
             id,
             address,
@@ -225,5 +230,10 @@ impl Hub {
             None => false,
             Some(topic) => patterns.iter().any(|p| p.matches(topic)),
         }
+    }
+
+    /// Whether `key` is a live subscriber here.
+    pub fn is_subscribed(&self, key: &str) -> bool {
+        self.shared.subscribers.read().contains_key(key)
     }
 }

@@ -42,7 +42,10 @@ impl Hub {
     ) -> Result<Published, ReplayError> {
         let (draft, aim) = self.replay_of(id, edits)?;
         let published = self.accept_when_ready(draft, source, aim).await?;
-        self.link(id, published.id);
+        // A cluster's message links itself when it comes back from the shared log.
+        if !self.is_clustered() {
+            self.link(id, published.id);
+        }
         Ok(published)
     }
 
@@ -56,7 +59,9 @@ impl Hub {
     ) -> Result<Published, ReplayError> {
         let (draft, aim) = self.replay_of(id, edits)?;
         let published = self.accept_now(draft, source, aim)?;
-        self.link(id, published.id);
+        if !self.is_clustered() {
+            self.link(id, published.id);
+        }
         Ok(published)
     }
 

@@ -15,14 +15,14 @@ use crate::binary::{herald, listening_url};
 use crate::utils::{PATIENCE, Receiver, TempDir, TestHub, eventually, start_hub};
 
 /// A `nats-server -js` of the test's own.
-struct Nats {
+pub(crate) struct Nats {
     child: Child,
     port: u16,
     dir: TempDir,
 }
 
 impl Nats {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = TempDir::new("nats");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -53,7 +53,7 @@ impl Nats {
         child
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -380,4 +380,31 @@ async fn a_hub_outside_a_cluster_says_so_and_bad_cluster_flags_are_refused() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn an_instance_stopped_mid_stream_finishes_or_hands_back_its_delivery_never_twice() {
+    let nats = Nats::start().await;
+    let a = member(&nats, "a").await;
+    let b = member(&nats, "b").await;
+    let mut receiver = Receiver::start().await;
+    receiver.reply_with(crate::utils::Reply::status(200).after(Duration::from_millis(20)));
+    a.register(&receiver.address()).await;
+    until_listed(&b, &receiver.address()).await;
+    let total = 100;
+    for i in 0..total {
+        assert_eq!(publish(&a.http, &a.url, format!("m{i}")).await, StatusCode::OK);
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        got.push(String::from_utf8(receiver.recv().await.body.to_vec()).unwrap());
+    }
+    b.shutdown().await;
+    while got.len() < total {
+        got.push(String::from_utf8(receiver.recv().await.body.to_vec()).unwrap());
+    }
+    let expected: Vec<String> = (0..total).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected, "each once, in order");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.drain().is_empty(), "one came twice");
 }

@@ -835,3 +835,38 @@ fn a_message_to_many_subscribers_lists_its_deliveries_a_page_at_a_time() {
     assert!(console.shows(&line(120)));
     assert!(!console.shows(&line(0)), "the first page is not drawn");
 }
+
+#[test]
+fn in_cluster_mode_the_console_shows_the_cluster_and_publishes_through_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let nats = runtime.block_on(crate::cluster::Nats::start());
+    let mut console = console(|config| {
+        config.cluster = Some(nats.url());
+        config.instance_name = Some("desk".to_owned());
+    });
+    let hub = console.harness.state().hub().clone();
+    let mut receiver = console.runtime.block_on(Receiver::start());
+    hub.subscribe(&receiver.address()).unwrap();
+    console.step_until("the top bar shows the cluster", |h| {
+        h.query_by_label("1 instance").is_some()
+    });
+    // The top bar just grew: clicks land where widgets were drawn, so let it settle.
+    console.harness.step();
+    console.harness.step();
+    console.type_message(r#"{"via": "the stream"}"#);
+    console.harness.get_by_label("Publish").click();
+    console.harness.step();
+    console.harness.step();
+    let received = console.runtime.block_on(receiver.recv());
+    assert_eq!(received.body, r#"{"via": "the stream"}"#);
+    console.step_until("compose says where it went", |h| {
+        h.query_by_label_contains("Handed to the cluster, for 1 subscriber")
+            .is_some()
+    });
+    console.harness.get_by_label("Cluster").click();
+    console.step_until("the window lists this instance and its delivery", |h| {
+        h.query_all_by_label("desk").count() == 3 // this instance, its row, its delivery
+            && h.query_by_label("connected").is_some()
+            && h.query_by_label("#1").is_some()
+    });
+}

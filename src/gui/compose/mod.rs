@@ -394,10 +394,17 @@ impl Compose {
                 } else {
                     "subscribers"
                 };
-                let text = format!(
-                    "Message {} queued for {} {noun}",
-                    published.id, published.subscribers
-                );
+                let text = if published.id == crate::hub::RELAYED {
+                    format!(
+                        "Handed to the cluster, for {} {noun}",
+                        published.subscribers
+                    )
+                } else {
+                    format!(
+                        "Message {} queued for {} {noun}",
+                        published.id, published.subscribers
+                    )
+                };
                 (text, true)
             }
             // The error already says that nothing was published, and why.
