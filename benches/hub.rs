@@ -15,6 +15,8 @@
 //!     cargo bench --bench hub -- topics                 # 10,000 patterns; topic fan-out
 //!     cargo bench --bench hub -- durable                # K=10 in memory and on disk
 //!     cargo bench --bench hub -- restart                # 100,000 messages back after a kill
+//!     cargo bench --bench hub -- cluster                # K=100, one instance and three, over nats-server
+//!     cargo bench --bench hub -- takeover               # kill -9 of the delivering instance at 1,000/s
 //!     HERALD_BIN=/path/to/herald cargo bench --bench hub -- quick   # another build
 //!
 //! Numbers are for the machine it runs on; the hub, the sinks and the publisher share its
@@ -134,18 +136,7 @@ impl Hub {
 
     /// User + system CPU time so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks: f64 = fields
-            .get(11..13)
-            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-            .unwrap_or(0.0);
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        ticks / per_second
+        cpu_seconds_of(self.pid)
     }
 
     async fn metric(&self, http: &reqwest::Client, line_start: &str) -> u64 {
@@ -166,6 +157,22 @@ impl Hub {
     async fn stop(mut self) {
         self.child.kill().await.ok();
     }
+}
+
+/// User + system CPU time of process `pid` so far.
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / per_second
 }
 
 /// CPU time the hypervisor gave to other guests (steal), in seconds, summed over cores:
@@ -695,6 +702,8 @@ fn main() {
                 "topics",
                 "durable",
                 "restart",
+                "cluster",
+                "takeover",
             ]
             .contains(&a.as_str())
         })
@@ -831,6 +840,17 @@ fn main() {
             let messages = arg("messages=").map_or(100_000, |n| n as usize);
             println!("{}", restart(&http, messages, 10_000).await);
         }
+        if wanted("cluster") {
+            // One instance and three, alternated: runs drift more than a few percent.
+            let k = only_k.map_or(100, |k| k as usize);
+            for instances in [1, 3, 1, 3] {
+                println!("{}", cluster(&http, k, instances, duration).await);
+            }
+        }
+        if wanted("takeover") {
+            let secs = arg("secs=").unwrap_or(10);
+            println!("{}", takeover(&http, 1000.0, Duration::from_secs(secs)).await);
+        }
         if wanted("topics") {
             println!("{}", many_patterns(&http, 1, 1000).await);
             println!("{}", many_patterns(&http, 10_000, 1000).await);
@@ -928,6 +948,277 @@ async fn restart(http: &reqwest::Client, messages: usize, subscribers: usize) ->
         size as f64 / 1_048_576.0,
         listening.as_secs_f64(),
         serving.as_secs_f64(),
+    )
+}
+
+/// A `nats-server -js` on a free port with a store of its own (Debian's `nats-server`).
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: BenchDir,
+}
+
+impl Nats {
+    async fn start() -> Self {
+        let dir = BenchDir::new("nats");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new("nats-server")
+            .args(["-js", "-sd", dir.arg(), "-a", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server is not installed: apt-get install nats-server");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.child.id().map_or(0.0, cpu_seconds_of)
+    }
+}
+
+/// `instances` herald instances over `nats`, each connected and seeing all the others.
+async fn cluster_of(http: &reqwest::Client, nats: &Nats, instances: usize) -> Vec<Hub> {
+    let mut hubs = Vec::new();
+    for n in 0..instances {
+        let name = format!("i{n}");
+        hubs.push(Hub::start(&["--cluster", &nats.url, "--instance-name", &name]).await);
+    }
+    for hub in &hubs {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let view: serde_json::Value = http
+                .get(format!("{}/api/v1/cluster", hub.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let seen = view["instances"].as_array().map_or(0, Vec::len);
+            if view["connected"] == true && seen == instances {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not form: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    hubs
+}
+
+/// Waits until `hub` lists `count` subscribers.
+async fn until_listing(http: &reqwest::Client, hub: &Hub, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = http
+            .get(format!("{}/listSubscribers", hub.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if listed.lines().count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} lists {} of {count}",
+            hub.url,
+            listed.lines().count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// K sinks registered at one instance of a cluster of `instances`; one publisher per
+/// instance, back to back, for `duration`: what the cluster delivers.
+async fn cluster(http: &reqwest::Client, k: usize, instances: usize, duration: Duration) -> String {
+    let nats = Nats::start().await;
+    let hubs = cluster_of(http, &nats, instances).await;
+    let tally = Arc::new(Tally::default());
+    let sinks = start_sinks(k, &tally).await;
+    let addresses: Vec<String> = sinks.iter().map(ToString::to_string).collect();
+    register(http, &hubs[0].url, &addresses, "").await;
+    for hub in &hubs {
+        until_listing(http, hub, k).await;
+    }
+    // Every instance's consumers are made a moment after it sees the subscribers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before: f64 = hubs.iter().map(Hub::cpu_seconds).sum::<f64>() + nats.cpu_seconds();
+    let started = Instant::now();
+    let publishers: Vec<_> = hubs
+        .iter()
+        .map(|hub| publish(http, format!("{}/sendMessage", hub.url), duration, None, 1))
+        .collect();
+    let results = futures_util::future::join_all(publishers).await;
+    let accepted: u64 = results.iter().map(|(n, _)| n).sum();
+    let mut accept_times: Vec<u32> = results.into_iter().flat_map(|(_, t)| t).collect();
+    accept_times.sort_unstable();
+    drain(&tally, accepted * k as u64, Duration::from_secs(60)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = hubs.iter().map(Hub::cpu_seconds).sum::<f64>() + nats.cpu_seconds() - cpu_before;
+    let (delivered, mut latencies) = tally.reset();
+    latencies.sort_unstable();
+    let peak: f64 = hubs.iter().map(Hub::peak_rss_mib).fold(0.0, f64::max);
+    for hub in hubs {
+        hub.stop().await;
+    }
+    format!(
+        "cluster of {instances}, K={k}, max rate: {:.0} accepted/s, {:.0} deliveries/s ({delivered} of {}), publish answered p50 {:.2} ms p99 {:.2} ms, publish-to-receive p50 {:.1} ms p99 {:.1} ms, CPU {:.0} µs per delivery (hubs and nats-server), peak RSS per instance {peak:.0} MiB",
+        accepted as f64 / duration.as_secs_f64(),
+        delivered as f64 / elapsed,
+        accepted * k as u64,
+        percentile(&accept_times, 0.50),
+        percentile(&accept_times, 0.99),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        cpu * 1e6 / delivered.max(1) as f64,
+    )
+}
+
+/// What one subscriber received, by message number: the takeover's count of losses and
+/// duplicates.
+#[derive(Default)]
+struct Seen {
+    times: Mutex<std::collections::HashMap<u64, u32>>,
+    last: Mutex<Option<Instant>>,
+    longest_gap: Mutex<Duration>,
+}
+
+async fn numbered_sink(State(seen): State<Arc<Seen>>, request: Request) -> StatusCode {
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    if let Some(n) = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|b| b.parse::<u64>().ok())
+    {
+        *seen.times.lock().entry(n).or_default() += 1;
+    }
+    let now = Instant::now();
+    if let Some(last) = seen.last.lock().replace(now) {
+        let mut longest = seen.longest_gap.lock();
+        *longest = (*longest).max(now - last);
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// Three instances, one subscriber, `rate` publishes a second for `duration`; a third of
+/// the way in, the instance that made the latest delivery is killed with SIGKILL. Every
+/// publish answered 2xx must arrive; duplicates are counted.
+async fn takeover(http: &reqwest::Client, rate: f64, duration: Duration) -> String {
+    let nats = Nats::start().await;
+    let mut hubs = cluster_of(http, &nats, 3).await;
+    let seen = Arc::new(Seen::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = listener.local_addr().unwrap();
+    let app = Router::new()
+        .fallback(numbered_sink)
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    register(http, &hubs[0].url, &[sink.to_string()], "").await;
+    for hub in &hubs {
+        until_listing(http, hub, 1).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let publishing = {
+        let (http, acknowledged, refused) = (http.clone(), acknowledged.clone(), refused.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + duration;
+            let mut inflight = tokio::task::JoinSet::new();
+            let mut n = 0u64;
+            paced(rate, deadline, || {
+                n += 1;
+                // Spread over the instances; those killed refuse, and are not counted.
+                let url = format!("{}/sendMessage", urls[n as usize % urls.len()]);
+                let (http, acknowledged, refused) =
+                    (http.clone(), acknowledged.clone(), refused.clone());
+                inflight.spawn(async move {
+                    let ok = http
+                        .post(url)
+                        .body(n.to_string())
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        acknowledged.lock().push(n);
+                    } else {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            })
+            .await;
+            inflight.join_all().await;
+        })
+    };
+    tokio::time::sleep(duration / 3).await;
+    let view: serde_json::Value = http
+        .get(format!("{}/api/v1/cluster", hubs[0].url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let victim = view["deliverers"][0]["instance"]
+        .as_str()
+        .unwrap_or("i0")
+        .to_owned();
+    let index: usize = victim.trim_start_matches('i').parse().unwrap_or(0);
+    let mut killed = hubs.remove(index);
+    killed.child.start_kill().unwrap();
+    killed.child.wait().await.ok();
+    publishing.await.unwrap();
+    let acknowledged = std::mem::take(&mut *acknowledged.lock());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all_arrived = || {
+        let times = seen.times.lock();
+        acknowledged.iter().all(|n| times.contains_key(n))
+    };
+    while Instant::now() < deadline && !all_arrived() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (lost, twice) = {
+        let times = seen.times.lock();
+        let lost = acknowledged
+            .iter()
+            .filter(|n| !times.contains_key(n))
+            .count();
+        let twice: u32 = times.values().map(|t| t.saturating_sub(1)).sum();
+        (lost, twice)
+    };
+    let gap = *seen.longest_gap.lock();
+    for hub in hubs {
+        hub.stop().await;
+    }
+    format!(
+        "takeover at {rate:.0}/s for {duration:?}, {victim} (the deliverer) killed with SIGKILL {:.1} s in: {} acknowledged, {lost} lost, {twice} delivered twice, {} refused while it died; longest pause in deliveries {:.2} s",
+        (duration / 3).as_secs_f64(),
+        acknowledged.len(),
+        refused.load(Ordering::Relaxed),
+        gap.as_secs_f64(),
     )
 }
 

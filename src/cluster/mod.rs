@@ -66,6 +66,9 @@ const STREAM_MAX_BYTES: i64 = 1 << 30;
 const OUTCOMES_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// A subscriber's consumer left behind (its subscriber gone while no instance ran) is
 /// removed by JetStream after this long unused.
+/// Messages a subscriber without strict order may have unacknowledged at once (in
+/// flight, queued at an instance, retrying): its worker's queue holds as many.
+const UNORDERED_WINDOW: usize = 1_024;
 /// How long shutdown waits for the last acknowledgements to go out.
 const FINISH_GRACE: Duration = Duration::from_secs(2);
 const FRESH_REGISTRATION: Duration = Duration::from_secs(30);
@@ -709,6 +712,12 @@ async fn deliver_from_consumer(
         return Ok(());
     };
     let name = codec::name_of(key);
+    // An ordered subscriber gets one message at a time, cluster-wide: the next only once
+    // the last is acknowledged. Any other may have many under way (in its worker's
+    // queue, retrying), so that one failing delivery never holds back the next, as the
+    // seed behaves.
+    let ordered = state.hub.subscriber(key).is_some_and(|s| s.ordered);
+    let window = if ordered { 1 } else { UNORDERED_WINDOW };
     let ack_wait = state.config.delivery_timeout + Duration::from_secs(2);
     let registered_at = state
         .registered
@@ -739,7 +748,7 @@ async fn deliver_from_consumer(
                 deliver_policy,
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait,
-                max_ack_pending: 1,
+                max_ack_pending: window as i64,
                 inactive_threshold: CONSUMER_IDLE,
                 ..Default::default()
             },
@@ -747,97 +756,134 @@ async fn deliver_from_consumer(
         .await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(1)
+        .max_messages_per_batch(window.min(64))
         .heartbeat(Duration::from_secs(1))
         .expires(Duration::from_secs(5))
         .messages()
         .await?;
-    loop {
+    let mut under_way = tokio::task::JoinSet::new();
+    let mut gone = false;
+    while !gone {
         // Only waiting for the next message is cut short by `stop`: a delivery taken is
         // seen to its end, so that a stopping instance hands nothing out twice.
-        let message = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            next = messages.next() => match next {
-                Some(message) => message?,
-                None => return Err(anyhow::anyhow!("the consumer's messages ended")),
-            },
-        };
-        let _delivering = state.delivering.token();
-        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (id, at, redelivered) = (
-            info.stream_sequence,
-            SystemTime::from(info.published),
-            info.delivered > 1,
-        );
-        let incoming = codec::decode(
-            message.subject.as_str(),
-            message.headers.as_ref(),
-            message.payload.clone(),
-        );
-        let hand_back = || async {
-            // Another instance, or this one later, makes it.
-            message.ack_with(jetstream::AckKind::Nak(None)).await.ok();
-        };
-        if !state.hub.is_subscribed(key) {
-            // Gone from this hub (removed, or this instance is stopping): it may live on
-            // at another instance.
-            hand_back().await;
-            return Ok(());
-        }
-        if !state
-            .hub
-            .wants(key, incoming.draft.topic.as_ref(), incoming.to.as_deref())
-        {
-            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            continue;
-        }
-        let record = state
-            .hub
-            .admit(id, at, incoming.draft, incoming.source, incoming.replay_of);
-        let Ok(mut done) = state.hub.deliver_one(&record, key) else {
-            hand_back().await;
-            return Ok(());
-        };
-        // Retries can take longer than `ack_wait`: JetStream is told the delivery is
-        // still under way, so that it hands it to nobody else while this instance lives.
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut done => break outcome.ok(),
-                () = tokio::time::sleep(ack_wait / 3) => {
-                    message.ack_with(jetstream::AckKind::Progress).await.ok();
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(done) = under_way.join_next(), if !under_way.is_empty() => {
+                gone = matches!(done, Ok(Ok(Handled::Gone)));
+                if let Ok(Err(error)) = done {
+                    tracing::debug!(%error, address = %key, "a delivery's acknowledgement failed");
                 }
             }
-        };
-        // Removed here while it was under way (deregistered, kicked, or this instance
-        // stopping): not made, so not acknowledged; if the subscriber lives on
-        // elsewhere, it is made there.
-        let Some(outcome) =
-            outcome.filter(|o| !matches!(o.error(), Some(DeliveryError::Removed(_))))
-        else {
-            hand_back().await;
-            return Ok(());
-        };
-        // Confirmed by the server: a lost acknowledgement would hand it out again.
-        message
-            .double_ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if redelivered {
-            state
-                .redelivered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            next = messages.next() => match next {
+                Some(message) => {
+                    let message = message?;
+                    let token = state.delivering.token();
+                    let (state, key) = (state.clone(), key.clone());
+                    under_way.spawn(async move {
+                        let handled = handle(&state, &key, message, ack_wait).await;
+                        drop(token);
+                        handled
+                    });
+                }
+                None => return Err(anyhow::anyhow!("the consumer's messages ended")),
+            },
         }
-        let shown = crate::hub::redact_address(key);
-        let attempts = record
-            .last_delivery_to(&shown)
-            .and_then(|slot| record.deliveries_page(slot, 1).0.pop())
-            .map_or(1, |d| d.attempts.len());
-        let shared =
-            SharedOutcome::new(id, key, &state.config.name, &outcome, attempts, redelivered);
-        let subject = format!("{OUTCOME_SUBJECT}.{}", codec::name_of(&state.config.name));
-        let payload = serde_json::to_vec(&shared)?;
-        // Told to the others as it is; lost if NATS is gone this instant, which costs
-        // their consoles one line, never a delivery.
-        links.client.publish(subject, payload.into()).await.ok();
     }
+    // Those taken are finished (or handed back) before the loop ends.
+    while under_way.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// What became of one message taken from a subscriber's consumer.
+enum Handled {
+    Done,
+    /// The subscriber is gone from this hub: handed back, and the loop ends.
+    Gone,
+}
+
+/// Delivers one message taken from `key`'s consumer here, and acknowledges it, or hands
+/// it back when it was not made.
+async fn handle(
+    state: &Arc<State>,
+    key: &Arc<str>,
+    message: jetstream::Message,
+    ack_wait: Duration,
+) -> anyhow::Result<Handled> {
+    let Some(links) = state.links.get() else {
+        return Ok(Handled::Gone);
+    };
+    let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (id, at, redelivered) = (
+        info.stream_sequence,
+        SystemTime::from(info.published),
+        info.delivered > 1,
+    );
+    let incoming = codec::decode(
+        message.subject.as_str(),
+        message.headers.as_ref(),
+        message.payload.clone(),
+    );
+    let hand_back = || async {
+        // Another instance, or this one later, makes it.
+        message.ack_with(jetstream::AckKind::Nak(None)).await.ok();
+        Ok(Handled::Gone)
+    };
+    if !state.hub.is_subscribed(key) {
+        // Gone from this hub (removed, or this instance is stopping): it may live on at
+        // another instance.
+        return hand_back().await;
+    }
+    if !state
+        .hub
+        .wants(key, incoming.draft.topic.as_ref(), incoming.to.as_deref())
+    {
+        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(Handled::Done);
+    }
+    let record = state
+        .hub
+        .admit(id, at, incoming.draft, incoming.source, incoming.replay_of);
+    let Ok(mut done) = state.hub.deliver_one(&record, key) else {
+        return hand_back().await;
+    };
+    // Retries (and a wait in the worker's queue) can take longer than `ack_wait`:
+    // JetStream is told the delivery is still under way, so that it hands it to nobody
+    // else while this instance lives.
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut done => break outcome.ok(),
+            () = tokio::time::sleep(ack_wait / 3) => {
+                message.ack_with(jetstream::AckKind::Progress).await.ok();
+            }
+        }
+    };
+    // Removed here while it was under way (deregistered, kicked, or this instance
+    // stopping): not made, so not acknowledged; if the subscriber lives on elsewhere, it
+    // is made there.
+    let Some(outcome) = outcome.filter(|o| !matches!(o.error(), Some(DeliveryError::Removed(_))))
+    else {
+        return hand_back().await;
+    };
+    // Confirmed by the server: a lost acknowledgement would hand it out again.
+    message
+        .double_ack()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if redelivered {
+        state
+            .redelivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let shown = crate::hub::redact_address(key);
+    let attempts = record
+        .last_delivery_to(&shown)
+        .and_then(|slot| record.deliveries_page(slot, 1).0.pop())
+        .map_or(1, |d| d.attempts.len());
+    let shared = SharedOutcome::new(id, key, &state.config.name, &outcome, attempts, redelivered);
+    let subject = format!("{OUTCOME_SUBJECT}.{}", codec::name_of(&state.config.name));
+    let payload = serde_json::to_vec(&shared)?;
+    // Told to the others as it is; lost if NATS is gone this instant, which costs their
+    // consoles one line, never a delivery.
+    links.client.publish(subject, payload.into()).await.ok();
+    Ok(Handled::Done)
 }

@@ -131,7 +131,13 @@ async fn registered_at_one_instance_and_published_at_another_each_message_arrive
     let b = member(&nats, "b").await;
     let c = member(&nats, "c").await;
     let mut receiver = Receiver::start().await;
-    a.register(&receiver.address()).await;
+    let (status, _) = a
+        .call(
+            "POST",
+            &format!("/registerAndKeepAlive?address={}&ordered=true", receiver.address()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     until_listed(&c, &receiver.address()).await;
     for i in 0..20 {
         assert_eq!(
@@ -288,7 +294,7 @@ async fn killing_the_delivering_instance_loses_no_acknowledged_message() {
     let a = &instances["a"].1;
     let registered = http
         .post(format!(
-            "{a}/registerAndKeepAlive?address={}",
+            "{a}/registerAndKeepAlive?address={}&ordered=true",
             receiver.address()
         ))
         .send()
@@ -389,11 +395,20 @@ async fn an_instance_stopped_mid_stream_finishes_or_hands_back_its_delivery_neve
     let b = member(&nats, "b").await;
     let mut receiver = Receiver::start().await;
     receiver.reply_with(crate::utils::Reply::status(200).after(Duration::from_millis(20)));
-    a.register(&receiver.address()).await;
+    let (status, _) = a
+        .call(
+            "POST",
+            &format!("/registerAndKeepAlive?address={}&ordered=true", receiver.address()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     until_listed(&b, &receiver.address()).await;
     let total = 100;
     for i in 0..total {
-        assert_eq!(publish(&a.http, &a.url, format!("m{i}")).await, StatusCode::OK);
+        assert_eq!(
+            publish(&a.http, &a.url, format!("m{i}")).await,
+            StatusCode::OK
+        );
     }
     let mut got = Vec::new();
     while got.len() < 20 {
@@ -407,4 +422,32 @@ async fn an_instance_stopped_mid_stream_finishes_or_hands_back_its_delivery_neve
     assert_eq!(got, expected, "each once, in order");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(receiver.drain().is_empty(), "one came twice");
+}
+
+#[tokio::test]
+async fn a_failing_subscriber_without_order_does_not_hold_back_the_next_messages() {
+    let nats = Nats::start().await;
+    let a = member(&nats, "a").await;
+    let b = member(&nats, "b").await;
+    // The first answer fails (a retry comes much later); every later one succeeds.
+    let mut receiver = Receiver::scripted(
+        vec![crate::utils::Reply::status(500)],
+        crate::utils::Reply::status(200),
+    )
+    .await;
+    a.register(&receiver.address()).await;
+    until_listed(&b, &receiver.address()).await;
+    for i in 0..5 {
+        assert_eq!(publish(&b.http, &b.url, format!("m{i}")).await, StatusCode::OK);
+    }
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(String::from_utf8(receiver.recv().await.body.to_vec()).unwrap());
+    }
+    // The one that failed is retried later; the four after it went out meanwhile, as
+    // the seed's hub sends every new message at once.
+    assert_eq!(got[0], "m0", "{got:?}");
+    let mut rest = got[1..].to_vec();
+    rest.sort();
+    assert_eq!(rest, ["m1", "m2", "m3", "m4"], "{got:?}");
 }
