@@ -140,14 +140,7 @@ impl Hub {
     }
 
     async fn metric(&self, http: &reqwest::Client, line_start: &str) -> u64 {
-        let text = http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(http, format!("{}/metrics", self.url)).await;
         text.lines()
             .find_map(|l| l.strip_prefix(line_start))
             .and_then(|v| v.trim().parse().ok())
@@ -951,6 +944,17 @@ async fn restart(http: &reqwest::Client, messages: usize, subscribers: usize) ->
     )
 }
 
+/// The body of `GET url`.
+async fn get_text(http: &reqwest::Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The cluster as instance `url` sees it.
+async fn cluster_view(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let text = get_text(http, format!("{url}/api/v1/cluster")).await;
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A `nats-server -js` on a free port with a store of its own (Debian's `nats-server`).
 struct Nats {
     child: Child,
@@ -1002,14 +1006,7 @@ async fn cluster_of(http: &reqwest::Client, nats: &Nats, instances: usize) -> Ve
     for hub in &hubs {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let view: serde_json::Value = http
-                .get(format!("{}/api/v1/cluster", hub.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let view = cluster_view(http, &hub.url).await;
             let seen = view["instances"].as_array().map_or(0, Vec::len);
             if view["connected"] == true && seen == instances {
                 break;
@@ -1028,14 +1025,7 @@ async fn cluster_of(http: &reqwest::Client, nats: &Nats, instances: usize) -> Ve
 async fn until_listing(http: &reqwest::Client, hub: &Hub, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let listed = http
-            .get(format!("{}/listSubscribers", hub.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let listed = get_text(http, format!("{}/listSubscribers", hub.url)).await;
         if listed.lines().count() >= count {
             return;
         }
@@ -1174,14 +1164,7 @@ async fn takeover(http: &reqwest::Client, rate: f64, duration: Duration) -> Stri
         })
     };
     tokio::time::sleep(duration / 3).await;
-    let view: serde_json::Value = http
-        .get(format!("{}/api/v1/cluster", hubs[0].url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = cluster_view(http, &hubs[0].url).await;
     let victim = view["deliverers"][0]["instance"]
         .as_str()
         .unwrap_or("i0")

@@ -18,6 +18,59 @@ use crate::delivery::Dispatcher;
 use crate::hub::Hub;
 use crate::server::{self, ServerConfig};
 
+/// A hub of its own: in memory, or kept in a data directory.
+fn standalone(config: &Config, launcher: Arc<dyn crate::hub::Launch>) -> Result<Hub, StartError> {
+    Ok(
+        match config.data_dir.as_deref().filter(|_| !config.in_memory) {
+            Some(dir) => {
+                let (store, restored) =
+                    crate::store::open(dir, config.retain, config.log_capacity as usize)?;
+                tracing::info!(
+                    "keeping messages in {} ({} subscribers and {} messages restored)",
+                    dir.display(),
+                    restored.subscribers.len(),
+                    restored.messages.len()
+                );
+                Hub::with_store(config.hub(), launcher, Arc::new(store), restored)
+            }
+            None => Hub::new(config.hub(), launcher),
+        },
+    )
+}
+
+/// An instance of the cluster at `url`: its subscribers' changes shared through the
+/// cluster's store, its publishes through the cluster's relay.
+fn clustered(
+    config: &Config,
+    url: &str,
+    launcher: Arc<dyn crate::hub::Launch>,
+    runtime: &Handle,
+) -> (Hub, Arc<crate::cluster::Cluster>) {
+    let (sharing, writes) = crate::cluster::Cluster::prepare();
+    let restored = crate::hub::Restored {
+        // One name for every instance's deliveries: a delivery made again by another
+        // instance carries the `webhook-id` it had.
+        instance: Some(crate::cluster::INSTANCE_ID.to_owned()),
+        ..Default::default()
+    };
+    let hub = Hub::with_store(config.hub(), launcher, sharing, restored);
+    let cluster = crate::cluster::Cluster::start(
+        hub.clone(),
+        crate::cluster::ClusterConfig {
+            url: url.to_owned(),
+            name: config
+                .instance_name
+                .clone()
+                .unwrap_or_else(|| crate::cluster::default_name(config.bind)),
+            delivery_timeout: config.delivery_timeout,
+            log_capacity: config.log_capacity as usize,
+        },
+        writes,
+        runtime,
+    );
+    (hub, cluster)
+}
+
 /// How long queued deliveries get to drain once shutdown starts; then they are abandoned
 /// (and recorded as such).
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -75,55 +128,13 @@ impl Service {
             source,
         })?;
         let dispatcher = Arc::new(Dispatcher::new(config.delivery(), runtime.clone())?);
-        let launcher = Arc::new(dispatcher.clone());
-        if let Some(url) = &config.cluster {
-            let (sharing, writes) = crate::cluster::Cluster::prepare();
-            let restored = crate::hub::Restored {
-                // One name for every instance's deliveries: a delivery made again by
-                // another instance carries the `webhook-id` it had.
-                instance: Some(crate::cluster::INSTANCE_ID.to_owned()),
-                ..Default::default()
-            };
-            let hub = Hub::with_store(config.hub(), launcher, sharing, restored);
-            let cluster = crate::cluster::Cluster::start(
-                hub.clone(),
-                crate::cluster::ClusterConfig {
-                    url: url.clone(),
-                    name: config
-                        .instance_name
-                        .clone()
-                        .unwrap_or_else(|| crate::cluster::default_name(config.bind)),
-                    delivery_timeout: config.delivery_timeout,
-                    log_capacity: config.log_capacity as usize,
-                },
-                writes,
-                &runtime,
-            );
-            return Ok(Self {
-                hub,
-                bursts: Arc::default(),
-                tests: Arc::default(),
-                runtime: runtime.clone(),
-                dispatcher,
-                config: config.server(),
-                http,
-                listening: None,
-                cluster: Some(cluster),
-            });
-        }
-        let hub = match config.data_dir.as_deref().filter(|_| !config.in_memory) {
-            Some(dir) => {
-                let (store, restored) =
-                    crate::store::open(dir, config.retain, config.log_capacity as usize)?;
-                tracing::info!(
-                    "keeping messages in {} ({} subscribers and {} messages restored)",
-                    dir.display(),
-                    restored.subscribers.len(),
-                    restored.messages.len()
-                );
-                Hub::with_store(config.hub(), launcher, Arc::new(store), restored)
+        let launcher: Arc<dyn crate::hub::Launch> = Arc::new(dispatcher.clone());
+        let (hub, cluster) = match &config.cluster {
+            Some(url) => {
+                let (hub, cluster) = clustered(config, url, launcher, &runtime);
+                (hub, Some(cluster))
             }
-            None => Hub::new(config.hub(), launcher),
+            None => (standalone(config, launcher)?, None),
         };
         Ok(Self {
             hub,
@@ -134,7 +145,7 @@ impl Service {
             config: config.server(),
             http,
             listening: None,
-            cluster: None,
+            cluster,
         })
     }
 

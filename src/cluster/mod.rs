@@ -34,6 +34,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -69,6 +70,11 @@ const OUTCOMES_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Messages a subscriber without strict order may have unacknowledged at once (in
 /// flight, queued at an instance, retrying): its worker's queue holds as many.
 const UNORDERED_WINDOW: usize = 1_024;
+/// Outcomes gathered into one stream message: for at most this long, at most this many.
+const OUTCOMES_EVERY: Duration = Duration::from_millis(20);
+const OUTCOMES_PER_MESSAGE: usize = 512;
+/// Outcomes waiting to be told (while NATS is away, say); beyond it they are not told.
+const OUTCOMES_WAITING: usize = 65_536;
 /// How long shutdown waits for the last acknowledgements to go out.
 const FINISH_GRACE: Duration = Duration::from_secs(2);
 const FRESH_REGISTRATION: Duration = Duration::from_secs(30);
@@ -161,6 +167,8 @@ struct State {
     /// Held while a delivery taken from JetStream is under way, until it is acknowledged
     /// or handed back: shutdown waits for them before it lets the connection go.
     delivering: tokio_util::task::TaskTracker,
+    /// This instance's outcomes, on their way to `tell_outcomes`.
+    outcomes: mpsc::Sender<SharedOutcome>,
     stop: CancellationToken,
 }
 
@@ -194,7 +202,9 @@ impl Cluster {
         writes: sharing::Writes,
         runtime: &tokio::runtime::Handle,
     ) -> Arc<Self> {
+        let (outcomes, told) = mpsc::channel(OUTCOMES_WAITING);
         let state = Arc::new(State {
+            outcomes,
             stop: hub.stopping().child_token(),
             hub: hub.clone(),
             config,
@@ -210,7 +220,7 @@ impl Cluster {
         hub.set_relay(Arc::new(Relayer {
             state: state.clone(),
         }));
-        runtime.spawn(run(state.clone(), writes));
+        runtime.spawn(run(state.clone(), writes, told));
         Arc::new(Self { state })
     }
 
@@ -316,7 +326,7 @@ impl Relay for Relayer {
 
 /// Connects (and reconnects, through the client), then runs every task until the hub
 /// stops.
-async fn run(state: Arc<State>, writes: sharing::Writes) {
+async fn run(state: Arc<State>, writes: sharing::Writes, told: mpsc::Receiver<SharedOutcome>) {
     let links = loop {
         match connect(&state).await {
             Ok(links) => break links,
@@ -345,6 +355,7 @@ async fn run(state: Arc<State>, writes: sharing::Writes) {
         tokio::spawn(retrying(state.clone(), "instances", instances)),
         tokio::spawn(supervise(state.clone())),
         tokio::spawn(sharing::write(state.clone(), writes)),
+        tokio::spawn(tell_outcomes(state.clone(), told)),
     ];
     state.stop.cancelled().await;
     for task in tasks {
@@ -504,28 +515,63 @@ async fn outcomes(state: Arc<State>, links: Links) -> anyhow::Result<()> {
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;
-        let Ok(shared) = serde_json::from_slice::<SharedOutcome>(&message.payload) else {
-            tracing::warn!("an outcome in the cluster's stream does not parse; skipped");
+        let Ok(batch) = serde_json::from_slice::<Vec<SharedOutcome>>(&message.payload) else {
+            tracing::warn!("outcomes in the cluster's stream do not parse; skipped");
             continue;
         };
-        // Only for subscribers this hub has: anyone may publish on the outcomes' subject.
-        if !state.hub.is_subscribed(&shared.address) {
-            continue;
-        }
-        state
-            .deliverers
-            .lock()
-            .insert(shared.address.clone(), (shared.instance.clone(), shared.id));
-        if shared.instance == state.config.name {
-            continue;
-        }
-        if let Some(outcome) = shared.outcome() {
+        for shared in batch {
+            // Only for subscribers this hub has: anyone may publish on the subject.
+            if !state.hub.is_subscribed(&shared.address) {
+                continue;
+            }
             state
-                .hub
-                .record_remote(shared.id, &shared.address, outcome, Vec::new());
+                .deliverers
+                .lock()
+                .insert(shared.address.clone(), (shared.instance.clone(), shared.id));
+            if shared.instance == state.config.name {
+                continue;
+            }
+            if let Some(outcome) = shared.outcome() {
+                state
+                    .hub
+                    .record_remote(shared.id, &shared.address, outcome, Vec::new());
+            }
         }
     }
     Ok(())
+}
+
+/// Tells the others this instance's outcomes, gathered for up to `OUTCOMES_EVERY` into
+/// one stream message: one per delivery would cost JetStream a write, and every other
+/// instance a read, for each delivery.
+async fn tell_outcomes(state: Arc<State>, mut outcomes: mpsc::Receiver<SharedOutcome>) {
+    let Some(links) = state.links.get().cloned() else {
+        return;
+    };
+    let subject = format!("{OUTCOME_SUBJECT}.{}", codec::name_of(&state.config.name));
+    let mut batch = Vec::new();
+    while let Some(first) = outcomes.recv().await {
+        batch.push(first);
+        let until = tokio::time::Instant::now() + OUTCOMES_EVERY;
+        while batch.len() < OUTCOMES_PER_MESSAGE {
+            match tokio::time::timeout_at(until, outcomes.recv()).await {
+                Ok(Some(outcome)) => batch.push(outcome),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let Ok(payload) = serde_json::to_vec(&batch) else {
+            batch.clear();
+            continue;
+        };
+        batch.clear();
+        // Lost if NATS is gone this instant, which costs the other consoles some lines,
+        // never a delivery.
+        links
+            .client
+            .publish(subject.clone(), payload.into())
+            .await
+            .ok();
+    }
 }
 
 /// Applies what the subscribers' bucket holds, and every change to it, to this hub.
@@ -763,6 +809,7 @@ async fn deliver_from_consumer(
         .await?;
     let mut under_way = tokio::task::JoinSet::new();
     let mut gone = false;
+    let mut ended = Ok(());
     while !gone {
         // Only waiting for the next message is cut short by `stop`: a delivery taken is
         // seen to its end, so that a stopping instance hands nothing out twice.
@@ -775,8 +822,11 @@ async fn deliver_from_consumer(
                 }
             }
             next = messages.next() => match next {
-                Some(message) => {
-                    let message = message?;
+                Some(Err(error)) => {
+                    ended = Err(error.into());
+                    break;
+                }
+                Some(Ok(message)) => {
                     let token = state.delivering.token();
                     let (state, key) = (state.clone(), key.clone());
                     under_way.spawn(async move {
@@ -785,13 +835,18 @@ async fn deliver_from_consumer(
                         handled
                     });
                 }
-                None => return Err(anyhow::anyhow!("the consumer's messages ended")),
+                None => {
+                    ended = Err(anyhow::anyhow!("the consumer's messages ended"));
+                    break;
+                }
             },
         }
     }
-    // Those taken are finished (or handed back) before the loop ends.
+    // Those taken are finished (or handed back) before the loop ends, whatever ended
+    // it: dropping them would leave their deliveries queued here and unacknowledged
+    // there, to be made again elsewhere.
     while under_way.join_next().await.is_some() {}
-    Ok(())
+    ended
 }
 
 /// What became of one message taken from a subscriber's consumer.
@@ -809,9 +864,6 @@ async fn handle(
     message: jetstream::Message,
     ack_wait: Duration,
 ) -> anyhow::Result<Handled> {
-    let Some(links) = state.links.get() else {
-        return Ok(Handled::Gone);
-    };
     let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (id, at, redelivered) = (
         info.stream_sequence,
@@ -864,11 +916,9 @@ async fn handle(
     else {
         return hand_back().await;
     };
-    // Confirmed by the server: a lost acknowledgement would hand it out again.
-    message
-        .double_ack()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Not waited for: one lost with the connection hands the message out again, which
+    // is the "twice, never zero times" a cut-off delivery is allowed.
+    message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if redelivered {
         state
             .redelivered
@@ -880,10 +930,8 @@ async fn handle(
         .and_then(|slot| record.deliveries_page(slot, 1).0.pop())
         .map_or(1, |d| d.attempts.len());
     let shared = SharedOutcome::new(id, key, &state.config.name, &outcome, attempts, redelivered);
-    let subject = format!("{OUTCOME_SUBJECT}.{}", codec::name_of(&state.config.name));
-    let payload = serde_json::to_vec(&shared)?;
-    // Told to the others as it is; lost if NATS is gone this instant, which costs their
-    // consoles one line, never a delivery.
-    links.client.publish(subject, payload.into()).await.ok();
+    // Full only while NATS is away and outcomes pile up: the others' consoles miss
+    // those lines, deliveries are unaffected.
+    state.outcomes.try_send(shared).ok();
     Ok(Handled::Done)
 }

@@ -13,9 +13,7 @@ use tokio::sync::mpsc;
 
 use super::State;
 use super::codec::{self, SharedSubscriber};
-use crate::hub::{
-    Change, Commit, MessageId, MessageRecord, Pattern, Store, StoreError, StoreUsage,
-};
+use crate::hub::{Change, Commit, MessageRecord, Store};
 
 thread_local! {
     static APPLYING: Cell<bool> = const { Cell::new(false) };
@@ -96,31 +94,6 @@ impl Store for Sharing {
             // Outcomes are told by the delivery loops, which know who delivered.
             _ => {}
         }
-    }
-
-    fn failing(&self) -> Option<StoreError> {
-        None
-    }
-
-    fn page(
-        &self,
-        _before: MessageId,
-        _limit: usize,
-        _pattern: Option<&Pattern>,
-    ) -> Vec<Arc<MessageRecord>> {
-        Vec::new()
-    }
-
-    fn get(&self, _id: MessageId) -> Option<Arc<MessageRecord>> {
-        None
-    }
-
-    fn usage(&self) -> StoreUsage {
-        StoreUsage::default()
-    }
-
-    fn flush(&self) -> Commit {
-        Commit::done()
     }
 }
 

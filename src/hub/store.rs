@@ -155,26 +155,38 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps one change. What it fails to keep is logged and shows in [`Store::failing`].
     fn record(&self, change: Change);
 
+    // What follows is, by default, a store that keeps no messages of its own.
+
     /// Whether the store failed lately, and why: publishes are refused meanwhile rather
     /// than accepted and then not kept.
-    fn failing(&self) -> Option<StoreError>;
+    fn failing(&self) -> Option<StoreError> {
+        None
+    }
 
     /// Up to `limit` kept messages older than `before`, newest first, with a topic that
     /// `pattern` matches if one is given: the log's pages beyond what memory holds.
     fn page(
         &self,
-        before: MessageId,
-        limit: usize,
-        pattern: Option<&Pattern>,
-    ) -> Vec<Arc<MessageRecord>>;
+        _before: MessageId,
+        _limit: usize,
+        _pattern: Option<&Pattern>,
+    ) -> Vec<Arc<MessageRecord>> {
+        Vec::new()
+    }
 
     /// One kept message with its deliveries.
-    fn get(&self, id: MessageId) -> Option<Arc<MessageRecord>>;
+    fn get(&self, _id: MessageId) -> Option<Arc<MessageRecord>> {
+        None
+    }
 
-    fn usage(&self) -> StoreUsage;
+    fn usage(&self) -> StoreUsage {
+        StoreUsage::default()
+    }
 
     /// Waits until everything recorded so far is kept (shutdown, tests).
-    fn flush(&self) -> Commit;
+    fn flush(&self) -> Commit {
+        Commit::done()
+    }
 
     /// Whether it keeps anything at all: the hub spares itself building changes for a
     /// store that drops them.
@@ -194,31 +206,6 @@ impl Store for Memory {
     }
 
     fn record(&self, _change: Change) {}
-
-    fn failing(&self) -> Option<StoreError> {
-        None
-    }
-
-    fn page(
-        &self,
-        _before: MessageId,
-        _limit: usize,
-        _pattern: Option<&Pattern>,
-    ) -> Vec<Arc<MessageRecord>> {
-        Vec::new()
-    }
-
-    fn get(&self, _id: MessageId) -> Option<Arc<MessageRecord>> {
-        None
-    }
-
-    fn usage(&self) -> StoreUsage {
-        StoreUsage::default()
-    }
-
-    fn flush(&self) -> Commit {
-        Commit::done()
-    }
 
     fn is_durable(&self) -> bool {
         false
@@ -261,26 +248,6 @@ mod tests {
             Commit::when(commit)
         }
         fn record(&self, _change: Change) {}
-        fn failing(&self) -> Option<StoreError> {
-            None
-        }
-        fn page(
-            &self,
-            _before: MessageId,
-            _limit: usize,
-            _pattern: Option<&Pattern>,
-        ) -> Vec<Arc<MessageRecord>> {
-            Vec::new()
-        }
-        fn get(&self, _id: MessageId) -> Option<Arc<MessageRecord>> {
-            None
-        }
-        fn usage(&self) -> StoreUsage {
-            StoreUsage::default()
-        }
-        fn flush(&self) -> Commit {
-            Commit::done()
-        }
     }
 
     fn hub(store: Arc<dyn Store>, restored: Restored) -> (Hub, Arc<Mailboxes>) {

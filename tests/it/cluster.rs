@@ -115,6 +115,13 @@ async fn until_listed(hub: &TestHub, address: &str) {
     }
 }
 
+/// Registers `address` at `hub` with strict order (one message under way at a time).
+async fn register_ordered(hub: &TestHub, address: &str) {
+    let path = format!("/registerAndKeepAlive?address={address}&ordered=true");
+    let (status, _) = hub.call("POST", &path).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 async fn publish(http: &reqwest::Client, url: &str, body: String) -> StatusCode {
     http.post(format!("{url}/sendMessage"))
         .body(body)
@@ -131,13 +138,7 @@ async fn registered_at_one_instance_and_published_at_another_each_message_arrive
     let b = member(&nats, "b").await;
     let c = member(&nats, "c").await;
     let mut receiver = Receiver::start().await;
-    let (status, _) = a
-        .call(
-            "POST",
-            &format!("/registerAndKeepAlive?address={}&ordered=true", receiver.address()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    register_ordered(&a, &receiver.address()).await;
     until_listed(&c, &receiver.address()).await;
     for i in 0..20 {
         assert_eq!(
@@ -395,13 +396,7 @@ async fn an_instance_stopped_mid_stream_finishes_or_hands_back_its_delivery_neve
     let b = member(&nats, "b").await;
     let mut receiver = Receiver::start().await;
     receiver.reply_with(crate::utils::Reply::status(200).after(Duration::from_millis(20)));
-    let (status, _) = a
-        .call(
-            "POST",
-            &format!("/registerAndKeepAlive?address={}&ordered=true", receiver.address()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    register_ordered(&a, &receiver.address()).await;
     until_listed(&b, &receiver.address()).await;
     let total = 100;
     for i in 0..total {
@@ -438,7 +433,10 @@ async fn a_failing_subscriber_without_order_does_not_hold_back_the_next_messages
     a.register(&receiver.address()).await;
     until_listed(&b, &receiver.address()).await;
     for i in 0..5 {
-        assert_eq!(publish(&b.http, &b.url, format!("m{i}")).await, StatusCode::OK);
+        assert_eq!(
+            publish(&b.http, &b.url, format!("m{i}")).await,
+            StatusCode::OK
+        );
     }
     let mut got = Vec::new();
     while got.len() < 5 {
