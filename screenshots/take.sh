@@ -106,4 +106,35 @@ xdotool mousemove --window "$wid" 1115 12 click 1
 sleep 1.5
 import -window "$wid" "$out/matrix.png"
 
+# Cluster mode: the console as one of two instances sharing a nats-server's JetStream,
+# the other headless; subscribers registered at one, messages published at both.
+if command -v nats-server >/dev/null; then
+    kill "${pids[0]}"
+    sleep 1
+    nats="nats://127.0.0.1:4922"
+    nats-server -js -sd "$work/nats" -a 127.0.0.1 -p 4922 >"$work/nats.log" 2>&1 & pids+=($!)
+    sleep 1
+    "$bin" --headless --bind 127.0.0.1:3902 --cluster "$nats" --instance-name staging-b \
+        >"$work/b.log" 2>&1 & pids+=($!)
+    "$bin" --bind 127.0.0.1:3901 --cluster "$nats" --instance-name laptop-a \
+        >"$work/a.log" 2>&1 & pids+=($!)
+    wid="$(xdotool search --sync --name '^Herald$' | head -n1)"
+    for _ in $(seq 50); do curl -sf http://127.0.0.1:3901/healthz >/dev/null && break; sleep 0.1; done
+    sleep 2
+    for address in 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103; do
+        curl -sf -X POST "http://127.0.0.1:3902/registerAndKeepAlive?address=$address" >/dev/null
+    done
+    sleep 1
+    for i in $(seq 1 12); do
+        for at in 3901 3902; do
+            curl -sf -X POST -H 'Content-Type: application/json' \
+                --data-binary "{\"type\":\"order.created\",\"id\":\"ord_$((3000 + i))\",\"via\":$at}" \
+                "http://127.0.0.1:$at/sendMessage?topic=orders.created" >/dev/null
+        done
+        sleep 0.3
+    done
+    sleep 2
+    import -window "$wid" "$out/cluster-bar.png"
+fi
+
 echo "screenshots written to $out"

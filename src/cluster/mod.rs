@@ -802,9 +802,11 @@ async fn deliver_from_consumer(
         .await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(window.min(64))
-        .heartbeat(Duration::from_secs(1))
-        .expires(Duration::from_secs(5))
+        .max_messages_per_batch(window.min(256))
+        // Long enough that a busy machine does not miss one: a missed heartbeat ends the
+        // stream, and what the server had already sent it comes again after `ack_wait`.
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
         .messages()
         .await?;
     let mut under_way = tokio::task::JoinSet::new();

@@ -284,6 +284,31 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_message_takes_its_place_by_id_and_one_older_than_all_is_not_logged() {
+        let mut log = MessageLog::new(budget(100, 1_000));
+        for id in [2, 5, 3] {
+            assert!(log.insert(record(id)).is_some());
+        }
+        assert!(log.insert(record(3)).is_none(), "there already");
+        assert!(log.insert(record(1)).is_none(), "older than all");
+        let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
+        assert_eq!(ids, [5, 3, 2]);
+        assert_eq!(log.get(3).unwrap().id, 3, "still found by its id");
+    }
+
+    #[test]
+    fn deliveries_added_after_eviction_still_get_slots_of_their_own() {
+        let message = record(1);
+        let one = || std::iter::once(Arc::<str>::from("s:1"));
+        assert_eq!(message.add_deliveries(one(), Round::Resend), 0);
+        assert_eq!(message.add_deliveries(one(), Round::Resend), 1);
+        message.evict();
+        assert_eq!(message.add_deliveries(one(), Round::Resend), 2);
+        assert_eq!(message.add_deliveries(one(), Round::Resend), 3);
+        assert!(message.deliveries().is_empty(), "none kept once evicted");
+    }
+
+    #[test]
     fn messages_with_many_subscribers_are_evicted_sooner() {
         let mut log = MessageLog::new(budget(100, 1_000));
         for id in 1..=5 {

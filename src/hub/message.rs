@@ -127,6 +127,10 @@ struct Deliveries {
     /// The messages that replay it (under this lock, which guards what grows after it
     /// was logged).
     replays: Vec<MessageId>,
+    /// Slots given to deliveries whose records are not kept (dropped at eviction, or
+    /// added after it), so that every delivery of a message has a slot of its own: a
+    /// relay waits on a delivery by its slot.
+    gone: usize,
     /// Counts every change to a delivery's state or attempts, so a reader that keeps a
     /// copy (the fan-out matrix) can tell whether it is still current without a walk.
     changes: u64,
@@ -338,12 +342,15 @@ impl MessageRecord {
         round: Round,
     ) -> usize {
         let mut deliveries = self.deliveries.lock();
-        let first = deliveries.list.len();
+        let first = deliveries.list.len() + deliveries.gone;
         deliveries.queued |= round == Round::Publish;
         deliveries.changes += 1;
-        if !deliveries.evicted {
+        if deliveries.evicted {
+            deliveries.gone += subscribers.count();
+        } else {
+            let before = deliveries.list.len();
             deliveries.list.extend(subscribers.map(Delivery::pending));
-            let added = deliveries.list.len() - first;
+            let added = deliveries.list.len() - before;
             // The publish round was counted when the message entered the log.
             if round == Round::Resend {
                 deliveries.grow(Held {
@@ -421,6 +428,7 @@ impl MessageRecord {
             let mut deliveries = self.deliveries.lock();
             deliveries.evicted = true;
             deliveries.changes += 1;
+            deliveries.gone += deliveries.list.len();
             std::mem::take(&mut deliveries.list)
         };
         // Freed without the lock, which workers finishing deliveries of it may want.

@@ -170,13 +170,10 @@ struct Shared {
     /// In cluster mode, where publishes go instead of this log (see `relay`).
     relay: std::sync::OnceLock<Arc<dyn Relay>>,
     /// Deliveries made for a relay ([`Hub::deliver_one`]) whose outcome it waits for,
-    /// by message and slot.
-    waiting: Mutex<
-        std::collections::HashMap<
-            (message::MessageId, usize),
-            tokio::sync::oneshot::Sender<Outcome>,
-        >,
-    >,
+    /// by message record (its address: a relay may hold a record of a message the log
+    /// no longer has, one per reader) and slot.
+    waiting:
+        Mutex<std::collections::HashMap<(usize, usize), tokio::sync::oneshot::Sender<Outcome>>>,
     /// The one stop signal, cancelled when shutdown begins: no new subscribers or
     /// messages, and the reaper, the listener and live followers end.
     stopping: CancellationToken,

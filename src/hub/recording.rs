@@ -59,7 +59,7 @@ impl Hub {
         subscriber.stats.record(&outcome);
         self.shared.metrics.record(&outcome);
         message.set_outcome(slot, outcome.clone());
-        self.notify_finished(message.id, slot, &outcome);
+        self.notify_finished(message, slot, &outcome);
         // A delivery cut off by shutdown is made at the next start, so the store keeps
         // it without an outcome.
         let abandoned = outcome.error() == Some(&DeliveryError::Removed(RemovalReason::Shutdown));

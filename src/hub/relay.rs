@@ -125,7 +125,6 @@ impl Hub {
         if self.is_stopping() {
             return Err(ResendError::ShuttingDown);
         }
-        let id = message.id;
         let recipient = self
             .recipient(address)
             .ok_or_else(|| ResendError::UnknownSubscriber(address.to_owned()))?;
@@ -136,7 +135,7 @@ impl Hub {
         let slot = {
             let mut waiting = self.shared.waiting.lock();
             let first = message.add_deliveries(std::iter::once(shown), Round::Resend);
-            waiting.insert((id, first), done);
+            waiting.insert((record_key(message), first), done);
             first
         };
         let refused = self.queue_at(message, &route, slot);
@@ -145,14 +144,14 @@ impl Hub {
         Ok(outcome)
     }
 
-    /// Tells whoever waits for the delivery in `slot` of message `id` its outcome.
-    pub(super) fn notify_finished(&self, id: MessageId, slot: usize, outcome: &Outcome) {
+    /// Tells whoever waits for the delivery in `slot` of `message` its outcome.
+    pub(super) fn notify_finished(&self, message: &MessageRecord, slot: usize, outcome: &Outcome) {
         let waiter = {
             let mut waiting = self.shared.waiting.lock();
             if waiting.is_empty() {
                 return;
             }
-            waiting.remove(&(id, slot))
+            waiting.remove(&(record_key(message), slot))
         };
         if let Some(waiter) = waiter {
             // Nobody listening any more (its instance is stopping): nothing to tell.
@@ -191,6 +190,11 @@ impl Hub {
             outcome,
         });
     }
+}
+
+/// Which record a waiter waits on: its address, stable while the waiter's job holds it.
+fn record_key(message: &MessageRecord) -> usize {
+    std::ptr::from_ref(message) as usize
 }
 
 impl Hub {

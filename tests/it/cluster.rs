@@ -449,3 +449,53 @@ async fn a_failing_subscriber_without_order_does_not_hold_back_the_next_messages
     rest.sort();
     assert_eq!(rest, ["m1", "m2", "m3", "m4"], "{got:?}");
 }
+
+#[tokio::test]
+async fn many_subscribers_without_order_get_each_message_exactly_once_from_three_instances() {
+    let nats = Nats::start().await;
+    let a = member(&nats, "a").await;
+    let b = member(&nats, "b").await;
+    let c = member(&nats, "c").await;
+    let mut receivers = Vec::new();
+    for _ in 0..20 {
+        let receiver = Receiver::start().await;
+        a.register(&receiver.address()).await;
+        receivers.push(receiver);
+    }
+    for hub in [&b, &c] {
+        eventually("every instance has all 20", || {
+            hub.hub().subscriber_count() == 20
+        })
+        .await;
+    }
+    let total = 300;
+    for i in 0..total {
+        let hub = [&a, &b, &c][i % 3];
+        assert_eq!(
+            publish(&hub.http, &hub.url, format!("m{i}")).await,
+            StatusCode::OK
+        );
+    }
+    for receiver in &mut receivers {
+        let mut got = Vec::new();
+        while got.len() < total {
+            got.push(String::from_utf8(receiver.recv().await.body.to_vec()).unwrap());
+        }
+        got.sort();
+        got.dedup();
+        assert_eq!(
+            got.len(),
+            total,
+            "{} got a message twice",
+            receiver.address()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for receiver in &mut receivers {
+        assert!(
+            receiver.drain().is_empty(),
+            "{} got more",
+            receiver.address()
+        );
+    }
+}
