@@ -845,7 +845,10 @@ fn main() {
         }
         if wanted("takeover") {
             let secs = arg("secs=").unwrap_or(10);
-            println!("{}", takeover(&http, 1000.0, Duration::from_secs(secs)).await);
+            for ordered in [false, true] {
+                let duration = Duration::from_secs(secs);
+                println!("{}", takeover(&http, 1000.0, duration, ordered).await);
+            }
         }
         if wanted("topics") {
             println!("{}", many_patterns(&http, 1, 1000).await);
@@ -1132,7 +1135,7 @@ async fn numbered_sink(State(seen): State<Arc<Seen>>, request: Request) -> Statu
 /// Three instances, one subscriber, `rate` publishes a second for `duration`; a third of
 /// the way in, the instance that made the latest delivery is killed with SIGKILL. Every
 /// publish answered 2xx must arrive; duplicates are counted.
-async fn takeover(http: &reqwest::Client, rate: f64, duration: Duration) -> String {
+async fn takeover(http: &reqwest::Client, rate: f64, duration: Duration, ordered: bool) -> String {
     let nats = Nats::start().await;
     let mut hubs = cluster_of(http, &nats, 3).await;
     let seen = Arc::new(Seen::default());
@@ -1142,7 +1145,8 @@ async fn takeover(http: &reqwest::Client, rate: f64, duration: Duration) -> Stri
         .fallback(numbered_sink)
         .with_state(seen.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    register(http, &hubs[0].url, &[sink.to_string()], "").await;
+    let options = if ordered { "&ordered=true" } else { "" };
+    register(http, &hubs[0].url, &[sink.to_string()], options).await;
     for hub in &hubs {
         until_listing(http, hub, 1).await;
     }
@@ -1214,7 +1218,12 @@ async fn takeover(http: &reqwest::Client, rate: f64, duration: Duration) -> Stri
         hub.stop().await;
     }
     format!(
-        "takeover at {rate:.0}/s for {duration:?}, {victim} (the deliverer) killed with SIGKILL {:.1} s in: {} acknowledged, {lost} lost, {twice} delivered twice, {} refused while it died; longest pause in deliveries {:.2} s",
+        "takeover at {rate:.0}/s for {duration:?}, {} subscriber, {victim} (the latest deliverer) killed with SIGKILL {:.1} s in: {} acknowledged, {lost} lost, {twice} delivered twice, {} publishes refused (sent to the killed instance); longest pause in deliveries {:.2} s",
+        if ordered {
+            "an ordered"
+        } else {
+            "an unordered"
+        },
         (duration / 3).as_secs_f64(),
         acknowledged.len(),
         refused.load(Ordering::Relaxed),

@@ -134,7 +134,12 @@ if command -v nats-server >/dev/null; then
         sleep 0.3
     done
     sleep 2
-    import -window "$wid" "$out/cluster-bar.png"
+    # The newest message's deliveries (made by either instance), and the Cluster window.
+    xdotool mousemove --window "$wid" 1100 169 click 1
+    sleep 0.5
+    xdotool mousemove --window "$wid" 391 12 click 1
+    sleep 1.5
+    import -window "$wid" "$out/cluster.png"
 fi
 
 echo "screenshots written to $out"

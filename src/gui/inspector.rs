@@ -34,9 +34,23 @@ pub(crate) fn deliveries_ui(
                     attempt_ui(ui, (slot, n), attempt);
                 }
                 if delivery.attempts.is_empty() {
-                    ui.weak("No attempt yet");
+                    ui.weak(no_attempt(&delivery.state));
                 }
             });
+    }
+}
+
+/// Why a delivery shows no attempt. One that reached an answer without any here was
+/// made by another instance of the cluster, which keeps its requests and answers.
+fn no_attempt(state: &DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Done(Outcome::Failed(
+            DeliveryError::QueueFull { .. } | DeliveryError::Removed(_),
+        )) => "Never sent",
+        DeliveryState::Done(_) => {
+            "Made by another instance of the cluster, which keeps its requests and answers"
+        }
+        _ => "No attempt yet",
     }
 }
 
