@@ -164,6 +164,8 @@ struct State {
     /// consumer starts there, whichever instance creates it.
     registered: Mutex<HashMap<Arc<str>, SystemTime>>,
     redelivered: std::sync::atomic::AtomicU64,
+    /// The last message the feed read into the log.
+    fed: std::sync::atomic::AtomicU64,
     /// Held while a delivery taken from JetStream is under way, until it is acknowledged
     /// or handed back: shutdown waits for them before it lets the connection go.
     delivering: tokio_util::task::TaskTracker,
@@ -215,6 +217,7 @@ impl Cluster {
             deliverers: Mutex::default(),
             registered: Mutex::default(),
             redelivered: Default::default(),
+            fed: Default::default(),
             delivering: tokio_util::task::TaskTracker::new(),
         });
         hub.set_relay(Arc::new(Relayer {
@@ -475,9 +478,11 @@ where
 async fn feed(state: Arc<State>, links: Links) -> anyhow::Result<()> {
     let mut stream = links.messages.clone();
     let last = stream.info().await?.state.last_sequence;
-    let newest_here = state.hub.messages(None, 1).first().map_or(0, |m| m.id);
+    // Where this feed left off (a delivery loop may have logged newer messages since,
+    // which says nothing of those in between).
+    let read = state.fed.load(std::sync::atomic::Ordering::Relaxed);
     let capacity = state.config.log_capacity as u64;
-    let start = newest_here.max(last.saturating_sub(capacity)) + 1;
+    let start = read.max(last.saturating_sub(capacity)) + 1;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
@@ -499,6 +504,7 @@ async fn feed(state: Arc<State>, links: Links) -> anyhow::Result<()> {
         state
             .hub
             .admit(id, at, incoming.draft, incoming.source, incoming.replay_of);
+        state.fed.store(id, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
 }
@@ -691,21 +697,27 @@ async fn instances(state: Arc<State>, links: Links) -> anyhow::Result<()> {
 /// Keeps a delivery loop running for each subscriber this hub has, and none for those
 /// it no longer has.
 async fn supervise(state: Arc<State>) {
-    let mut running: HashMap<Arc<str>, (CancellationToken, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    type Running = (bool, CancellationToken, tokio::task::JoinHandle<()>);
+    let mut running: HashMap<Arc<str>, Running> = HashMap::new();
     loop {
-        let subscribers: HashMap<Arc<str>, SystemTime> =
-            state.hub.subscriber_keys().into_iter().collect();
-        running.retain(|key, (stop, task)| {
+        let subscribers: HashMap<Arc<str>, (SystemTime, bool)> = state
+            .hub
+            .subscriber_keys()
+            .into_iter()
+            .map(|(key, at, ordered)| (key, (at, ordered)))
+            .collect();
+        running.retain(|key, (ordered, stop, task)| {
             // A loop that ended on its own (its subscriber left and came back between two
-            // looks) is started again below.
-            let keep = subscribers.contains_key(key) && !task.is_finished();
+            // looks) is started again below, as is one for a subscriber that changed its
+            // order: its consumer's window changes with it.
+            let keep =
+                subscribers.get(key).is_some_and(|(_, now)| now == ordered) && !task.is_finished();
             if !keep {
                 stop.cancel();
             }
             keep
         });
-        for (key, registered_at) in subscribers {
+        for (key, (registered_at, ordered)) in subscribers {
             if running.contains_key(&key) {
                 continue;
             }
@@ -716,7 +728,7 @@ async fn supervise(state: Arc<State>) {
                 registered_at,
                 stop.clone(),
             ));
-            running.insert(key, (stop, task));
+            running.insert(key, (ordered, stop, task));
         }
         tokio::select! {
             () = state.stop.cancelled() => return,
@@ -726,44 +738,88 @@ async fn supervise(state: Arc<State>) {
 }
 
 /// Pulls the messages for subscriber `key` from its consumer and delivers each here,
-/// while JetStream hands them to this instance, until `stop`: a delivery under way when
-/// it comes is finished (and acknowledged, or handed back) first.
+/// while JetStream hands them to this instance, until `stop` or the subscriber leaves
+/// this hub. The deliveries under way outlive a failed pull stream (a missed heartbeat):
+/// the stream is opened again beside them, so that one retrying delivery never holds
+/// back the next. A delivery under way when the loop ends is finished (acknowledged,
+/// or handed back) first.
 async fn deliver_loop(
     state: Arc<State>,
     key: Arc<str>,
     registered_at: SystemTime,
     stop: CancellationToken,
 ) {
-    while !stop.is_cancelled() {
-        match deliver_from_consumer(&state, &key, registered_at, &stop).await {
-            Ok(()) => return,
+    let mut under_way = tokio::task::JoinSet::new();
+    let mut gone = false;
+    'open: while !gone && !stop.is_cancelled() {
+        let (mut messages, ack_wait) = match open(&state, &key, registered_at).await {
+            Ok(opened) => opened,
             Err(error) => {
-                tracing::debug!(%error, address = %key, "a subscriber's consumer failed; again in a second");
+                tracing::debug!(%error, address = %key, "a subscriber's consumer cannot be read; again in a second");
+                tokio::select! {
+                    () = stop.cancelled() => break 'open,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue 'open,
+                }
+            }
+        };
+        while !gone {
+            // Only waiting for the next message is cut short by `stop`: a delivery taken
+            // is seen to its end, so that a stopping instance hands nothing out twice.
+            tokio::select! {
+                () = stop.cancelled() => break 'open,
+                Some(done) = under_way.join_next(), if !under_way.is_empty() => {
+                    gone = matches!(done, Ok(Ok(Handled::Gone)));
+                    if let Ok(Err(error)) = done {
+                        tracing::debug!(%error, address = %key, "a delivery's acknowledgement failed");
+                    }
+                }
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        let token = state.delivering.token();
+                        let (state, key) = (state.clone(), key.clone());
+                        under_way.spawn(async move {
+                            let handled = handle(&state, &key, message, ack_wait).await;
+                            drop(token);
+                            handled
+                        });
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, address = %key, "a subscriber's pull stream failed; opened again");
+                        continue 'open;
+                    }
+                    None => continue 'open,
+                },
             }
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
     }
+    // Dropping them would leave their deliveries queued here and unacknowledged there,
+    // to be made again elsewhere.
+    while under_way.join_next().await.is_some() {}
 }
 
-async fn deliver_from_consumer(
+/// The consumer of subscriber `key`, as its options want it now, and a pull stream of
+/// it; with the acknowledgement wait.
+async fn open(
     state: &Arc<State>,
     key: &Arc<str>,
     registered_at: SystemTime,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let Some(links) = state.links.get() else {
-        return Ok(());
-    };
+) -> anyhow::Result<(consumer::pull::Stream, Duration)> {
+    let links = state
+        .links
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("not connected"))?;
     let name = codec::name_of(key);
     // An ordered subscriber gets one message at a time, cluster-wide: the next only once
     // the last is acknowledged. Any other may have many under way (in its worker's
     // queue, retrying), so that one failing delivery never holds back the next, as the
-    // seed behaves.
+    // seed behaves; no more than its queue holds, or the rest would be dropped as
+    // "queue full" while JetStream could have kept them.
     let ordered = state.hub.subscriber(key).is_some_and(|s| s.ordered);
-    let window = if ordered { 1 } else { UNORDERED_WINDOW };
+    let window = if ordered {
+        1
+    } else {
+        UNORDERED_WINDOW.min(state.hub.config().queue_capacity.max(1))
+    };
     let ack_wait = state.config.delivery_timeout + Duration::from_secs(2);
     let registered_at = state
         .registered
@@ -785,22 +841,35 @@ async fn deliver_from_consumer(
     } else {
         consumer::DeliverPolicy::New
     };
-    let consumer: consumer::PullConsumer = links
+    let config = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        deliver_policy,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending: window as i64,
+        inactive_threshold: CONSUMER_IDLE,
+        ..Default::default()
+    };
+    let mut consumer: consumer::PullConsumer = links
         .messages
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                deliver_policy,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending: window as i64,
-                inactive_threshold: CONSUMER_IDLE,
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(&name, config.clone())
         .await?;
-    let mut messages = consumer
+    // One made for other options (the subscriber registered again, ordered now, or the
+    // delivery timeout changed) is brought to these: both fields may change in place.
+    let made = &consumer.cached_info().config;
+    if made.max_ack_pending != config.max_ack_pending || made.ack_wait != ack_wait {
+        let config = consumer::pull::Config {
+            deliver_policy: made.deliver_policy,
+            ..config
+        };
+        match links.messages.create_consumer(config).await {
+            Ok(updated) => consumer = updated,
+            Err(error) => {
+                tracing::warn!(%error, address = %key, "a subscriber's consumer keeps its earlier options");
+            }
+        }
+    }
+    let messages = consumer
         .stream()
         .max_messages_per_batch(window.min(256))
         // Long enough that a busy machine does not miss one: a missed heartbeat ends the
@@ -809,46 +878,7 @@ async fn deliver_from_consumer(
         .expires(Duration::from_secs(30))
         .messages()
         .await?;
-    let mut under_way = tokio::task::JoinSet::new();
-    let mut gone = false;
-    let mut ended = Ok(());
-    while !gone {
-        // Only waiting for the next message is cut short by `stop`: a delivery taken is
-        // seen to its end, so that a stopping instance hands nothing out twice.
-        tokio::select! {
-            () = stop.cancelled() => break,
-            Some(done) = under_way.join_next(), if !under_way.is_empty() => {
-                gone = matches!(done, Ok(Ok(Handled::Gone)));
-                if let Ok(Err(error)) = done {
-                    tracing::debug!(%error, address = %key, "a delivery's acknowledgement failed");
-                }
-            }
-            next = messages.next() => match next {
-                Some(Err(error)) => {
-                    ended = Err(error.into());
-                    break;
-                }
-                Some(Ok(message)) => {
-                    let token = state.delivering.token();
-                    let (state, key) = (state.clone(), key.clone());
-                    under_way.spawn(async move {
-                        let handled = handle(&state, &key, message, ack_wait).await;
-                        drop(token);
-                        handled
-                    });
-                }
-                None => {
-                    ended = Err(anyhow::anyhow!("the consumer's messages ended"));
-                    break;
-                }
-            },
-        }
-    }
-    // Those taken are finished (or handed back) before the loop ends, whatever ended
-    // it: dropping them would leave their deliveries queued here and unacknowledged
-    // there, to be made again elsewhere.
-    while under_way.join_next().await.is_some() {}
-    ended
+    Ok((messages, ack_wait))
 }
 
 /// What became of one message taken from a subscriber's consumer.

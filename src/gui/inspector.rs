@@ -17,6 +17,7 @@ pub(crate) fn deliveries_ui(
     first: usize,
     deliveries: &[Delivery],
     open: Option<usize>,
+    clustered: bool,
 ) {
     for (slot, delivery) in (first..).zip(deliveries) {
         let (state, colour) = state_text(delivery);
@@ -34,7 +35,7 @@ pub(crate) fn deliveries_ui(
                     attempt_ui(ui, (slot, n), attempt);
                 }
                 if delivery.attempts.is_empty() {
-                    ui.weak(no_attempt(&delivery.state));
+                    ui.weak(no_attempt(&delivery.state, clustered));
                 }
             });
     }
@@ -42,14 +43,15 @@ pub(crate) fn deliveries_ui(
 
 /// Why a delivery shows no attempt. One that reached an answer without any here was
 /// made by another instance of the cluster, which keeps its requests and answers.
-fn no_attempt(state: &DeliveryState) -> &'static str {
+fn no_attempt(state: &DeliveryState, clustered: bool) -> &'static str {
     match state {
         DeliveryState::Done(Outcome::Failed(
             DeliveryError::QueueFull { .. } | DeliveryError::Removed(_),
         )) => "Never sent",
-        DeliveryState::Done(_) => {
+        DeliveryState::Done(_) if clustered => {
             "Made by another instance of the cluster, which keeps its requests and answers"
         }
+        DeliveryState::Done(_) => "No attempt was recorded",
         _ => "No attempt yet",
     }
 }

@@ -421,7 +421,8 @@ impl LogPanel {
                         ));
                     }
                     let first = page * DELIVERIES_PAGE;
-                    inspector::deliveries_ui(ui, first, &deliveries, opened);
+                    let clustered = hub.is_clustered();
+                    inspector::deliveries_ui(ui, first, &deliveries, opened, clustered);
                 });
         });
         self.deliveries_page = (message.id, page);

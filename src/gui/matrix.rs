@@ -174,36 +174,49 @@ fn cells_ui(
     let mut shown = Vec::with_capacity(last_row.saturating_sub(first_row));
     let (mut walked, mut behind) = (0, false);
 
-    for row in first_row..last_row {
-        let Some(message) = hub.nth_newest_message(row) else {
-            break;
+    let on_screen: Vec<(usize, Arc<crate::hub::MessageRecord>)> = (first_row..last_row)
+        .map_while(|row| hub.nth_newest_message(row).map(|m| (row, m)))
+        .collect();
+    // The rows to read again, those never read first, then the longest unread: rows
+    // fall due together, and the budget would otherwise always go to the top ones.
+    let mut due: Vec<(Option<Instant>, usize, u64, &Arc<crate::hub::MessageRecord>)> = on_screen
+        .iter()
+        .filter_map(|(_, message)| {
+            let (count, version) = message.deliveries_version();
+            match cache.get(&message.id) {
+                None => Some((None, count, version, message)),
+                Some(row) if row.columns != range => Some((None, count, version, message)),
+                Some(row) if row.version != version && row.at.elapsed() >= ROW_EVERY => {
+                    Some((Some(row.at), count, version, message))
+                }
+                Some(_) => None,
+            }
+        })
+        .collect();
+    due.sort_by_key(|(at, ..)| *at);
+    for (_, count, version, message) in due {
+        // The first row read this frame is always read, so a screenful of large rows
+        // still moves along; a row never read is drawn blank until its turn.
+        if walked > 0 && walked + count > WALK_PER_FRAME {
+            behind = true;
+            continue;
+        }
+        walked += count;
+        let row = Row {
+            at: Instant::now(),
+            version,
+            columns: range.clone(),
+            cells: message.states_for(visible),
         };
+        cache.insert(message.id, row);
+    }
+    for &(row, ref message) in &on_screen {
         shown.push(message.id);
         let y = origin.y + COLUMN_HEADER + row as f32 * CELL;
         text(
             pos2(origin.x + viewport.min.x.max(0.0), y),
             format!("#{}", message.id),
         );
-        let (count, version) = message.deliveries_version();
-        let due = match cache.get(&message.id) {
-            None => true,
-            Some(row) if row.columns != range => true,
-            Some(row) => row.version != version && row.at.elapsed() >= ROW_EVERY,
-        };
-        // The first row read this frame is always read, so a screenful of large rows
-        // still moves along; a row never read is drawn blank until its turn.
-        if due && (walked == 0 || walked + count <= WALK_PER_FRAME) {
-            walked += count;
-            let row = Row {
-                at: Instant::now(),
-                version,
-                columns: range.clone(),
-                cells: message.states_for(visible),
-            };
-            cache.insert(message.id, row);
-        } else if due {
-            behind = true;
-        }
         let Some(Row { cells: states, .. }) = cache.get(&message.id) else {
             continue;
         };
@@ -251,7 +264,8 @@ fn cells_ui(
         }
     }
     if let Some(text) = tooltip {
-        grid.clone().on_hover_text(text);
+        // At the pointer: the grid is one response, and its own anchor is far away.
+        grid.clone().on_hover_text_at_pointer(text);
     }
     // Rows scrolled away are forgotten.
     cache.retain(|id, _| shown.contains(id));

@@ -111,6 +111,11 @@ impl MessageLog {
     /// already, or older than every message the log holds.
     #[must_use = "evict what left the log"]
     pub(crate) fn insert(&mut self, record: Arc<MessageRecord>) -> Option<Vec<Arc<MessageRecord>>> {
+        // Pinned messages kept beyond the budgets are older than every entry: nothing
+        // goes below them.
+        if self.kept.back().is_some_and(|kept| record.id <= kept.id) {
+            return None;
+        }
         let newest = self.entries.back().map(|m| m.id);
         if newest.is_none_or(|newest| record.id > newest) {
             return Some(self.push(record));
@@ -118,8 +123,12 @@ impl MessageLog {
         let at = self
             .entries
             .binary_search_by_key(&record.id, |m| m.id)
-            .err()
-            .filter(|&at| at > 0)?;
+            .err()?;
+        // Older than the oldest entry: taken while there is room (a reader that fell
+        // behind catching up); otherwise it would be the first to go.
+        if at == 0 && self.entries.len() >= self.usage.budget.messages {
+            return None;
+        }
         record.enter_log(&self.usage);
         self.entries.insert(at, record);
         Some(self.trim())
@@ -290,10 +299,18 @@ mod tests {
             assert!(log.insert(record(id)).is_some());
         }
         assert!(log.insert(record(3)).is_none(), "there already");
-        assert!(log.insert(record(1)).is_none(), "older than all");
+        assert!(log.insert(record(1)).is_some(), "older than all, with room");
         let ids: Vec<_> = log.page(None, 10).iter().map(|m| m.id).collect();
-        assert_eq!(ids, [5, 3, 2]);
+        assert_eq!(ids, [5, 3, 2, 1]);
         assert_eq!(log.get(3).unwrap().id, 3, "still found by its id");
+        let mut full = MessageLog::new(budget(2, 1_000));
+        for id in [4, 6] {
+            assert!(full.insert(record(id)).is_some());
+        }
+        assert!(
+            full.insert(record(2)).is_none(),
+            "older than all, and no room"
+        );
     }
 
     #[test]

@@ -198,12 +198,13 @@ fn record_key(message: &MessageRecord) -> usize {
 }
 
 impl Hub {
-    /// Every subscriber's address as registered, and when it registered here.
-    pub fn subscriber_keys(&self) -> Vec<(Arc<str>, SystemTime)> {
+    /// Every subscriber's address as registered, when it registered here, and whether
+    /// it asked for strict order.
+    pub fn subscriber_keys(&self) -> Vec<(Arc<str>, SystemTime, bool)> {
         let subscribers = self.shared.subscribers.read();
         subscribers
             .iter()
-            .map(|(key, entry)| (key.clone(), entry.registered_at))
+            .map(|(key, entry)| (key.clone(), entry.registered_at, entry.shared.is_ordered()))
             .collect()
     }
 
