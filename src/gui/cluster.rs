@@ -80,76 +80,87 @@ fn view_ui(ui: &mut egui::Ui, view: &ClusterView) {
     }
     ui.separator();
     ui.strong(format!("Instances ({})", view.instances.len()));
-    let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
-    ui.push_id("instances", |ui| {
-        TableBuilder::new(ui)
-            .striped(true)
-            .column(Column::auto().at_least(140.0))
-            .column(Column::auto().at_least(200.0))
-            .column(Column::remainder())
-            .header(row_height, |mut header| {
-                header.col(|ui| {
-                    ui.strong("Name");
-                });
-                header.col(|ui| {
-                    ui.strong("API");
-                });
-                header.col(|ui| {
-                    ui.strong("Last seen");
-                });
-            })
-            .body(|body| {
-                body.rows(row_height, view.instances.len(), |mut row| {
-                    let instance = &view.instances[row.index()];
-                    let me = instance.name == view.instance;
-                    row.col(|ui| {
-                        let name = RichText::new(&instance.name);
-                        ui.label(if me { name.strong() } else { name });
+    let widths = [140.0, 200.0];
+    table(
+        ui,
+        "instances",
+        ["Name", "API", "Last seen"],
+        widths,
+        view.instances.len(),
+        |i, ui, col| {
+            let instance = &view.instances[i];
+            match col {
+                0 => {
+                    let name = RichText::new(&instance.name);
+                    ui.label(if instance.name == view.instance {
+                        name.strong()
+                    } else {
+                        name
                     });
-                    row.col(|ui| {
-                        ui.monospace(instance.url.as_deref().unwrap_or("not listening"));
-                    });
-                    row.col(|ui| {
-                        ui.label(format!("{:.1} s ago", instance.seen_ms_ago as f64 / 1000.0));
-                    });
-                });
-            });
-    });
+                }
+                1 => {
+                    ui.monospace(instance.url.as_deref().unwrap_or("not listening"));
+                }
+                _ => {
+                    ui.label(format!("{:.1} s ago", instance.seen_ms_ago as f64 / 1000.0));
+                }
+            }
+        },
+    );
     ui.separator();
     ui.strong("Who delivers to whom");
     ui.weak(
         "JetStream hands each subscriber's messages to one instance at a time; this is the \
          instance that made its last delivery.",
     );
-    ui.push_id("deliverers", |ui| {
+    let headers = ["Subscriber", "Instance", "Message"];
+    table(
+        ui,
+        "deliverers",
+        headers,
+        [220.0, 140.0],
+        view.deliverers.len(),
+        |i, ui, col| {
+            let deliverer = &view.deliverers[i];
+            match col {
+                0 => ui.monospace(&deliverer.subscriber),
+                1 => ui.label(&deliverer.instance),
+                _ => ui.label(format!("#{}", deliverer.message)),
+            };
+        },
+    );
+}
+
+/// A striped table of three columns (the first two at least `widths` wide), a row per
+/// index, each cell drawn by `cell(row, ui, column)`.
+fn table(
+    ui: &mut egui::Ui,
+    salt: &str,
+    headers: [&str; 3],
+    widths: [f32; 2],
+    rows: usize,
+    mut cell: impl FnMut(usize, &mut egui::Ui, usize),
+) {
+    let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
+    ui.push_id(salt, |ui| {
         TableBuilder::new(ui)
             .striped(true)
-            .column(Column::auto().at_least(220.0))
-            .column(Column::auto().at_least(140.0))
+            .column(Column::auto().at_least(widths[0]))
+            .column(Column::auto().at_least(widths[1]))
             .column(Column::remainder())
             .header(row_height, |mut header| {
-                header.col(|ui| {
-                    ui.strong("Subscriber");
-                });
-                header.col(|ui| {
-                    ui.strong("Instance");
-                });
-                header.col(|ui| {
-                    ui.strong("Message");
-                });
+                for title in headers {
+                    header.col(|ui| {
+                        ui.strong(title);
+                    });
+                }
             })
             .body(|body| {
-                body.rows(row_height, view.deliverers.len(), |mut row| {
-                    let deliverer = &view.deliverers[row.index()];
-                    row.col(|ui| {
-                        ui.monospace(&deliverer.subscriber);
-                    });
-                    row.col(|ui| {
-                        ui.label(&deliverer.instance);
-                    });
-                    row.col(|ui| {
-                        ui.label(format!("#{}", deliverer.message));
-                    });
+                body.rows(row_height, rows, |mut row| {
+                    let index = row.index();
+                    for column in 0..3 {
+                        row.col(|ui| cell(index, ui, column));
+                    }
                 });
             });
     });
