@@ -252,6 +252,7 @@ impl Hub {
             let mut seen = self.shared.topics_seen.lock();
             seen.record(topic, id, message.received_at);
         }
+        self.link_replay(&message);
         self.record_refused(&message, refused);
         evicted.iter().for_each(|m| m.evict());
         Ok((Published { id, subscribers }, commit))

@@ -102,9 +102,7 @@ impl Hub {
             let mut seen = self.shared.topics_seen.lock();
             seen.record(topic, id, message.received_at);
         }
-        if let Some(original) = replay_of.and_then(|id| self.message(id)) {
-            original.add_replay(message.id);
-        }
+        self.link_replay(&message);
         self.emit(HubEvent::Published {
             id,
             subscribers,

@@ -41,12 +41,7 @@ impl Hub {
         source: Source,
     ) -> Result<Published, ReplayError> {
         let (draft, aim) = self.replay_of(id, edits)?;
-        let published = self.accept_when_ready(draft, source, aim).await?;
-        // A cluster's message links itself when it comes back from the shared log.
-        if !self.is_clustered() {
-            self.link(id, published.id);
-        }
-        Ok(published)
+        Ok(self.accept_when_ready(draft, source, aim).await?)
     }
 
     /// Like [`Hub::replay`], without waiting (the console): refused while the fan-out is
@@ -58,11 +53,7 @@ impl Hub {
         source: Source,
     ) -> Result<Published, ReplayError> {
         let (draft, aim) = self.replay_of(id, edits)?;
-        let published = self.accept_now(draft, source, aim)?;
-        if !self.is_clustered() {
-            self.link(id, published.id);
-        }
-        Ok(published)
+        Ok(self.accept_now(draft, source, aim)?)
     }
 
     /// The draft and aim of a replay of `id`: its payload, content type, forwarded
@@ -94,10 +85,11 @@ impl Hub {
         Ok((draft, aim))
     }
 
-    /// Tells the original (if memory still holds it) of its replay.
-    fn link(&self, original: MessageId, replay: MessageId) {
-        if let Some(original) = self.message(original) {
-            original.add_replay(replay);
+    /// Tells the original of `message` (if it replays one, and memory still holds it) of
+    /// its replay: done where a record is made, here or from a cluster's shared log.
+    pub(super) fn link_replay(&self, message: &super::MessageRecord) {
+        if let Some(original) = message.replay_of.and_then(|id| self.message(id)) {
+            original.add_replay(message.id);
         }
     }
 }
