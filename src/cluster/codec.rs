@@ -66,17 +66,29 @@ pub(crate) fn encode(message: &Outgoing) -> (String, HeaderMap, Bytes) {
 pub(crate) struct Incoming {
     pub(crate) draft: Draft,
     pub(crate) source: Source,
-    pub(crate) to: Option<Arc<str>>,
     pub(crate) replay_of: Option<MessageId>,
 }
 
-pub(crate) fn decode(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Incoming {
+/// What routing a message needs, without reading the rest: its topic, and the one
+/// subscriber it is for, if any.
+pub(crate) fn route_of(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+) -> (Option<Topic>, Option<Arc<str>>) {
     // A subject whose tokens are not a topic Herald accepts (NATS allows more) is
     // delivered as a message without one.
     let topic = subject
         .strip_prefix(SUBJECT)
         .and_then(|rest| rest.strip_prefix('.'))
         .and_then(|topic| Topic::parse(topic).ok());
+    let to = headers
+        .and_then(|h| h.get(TO_HEADER))
+        .map(|v| v.as_str().into());
+    (topic, to)
+}
+
+pub(crate) fn decode(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Incoming {
+    let (topic, _) = route_of(subject, headers);
     let header = |name: &str| {
         headers
             .and_then(|h| h.get(name))
@@ -113,7 +125,6 @@ pub(crate) fn decode(subject: &str, headers: Option<&HeaderMap>, payload: Bytes)
             topic,
         },
         source: header(SOURCE_HEADER).map_or(Source::Nats, |s| Source::parse(&s)),
-        to: header(TO_HEADER).map(Into::into),
         replay_of: header(REPLAY_OF_HEADER).and_then(|id| id.parse().ok()),
     }
 }
@@ -270,6 +281,8 @@ mod tests {
         };
         let (subject, headers, body) = encode(&outgoing);
         assert_eq!(subject, "herald.orders.paid");
+        let (_, to) = route_of(&subject, Some(&headers));
+        assert_eq!(to.as_deref(), Some("127.0.0.1:9"));
         let back = decode(&subject, Some(&headers), body);
         assert_eq!(back.draft.body, r#"{"n":1}"#.as_bytes());
         assert_eq!(back.draft.content_type.as_deref(), Some("application/json"));
@@ -280,7 +293,6 @@ mod tests {
             vec![("x-request-id".to_owned(), Bytes::from_static(b"abc"))]
         );
         assert_eq!(back.source, Source::Console);
-        assert_eq!(back.to.as_deref(), Some("127.0.0.1:9"));
         assert_eq!(back.replay_of, Some(7));
     }
 

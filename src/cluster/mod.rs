@@ -725,7 +725,7 @@ async fn supervise(state: Arc<State>) {
             let task = tokio::spawn(deliver_loop(
                 state.clone(),
                 key.clone(),
-                registered_at,
+                (registered_at, ordered),
                 stop.clone(),
             ));
             running.insert(key, (ordered, stop, task));
@@ -746,13 +746,13 @@ async fn supervise(state: Arc<State>) {
 async fn deliver_loop(
     state: Arc<State>,
     key: Arc<str>,
-    registered_at: SystemTime,
+    (registered_at, ordered): (SystemTime, bool),
     stop: CancellationToken,
 ) {
     let mut under_way = tokio::task::JoinSet::new();
     let mut gone = false;
     'open: while !gone && !stop.is_cancelled() {
-        let (mut messages, ack_wait) = match open(&state, &key, registered_at).await {
+        let (mut messages, ack_wait) = match open(&state, &key, registered_at, ordered).await {
             Ok(opened) => opened,
             Err(error) => {
                 tracing::debug!(%error, address = %key, "a subscriber's consumer cannot be read; again in a second");
@@ -803,6 +803,7 @@ async fn open(
     state: &Arc<State>,
     key: &Arc<str>,
     registered_at: SystemTime,
+    ordered: bool,
 ) -> anyhow::Result<(consumer::pull::Stream, Duration)> {
     let links = state
         .links
@@ -814,7 +815,6 @@ async fn open(
     // queue, retrying), so that one failing delivery never holds back the next, as the
     // seed behaves; no more than its queue holds, or the rest would be dropped as
     // "queue full" while JetStream could have kept them.
-    let ordered = state.hub.subscriber(key).is_some_and(|s| s.ordered);
     let window = if ordered {
         1
     } else {
@@ -902,31 +902,33 @@ async fn handle(
         SystemTime::from(info.published),
         info.delivered > 1,
     );
-    let incoming = codec::decode(
-        message.subject.as_str(),
-        message.headers.as_ref(),
-        message.payload.clone(),
-    );
     let hand_back = || async {
         // Another instance, or this one later, makes it.
         message.ack_with(jetstream::AckKind::Nak(None)).await.ok();
         Ok(Handled::Gone)
     };
-    if !state.hub.is_subscribed(key) {
+    let (topic, to) = codec::route_of(message.subject.as_str(), message.headers.as_ref());
+    match state.hub.wants(key, topic.as_ref(), to.as_deref()) {
         // Gone from this hub (removed, or this instance is stopping): it may live on at
         // another instance.
-        return hand_back().await;
+        None => return hand_back().await,
+        Some(false) => {
+            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(Handled::Done);
+        }
+        Some(true) => {}
     }
-    if !state
-        .hub
-        .wants(key, incoming.draft.topic.as_ref(), incoming.to.as_deref())
-    {
-        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        return Ok(Handled::Done);
-    }
-    let record = state
-        .hub
-        .admit(id, at, incoming.draft, incoming.source, incoming.replay_of);
+    // Read whole only by the first of this instance's consumers to see it.
+    let record = state.hub.message(id).unwrap_or_else(|| {
+        let incoming = codec::decode(
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            message.payload.clone(),
+        );
+        state
+            .hub
+            .admit(id, at, incoming.draft, incoming.source, incoming.replay_of)
+    });
     let Ok(mut done) = state.hub.deliver_one(&record, key) else {
         return hand_back().await;
     };
@@ -935,7 +937,7 @@ async fn handle(
     // else while this instance lives.
     let outcome = loop {
         tokio::select! {
-            outcome = &mut done => break outcome.ok(),
+            made = &mut done => break made.ok(),
             () = tokio::time::sleep(ack_wait / 3) => {
                 message.ack_with(jetstream::AckKind::Progress).await.ok();
             }
@@ -944,7 +946,8 @@ async fn handle(
     // Removed here while it was under way (deregistered, kicked, or this instance
     // stopping): not made, so not acknowledged; if the subscriber lives on elsewhere, it
     // is made there.
-    let Some(outcome) = outcome.filter(|o| !matches!(o.error(), Some(DeliveryError::Removed(_))))
+    let Some(made) =
+        outcome.filter(|m| !matches!(m.outcome.error(), Some(DeliveryError::Removed(_))))
     else {
         return hand_back().await;
     };
@@ -956,12 +959,15 @@ async fn handle(
             .redelivered
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let shown = crate::hub::redact_address(key);
-    let attempts = record
-        .last_delivery_to(&shown)
-        .and_then(|slot| record.deliveries_page(slot, 1).0.pop())
-        .map_or(1, |d| d.attempts.len());
-    let shared = SharedOutcome::new(id, key, &state.config.name, &outcome, attempts, redelivered);
+    let attempts = made.attempts.unwrap_or(1);
+    let shared = SharedOutcome::new(
+        id,
+        key,
+        &state.config.name,
+        &made.outcome,
+        attempts,
+        redelivered,
+    );
     // Full only while NATS is away and outcomes pile up: the others' consoles miss
     // those lines, deliveries are unaffected.
     state.outcomes.try_send(shared).ok();

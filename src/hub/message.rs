@@ -269,6 +269,12 @@ impl MessageRecord {
         (deliveries.list.len(), deliveries.changes)
     }
 
+    /// How many attempts the delivery in `slot` has had; `None` once its record is gone.
+    pub(crate) fn attempts_at(&self, slot: usize) -> Option<usize> {
+        let deliveries = self.deliveries.lock();
+        deliveries.list.get(slot).map(|d| d.attempts.len())
+    }
+
     /// The slot of the last delivery to `address` (a resent message has more than one).
     pub fn last_delivery_to(&self, address: &str) -> Option<usize> {
         let deliveries = self.deliveries.lock();

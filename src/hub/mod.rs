@@ -60,7 +60,7 @@ pub use pins::PinError;
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
 pub use registry::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Subscription};
-pub use relay::{Outgoing, Relay, RelayError, Relayed};
+pub use relay::{Made, Outgoing, Relay, RelayError, Relayed};
 pub use replay::{Edits, ReplayError};
 pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
@@ -173,7 +173,7 @@ struct Shared {
     /// by message record (its address: a relay may hold a record of a message the log
     /// no longer has, one per reader) and slot.
     waiting:
-        Mutex<std::collections::HashMap<(usize, usize), tokio::sync::oneshot::Sender<Outcome>>>,
+        Mutex<std::collections::HashMap<(usize, usize), tokio::sync::oneshot::Sender<relay::Made>>>,
     /// The one stop signal, cancelled when shutdown begins: no new subscribers or
     /// messages, and the reaper, the listener and live followers end.
     stopping: CancellationToken,

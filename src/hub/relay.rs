@@ -28,6 +28,14 @@ pub struct Outgoing {
     pub replay_of: Option<MessageId>,
 }
 
+/// How a delivery made for a relay ended: its outcome, and how many attempts it took
+/// (`None` when the record no longer says: the message left the log meanwhile).
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub outcome: Outcome,
+    pub attempts: Option<usize>,
+}
+
 /// What the shared log answers: the id it gave the message, once it is kept.
 pub type Relayed = Pin<Box<dyn Future<Output = Result<MessageId, RelayError>> + Send>>;
 
@@ -119,7 +127,7 @@ impl Hub {
         &self,
         message: &Arc<MessageRecord>,
         address: &str,
-    ) -> Result<oneshot::Receiver<Outcome>, ResendError> {
+    ) -> Result<oneshot::Receiver<Made>, ResendError> {
         if self.is_stopping() {
             return Err(ResendError::ShuttingDown);
         }
@@ -152,8 +160,12 @@ impl Hub {
             waiting.remove(&(record_key(message), slot))
         };
         if let Some(waiter) = waiter {
+            let made = Made {
+                outcome: outcome.clone(),
+                attempts: message.attempts_at(slot),
+            };
             // Nobody listening any more (its instance is stopping): nothing to tell.
-            waiter.send(outcome.clone()).ok();
+            waiter.send(made).ok();
         }
     }
 
@@ -218,21 +230,19 @@ impl Hub {
     }
 
     /// Whether a message on `topic` (for `to` only, if given) is for subscriber `key`,
-    /// as a publish here would route it.
-    pub fn wants(&self, key: &str, topic: Option<&super::Topic>, to: Option<&str>) -> bool {
-        if let Some(to) = to {
-            return to == key;
-        }
+    /// as a publish here would route it; `None` when `key` is not subscribed here.
+    pub fn wants(&self, key: &str, topic: Option<&super::Topic>, to: Option<&str>) -> Option<bool> {
         let subscribers = self.shared.subscribers.read();
-        let Some(entry) = subscribers.get(key) else {
-            return false;
-        };
+        let entry = subscribers.get(key)?;
+        if let Some(to) = to {
+            return Some(to == key);
+        }
         let patterns = entry.shared.topics();
-        match topic {
+        Some(match topic {
             _ if patterns.is_empty() => true,
             None => false,
             Some(topic) => patterns.iter().any(|p| p.matches(topic)),
-        }
+        })
     }
 
     /// Whether `key` is a live subscriber here.
