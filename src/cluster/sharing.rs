@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::State;
 use super::codec::{self, SharedSubscriber};
-use crate::hub::{Change, Commit, MessageRecord, Store};
+use crate::hub::{Change, Commit, MessageRecord, Store, StoredSubscriber};
 
 thread_local! {
     static APPLYING: Cell<bool> = const { Cell::new(false) };
@@ -39,7 +39,7 @@ pub struct Writes(pub(super) mpsc::Receiver<Write>);
 /// A change to share.
 #[derive(Debug)]
 pub(crate) enum Write {
-    Put(SharedSubscriber),
+    Put(StoredSubscriber),
     /// A keep-alive: the entry is written again from the hub's subscriber as it is now.
     Seen(Arc<str>),
     Delete(Arc<str>),
@@ -88,7 +88,8 @@ impl Store for Sharing {
 
     fn record(&self, change: Change) {
         match change {
-            Change::Subscriber(stored) => self.share(Write::Put(SharedSubscriber::of(&stored))),
+            // Turned into the bucket's form by the writer: this runs under the hub's locks.
+            Change::Subscriber(stored) => self.share(Write::Put(stored)),
             Change::Seen { key, .. } => self.share(Write::Seen(key)),
             Change::Removed { key } => self.share(Write::Delete(key)),
             // Outcomes are told by the delivery loops, which know who delivered.
@@ -107,7 +108,7 @@ pub(super) async fn write(state: Arc<State>, Writes(mut writes): Writes) {
     };
     while let Some(write) = writes.recv().await {
         let result = match write {
-            Write::Put(shared) => put(&links.subscribers, &shared).await,
+            Write::Put(stored) => put(&links.subscribers, &SharedSubscriber::of(&stored)).await,
             Write::Seen(key) => match state.hub.stored_subscriber(&key) {
                 Some(stored) => put(&links.subscribers, &SharedSubscriber::of(&stored)).await,
                 // Gone since: its removal follows.

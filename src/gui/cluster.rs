@@ -37,11 +37,11 @@ impl ClusterWindow {
             return;
         }
         let mut open = self.open;
-        let view = self.view(cluster).clone();
+        let view = self.view(cluster);
         egui::Window::new("Cluster")
             .open(&mut open)
             .default_size([620.0, 420.0])
-            .show(ctx, |ui| view_ui(ui, &view));
+            .show(ctx, |ui| view_ui(ui, view));
         self.open = open;
     }
 }
