@@ -151,7 +151,8 @@ pub struct Config {
         long,
         value_name = "TOKEN",
         env = "HERALD_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = token
     )]
     pub token: Option<String>,
 
@@ -513,6 +514,35 @@ fn instance_name(text: &str) -> Result<String, String> {
             .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
     if !fits {
         return Err("use 1 to 64 letters, digits, '-', '_', '.' or ':'".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+/// The longest token accepted: far beyond any generated one, well within a header.
+const MAX_TOKEN: usize = 1024;
+
+/// A bearer token a client can send: an empty one would switch authentication off, and a
+/// character a header cannot carry as it is would make it one that no request matches.
+fn token(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err(
+            "the token is empty, which would let every request in; give a token of \
+                    letters, digits and punctuation, or leave --token out (a hub bound to \
+                    another address than loopback then makes one)"
+                .to_owned(),
+        );
+    }
+    if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "the token holds {c:?}, which a client cannot send as it is in an Authorization \
+             header; use letters, digits and ASCII punctuation only"
+        ));
+    }
+    if text.len() > MAX_TOKEN {
+        return Err(format!(
+            "the token is {} bytes; at most {MAX_TOKEN}",
+            text.len()
+        ));
     }
     Ok(text.to_owned())
 }

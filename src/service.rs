@@ -186,6 +186,11 @@ impl Service {
             previous.stop.cancel();
         }
         let mut config = self.config.clone();
+        // An empty token would let every request in (the flag refuses one; this is for
+        // configs built in code).
+        if config.token.as_deref().is_some_and(str::is_empty) {
+            config.token = None;
+        }
         if config.token.is_none() && !local_addr.ip().is_loopback() {
             // Reachable from other machines: never without a token.
             config.token = Some(generate_token());

@@ -9,7 +9,10 @@
 //! - `{{ pick(["EUR", "USD"]) }}`: one of a list, at random
 //!
 //! Templates come from the API too, so they run on a budget: at most [`FUEL`] steps and
-//! [`MAX_OUTPUT`] bytes, and nothing can be read from outside (no loader).
+//! [`MAX_OUTPUT`] bytes, and nothing can be read from outside (no loader). Parsing is
+//! bounded too: at most [`MAX_OPERATORS`] operators in one tag, checked before minijinja
+//! sees the text, and the parse itself on a thread of its own with a known stack
+//! ([`PARSE_STACK`]), so that no nesting can overflow the caller's stack.
 
 use std::time::SystemTime;
 
@@ -23,6 +26,16 @@ const FUEL: u64 = 100_000;
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 /// The longest template accepted.
 pub const MAX_SOURCE: usize = 256 * 1024;
+/// Operators one tag (`{{ … }}` or `{% … %}`) may hold. minijinja bounds brackets and
+/// statements (150 deep) but not chains (`- - - 1`, `x|abs|abs`, `1 + 1 + …`), whose syntax
+/// tree it then walks recursively: 5,400 minus signs overflowed the HTTP thread's stack and
+/// aborted the process. A payload's tags hold a handful; the JSON around them is free.
+pub const MAX_OPERATORS: usize = 256;
+/// The stack a template is parsed on: the deepest tree [`MAX_OPERATORS`] and minijinja's
+/// own limits allow needs well under a tenth of it.
+pub const PARSE_STACK: usize = 16 * 1024 * 1024;
+/// The name the one template has in its environment.
+const NAME: &str = "payload";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TemplateError {
@@ -34,10 +47,16 @@ pub enum TemplateError {
     Render(String),
     #[error("the template rendered more than {MAX_OUTPUT} bytes")]
     TooLarge,
+    #[error(
+        "a tag on line {line} holds more than {MAX_OPERATORS} operators; keep each {{{{ … }}}} \
+         short and put data in the text around the tags"
+    )]
+    TooDeep { line: usize },
 }
 
 /// A checked template, ready to render many times.
 pub struct Template {
+    /// Holds the one compiled template, [`NAME`]: it is parsed once, not per message.
     env: Environment<'static>,
     source: String,
 }
@@ -55,9 +74,26 @@ impl Template {
         if source.len() > MAX_SOURCE {
             return Err(TemplateError::TooLong(source.len()));
         }
-        let env = environment();
-        env.template_from_str(source)
-            .map_err(|err| TemplateError::Syntax(describe(&err)))?;
+        if let Some(line) = overlong_tag(source) {
+            return Err(TemplateError::TooDeep { line });
+        }
+        let owned = source.to_owned();
+        // On a thread of its own whatever the caller's stack: what is parsed (and dropped,
+        // when it fails) is walked recursively.
+        let env = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("template-parse".into())
+                .stack_size(PARSE_STACK)
+                .spawn_scoped(scope, || {
+                    let mut env = environment();
+                    env.add_template_owned(NAME, owned)
+                        .map(|()| env)
+                        .map_err(|err| TemplateError::Syntax(describe(&err)))
+                })
+                .map_err(|err| TemplateError::Syntax(format!("no thread to parse on: {err}")))?
+                .join()
+                .unwrap_or_else(|_| Err(TemplateError::Syntax("the parser failed".into())))
+        })?;
         Ok(Self {
             env,
             source: source.to_owned(),
@@ -73,7 +109,8 @@ impl Template {
     pub fn render(&self, seq: u64) -> Result<String, TemplateError> {
         let rendered = self
             .env
-            .render_str(&self.source, context! { seq => seq })
+            .get_template(NAME)
+            .and_then(|template| template.render(context! { seq => seq }))
             .map_err(|err| TemplateError::Render(describe(&err)))?;
         if rendered.len() > MAX_OUTPUT {
             return Err(TemplateError::TooLarge);
@@ -91,6 +128,72 @@ fn describe(err: &Error) -> String {
     match err.line() {
         Some(line) => format!("{} (line {line})", err.detail().unwrap_or(&err.to_string())),
         None => err.to_string(),
+    }
+}
+
+/// The line of the first tag holding more than [`MAX_OPERATORS`] operators, if any. An
+/// operator is any token that can nest an expression one deeper: a symbol outside string
+/// literals, or one of the word operators. Comments count nothing.
+fn overlong_tag(source: &str) -> Option<usize> {
+    const WORDS: [&str; 7] = ["not", "and", "or", "is", "in", "if", "else"];
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    loop {
+        // A string left open at the end steps past it.
+        i = i.min(bytes.len());
+        let Some(open) = bytes[i..]
+            .windows(2)
+            .position(|w| w[0] == b'{' && matches!(w[1], b'{' | b'%' | b'#'))
+        else {
+            return None;
+        };
+        let start = i + open;
+        let kind = bytes[start + 1];
+        i = start + 2;
+        if kind == b'#' {
+            match bytes[i..].windows(2).position(|w| w == b"#}") {
+                Some(end) => i += end + 2,
+                None => return None,
+            }
+            continue;
+        }
+        let close = if kind == b'{' { b'}' } else { b'%' };
+        let mut operators = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == close && bytes.get(i + 1) == Some(&b'}') {
+                i += 2;
+                break;
+            }
+            match b {
+                b'"' | b'\'' => {
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != b {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                    continue;
+                }
+                b'-' | b'+' | b'*' | b'/' | b'%' | b'~' | b'|' | b'.' | b'(' | b'[' | b'<'
+                | b'>' | b'=' | b'!' => operators += 1,
+                b if b.is_ascii_alphabetic() || b == b'_' => {
+                    let end = bytes[i..]
+                        .iter()
+                        .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                        .map_or(bytes.len(), |n| i + n);
+                    if WORDS.iter().any(|w| w.as_bytes() == &bytes[i..end]) {
+                        operators += 1;
+                    }
+                    i = end;
+                    continue;
+                }
+                _ => {}
+            }
+            if operators > MAX_OPERATORS {
+                return Some(1 + bytes[..start].iter().filter(|&&c| c == b'\n').count());
+            }
+            i += 1;
+        }
     }
 }
 
@@ -236,5 +339,36 @@ mod tests {
             Err(TemplateError::TooLong(_))
         ));
         assert!(Template::is_template("{{ seq }}") && !Template::is_template("{ \"a\": 1 }"));
+    }
+
+    #[test]
+    fn deep_expressions_are_refused_before_they_reach_the_parser() {
+        // Each of these overflowed the stack of the thread that parsed it (#24).
+        for hostile in [
+            format!("{{{{ {}1 }}}}", "-".repeat(5_400)),
+            format!("{{{{ 1{} }}}}", "+1".repeat(6_700)),
+            format!("{{{{ 1{} }}}}", "|abs".repeat(11_000)),
+            format!("{{% if {}x %}}{{% endif %}}", "not ".repeat(5_000)),
+            format!("x\ny\n{{{{ {}1 }}}}", "- ".repeat(MAX_OPERATORS + 1)),
+        ] {
+            let err = Template::parse(&hostile).unwrap_err();
+            assert!(matches!(err, TemplateError::TooDeep { .. }), "{err}");
+        }
+        let err = Template::parse(&format!("x\ny\n{{{{ {}1 }}}}", "-".repeat(300))).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        // Operators inside strings and comments, and text around the tags, are free.
+        let plain = format!(
+            "{}{{# {} #}}{{{{ \"{}\" }}}}",
+            "-+|".repeat(10_000),
+            "-".repeat(1_000),
+            "-".repeat(1_000)
+        );
+        assert_eq!(
+            Template::parse(&plain).unwrap().render(1).unwrap().len(),
+            31_000
+        );
+        // Just under the limit parses, on its own stack, and renders.
+        let deep = format!("{{{{ {}1 }}}}", "-".repeat(MAX_OPERATORS));
+        assert_eq!(Template::parse(&deep).unwrap().render(1).unwrap(), "1");
     }
 }

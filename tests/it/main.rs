@@ -53,6 +53,9 @@ mod workbench;
 /// The JSON API, the event stream, the OpenAPI document, metrics and health.
 mod api;
 
+/// Hostile input against the newer surfaces: deep templates, empty tokens.
+mod attacks;
+
 /// The desktop console, driven through egui_kittest.
 mod console;
 

@@ -95,7 +95,14 @@ pub(super) async fn start(
     ApiJson(asked): ApiJson<BurstRequest>,
 ) -> Result<(StatusCode, Json<BurstJson>), ApiError> {
     let bad = |message: String| HttpError::new(StatusCode::BAD_REQUEST, message);
-    let template = Template::parse(&asked.template).map_err(|err| bad(err.to_string()))?;
+    // Off the server's own thread: a long template takes a while to parse.
+    let source = asked.template;
+    let template = state
+        .runtime
+        .spawn_blocking(move || Template::parse(&source))
+        .await
+        .map_err(|_| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?
+        .map_err(|err| bad(err.to_string()))?;
     let topic = asked
         .topic
         .as_deref()
