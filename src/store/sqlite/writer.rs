@@ -1,0 +1,510 @@
+//! The writer thread: the one connection that writes. It takes every change that has
+//! arrived since its last commit and writes them in one transaction, and runs retention
+//! every second.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::oneshot;
+
+use super::{disk_bytes, store_error};
+use crate::hub::{Change, MessageId, MessageRecord, Pattern, StoreError, Topic};
+use crate::store::Retention;
+use crate::store::codec::{headers_blob, millis, outcome_columns};
+
+/// The most changes one transaction takes: a commit must not wait for an endless burst.
+const MAX_BATCH: usize = 20_000;
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// The share of the messages deleted at a time while the store is over its size: small
+/// enough not to take much more than needed, large enough to get there in a few steps.
+const PRUNE_SHARE: i64 = 10;
+
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+pub(super) enum Op {
+    /// A message and the addresses of its publish round's deliveries.
+    Append(Arc<MessageRecord>, Vec<Arc<str>>, Waiter),
+    Change(Change),
+    Flush(Waiter),
+}
+
+/// What the writer tells the rest.
+#[derive(Debug, Default)]
+pub(super) struct Status {
+    pub(super) failing: Mutex<Option<(Instant, StoreError)>>,
+    pub(super) messages: AtomicU64,
+    pub(super) bytes: AtomicU64,
+}
+
+impl Status {
+    /// Counts messages in and out; only the writer changes the count.
+    fn count(&self, appended: u64, deleted: u64) {
+        let now = self.messages.load(Ordering::Relaxed);
+        let next = (now + appended).saturating_sub(deleted);
+        self.messages.store(next, Ordering::Relaxed);
+    }
+}
+
+/// What one transaction did to the message count.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Written {
+    appended: u64,
+    deleted: u64,
+}
+
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) status: Arc<Status>,
+    pub(super) place: String,
+    pub(super) path: PathBuf,
+    pub(super) retention: Retention,
+}
+
+impl Writer {
+    pub(super) fn run(mut self, incoming: mpsc::Receiver<Op>) {
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
+        loop {
+            let wait = next_prune.saturating_duration_since(Instant::now());
+            match incoming.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    batch.extend(incoming.try_iter().take(MAX_BATCH));
+                    self.commit(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_prune {
+                if let Err(err) = self.prune() {
+                    tracing::warn!("retention could not prune the store: {err}");
+                }
+                self.status
+                    .bytes
+                    .store(disk_bytes(&self.path), Ordering::Relaxed);
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
+        }
+        // A last checkpoint, so that the next start reads one file rather than replaying
+        // the log; failing it loses nothing.
+        self.conn
+            .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+            .ok();
+    }
+
+    fn commit(&mut self, batch: Vec<Op>) {
+        let result = write(&mut self.conn, &batch);
+        let result = result.map_err(|err| store_error(&self.place, &err));
+        match result {
+            Ok(written) => {
+                self.status.failing.lock().take();
+                self.status.count(written.appended, written.deleted);
+                answer(batch, &Ok(()));
+            }
+            Err(error) => {
+                *self.status.failing.lock() = Some((Instant::now(), error.clone()));
+                // The new messages are refused; the changes about what was kept before
+                // (outcomes, subscribers) get another try without them: a payload too
+                // big for the disk must not take them down with it.
+                let (appends, changes): (Vec<Op>, Vec<Op>) = batch
+                    .into_iter()
+                    .partition(|op| matches!(op, Op::Append(..)));
+                tracing::error!("the store refused {} new messages: {error}", appends.len());
+                answer(appends, &Err(error));
+                let result =
+                    write(&mut self.conn, &changes).map_err(|err| store_error(&self.place, &err));
+                match &result {
+                    Ok(written) => self.status.count(0, written.deleted),
+                    Err(error) => {
+                        tracing::error!(
+                            "the store did not keep {} changes: {error}",
+                            changes.len()
+                        );
+                    }
+                }
+                answer(changes, &result.map(|_| ()));
+            }
+        }
+    }
+
+    /// Deletes what retention no longer keeps: beyond the newest COUNT messages, older
+    /// than AGE, and the oldest while the store is over SIZE. Never a message with a
+    /// delivery still to make.
+    fn prune(&mut self) -> Result<(), rusqlite::Error> {
+        let Retention { count, bytes, age } = self.retention;
+        let tx = self.conn.transaction()?;
+        let mut below: i64 = tx
+            .query_row(
+                "SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?1",
+                [i64::try_from(count).unwrap_or(i64::MAX)],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |id| id + 1);
+        if let Some(oldest) = SystemTime::now().checked_sub(age) {
+            let young: Option<i64> = tx.query_row(
+                "SELECT MIN(id) FROM messages WHERE received_ms >= ?1",
+                [millis(oldest)],
+                |row| row.get(0),
+            )?;
+            let newest: Option<i64> =
+                tx.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+            below = below.max(young.or(newest.map(|n| n + 1)).unwrap_or(0));
+        }
+        let mut deleted = delete_below(&tx, below)?;
+        // Pages in use, not the file's size: SQLite reuses freed pages, so the file stops
+        // growing once pruning keeps up.
+        let used = |tx: &Transaction<'_>| -> Result<u64, rusqlite::Error> {
+            let pages: i64 = tx.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+            let free: i64 = tx.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+            let size: i64 = tx.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            Ok(((pages - free) * size).max(0) as u64)
+        };
+        while used(&tx)? > bytes {
+            let (oldest, newest): (Option<i64>, Option<i64>) =
+                tx.query_row("SELECT MIN(id), MAX(id) FROM messages", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            let (Some(oldest), Some(newest)) = (oldest, newest) else {
+                break;
+            };
+            if below > newest {
+                // Only messages still to deliver are left: they stay, whatever the size.
+                break;
+            }
+            // From the cutoff so far, not the oldest message: one still to deliver may
+            // stay below it for ever, and the cutoff must move on past it.
+            let from = below.max(oldest);
+            below = from + (newest - from) / PRUNE_SHARE + 1;
+            deleted += delete_below(&tx, below)?;
+        }
+        tx.commit()?;
+        if deleted > 0 {
+            self.status.count(0, deleted);
+            tracing::debug!(deleted, "retention pruned the store");
+        }
+        Ok(())
+    }
+}
+
+/// Tells those waiting on `ops` how their commit went.
+fn answer(ops: Vec<Op>, kept: &Result<(), StoreError>) {
+    for op in ops {
+        if let Op::Append(_, _, waiter) | Op::Flush(waiter) = op {
+            waiter.send(kept.clone()).ok();
+        }
+    }
+}
+
+/// Deletes messages with ids below `below`, their deliveries and attempts, sparing those
+/// with a delivery still to make. Returns how many messages went.
+fn delete_below(tx: &Transaction<'_>, below: i64) -> Result<u64, rusqlite::Error> {
+    if below <= 0 {
+        return Ok(0);
+    }
+    // What stays: messages with a delivery still to make, and pinned ones.
+    const STAYING: &str = "SELECT message_id FROM deliveries WHERE message_id < ?1 AND outcome IS NULL \
+         UNION SELECT id FROM messages WHERE id < ?1 AND pinned = 1";
+    tx.execute(
+        &format!("DELETE FROM attempts WHERE message_id < ?1 AND message_id NOT IN ({STAYING})"),
+        [below],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM deliveries WHERE message_id < ?1 AND message_id NOT IN ({STAYING})"),
+        [below],
+    )?;
+    let gone = tx.execute(
+        &format!("DELETE FROM messages WHERE id < ?1 AND id NOT IN ({STAYING})"),
+        [below],
+    )?;
+    Ok(gone as u64)
+}
+
+/// Writes one group of changes in one transaction.
+fn write(conn: &mut Connection, batch: &[Op]) -> Result<Written, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut written = Written::default();
+    let mut last_id = None;
+    for op in batch {
+        match op {
+            Op::Append(message, subscribers, _) => {
+                insert_message(&tx, message)?;
+                insert_deliveries(&tx, message.id, 0, subscribers)?;
+                written.appended += 1;
+                last_id = Some(message.id);
+            }
+            Op::Change(change) => written.deleted += apply(&tx, change)?,
+            Op::Flush(_) => {}
+        }
+    }
+    if let Some(id) = last_id {
+        // Kept apart from the messages: ids go on from here even once every message
+        // was pruned or forgotten, so that a `webhook-id` is never given twice.
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?1)")?
+            .execute([id.to_string()])?;
+    }
+    tx.commit()?;
+    Ok(written)
+}
+
+fn insert_message(tx: &Transaction<'_>, message: &MessageRecord) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, received_ms, source, topic, content_type, headers, traceparent, tracestate, body, replay_of) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        message.id as i64,
+        millis(message.received_at),
+        message.source.to_string(),
+        message.topic.as_ref().map(Topic::as_str),
+        message.content_type,
+        headers_blob(&message.headers),
+        message.trace.child(),
+        message.trace.state,
+        &message.body[..],
+        message.replay_of.map(|id| id as i64),
+    ])?;
+    Ok(())
+}
+
+/// Adds pending deliveries of message `id`, in slots `first..`, one per address.
+fn insert_deliveries(
+    tx: &Transaction<'_>,
+    id: MessageId,
+    first: usize,
+    subscribers: &[Arc<str>],
+) -> Result<(), rusqlite::Error> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO deliveries (message_id, slot, subscriber) VALUES (?1, ?2, ?3)",
+    )?;
+    for (slot, address) in (first..).zip(subscribers) {
+        insert.execute(params![id as i64, slot as i64, &**address])?;
+    }
+    Ok(())
+}
+
+/// Applies one change; returns how many messages it deleted.
+fn apply(tx: &Transaction<'_>, change: &Change) -> Result<u64, rusqlite::Error> {
+    match change {
+        Change::Queued {
+            id,
+            first,
+            subscribers,
+        } => insert_deliveries(tx, *id, *first, subscribers)?,
+        Change::Attempt { id, slot, attempt } => {
+            let (kind, number, micros, detail) = outcome_columns(&attempt.outcome);
+            let exchange = attempt.exchange.as_deref();
+            let answer = exchange.and_then(|e| e.response.as_ref());
+            tx.prepare_cached(
+                "INSERT INTO attempts (message_id, slot, at_ms, outcome, number, micros, detail, url, \
+                 request_headers, response_status, response_headers, response_body, truncated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                *id as i64,
+                *slot as i64,
+                millis(attempt.at),
+                kind,
+                number,
+                micros,
+                detail,
+                exchange.map(|e| &*e.url),
+                exchange.map(|e| e.request_headers.as_text()),
+                answer.map(|a| a.status),
+                answer.map(|a| a.headers.as_text()),
+                answer.map(|a| &a.body[..]),
+                answer.map(|a| a.truncated),
+            ])?;
+        }
+        Change::Finished { id, slot, outcome } => {
+            let (kind, number, micros, detail) = outcome_columns(outcome);
+            tx.prepare_cached(
+                "UPDATE deliveries SET outcome = ?3, number = ?4, micros = ?5, detail = ?6 \
+                 WHERE message_id = ?1 AND slot = ?2",
+            )?
+            .execute(params![
+                *id as i64,
+                *slot as i64,
+                kind,
+                number,
+                micros,
+                detail
+            ])?;
+        }
+        Change::Subscriber(s) => {
+            let topics: Vec<&str> = s.topics.iter().map(Pattern::as_str).collect();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO subscribers (key, topics, lease_ms, ordered, max_in_flight, \
+                 secret, paused, pinned, registered_ms, last_seen_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                &*s.key,
+                topics.join(","),
+                s.lease.map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX)),
+                s.ordered,
+                s.max_in_flight,
+                s.secret.as_ref().map(crate::hub::Secret::expose),
+                s.paused,
+                s.pinned,
+                millis(s.registered_at),
+                millis(s.last_seen),
+            ])?;
+        }
+        Change::Seen { key, at } => {
+            tx.prepare_cached("UPDATE subscribers SET last_seen_ms = ?2 WHERE key = ?1")?
+                .execute(params![&**key, millis(*at)])?;
+        }
+        Change::Removed { key } => {
+            tx.prepare_cached("DELETE FROM subscribers WHERE key = ?1")?
+                .execute([&**key])?;
+        }
+        Change::Forget => return delete_below(tx, i64::MAX),
+        Change::Pinned { id, pinned } => {
+            tx.prepare_cached("UPDATE messages SET pinned = ?2 WHERE id = ?1")?
+                .execute(params![*id as i64, pinned])?;
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::connect;
+    use super::*;
+    use crate::hub::{Draft, Source};
+
+    fn message(id: MessageId, bytes: usize) -> Arc<MessageRecord> {
+        let draft = Draft::new(vec![b'x'; bytes]);
+        Arc::new(MessageRecord::new(id, draft, Source::Console, 0))
+    }
+
+    fn writer(name: &str, retention: Retention) -> Writer {
+        let dir = std::env::temp_dir().join(format!("herald-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herald.db");
+        let mut conn = connect(&path).unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        Writer {
+            conn,
+            status: Arc::default(),
+            place: path.display().to_string(),
+            path,
+            retention,
+        }
+    }
+
+    fn ids(writer: &Writer) -> Vec<i64> {
+        let mut ids = writer
+            .conn
+            .prepare("SELECT id FROM messages ORDER BY id")
+            .unwrap();
+        ids.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn pruning_by_size_ends_when_only_messages_still_to_deliver_are_left() {
+        let mut writer = writer(
+            "prune",
+            Retention {
+                count: 1_000,
+                bytes: 1,
+                age: Duration::from_secs(3600),
+            },
+        );
+        let mut batch = Vec::new();
+        for id in 1..=50 {
+            let (kept, _) = oneshot::channel();
+            // The first is owed to a subscriber that is down.
+            let owed = if id == 1 {
+                vec!["127.0.0.1:9".into()]
+            } else {
+                Vec::new()
+            };
+            batch.push(Op::Append(message(id, 10_000), owed, kept));
+        }
+        writer.commit(batch);
+        assert_eq!(ids(&writer).len(), 50);
+        // Over its size for ever, since the one message it keeps is never pruned: the
+        // pruning must still end.
+        writer.prune().unwrap();
+        assert_eq!(ids(&writer), [1]);
+        std::fs::remove_dir_all(writer.path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn a_refused_message_does_not_take_the_other_changes_of_its_group_with_it() {
+        let mut writer = writer("refused", Retention::default());
+        writer
+            .conn
+            .pragma_update(None, "max_page_count", 64)
+            .unwrap();
+        let (kept, refused) = oneshot::channel();
+        let subscriber = crate::hub::StoredSubscriber {
+            key: "127.0.0.1:9".into(),
+            topics: Arc::new([]),
+            lease: None,
+            ordered: false,
+            max_in_flight: 1,
+            secret: None,
+            paused: false,
+            pinned: false,
+            registered_at: SystemTime::now(),
+            last_seen: SystemTime::now(),
+        };
+        writer.commit(vec![
+            Op::Append(message(1, 1 << 20), Vec::new(), kept),
+            Op::Change(Change::Subscriber(subscriber)),
+        ]);
+        let refused = refused.blocking_recv().unwrap();
+        assert!(
+            matches!(refused, Err(StoreError::Full { .. })),
+            "{refused:?}"
+        );
+        let kept: i64 = writer
+            .conn
+            .query_row("SELECT COUNT(*) FROM subscribers", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(kept, 1, "the registration was kept");
+        assert!(ids(&writer).is_empty());
+        std::fs::remove_dir_all(writer.path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_failures() {
+        let dir = std::env::temp_dir().join(format!("herald-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herald.db");
+        let mut conn = connect(&path).unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        // SQLite's own cap on the file answers exactly as a full disk does.
+        conn.pragma_update(None, "max_page_count", 64).unwrap();
+        let (kept, _) = oneshot::channel();
+        let small = [Op::Append(message(1, 10), Vec::new(), kept)];
+        assert_eq!(write(&mut conn, &small).unwrap().appended, 1);
+        let (kept, _) = oneshot::channel();
+        let large = [Op::Append(message(2, 1 << 20), Vec::new(), kept)];
+        let err = write(&mut conn, &large).unwrap_err();
+        let error = store_error(&path.display().to_string(), &err);
+        assert!(matches!(error, StoreError::Full { .. }), "{error}");
+        assert!(error.to_string().contains("free some space"), "{error}");
+        // What was committed before is all there, and the store goes on.
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+        let (kept, _) = oneshot::channel();
+        let more = write(&mut conn, &[Op::Append(message(3, 10), Vec::new(), kept)]).unwrap();
+        assert_eq!(more.appended, 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
