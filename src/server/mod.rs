@@ -13,7 +13,6 @@ mod origin;
 mod publish;
 mod query;
 mod seed;
-mod test_subscriber;
 
 use std::convert::Infallible;
 use std::io;
@@ -42,15 +41,12 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutBody;
 
-pub use api::{ImportError, import_ndjson, log_ndjson};
+pub use api::log_ndjson;
 pub use connections::ConnectionLimits;
 pub use origin::Origin;
-pub use test_subscriber::{
-    Behaviour, BehaviourError, MAX_TEST_SUBSCRIBERS, Received, StartFailure, TestState,
-    TestSubscriber, TestSubscribers,
-};
 
 use crate::hub::Hub;
+use crate::workbench::TestSubscribers;
 use connections::{Admitted, Busy, Phase, Registry, Watched};
 use error::{Dialect, HttpError};
 
@@ -74,7 +70,7 @@ pub struct ServerConfig {
 #[derive(Clone)]
 struct AppState {
     hub: Hub,
-    bursts: Arc<crate::burst::Bursts>,
+    bursts: Arc<crate::workbench::burst::Bursts>,
     tests: Arc<TestSubscribers>,
     /// The runtime the deliveries run on: bursts and test subscribers started over HTTP
     /// run there, not on the server's own thread.
@@ -87,7 +83,7 @@ struct AppState {
 /// Every route Herald serves, behind the host, token and size checks.
 pub fn router(
     hub: Hub,
-    bursts: Arc<crate::burst::Bursts>,
+    bursts: Arc<crate::workbench::burst::Bursts>,
     tests: Arc<TestSubscribers>,
     runtime: tokio::runtime::Handle,
     config: ServerConfig,

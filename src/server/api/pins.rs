@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::messages::{MessageSummaryJson, message_id, summary};
 use super::{ApiError, ApiJson, ErrorBody, HttpError};
-use crate::diff;
+use crate::workbench::diff;
 use crate::hub::PinError;
 use crate::server::AppState;
 
