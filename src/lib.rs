@@ -15,6 +15,8 @@
 //! - [`config`]: the command line.
 //! - [`cli`]: the subcommands that talk to a running hub (`listen`, `publish`, ...).
 //! - [`headless`]: `herald --headless`.
+//! - [`values`]: the values settings are made of (durations, sizes, retention...),
+//!   parsed; a leaf that every layer may import.
 //! - [`wire`]: header names and ids that clients and receivers depend on.
 //! - [`workbench`]: bursts, test subscribers, templates, diffs and NDJSON export/import,
 //!   shared by the console and the API.
@@ -28,6 +30,7 @@ pub mod headless;
 pub mod hub;
 pub mod server;
 pub mod service;
+pub mod values;
 pub mod store;
 pub mod wire;
 pub mod workbench;

@@ -142,7 +142,7 @@ impl Service {
             tests: Arc::default(),
             runtime: runtime.clone(),
             dispatcher,
-            config: config.server(),
+            config: ServerConfig::from_config(config),
             http,
             listening: None,
             cluster,

@@ -9,7 +9,6 @@ mod connections;
 mod error;
 mod guard;
 mod metrics;
-mod origin;
 mod publish;
 mod query;
 mod seed;
@@ -43,9 +42,10 @@ use tower_http::timeout::TimeoutBody;
 
 pub use api::log_ndjson;
 pub use connections::ConnectionLimits;
-pub use origin::Origin;
 
+use crate::config::Config;
 use crate::hub::Hub;
+use crate::wire::Origin;
 use crate::workbench::TestSubscribers;
 use connections::{Admitted, Busy, Phase, Registry, Watched};
 use error::{Dialect, HttpError};
@@ -65,6 +65,38 @@ pub struct ServerConfig {
     /// Publisher headers passed on to every delivery (`--forward-header`), besides
     /// `Content-Type` and the trace context, which always are.
     pub forward_headers: Vec<axum::http::HeaderName>,
+}
+
+impl ServerConfig {
+    /// The server's part of the command line.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_body: config.max_body,
+            token: config.token.clone(),
+            allowed_hosts: config.allow_hosts.clone(),
+            allowed_origins: config.allow_origins.clone(),
+            connections: ConnectionLimits {
+                header_timeout: config.header_timeout,
+                idle_timeout: config.idle_timeout,
+                max_connections: config.max_connections as usize,
+            },
+            // Named twice, a header would be forwarded twice.
+            forward_headers: config
+                .forward_headers
+                .iter()
+                .enumerate()
+                .filter(|(i, name)| !config.forward_headers[..*i].contains(name))
+                .map(|(_, name)| name.clone())
+                .collect(),
+        }
+    }
+}
+
+// The default is the command line's, written once in its flags.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::from_config(&Config::default())
+    }
 }
 
 #[derive(Clone)]

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ErrorBody, HttpError, time};
-use crate::workbench::burst::{BurstError, BurstSpec, MAX_COUNT, Progress};
 use crate::hub::Topic;
 use crate::server::AppState;
+use crate::workbench::burst::{BurstError, BurstSpec, MAX_COUNT, Progress};
 use crate::workbench::template::Template;
 
 #[derive(Debug, Deserialize, ToSchema)]
