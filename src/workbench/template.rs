@@ -141,12 +141,9 @@ fn overlong_tag(source: &str) -> Option<usize> {
     loop {
         // A string left open at the end steps past it.
         i = i.min(bytes.len());
-        let Some(open) = bytes[i..]
+        let open = bytes[i..]
             .windows(2)
-            .position(|w| w[0] == b'{' && matches!(w[1], b'{' | b'%' | b'#'))
-        else {
-            return None;
-        };
+            .position(|w| w[0] == b'{' && matches!(w[1], b'{' | b'%' | b'#'))?;
         let start = i + open;
         let kind = bytes[start + 1];
         i = start + 2;
