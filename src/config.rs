@@ -3,8 +3,6 @@
 
 mod file;
 
-pub(crate) use file::xdg_dir;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,25 +12,16 @@ use ipnet::IpNet;
 
 use crate::delivery::DeliveryConfig;
 use crate::hub::{HubConfig, Secret, TargetPolicy};
-use crate::server::{ConnectionLimits, Origin, ServerConfig};
+use crate::values::{Retention, byte_size, duration_up_to, positive_duration, token};
 use crate::wire::{
-    HERALD_HEADER_PREFIX, TRACEPARENT_HEADER, TRACESTATE_HEADER, WEBHOOK_HEADER_PREFIX,
+    HERALD_HEADER_PREFIX, Origin, TRACEPARENT_HEADER, TRACESTATE_HEADER, WEBHOOK_HEADER_PREFIX,
 };
 
 /// Herald: a desktop event hub for microservices. Services register a callback address and
 /// keep it alive; every message published to the hub is POSTed to every live subscriber.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "herald",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "herald", version, about)]
 pub struct Config {
-    /// Without one, the hub itself (the window, or --headless).
-    #[command(subcommand)]
-    pub command: Option<crate::cli::Command>,
-
     /// Read settings from this TOML file (keys are the flags' names: ttl = "30s"), instead
     /// of herald.toml here or in the user's config directory. Flags and the environment
     /// beat it.
@@ -73,7 +62,7 @@ pub struct Config {
     /// older than AGE, whichever is reached first (a message with a delivery still to make
     /// is always kept).
     #[arg(long, default_value = "100000,1GiB,7d", value_name = "COUNT,SIZE,AGE")]
-    pub retain: crate::store::Retention,
+    pub retain: Retention,
 
     /// Address and port the HTTP server listens on.
     #[arg(long, default_value = "127.0.0.1:3000", value_name = "IP:PORT")]
@@ -202,9 +191,6 @@ pub struct Config {
 
 /// A `Retry-After` longer than this is cut to it (a subscriber cannot park its queue).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// The longest duration any flag takes. Far beyond any sensible keep-alive or timeout,
-/// and far enough inside what clocks can add that no deadline overflows.
-const MAX_DURATION: (Duration, &str) = (Duration::from_secs(365 * 24 * 60 * 60), "365 days");
 /// The most retries `--retry-schedule` may list.
 const MAX_RETRIES: usize = 50;
 /// The largest `--log-max-bytes`.
@@ -222,69 +208,72 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Parses the command line `args` (exiting with a message on a bad flag) and names,
-    /// by clap id, the flags the user actually gave, as opposed to defaults.
-    pub fn parse_noting_given<I, T>(args: I) -> (Self, Vec<String>)
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
-        let given = |matches: &clap::ArgMatches| -> Vec<String> {
+/// Parses the command line `args` as `P` (the hub's [`Config`], or the whole command line
+/// with its subcommands, `crate::cli::Herald`), exiting with a message on a bad flag, with
+/// the config file's settings under the flags, and names, by clap id, the flags the user
+/// actually gave, as opposed to defaults.
+pub fn parse_noting_given<P, I, T>(args: I) -> (P, Vec<String>)
+where
+    P: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::parser::ValueSource;
+    let given = |matches: &clap::ArgMatches| -> Vec<String> {
+        matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect()
+    };
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let command = P::command();
+    let mut matches = command.clone().get_matches_from(&args);
+    let typed = given(&matches);
+    let mut from_file = Vec::new();
+    // Subcommands talk to a hub; the file holds the hub's own settings.
+    let path = if matches.subcommand().is_some() {
+        None
+    } else {
+        file::locate(
             matches
-                .ids()
-                .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-                .map(|id| id.as_str().to_owned())
-                .collect()
-        };
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-        let command = Self::command();
-        let mut matches = command.clone().get_matches_from(&args);
-        let typed = given(&matches);
-        let mut from_file = Vec::new();
-        // Subcommands talk to a hub; the file holds the hub's own settings.
-        let path = if matches.subcommand().is_some() {
-            None
-        } else {
-            file::locate(
-                matches
-                    .get_one::<std::path::PathBuf>("config")
-                    .map(|p| p.as_path()),
-            )
-        };
-        if let Some(path) = &path {
-            let (flags, set) = file::as_flags(path, &command, &typed).unwrap_or_else(|err| {
-                eprintln!("herald: {err}");
-                std::process::exit(2)
+                .get_one::<std::path::PathBuf>("config")
+                .map(|p| p.as_path()),
+        )
+    };
+    if let Some(path) = &path {
+        let (flags, set) = file::as_flags(path, &command, &typed).unwrap_or_else(|err| {
+            eprintln!("herald: {err}");
+            std::process::exit(2)
+        });
+        // The file's settings go first, as flags the command line did not give, and
+        // are checked by the same parser (a bad value names the flag, and the file).
+        let mut all = args[..1.min(args.len())].to_vec();
+        all.extend(flags);
+        all.extend(args.iter().skip(1).cloned());
+        matches = command
+            .clone()
+            .try_get_matches_from(all)
+            .unwrap_or_else(|err| {
+                eprintln!("herald: in {}:", path.display());
+                err.exit()
             });
-            // The file's settings go first, as flags the command line did not give, and
-            // are checked by the same parser (a bad value names the flag, and the file).
-            let mut all = args[..1.min(args.len())].to_vec();
-            all.extend(flags);
-            all.extend(args.iter().skip(1).cloned());
-            matches = command
-                .clone()
-                .try_get_matches_from(all)
-                .unwrap_or_else(|err| {
-                    eprintln!("herald: in {}:", path.display());
-                    err.exit()
-                });
-            from_file = set;
-        }
-        if matches.get_flag("print_config") {
-            print!(
-                "{}",
-                file::describe(&command, &matches, &from_file, path.as_deref())
-            );
-            std::process::exit(0);
-        }
-        let config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-        // Flags typed now, not the file's: the window's remembered settings beat the file
-        // (it is the hub's defaults), and only a flag given now beats them.
-        (config, typed)
+        from_file = set;
     }
+    if matches.get_flag("print_config") {
+        print!(
+            "{}",
+            file::describe(&command, &matches, &from_file, path.as_deref())
+        );
+        std::process::exit(0);
+    }
+    let parsed = P::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    // Flags typed now, not the file's: the window's remembered settings beat the file
+    // (it is the hub's defaults), and only a flag given now beats them.
+    (parsed, typed)
+}
 
+impl Config {
     pub fn hub(&self) -> HubConfig {
         HubConfig {
             ttl: self.ttl,
@@ -331,28 +320,6 @@ impl Config {
             max_retry_after: MAX_RETRY_AFTER,
         }
     }
-
-    pub fn server(&self) -> ServerConfig {
-        ServerConfig {
-            max_body: self.max_body,
-            token: self.token.clone(),
-            allowed_hosts: self.allow_hosts.clone(),
-            allowed_origins: self.allow_origins.clone(),
-            connections: ConnectionLimits {
-                header_timeout: self.header_timeout,
-                idle_timeout: self.idle_timeout,
-                max_connections: self.max_connections as usize,
-            },
-            // Named twice, a header would be forwarded twice.
-            forward_headers: self
-                .forward_headers
-                .iter()
-                .enumerate()
-                .filter(|(i, name)| !self.forward_headers[..*i].contains(name))
-                .map(|(_, name)| name.clone())
-                .collect(),
-        }
-    }
 }
 
 // Each default is written once, in the flags above; the parts' configs take theirs from
@@ -367,41 +334,6 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Config::default().delivery()
     }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Config::default().server()
-    }
-}
-
-/// A ban's length, as the console and the API take it: 1 s to 365 days.
-pub(crate) fn ban_duration(text: &str) -> Result<Duration, String> {
-    let ban = positive_duration(text)?;
-    if ban > Duration::from_secs(365 * 24 * 60 * 60) {
-        return Err(format!("{text:?} is more than 365 days"));
-    }
-    if ban < Duration::from_secs(1) {
-        return Err(format!("{text:?} is less than a second"));
-    }
-    Ok(ban)
-}
-
-pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
-    duration_up_to(text, MAX_DURATION)
-}
-
-/// A duration longer than zero and at most `max` (a duration, and how to say it).
-fn duration_up_to(text: &str, (max, said): (Duration, &str)) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text)
-        .map_err(|err| format!("{err}; write a duration such as 500ms, 3s or 2m"))?;
-    if duration.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    if duration > max {
-        return Err(format!("{text:?} is too long: it must be at most {said}"));
-    }
-    Ok(duration)
 }
 
 fn retry_schedule(text: &str) -> Result<RetrySchedule, String> {
@@ -456,40 +388,6 @@ fn forward_header(text: &str) -> Result<HeaderName, String> {
     Err(format!("{name} cannot be forwarded: {refused}"))
 }
 
-/// A size in bytes, with an optional unit (KiB, MiB, GiB), from 1 to `max`.
-pub(crate) fn byte_size(text: &str, max: usize) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?}; write e.g. 65536, 512KiB or 2MiB"
-            ));
-        }
-    };
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; write e.g. 65536, 512KiB or 2MiB"))?;
-    match number.checked_mul(multiplier) {
-        Some(0) => Err("must be at least one byte".to_owned()),
-        Some(size) if size <= max => Ok(size),
-        _ => Err(format!(
-            "{text:?} is more than the largest allowed, {max} bytes"
-        )),
-    }
-}
-
-/// Longest `--header-timeout` or `--idle-timeout`: beyond a day a timeout protects
-/// nothing, and adding a vast one to the clock would overflow it.
-const MAX_EDGE_TIMEOUT: (Duration, &str) = (Duration::from_secs(24 * 60 * 60), "1day");
-
 /// A NATS server's URL: `nats://HOST:PORT` (the port may be left out: 4222).
 fn cluster_url(text: &str) -> Result<String, String> {
     let url = url::Url::parse(text)
@@ -518,34 +416,9 @@ fn instance_name(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// The longest token accepted: far beyond any generated one, well within a header.
-const MAX_TOKEN: usize = 1024;
-
-/// A bearer token a client can send: an empty one would switch authentication off, and a
-/// character a header cannot carry as it is would make it one that no request matches.
-fn token(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        return Err(
-            "the token is empty, which would let every request in; give a token of \
-                    letters, digits and punctuation, or leave --token out (a hub bound to \
-                    another address than loopback then makes one)"
-                .to_owned(),
-        );
-    }
-    if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
-            "the token holds {c:?}, which a client cannot send as it is in an Authorization \
-             header; use letters, digits and ASCII punctuation only"
-        ));
-    }
-    if text.len() > MAX_TOKEN {
-        return Err(format!(
-            "the token is {} bytes; at most {MAX_TOKEN}",
-            text.len()
-        ));
-    }
-    Ok(text.to_owned())
-}
+/// Longest `--header-timeout` or `--idle-timeout`: beyond a day a timeout protects
+/// nothing, and adding a vast one to the clock would overflow it.
+const MAX_EDGE_TIMEOUT: (Duration, &str) = (Duration::from_secs(24 * 60 * 60), "1day");
 
 fn edge_timeout(text: &str) -> Result<Duration, String> {
     duration_up_to(text, MAX_EDGE_TIMEOUT)
@@ -626,7 +499,10 @@ mod tests {
             "x-request-id",
         ])
         .unwrap();
-        assert_eq!(config.server().forward_headers, ["x-request-id", "baggage"]);
+        assert_eq!(
+            crate::server::ServerConfig::from_config(&config).forward_headers,
+            ["x-request-id", "baggage"]
+        );
         for (name, why) in [
             ("connection", "hop by hop"),
             ("Transfer-Encoding", "hop by hop"),

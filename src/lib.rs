@@ -15,22 +15,25 @@
 //! - [`config`]: the command line.
 //! - [`cli`]: the subcommands that talk to a running hub (`listen`, `publish`, ...).
 //! - [`headless`]: `herald --headless`.
+//! - [`values`]: the values settings are made of (durations, sizes, retention...),
+//!   parsed; a leaf that every layer may import.
 //! - [`wire`]: header names and ids that clients and receivers depend on.
+//! - [`workbench`]: bursts, test subscribers, templates, diffs and NDJSON export/import,
+//!   shared by the console and the API.
 
-pub mod burst;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
-pub mod diff;
 pub mod gui;
 pub mod headless;
 pub mod hub;
 pub mod server;
 pub mod service;
+pub mod values;
 pub mod store;
-pub mod template;
 pub mod wire;
+pub mod workbench;
 
 pub use config::Config;
 pub use hub::Hub;

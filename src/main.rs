@@ -1,11 +1,12 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use herald::Config;
+use herald::cli::Herald;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let (config, given) = Config::parse_noting_given(std::env::args_os());
+    let (Herald { command, config }, given) =
+        herald::config::parse_noting_given::<Herald, _, _>(std::env::args_os());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    if let Some(command) = config.command {
+    if let Some(command) = command {
         return herald::cli::run(command).unwrap_or_else(|err| {
             eprintln!("herald: {err:#}");
             ExitCode::FAILURE

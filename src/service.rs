@@ -92,9 +92,9 @@ pub enum StartError {
 pub struct Service {
     hub: Hub,
     /// Bursts started from the console or the API.
-    bursts: Arc<crate::burst::Bursts>,
+    bursts: Arc<crate::workbench::burst::Bursts>,
     /// Test subscribers added from the console or the API.
-    tests: Arc<crate::server::TestSubscribers>,
+    tests: Arc<crate::workbench::TestSubscribers>,
     /// The runtime the hub's work runs on.
     runtime: Handle,
     dispatcher: Arc<Dispatcher>,
@@ -142,7 +142,7 @@ impl Service {
             tests: Arc::default(),
             runtime: runtime.clone(),
             dispatcher,
-            config: config.server(),
+            config: ServerConfig::from_config(config),
             http,
             listening: None,
             cluster,
@@ -232,11 +232,11 @@ impl Service {
         &self.hub
     }
 
-    pub fn bursts(&self) -> &Arc<crate::burst::Bursts> {
+    pub fn bursts(&self) -> &Arc<crate::workbench::burst::Bursts> {
         &self.bursts
     }
 
-    pub fn test_subscribers(&self) -> &Arc<crate::server::TestSubscribers> {
+    pub fn test_subscribers(&self) -> &Arc<crate::workbench::TestSubscribers> {
         &self.tests
     }
 

@@ -3,8 +3,10 @@
 //! Herald instances depend on them, so each is spelled here once and imported by
 //! `delivery` and `server`.
 
+pub mod origin;
 pub mod trace;
 
+pub use origin::Origin;
 pub use trace::{TraceContext, TraceId};
 
 /// On a publish answer and on every delivery: the hub's message id.

@@ -37,7 +37,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "whsec_...")]
     pub secret: Option<Secret>,
     /// How long a delivery may take, as a hub would wait (Herald's default is 10s).
-    #[arg(long, default_value = "10s", value_parser = crate::config::positive_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = crate::values::positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
     /// Also write the results as JUnit XML here, for CI.
     #[arg(long, value_name = "FILE")]

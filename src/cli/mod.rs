@@ -16,13 +16,32 @@ mod read;
 
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
 
 pub use check::CheckArgs;
 pub use client::HubClient;
 pub use listen::ListenArgs;
 pub use publish::PublishArgs;
 pub use read::{MessagesArgs, ResendArgs};
+
+/// Herald: a desktop event hub for microservices. Services register a callback address and
+/// keep it alive; every message published to the hub is POSTed to every live subscriber.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Herald {
+    /// Without one, the hub itself (the window, or --headless).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -95,12 +114,12 @@ pub struct ReadArgs {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Completions { shell } => {
-            let mut cli = <crate::Config as clap::CommandFactory>::command();
+            let mut cli = <Herald as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cli, "herald", &mut std::io::stdout());
             return Ok(ExitCode::SUCCESS);
         }
         Command::Man => {
-            let cli = <crate::Config as clap::CommandFactory>::command();
+            let cli = <Herald as clap::CommandFactory>::command();
             clap_mangen::Man::new(cli).render(&mut std::io::stdout())?;
             return Ok(ExitCode::SUCCESS);
         }

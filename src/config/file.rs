@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 
+use crate::values::xdg_dir;
+
 /// The file's name, in the working directory and in the user's config directory.
 const FILE_NAME: &str = "herald.toml";
 /// A config file larger than this is surely not one.
@@ -31,16 +33,6 @@ pub(super) fn locate(given: Option<&Path>) -> Option<PathBuf> {
     }
     let config_dir = xdg_dir("XDG_CONFIG_HOME", ".config")?;
     Some(config_dir.join("herald").join(FILE_NAME)).filter(|path| path.is_file())
-}
-
-/// An XDG base directory: `$VAR` if set and not empty, or else `~/in_home`. Written by
-/// hand for the config file and the data directory alike, so that both follow the same
-/// rules on every platform (and tests move both with the environment).
-pub(crate) fn xdg_dir(var: &str, in_home: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(in_home)))
 }
 
 /// The file's settings as flags (`--ttl`, `30s`, ...) for the arguments of `command`

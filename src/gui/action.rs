@@ -30,7 +30,7 @@ pub(crate) enum Action {
         subscriber: String,
     },
     /// Start this burst on the runtime, and follow it in Compose.
-    StartBurst(Box<crate::burst::BurstSpec>),
+    StartBurst(Box<crate::workbench::burst::BurstSpec>),
     /// Show the payloads of these two messages side by side.
     Compare(crate::hub::MessageId, crate::hub::MessageId),
     /// Open message `id` in Compose, to be edited and replayed.

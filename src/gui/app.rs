@@ -69,7 +69,7 @@ impl HeraldApp {
     }
 
     /// The test subscribers the panel shows (shared with the API).
-    pub fn test_subscribers(&self) -> &crate::server::TestSubscribers {
+    pub fn test_subscribers(&self) -> &crate::workbench::TestSubscribers {
         self.backend.test_subscribers()
     }
 

@@ -29,8 +29,8 @@ pub(crate) enum ListenState {
 
 pub struct Backend {
     hub: Hub,
-    bursts: Arc<crate::burst::Bursts>,
-    tests: Arc<crate::server::TestSubscribers>,
+    bursts: Arc<crate::workbench::burst::Bursts>,
+    tests: Arc<crate::workbench::TestSubscribers>,
     runtime: Handle,
     /// Taken out when the window closes, to be shut down.
     service: Arc<Mutex<Option<Service>>>,
@@ -66,12 +66,12 @@ impl Backend {
     }
 
     /// The test subscribers the console and the API add.
-    pub fn test_subscribers(&self) -> &Arc<crate::server::TestSubscribers> {
+    pub fn test_subscribers(&self) -> &Arc<crate::workbench::TestSubscribers> {
         &self.tests
     }
 
     /// The bursts the console and the API start.
-    pub(crate) fn bursts(&self) -> &Arc<crate::burst::Bursts> {
+    pub(crate) fn bursts(&self) -> &Arc<crate::workbench::burst::Bursts> {
         &self.bursts
     }
 

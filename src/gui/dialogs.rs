@@ -103,7 +103,7 @@ impl Files {
                 notice => return notice,
             };
             // On a blocking thread of the runtime, where waiting for the commit is fine.
-            match handle.block_on(crate::server::import_ndjson(&hub, &bytes)) {
+            match handle.block_on(crate::workbench::ndjson::import_ndjson(&hub, &bytes)) {
                 Ok(ids) => FileDone::Notice(format!(
                     "Imported {} messages from {}",
                     ids.len(),

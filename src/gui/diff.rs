@@ -4,7 +4,7 @@
 use egui::RichText;
 
 use super::theme;
-use crate::diff::{self, Diff, Op};
+use crate::workbench::diff::{self, Diff, Op};
 use crate::hub::{Hub, MessageId};
 
 /// The comparison on screen, if any: computed once, when it is opened.

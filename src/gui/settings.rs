@@ -273,7 +273,7 @@ mod tests {
         };
         let (mut config, given) =
             // An empty config file, so that none on this machine plays a part.
-            Config::parse_noting_given([
+            crate::config::parse_noting_given::<Config, _, _>([
                 "herald",
                 "--config",
                 "/dev/null",

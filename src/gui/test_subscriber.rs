@@ -7,7 +7,7 @@ use egui::RichText;
 
 use super::action::Action;
 use super::{format, theme};
-use crate::server::{Behaviour, TestState, TestSubscriber, TestSubscribers};
+use crate::workbench::{Behaviour, TestState, TestSubscriber, TestSubscribers};
 
 /// Received messages listed per subscriber, newest first.
 const LISTED: usize = 3;
@@ -132,7 +132,7 @@ fn behaviour_ui(ui: &mut egui::Ui, behaviour: &mut Behaviour) {
 }
 
 /// The newest requests it took, and what it answered each.
-fn received_ui(ui: &mut egui::Ui, received: &[crate::server::Received]) {
+fn received_ui(ui: &mut egui::Ui, received: &[crate::workbench::Received]) {
     ui.indent("received", |ui| {
         for item in received {
             let preview: String = String::from_utf8_lossy(&item.body)

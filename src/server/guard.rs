@@ -11,8 +11,8 @@ use subtle::ConstantTimeEq as _;
 
 use super::AppState;
 use super::error::{Dialect, HttpError, Result};
-use super::origin::Origin;
 use crate::wire::INSTANCE_HEADER;
+use crate::wire::Origin;
 
 /// The Fetch Metadata header a browser adds to every request it sends.
 const SEC_FETCH_SITE: &str = "sec-fetch-site";

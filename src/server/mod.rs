@@ -9,11 +9,9 @@ mod connections;
 mod error;
 mod guard;
 mod metrics;
-mod origin;
 mod publish;
 mod query;
 mod seed;
-mod test_subscriber;
 
 use std::convert::Infallible;
 use std::io;
@@ -42,15 +40,13 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutBody;
 
-pub use api::{ImportError, import_ndjson, log_ndjson};
+pub use api::log_ndjson;
 pub use connections::ConnectionLimits;
-pub use origin::Origin;
-pub use test_subscriber::{
-    Behaviour, BehaviourError, MAX_TEST_SUBSCRIBERS, Received, StartFailure, TestState,
-    TestSubscriber, TestSubscribers,
-};
 
+use crate::config::Config;
 use crate::hub::Hub;
+use crate::wire::Origin;
+use crate::workbench::TestSubscribers;
 use connections::{Admitted, Busy, Phase, Registry, Watched};
 use error::{Dialect, HttpError};
 
@@ -71,10 +67,42 @@ pub struct ServerConfig {
     pub forward_headers: Vec<axum::http::HeaderName>,
 }
 
+impl ServerConfig {
+    /// The server's part of the command line.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_body: config.max_body,
+            token: config.token.clone(),
+            allowed_hosts: config.allow_hosts.clone(),
+            allowed_origins: config.allow_origins.clone(),
+            connections: ConnectionLimits {
+                header_timeout: config.header_timeout,
+                idle_timeout: config.idle_timeout,
+                max_connections: config.max_connections as usize,
+            },
+            // Named twice, a header would be forwarded twice.
+            forward_headers: config
+                .forward_headers
+                .iter()
+                .enumerate()
+                .filter(|(i, name)| !config.forward_headers[..*i].contains(name))
+                .map(|(_, name)| name.clone())
+                .collect(),
+        }
+    }
+}
+
+// The default is the command line's, written once in its flags.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::from_config(&Config::default())
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     hub: Hub,
-    bursts: Arc<crate::burst::Bursts>,
+    bursts: Arc<crate::workbench::burst::Bursts>,
     tests: Arc<TestSubscribers>,
     /// The runtime the deliveries run on: bursts and test subscribers started over HTTP
     /// run there, not on the server's own thread.
@@ -87,7 +115,7 @@ struct AppState {
 /// Every route Herald serves, behind the host, token and size checks.
 pub fn router(
     hub: Hub,
-    bursts: Arc<crate::burst::Bursts>,
+    bursts: Arc<crate::workbench::burst::Bursts>,
     tests: Arc<TestSubscribers>,
     runtime: tokio::runtime::Handle,
     config: ServerConfig,

@@ -20,6 +20,8 @@ use thiserror::Error;
 
 pub use sqlite::SqliteStore;
 
+pub use crate::values::Retention;
+
 use crate::hub::Restored;
 
 pub(crate) const DB_FILE: &str = "herald.db";
@@ -89,63 +91,10 @@ impl OpenError {
     }
 }
 
-/// How much the store keeps: whichever limit is reached first prunes the oldest
-/// messages (never one with a delivery still to make).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    pub count: u64,
-    pub bytes: u64,
-    pub age: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        "100000,1GiB,7d"
-            .parse()
-            .expect("the default retention parses")
-    }
-}
-
-impl fmt::Display for Retention {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{},{}B,{}",
-            self.count,
-            self.bytes,
-            humantime::format_duration(self.age)
-        )
-    }
-}
-
-/// The largest SIZE `--retain` takes (1 PiB): beyond it a byte count could overflow.
-const MAX_RETAIN_BYTES: u64 = 1 << 50;
-
-impl FromStr for Retention {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let usage = "give COUNT,SIZE,AGE, e.g. 100000,1GiB,7d";
-        let [count, size, age] = text.split(',').map(str::trim).collect::<Vec<_>>()[..] else {
-            return Err(format!("{text:?} is not three values; {usage}"));
-        };
-        let count: u64 = count.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-            format!("COUNT {count:?} is not a whole number of messages of at least 1; {usage}")
-        })?;
-        let bytes = crate::config::byte_size(size, MAX_RETAIN_BYTES as usize)
-            .map_err(|err| format!("SIZE: {err}; {usage}"))? as u64;
-        let age = humantime::parse_duration(age)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("AGE {age:?} is not a duration such as 7d or 12h; {usage}"))?;
-        Ok(Self { count, bytes, age })
-    }
-}
-
 /// Where the console keeps its history unless told otherwise: `$XDG_DATA_HOME/herald`,
 /// or `~/.local/share/herald`.
 pub fn default_data_dir() -> Option<PathBuf> {
-    crate::config::xdg_dir("XDG_DATA_HOME", ".local/share").map(|data| data.join("herald"))
+    crate::values::xdg_dir("XDG_DATA_HOME", ".local/share").map(|data| data.join("herald"))
 }
 
 /// Opens the store in `dir`, creating the directory if need be, and reads back what it

@@ -9,7 +9,7 @@ use egui_kittest::kittest::{NodeT as _, Queryable as _};
 use herald::Config;
 use herald::gui::{Backend, HeraldApp, Settings};
 use herald::hub::{HubEvent, RemovalReason};
-use herald::server::TestState;
+use herald::workbench::TestState;
 use tokio::runtime::Runtime;
 
 use crate::utils::{PATIENCE, Receiver, Reply};

@@ -9,7 +9,7 @@ use egui::RichText;
 use super::action::Action;
 use super::{format, theme};
 use crate::hub::{Draft, Edits, Hub, MessageId, Source, Topic, TopicError};
-use crate::template::{Template, TemplateError};
+use crate::workbench::template::{Template, TemplateError};
 
 mod burst;
 mod replay;
@@ -68,7 +68,7 @@ pub(crate) struct Compose {
     /// at, and when: worked out again when the text changes, or the hub did (at most
     /// four times a second: it lists every subscriber).
     reach: Option<(String, u64, Instant, Result<String, TopicError>)>,
-    /// Render `{{ … }}` variables per publish (see `crate::template`).
+    /// Render `{{ … }}` variables per publish (see `crate::workbench::template`).
     variables: bool,
     /// The text rendered once, as a sample, for the text it was rendered from.
     rendered: Option<Result<String, TemplateError>>,

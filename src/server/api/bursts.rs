@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ErrorBody, HttpError, time};
-use crate::burst::{BurstError, BurstSpec, MAX_COUNT, Progress};
 use crate::hub::Topic;
 use crate::server::AppState;
-use crate::template::Template;
+use crate::workbench::burst::{BurstError, BurstSpec, MAX_COUNT, Progress};
+use crate::workbench::template::Template;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +188,7 @@ pub(super) async fn cancel(
 fn burst(
     state: &AppState,
     id: Result<Path<String>, PathRejection>,
-) -> Result<std::sync::Arc<crate::burst::Burst>, HttpError> {
+) -> Result<std::sync::Arc<crate::workbench::burst::Burst>, HttpError> {
     let Path(text) = id?;
     let missing = || {
         HttpError::new(

@@ -14,7 +14,6 @@ mod test_subscribers;
 mod topics;
 
 pub use messages::log_ndjson;
-pub use store::{ImportError, import_ndjson};
 
 use std::sync::Arc;
 

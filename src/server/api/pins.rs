@@ -9,9 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::messages::{MessageSummaryJson, message_id, summary};
 use super::{ApiError, ApiJson, ErrorBody, HttpError};
-use crate::diff;
 use crate::hub::PinError;
 use crate::server::AppState;
+use crate::workbench::diff;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

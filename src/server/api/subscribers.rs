@@ -210,7 +210,7 @@ pub(super) async fn kick(
     let Path(address) = address?;
     let Query(query) = query?;
     if let Some(ban) = query.ban.as_deref() {
-        let ban = crate::config::ban_duration(ban)
+        let ban = crate::values::ban_duration(ban)
             .map_err(|err| HttpError::new(StatusCode::BAD_REQUEST, format!("ban: {err}")))?;
         state.hub.ban(&address, ban);
         return Ok(StatusCode::NO_CONTENT);

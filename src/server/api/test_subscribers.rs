@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ErrorBody, HttpError, time};
 use crate::hub::RegisterError;
-use crate::server::{AppState, Behaviour, BehaviourError, StartFailure, TestState, TestSubscriber};
+use crate::server::AppState;
+use crate::workbench::{Behaviour, BehaviourError, StartFailure, TestState, TestSubscriber};
 
 /// How a test subscriber answers; what is left out is the default (or, in a PATCH, stays
 /// as it is).

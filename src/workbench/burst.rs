@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Draft, Hub, MessageId, Source, Topic};
-use crate::template::Template;
+use crate::workbench::template::Template;
 
 /// The most messages one burst sends.
 pub const MAX_COUNT: u64 = 1_000_000;

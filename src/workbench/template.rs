@@ -293,10 +293,10 @@ mod tests {
     #[test]
     fn the_bundled_templates_render_to_json() {
         for source in [
-            include_str!("../assets/templates/order-created.json"),
-            include_str!("../assets/templates/user-signed-up.json"),
-            include_str!("../assets/templates/deployment-finished.json"),
-            include_str!("../assets/templates/ping.json"),
+            include_str!("../../assets/templates/order-created.json"),
+            include_str!("../../assets/templates/user-signed-up.json"),
+            include_str!("../../assets/templates/deployment-finished.json"),
+            include_str!("../../assets/templates/ping.json"),
         ] {
             let rendered = Template::parse(source).unwrap().render(7).unwrap();
             let json: Result<serde_json::Value, _> = serde_json::from_str(&rendered);
