@@ -30,8 +30,8 @@ pub mod headless;
 pub mod hub;
 pub mod server;
 pub mod service;
-pub mod values;
 pub mod store;
+pub mod values;
 pub mod wire;
 pub mod workbench;
 

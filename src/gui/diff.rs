@@ -4,8 +4,8 @@
 use egui::RichText;
 
 use super::theme;
-use crate::workbench::diff::{self, Diff, Op};
 use crate::hub::{Hub, MessageId};
+use crate::workbench::diff::{self, Diff, Op};
 
 /// The comparison on screen, if any: computed once, when it is opened.
 #[derive(Default)]

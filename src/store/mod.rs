@@ -8,12 +8,9 @@ pub(crate) mod codec;
 mod schema;
 mod sqlite;
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
 
 use rusqlite::ErrorCode;
 use thiserror::Error;

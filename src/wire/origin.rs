@@ -19,7 +19,7 @@ pub struct Origin {
 
 impl Origin {
     /// The origin a request's `Host` header addresses: the hub serves plain `http`.
-    pub(super) fn of_host_header(host: &str) -> Option<Self> {
+    pub(crate) fn of_host_header(host: &str) -> Option<Self> {
         if host.contains(['/', '?', '#', '@']) {
             return None;
         }

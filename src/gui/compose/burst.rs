@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Compose;
-use crate::workbench::burst::{Burst, BurstSpec, BurstState, MAX_COUNT, MAX_RATE};
 use crate::gui::action::Action;
 use crate::gui::{format, theme};
 use crate::hub::Hub;
+use crate::workbench::burst::{Burst, BurstSpec, BurstState, MAX_COUNT, MAX_RATE};
 use crate::workbench::template::Template;
 
 /// How often a running burst's progress is drawn again.
