@@ -261,7 +261,10 @@ pub(crate) fn name_of(address: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
+    use crate::hub::DeliveryError;
 
     #[test]
     fn a_message_travels_whole_through_nats_form() {
@@ -312,5 +315,106 @@ mod tests {
         assert_ne!(name, name_of("127.0.0.1:8081"));
         assert_eq!(name.len(), 33);
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn a_topic_is_the_subject_after_herald() {
+        assert_eq!(subject(None), "herald");
+        let topic = Topic::parse("orders.paid").unwrap();
+        assert_eq!(subject(Some(&topic)), "herald.orders.paid");
+        assert_eq!(route_of("herald.orders.paid", None), (Some(topic), None));
+        // A subject that only starts like Herald's has no topic.
+        assert_eq!(route_of("heraldry.orders", None), (None, None));
+    }
+
+    #[test]
+    fn a_subscriber_travels_whole_through_the_bucket() {
+        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        let secret: Secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap();
+        let stored = StoredSubscriber {
+            key: "127.0.0.1:9".into(),
+            topics: vec![
+                Pattern::parse("orders.*").unwrap(),
+                Pattern::parse("payments.>").unwrap(),
+            ]
+            .into(),
+            lease: Some(Duration::from_secs(90)),
+            ordered: true,
+            max_in_flight: 4,
+            secret: Some(secret.clone()),
+            paused: true,
+            pinned: false,
+            registered_at: at(1_700_000_000_123),
+            last_seen: at(1_700_000_060_456),
+        };
+        let json = serde_json::to_vec(&SharedSubscriber::of(&stored)).unwrap();
+        let shared: SharedSubscriber = serde_json::from_slice(&json).unwrap();
+        assert_eq!(shared.address, "127.0.0.1:9");
+        assert_eq!(shared.patterns().as_deref(), Some(&stored.topics[..]));
+        assert_eq!(shared.lease(), Some(Duration::from_secs(90)));
+        assert!(shared.ordered);
+        assert_eq!(shared.max_in_flight, 4);
+        assert_eq!(shared.secret(), Some(secret));
+        assert_eq!(shared.registered_at(), stored.registered_at);
+        assert_eq!(shared.seen_at(), stored.last_seen);
+        assert!(shared.paused);
+        assert!(!shared.pinned);
+    }
+
+    #[test]
+    fn a_subscriber_shared_by_an_older_instance_is_neither_paused_nor_pinned() {
+        let json = r#"{"address":"127.0.0.1:9","topics":[],"lease_ms":null,"ordered":false,
+            "max_in_flight":1,"secret":null,"registered_ms":0,"seen_ms":0}"#;
+        let shared: SharedSubscriber = serde_json::from_str(json).unwrap();
+        assert!(!shared.paused);
+        assert!(!shared.pinned);
+    }
+
+    fn subscriber(topics: &[&str]) -> SharedSubscriber {
+        SharedSubscriber {
+            address: "127.0.0.1:9".to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            lease_ms: None,
+            ordered: false,
+            max_in_flight: 1,
+            secret: None,
+            registered_ms: 0,
+            seen_ms: 0,
+            paused: false,
+            pinned: false,
+        }
+    }
+
+    #[test]
+    fn a_topic_this_version_cannot_read_leaves_a_subscriber_without_patterns() {
+        let patterns = subscriber(&["orders.*", "payments.>"]).patterns().unwrap();
+        assert_eq!(patterns.len(), 2);
+        // Not the rest alone: were it the only one, none left would mean every message.
+        assert!(subscriber(&["orders.*", "orders.>.paid"]).patterns().is_none());
+        // One without topics takes every message, as it registered.
+        assert_eq!(subscriber(&[]).patterns(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn an_outcome_travels_whole_between_instances() {
+        let outcome = Outcome::Failed(DeliveryError::Status {
+            status: 503,
+            latency: Duration::from_micros(1_500),
+        });
+        let shared = SharedOutcome::new(7, "127.0.0.1:9", "a:8080", &outcome, 3, true);
+        let json = serde_json::to_vec(&shared).unwrap();
+        let back: SharedOutcome = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.outcome(), Some(outcome));
+        assert_eq!(back.id, 7);
+        assert_eq!(back.address, "127.0.0.1:9");
+        assert_eq!(back.instance, "a:8080");
+        assert_eq!(back.attempts, 3);
+        assert!(back.redelivered);
+        // A kind only a newer version knows is not read as anything else.
+        let newer = SharedOutcome {
+            kind: "teleported".to_owned(),
+            ..back
+        };
+        assert_eq!(newer.outcome(), None);
     }
 }

@@ -1,0 +1,46 @@
+//! The hub's [`Relay`] in cluster mode: a publish goes into the stream, and is answered
+//! once JetStream has stored it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{State, codec};
+use crate::hub::{Outgoing, Relay, RelayError, Relayed};
+
+/// How long a publish waits for JetStream's acknowledgement before it is refused.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) struct Relayer {
+    pub(super) state: Arc<State>,
+}
+
+impl Relay for Relayer {
+    fn publish(&self, message: Outgoing) -> Relayed {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let unavailable = |why: String| RelayError::Unavailable(why);
+            let links = state
+                .links
+                .get()
+                .ok_or_else(|| unavailable("not connected to NATS yet".to_owned()))?;
+            // While the client reconnects it would queue the publish: refused at once
+            // instead, so that nothing is taken that might not be kept.
+            if !state.connection.lock().connected {
+                return Err(unavailable("the connection to NATS is lost".to_owned()));
+            }
+            let (subject, headers, body) = codec::encode(&message);
+            let ack = async {
+                let pending = links
+                    .js
+                    .publish_with_headers(subject, headers, body)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+                pending.await.map_err(|e| unavailable(e.to_string()))
+            };
+            let ack = tokio::time::timeout(PUBLISH_TIMEOUT, ack)
+                .await
+                .map_err(|_| RelayError::Unconfirmed(PUBLISH_TIMEOUT))??;
+            Ok(ack.sequence)
+        })
+    }
+}
