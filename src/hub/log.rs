@@ -4,62 +4,17 @@
 //! one per subscriber and per resend), and by bytes (payloads and everything kept per
 //! attempt). Ten thousand messages to ten thousand subscribers would otherwise hold 10^8
 //! records, some 15 GB, and a thousand publishes of 1 MiB a gigabyte.
+//!
+//! What the messages hold is counted in `log_usage` (`LogUsage`, which each of them shares).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::message::{Held, MessageId, MessageRecord};
+use super::log_usage::{Budget, LogUsage};
+use super::message::{MessageId, MessageRecord};
 
 /// Delivery records the log keeps at most (about 75 MB).
 pub(crate) const DELIVERY_BUDGET: usize = 500_000;
-
-/// How much the log may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Budget {
-    pub(crate) messages: usize,
-    pub(crate) records: usize,
-    pub(crate) bytes: usize,
-}
-
-/// What the logged messages hold. Shared with each of them, since they grow after they
-/// were logged (resends, attempts) without taking the log's lock.
-#[derive(Debug)]
-pub(crate) struct LogUsage {
-    records: AtomicUsize,
-    bytes: AtomicUsize,
-    budget: Budget,
-}
-
-impl LogUsage {
-    pub(crate) fn add(&self, held: Held) {
-        self.records.fetch_add(held.records, Ordering::Relaxed);
-        self.bytes.fetch_add(held.bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn sub(&self, held: Held) {
-        self.records.fetch_sub(held.records, Ordering::Relaxed);
-        self.bytes.fetch_sub(held.bytes, Ordering::Relaxed);
-    }
-
-    /// Whether the log holds more records or bytes than its budget allows.
-    pub(crate) fn over(&self) -> bool {
-        self.records.load(Ordering::Relaxed) > self.budget.records
-            || self.bytes.load(Ordering::Relaxed) > self.budget.bytes
-    }
-
-    pub(crate) fn budget(&self) -> Budget {
-        self.budget
-    }
-
-    /// Records and bytes held now.
-    pub(crate) fn held(&self) -> Held {
-        Held {
-            records: self.records.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// Pinned messages a log keeps at most.
 pub const MAX_PINNED: usize = 100;
@@ -78,14 +33,10 @@ impl MessageLog {
         // Grow on demand: a 10,000-message log that only ever sees ten should not
         // reserve room for 10,000 up front.
         Self {
-            usage: Arc::new(LogUsage {
-                records: AtomicUsize::new(0),
-                bytes: AtomicUsize::new(0),
-                budget: Budget {
-                    messages: budget.messages.max(1),
-                    ..budget
-                },
-            }),
+            usage: Arc::new(LogUsage::new(Budget {
+                messages: budget.messages.max(1),
+                ..budget
+            })),
             entries: VecDeque::new(),
             kept: VecDeque::new(),
         }
@@ -126,7 +77,7 @@ impl MessageLog {
             .err()?;
         // Older than the oldest entry: taken while there is room (a reader that fell
         // behind catching up); otherwise it would be the first to go.
-        if at == 0 && self.entries.len() >= self.usage.budget.messages {
+        if at == 0 && self.entries.len() >= self.usage.budget().messages {
             return None;
         }
         record.enter_log(&self.usage);
@@ -139,7 +90,7 @@ impl MessageLog {
     pub(crate) fn trim(&mut self) -> Vec<Arc<MessageRecord>> {
         let mut out = Vec::new();
         while self.entries.len() > 1
-            && (self.entries.len() > self.usage.budget.messages || self.usage.over())
+            && (self.entries.len() > self.usage.budget().messages || self.usage.over())
         {
             if let Some(oldest) = self.entries.pop_front() {
                 if oldest.is_pinned() {
@@ -268,7 +219,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::message::{Attempt, Draft, Round, Source};
+    use crate::hub::attempt::{Attempt, Round};
+    use crate::hub::message::{Draft, Held, Source};
     use crate::hub::{DeliveryError, Outcome};
 
     fn budget(messages: usize, records: usize) -> Budget {

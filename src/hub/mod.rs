@@ -7,13 +7,16 @@
 //! [`Launch`] implementation the hub is built with (see `crate::delivery`).
 //!
 //! `Hub`'s methods live with their concern: [`registry`](self) (who is subscribed),
-//! `intake` (publishing, resending and the fan-out), `recording` (outcomes and
-//! suspension) and `reads` (listings, totals, events).
+//! `intake` (publishing), `fan_out` (queueing for the subscribers), `resend`, `recording`
+//! (outcomes and suspension) and `reads` (listings, totals, events).
 
 mod address;
+mod attempt;
 mod event;
+mod fan_out;
 mod intake;
 mod log;
+mod log_usage;
 mod message;
 mod metrics;
 mod outcome;
@@ -25,12 +28,14 @@ mod recording;
 mod registry;
 mod relay;
 mod replay;
+mod resend;
 mod restore;
 mod routing;
 mod secret;
 mod setting;
 mod store;
 mod subscriber;
+mod subscription;
 mod topic;
 mod topics_seen;
 
@@ -47,21 +52,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use address::{AddressError, MAX_ADDRESS_LEN};
+pub use attempt::{Answer, Attempt, Delivery, DeliverySummary, Exchange, Headers, MAX_KEPT_BODY};
 pub use event::{Activity, HubEvent};
-pub use intake::{PublishError, Published, RELAYED, ResendError};
+pub use intake::{PublishError, Published, RELAYED};
 pub use log::MAX_PINNED;
-pub use message::{
-    Answer, Attempt, Delivery, DeliverySummary, Draft, Exchange, Headers, MAX_KEPT_BODY, MessageId,
-    MessageRecord, Source,
-};
+pub use message::{Draft, MessageId, MessageRecord, Source};
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use pins::PinError;
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
-pub use registry::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Subscription};
 pub use relay::{Made, Outgoing, Relay, RelayError, Relayed};
 pub use replay::{Edits, ReplayError};
+pub use resend::ResendError;
 pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
@@ -69,6 +72,7 @@ pub use store::{
     Change, Commit, Memory, Restored, Store, StoreError, StoreUsage, StoredSubscriber,
 };
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
+pub use subscription::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Subscription};
 pub use topic::{
     MAX_HUB_PATTERNS, MAX_PATTERNS, MAX_TOKENS, MAX_TOPIC_LEN, Pattern, Topic, TopicError,
 };
@@ -78,8 +82,9 @@ pub(crate) use address::redact as redact_address;
 pub(crate) use outcome::{MAX_STORED_TEXT, clip};
 pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 
-use intake::FanOut;
-use log::{LogUsage, MessageLog};
+use fan_out::FanOut;
+use log::MessageLog;
+use log_usage::LogUsage;
 use metrics::Metrics;
 use routing::Routing;
 use subscriber::Entry;
@@ -196,8 +201,8 @@ impl Hub {
         mut restored: Restored,
     ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (fan_out, backlog) = mpsc::channel(intake::FAN_OUT_BACKLOG);
-        let log = MessageLog::new(log::Budget {
+        let (fan_out, backlog) = mpsc::channel(fan_out::FAN_OUT_BACKLOG);
+        let log = MessageLog::new(log_usage::Budget {
             messages: config.log_capacity,
             records: log::DELIVERY_BUDGET,
             bytes: config.log_max_bytes,
@@ -238,7 +243,7 @@ impl Hub {
         let weak = Arc::downgrade(&hub.shared);
         let launcher = &hub.shared.launcher;
         launcher.spawn("reaper", Box::pin(reaper::run(weak.clone())));
-        launcher.spawn("fan-out", Box::pin(intake::fan_out_loop(weak, backlog)));
+        launcher.spawn("fan-out", Box::pin(fan_out::fan_out_loop(weak, backlog)));
         hub.restore(restored);
         hub
     }

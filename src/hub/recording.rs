@@ -4,8 +4,9 @@
 use std::sync::atomic::Ordering;
 
 use super::Hub;
+use super::attempt::Attempt;
 use super::event::HubEvent;
-use super::message::{Attempt, MessageRecord};
+use super::message::MessageRecord;
 use super::outcome::{DeliveryError, Outcome};
 use super::store::Change;
 use super::subscriber::RemovalReason;

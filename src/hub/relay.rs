@@ -12,8 +12,9 @@ use std::time::SystemTime;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::attempt::{Delivery, Round};
 use super::event::HubEvent;
-use super::message::{Delivery, Draft, MessageId, MessageRecord, Round, Source};
+use super::message::{Draft, MessageId, MessageRecord, Source};
 use super::outcome::{DeliveryState, Outcome};
 use super::routing::Route;
 use super::{Hub, ResendError};
@@ -176,7 +177,7 @@ impl Hub {
         id: MessageId,
         address: &str,
         outcome: Outcome,
-        attempts: Vec<super::message::Attempt>,
+        attempts: Vec<super::attempt::Attempt>,
     ) {
         let Some(message) = self.message(id) else {
             return;

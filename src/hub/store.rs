@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::message::{Attempt, MessageId, MessageRecord};
+use super::attempt::Attempt;
+use super::message::{MessageId, MessageRecord};
 use super::outcome::Outcome;
 use super::secret::Secret;
 use super::topic::Pattern;
