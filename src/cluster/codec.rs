@@ -390,7 +390,11 @@ mod tests {
         let patterns = subscriber(&["orders.*", "payments.>"]).patterns().unwrap();
         assert_eq!(patterns.len(), 2);
         // Not the rest alone: were it the only one, none left would mean every message.
-        assert!(subscriber(&["orders.*", "orders.>.paid"]).patterns().is_none());
+        assert!(
+            subscriber(&["orders.*", "orders.>.paid"])
+                .patterns()
+                .is_none()
+        );
         // One without topics takes every message, as it registered.
         assert_eq!(subscriber(&[]).patterns(), Some(Vec::new()));
     }

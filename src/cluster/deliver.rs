@@ -378,12 +378,21 @@ mod tests {
     #[test]
     fn a_consumer_made_later_starts_from_now() {
         let late = now() - FRESH_REGISTRATION;
-        assert_eq!(deliver_policy_for(late, now()), consumer::DeliverPolicy::New);
+        assert_eq!(
+            deliver_policy_for(late, now()),
+            consumer::DeliverPolicy::New
+        );
         let long_ago = now() - Duration::from_secs(24 * 60 * 60);
-        assert_eq!(deliver_policy_for(long_ago, now()), consumer::DeliverPolicy::New);
+        assert_eq!(
+            deliver_policy_for(long_ago, now()),
+            consumer::DeliverPolicy::New
+        );
         // Stamped ahead of this instance's clock: no start time to trust.
         let ahead = now() + Duration::from_secs(5);
-        assert_eq!(deliver_policy_for(ahead, now()), consumer::DeliverPolicy::New);
+        assert_eq!(
+            deliver_policy_for(ahead, now()),
+            consumer::DeliverPolicy::New
+        );
     }
 
     #[test]

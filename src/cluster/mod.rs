@@ -352,7 +352,10 @@ mod tests {
 
     #[test]
     fn a_port_chosen_by_the_system_is_named_by_the_process() {
-        assert_eq!(instance_name(Some("box".to_owned()), 0, 4242), "box:pid4242");
+        assert_eq!(
+            instance_name(Some("box".to_owned()), 0, 4242),
+            "box:pid4242"
+        );
     }
 
     #[test]
@@ -367,7 +370,10 @@ mod tests {
         assert!(name.ends_with(":8080"), "{name}");
         assert!(!name.starts_with(':'), "{name}");
         let name = default_name("127.0.0.1:0".parse().unwrap());
-        assert!(name.ends_with(&format!(":pid{}", std::process::id())), "{name}");
+        assert!(
+            name.ends_with(&format!(":pid{}", std::process::id())),
+            "{name}"
+        );
     }
 
     fn text(connected: bool, ever: bool, error: Option<&str>) -> String {
@@ -388,6 +394,9 @@ mod tests {
         // Connected again: an error from before is not shown.
         assert_eq!(text(true, true, Some("timed out")), "connected");
         assert_eq!(text(false, true, None), "disconnected");
-        assert_eq!(text(false, true, Some("timed out")), "disconnected: timed out");
+        assert_eq!(
+            text(false, true, Some("timed out")),
+            "disconnected: timed out"
+        );
     }
 }

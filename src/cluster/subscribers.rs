@@ -118,6 +118,10 @@ mod tests {
     fn a_pinned_entry_is_applied_however_old() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let long_ago = now - Duration::from_secs(24 * 60 * 60);
-        assert!(!outlived(&seen(long_ago, true), Duration::from_secs(30), now));
+        assert!(!outlived(
+            &seen(long_ago, true),
+            Duration::from_secs(30),
+            now
+        ));
     }
 }
