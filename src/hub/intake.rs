@@ -1,7 +1,6 @@
 //! Intake: accepting a message into the log and handing it to the fan-out (`fan_out`), and
 //! importing an exported log. Resending is in `resend`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use thiserror::Error;
@@ -12,6 +11,7 @@ use super::attempt::Round;
 use super::event::HubEvent;
 use super::fan_out::{FAN_OUT_BACKLOG, FanOut, INLINE_FAN_OUT};
 use super::message::{Draft, MessageId, MessageRecord, Source};
+use super::outcome::Outcome;
 use super::routing::{Recipient, Route};
 use super::store::{Commit, StoreError};
 
@@ -173,49 +173,61 @@ impl Hub {
         } else {
             Vec::new()
         };
-        // Under the log lock, ids are allocated, and messages queued or handed to the
+        // Under the log's lock, ids are given, and messages queued or handed to the
         // fan-out, in one order: the order in which each subscriber receives them.
-        let mut log = self.shared.log.lock();
-        let inline =
-            subscribers <= INLINE_FAN_OUT && self.shared.fanning_out.load(Ordering::Acquire) == 0;
-        if !inline && room.is_none() {
-            return Err(PublishError::Backlog(FAN_OUT_BACKLOG));
-        }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut message = MessageRecord::new(id, draft, source, subscribers);
-        message.replay_of = aim.replay_of;
-        let message = Arc::new(message);
-        let mut evicted = log.push(message.clone());
-        // In id order, and before any change about it: under the log lock.
-        let commit = self.shared.store.append(&message, addresses);
-        self.shared.messages.fetch_add(1, Ordering::Relaxed);
-        // Announced before any of its deliveries can be.
-        self.emit(HubEvent::Published {
-            id,
-            subscribers,
-            topic: message.topic.clone(),
-        });
-        let refused = match room {
-            Some(room) if !inline => {
-                self.shared.fanning_out.fetch_add(1, Ordering::AcqRel);
-                room.send(FanOut {
-                    message: message.clone(),
-                    route,
-                    evicted: std::mem::take(&mut evicted),
-                    _outstanding: self.shared.outstanding.token(),
+        let entered = self.shared.log.enter(
+            || {
+                let inline = subscribers <= INLINE_FAN_OUT
+                    && self.shared.fanning_out.load(Ordering::Acquire) == 0;
+                match room {
+                    Some(room) if !inline => Ok(Some(room)),
+                    _ if inline => Ok(None),
+                    _ => Err(PublishError::Backlog(FAN_OUT_BACKLOG)),
+                }
+            },
+            |id| {
+                let mut message = MessageRecord::new(id, draft, source, subscribers);
+                message.replay_of = aim.replay_of;
+                message
+            },
+            |message, room, evicted| {
+                // In id order, and before any change about it.
+                let commit = self.shared.store.append(message, addresses);
+                // Announced before any of its deliveries can be.
+                self.emit(HubEvent::Published {
+                    id: message.id,
+                    subscribers,
+                    topic: message.topic.clone(),
                 });
-                Vec::new()
-            }
-            _ => self.queue(&message, &route, Round::Publish),
-        };
-        drop(log);
-        if let Some(topic) = &message.topic {
-            let mut seen = self.shared.topics_seen.lock();
-            seen.record(topic, id, message.received_at);
-        }
+                let refused: Vec<_> = match room {
+                    Some(room) => {
+                        self.shared.fanning_out.fetch_add(1, Ordering::AcqRel);
+                        room.send(FanOut {
+                            message: message.clone(),
+                            route,
+                            evicted: std::mem::take(evicted),
+                            _outstanding: self.shared.outstanding.token(),
+                        });
+                        Vec::new()
+                    }
+                    // Recorded once the lock is let go.
+                    None => self
+                        .queue(message, &route, Round::Publish)
+                        .into_iter()
+                        .map(|(slot, recipient, error)| (slot, recipient.subscriber.clone(), error))
+                        .collect(),
+                };
+                (commit, refused)
+            },
+        )?;
+        let (commit, refused) = entered.then;
+        let message = entered.message;
         self.link_replay(&message);
-        self.record_refused(&message, refused);
-        evicted.iter().for_each(|m| m.evict());
+        for (slot, subscriber, error) in refused {
+            self.finish(&message, slot, &subscriber, Outcome::Failed(error));
+        }
+        entered.evicted.iter().for_each(|m| m.evict());
+        let id = message.id;
         Ok((Published { id, subscribers }, commit))
     }
 
@@ -250,32 +262,21 @@ impl Hub {
             draft
                 .trace
                 .get_or_insert_with(crate::wire::TraceContext::new_root);
-            let mut log = self.shared.log.lock();
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let message = Arc::new(MessageRecord::restored(
-                id,
-                received_at,
-                draft,
-                Source::Imported,
-                Vec::new(),
-            ));
-            evicted.extend(log.push(message.clone()));
-            // Commits resolve in order: the last one answers for them all.
-            commit = self.shared.store.append(&message, Vec::new());
-            drop(log);
-            self.shared.messages.fetch_add(1, Ordering::Relaxed);
-            if let Some(topic) = &message.topic {
-                self.shared
-                    .topics_seen
-                    .lock()
-                    .record(topic, id, message.received_at);
-            }
+            let entered = self.shared.log.enter(
+                || Ok::<_, PublishError>(()),
+                |id| MessageRecord::restored(id, received_at, draft, Source::Imported, Vec::new()),
+                // Commits resolve in order: the last one answers for them all.
+                |message, (), _| self.shared.store.append(message, Vec::new()),
+            )?;
+            commit = entered.then;
+            evicted.extend(entered.evicted);
+            let message = entered.message;
             self.emit(HubEvent::Published {
-                id,
+                id: message.id,
                 subscribers: 0,
                 topic: message.topic.clone(),
             });
-            ids.push(id);
+            ids.push(message.id);
         }
         evicted.iter().for_each(|m| m.evict());
         commit.await.map_err(PublishError::NotKept)?;

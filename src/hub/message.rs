@@ -10,7 +10,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::attempt::{Attempt, Delivery, DeliverySummary, Round};
-use super::log_usage::LogUsage;
+use super::log::LogUsage;
 use super::outcome::{DeliveryError, DeliveryState, Outcome};
 use super::topic::Topic;
 use crate::wire::TraceContext;

@@ -16,7 +16,6 @@ mod event;
 mod fan_out;
 mod intake;
 mod log;
-mod log_usage;
 mod message;
 mod metrics;
 mod outcome;
@@ -37,7 +36,6 @@ mod store;
 mod subscriber;
 mod subscription;
 mod topic;
-mod topics_seen;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -55,7 +53,7 @@ pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use attempt::{Answer, Attempt, Delivery, DeliverySummary, Exchange, Headers, MAX_KEPT_BODY};
 pub use event::{Activity, HubEvent};
 pub use intake::{PublishError, Published, RELAYED};
-pub use log::MAX_PINNED;
+pub use log::{MAX_PINNED, MAX_TOPICS_SEEN, TopicSeen};
 pub use message::{Draft, MessageId, MessageRecord, Source};
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
 pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
@@ -76,15 +74,13 @@ pub use subscription::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration,
 pub use topic::{
     MAX_HUB_PATTERNS, MAX_PATTERNS, MAX_TOKENS, MAX_TOPIC_LEN, Pattern, Topic, TopicError,
 };
-pub use topics_seen::{MAX_TOPICS_SEEN, TopicSeen};
 
 pub(crate) use address::redact as redact_address;
 pub(crate) use outcome::{MAX_STORED_TEXT, clip};
 pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 
 use fan_out::FanOut;
-use log::MessageLog;
-use log_usage::LogUsage;
+use log::Log;
 use metrics::Metrics;
 use routing::Routing;
 use subscriber::Entry;
@@ -145,21 +141,16 @@ struct Shared {
     /// Messages sent to the fan-out task and not yet queued for their subscribers. While
     /// there are any, a publish must go the same way, behind them, to keep the order.
     fanning_out: AtomicUsize,
-    log: Mutex<MessageLog>,
-    /// What the log holds, readable without its lock: whoever makes a message grow
-    /// checks it and trims the log when it is over budget.
-    log_usage: Arc<LogUsage>,
+    /// The messages, their ids and the topics they came with (see `log`).
+    log: Log,
     /// Subscribers coming and going, newest last, bounded like the message log.
     activity: Mutex<VecDeque<Activity>>,
-    next_id: AtomicU64,
     /// Bumped on every event: readers that poll (the console) redraw only on change.
     version: AtomicU64,
     /// Every queued or in-flight delivery and every fan-out under way holds a token of
     /// it; shutdown's drain ends when the last one is dropped.
     outstanding: TaskTracker,
-    messages: AtomicU64,
     metrics: Metrics,
-    topics_seen: Mutex<topics_seen::TopicsSeen>,
     /// Addresses refused registration until a time (monotonic, and as shown).
     bans: Mutex<std::collections::HashMap<Arc<str>, (std::time::Instant, SystemTime)>>,
     /// Fan-out of hub events to live followers. Lagging receivers lose the oldest events
@@ -202,16 +193,13 @@ impl Hub {
     ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (fan_out, backlog) = mpsc::channel(fan_out::FAN_OUT_BACKLOG);
-        let log = MessageLog::new(log_usage::Budget {
-            messages: config.log_capacity,
-            records: log::DELIVERY_BUDGET,
-            bytes: config.log_max_bytes,
-        });
-        let log_usage = log.usage().clone();
         let hub = Self {
             shared: Arc::new(Shared {
-                log: Mutex::new(log),
-                log_usage,
+                log: Log::new(
+                    config.log_capacity,
+                    config.log_max_bytes,
+                    restored.last_id + 1,
+                ),
                 ttl: LiveDuration::new(config.ttl),
                 reap_every: LiveDuration::new(config.reap_every),
                 policy: RwLock::new(config.policy.clone()),
@@ -221,12 +209,9 @@ impl Hub {
                 fan_out,
                 fanning_out: AtomicUsize::new(0),
                 activity: Mutex::new(VecDeque::new()),
-                next_id: AtomicU64::new(restored.last_id + 1),
                 version: AtomicU64::new(0),
                 outstanding: TaskTracker::new(),
-                messages: AtomicU64::new(0),
                 metrics: Metrics::default(),
-                topics_seen: Mutex::default(),
                 bans: Mutex::default(),
                 events,
                 launcher,

@@ -1,12 +1,11 @@
 //! Starred messages: they never leave the log (nor a durable store's retention), up to
-//! [`MAX_PINNED`] of them.
+//! [`MAX_PINNED`](super::MAX_PINNED) of them.
 
 use std::sync::atomic::Ordering;
 
 use thiserror::Error;
 
 use super::Hub;
-use super::log::MAX_PINNED;
 use super::message::MessageId;
 use super::store::Change;
 
@@ -28,27 +27,15 @@ impl Hub {
         if !in_memory && (pinned || self.shared.store.get(id).is_none()) {
             return Err(PinError::UnknownMessage(id));
         }
-        let left = {
-            let mut log = self.shared.log.lock();
-            if let Some(message) = log.get(id) {
-                if message.is_pinned() == pinned {
-                    return Ok(());
-                }
-                if pinned && log.pinned() >= MAX_PINNED {
-                    return Err(PinError::TooMany { max: MAX_PINNED });
-                }
-                message.set_pinned(pinned);
-            } else if pinned {
-                // It left memory since it was looked up.
-                return Err(PinError::UnknownMessage(id));
-            }
-            // Under the log lock, so that the store hears of pins in the order they were
-            // made.
-            self.shared.store.record(Change::Pinned { id, pinned });
-            if pinned { None } else { log.unpin(id) }
-        };
-        if let Some(message) = left {
-            message.evict();
+        // The store hears of pins under the log's lock, in the order they were made.
+        let starred = self.shared.log.star(id, pinned, || {
+            self.shared.store.record(Change::Pinned { id, pinned })
+        });
+        match starred {
+            Ok(true) => {}
+            // It left memory since it was looked up.
+            Ok(false) => return Err(PinError::UnknownMessage(id)),
+            Err(max) => return Err(PinError::TooMany { max }),
         }
         self.shared.version.fetch_add(1, Ordering::Relaxed);
         Ok(())

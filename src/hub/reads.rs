@@ -9,13 +9,13 @@ use tokio::sync::broadcast;
 
 use super::Hub;
 use super::event::{Activity, HubEvent};
+use super::log::TopicSeen;
 use super::message::{MessageId, MessageRecord};
 use super::metrics::MetricsSnapshot;
 use super::registry::key_of;
 use super::routing::ReachSummary;
 use super::subscriber::SubscriberView;
 use super::topic::{Pattern, Topic};
-use super::topics_seen::TopicSeen;
 
 /// Subscribers coming and going kept for [`Hub::activity`].
 const ACTIVITY_CAPACITY: usize = 1_000;
@@ -60,7 +60,7 @@ impl Hub {
 
     pub fn totals(&self) -> Totals {
         Totals {
-            messages: self.shared.messages.load(Ordering::Relaxed),
+            messages: self.shared.log.taken(),
             delivered: self.shared.metrics.delivered(),
             failed: self.shared.metrics.failed(),
         }
@@ -69,7 +69,7 @@ impl Hub {
     /// Up to `limit` messages in the log's memory published before message `before`,
     /// newest first. Never touches the store: the console calls it every frame.
     pub fn messages(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
-        self.shared.log.lock().page(before, limit)
+        self.shared.log.page(before, limit, |_| true, true)
     }
 
     /// Like [`Hub::messages`], but going on into the store for messages memory no longer
@@ -86,11 +86,7 @@ impl Hub {
         };
         // Pinned messages kept beyond memory's budgets are in the store, in their place.
         let with_kept = !self.shared.store.is_durable();
-        let page = self
-            .shared
-            .log
-            .lock()
-            .page_of(before, limit, matches, with_kept);
+        let page = self.shared.log.page(before, limit, matches, with_kept);
         self.and_kept(page, before, limit, pattern)
     }
 
@@ -106,7 +102,7 @@ impl Hub {
             return page;
         }
         // Below the oldest message memory holds (or `before`, if that is lower).
-        let oldest = self.shared.log.lock().oldest_id();
+        let oldest = self.shared.log.oldest_id();
         let from = match (before, oldest) {
             (Some(before), Some(oldest)) => before.min(oldest),
             (Some(before), None) => before,
@@ -123,13 +119,12 @@ impl Hub {
     ///
     /// [`MAX_TOPICS_SEEN`]: super::MAX_TOPICS_SEEN
     pub fn topics(&self) -> Vec<TopicSeen> {
-        self.shared.topics_seen.lock().list()
+        self.shared.log.topics()
     }
 
     /// The `n` topics with the most messages, and how many messages the other topics had.
     pub fn busiest_topics(&self, n: usize) -> (Vec<(Topic, u64)>, u64) {
-        let counts = self.shared.topics_seen.lock().counts();
-        super::topics_seen::busiest(counts, n)
+        self.shared.log.busiest_topics(n)
     }
 
     /// How many subscribers a message with `topic` would reach now, and the addresses of
@@ -154,34 +149,27 @@ impl Hub {
     /// The `index`-th newest logged message (0 is the newest): for views that show a
     /// window of the log without copying all of it.
     pub fn nth_newest_message(&self, index: usize) -> Option<Arc<MessageRecord>> {
-        self.shared.log.lock().nth_newest(index)
+        self.shared.log.nth_newest(index)
     }
 
     /// The deliveries of the messages with ids in `runs` (inclusive ranges, in order)
-    /// that memory holds, summed, under one lock.
+    /// that memory holds, summed: the messages are found under the log's lock, their
+    /// deliveries read after it.
     pub fn delivery_counts(&self, runs: &[(MessageId, MessageId)]) -> super::DeliverySummary {
         let mut total = super::DeliverySummary::default();
-        let log = self.shared.log.lock();
-        let Some(oldest) = log.oldest_id() else {
-            return total;
-        };
-        for &(first, last) in runs.iter().filter(|(_, last)| *last >= oldest) {
-            for id in first.max(oldest)..=last {
-                if let Some(message) = log.get(id) {
-                    let summary = message.summary();
-                    total.delivered += summary.delivered;
-                    total.failed += summary.failed;
-                    total.pending += summary.pending;
-                    total.retrying += summary.retrying;
-                }
-            }
+        for message in self.shared.log.in_runs(runs) {
+            let summary = message.summary();
+            total.delivered += summary.delivered;
+            total.failed += summary.failed;
+            total.pending += summary.pending;
+            total.retrying += summary.retrying;
         }
         total
     }
 
     /// A message the log holds in memory.
     pub fn message(&self, id: MessageId) -> Option<Arc<MessageRecord>> {
-        self.shared.log.lock().get(id)
+        self.shared.log.get(id)
     }
 
     /// A logged message: from memory, or else from the store (which may read the disk).
@@ -200,24 +188,21 @@ impl Hub {
     }
 
     pub fn logged_messages(&self) -> usize {
-        self.shared.log.lock().len()
+        self.shared.log.len()
     }
 
     /// Bytes the log holds now (payloads, delivery records, attempts), against
     /// `--log-max-bytes`.
     pub fn logged_bytes(&self) -> usize {
-        self.shared.log_usage.held().bytes
+        self.shared.log.usage().held().bytes
     }
 
     /// Forgets the log: what memory holds and what the store keeps, but for messages
     /// with a delivery still to make (the console's Clear and "forget history").
     pub fn clear_log(&self) {
-        let cleared = {
-            let mut log = self.shared.log.lock();
-            self.shared.store.record(super::Change::Forget);
-            log.clear()
-        };
-        cleared.iter().for_each(|m| m.evict());
+        self.shared
+            .log
+            .clear(|| self.shared.store.record(super::Change::Forget));
         self.shared.version.fetch_add(1, Ordering::Relaxed);
     }
 

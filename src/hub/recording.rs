@@ -38,11 +38,7 @@ impl Hub {
     /// Takes the oldest messages out of the log while it holds more than its budget.
     /// Cheap when it does not: two atomic reads.
     pub(super) fn trim_log(&self) {
-        if !self.shared.log_usage.over() {
-            return;
-        }
-        let evicted = self.shared.log.lock().trim();
-        evicted.iter().for_each(|m| m.evict());
+        self.shared.log.trim();
     }
 
     /// Records the final outcome of one delivery: in the message, the subscriber's stats,

@@ -95,22 +95,13 @@ impl Hub {
         let mut record = MessageRecord::restored(id, received_at, draft, source, Vec::new());
         record.subscribers = subscribers;
         record.replay_of = replay_of;
-        let message = Arc::new(record);
-        let Some(evicted) = self.shared.log.lock().insert(message.clone()) else {
+        let entered = match self.shared.log.enter_at(Arc::new(record)) {
+            Ok(entered) => entered,
             // Admitted a moment ago by another reader (the feed, or a delivery loop), or
             // older than all the log holds: delivered, but not shown.
-            return self.message(id).unwrap_or(message);
+            Err(message) => return message,
         };
-        self.shared
-            .next_id
-            .fetch_max(id + 1, std::sync::atomic::Ordering::Relaxed);
-        self.shared
-            .messages
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(topic) = &message.topic {
-            let mut seen = self.shared.topics_seen.lock();
-            seen.record(topic, id, message.received_at);
-        }
+        let (message, evicted) = (entered.message, entered.evicted);
         self.link_replay(&message);
         self.emit(HubEvent::Published {
             id,
@@ -183,7 +174,7 @@ impl Hub {
             return;
         };
         // One message cannot take the whole log (a NATS client can tell outcomes too).
-        if message.held().records >= self.shared.log_usage.budget().records {
+        if message.held().records >= self.shared.log.usage().budget().records {
             return;
         }
         let address: Arc<str> = super::redact_address(address).into();

@@ -45,7 +45,7 @@ impl Hub {
         // One message cannot take the whole log: the newest is never evicted, so without
         // this, resending it over and over would grow the log without end.
         // A pinned message is outside the log's budgets: its share of them is its bound.
-        let budget = self.shared.log_usage.budget().records;
+        let budget = self.shared.log.usage().budget().records;
         let max = if message.is_pinned() {
             budget / super::MAX_PINNED
         } else {
@@ -90,6 +90,6 @@ mod tests {
             max / 200 - 1,
             "every resend the budget allows was made"
         );
-        assert!(hub.shared.log_usage.held().records <= max);
+        assert!(hub.shared.log.usage().held().records <= max);
     }
 }

@@ -41,23 +41,20 @@ impl Hub {
             }
             self.readmit(stored, age);
         }
-        let mut log = self.shared.log.lock();
+        let newest = messages.last().map_or(0, |m| m.id);
         let mut evicted = Vec::new();
-        for message in &messages {
-            evicted.extend(log.push(message.clone()));
-        }
-        drop(log);
-        self.shared.messages.store(
-            messages.last().map_or(0, |m| m.id),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        for message in &messages {
-            if let Some(topic) = &message.topic {
-                self.shared
-                    .topics_seen
-                    .lock()
-                    .record(topic, message.id, message.received_at);
+        let mut logged = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self.shared.log.enter_at(message) {
+                Ok(entered) => {
+                    evicted.extend(entered.evicted);
+                    logged.push(entered.message);
+                }
+                Err(message) => logged.push(message),
             }
+        }
+        self.shared.log.count_from(newest);
+        for message in &logged {
             self.requeue(message);
         }
         evicted.iter().for_each(|m| m.evict());

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use super::message::MessageId;
-use super::topic::Topic;
+use crate::hub::message::MessageId;
+use crate::hub::topic::Topic;
 
 /// Topics remembered at most.
 pub const MAX_TOPICS_SEEN: usize = 10_000;

@@ -5,16 +5,13 @@
 //! attempt). Ten thousand messages to ten thousand subscribers would otherwise hold 10^8
 //! records, some 15 GB, and a thousand publishes of 1 MiB a gigabyte.
 //!
-//! What the messages hold is counted in `log_usage` (`LogUsage`, which each of them shares).
+//! What the messages hold is counted in `usage` (`LogUsage`, which each of them shares).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::log_usage::{Budget, LogUsage};
-use super::message::{MessageId, MessageRecord};
-
-/// Delivery records the log keeps at most (about 75 MB).
-pub(crate) const DELIVERY_BUDGET: usize = 500_000;
+use super::usage::{Budget, LogUsage};
+use crate::hub::message::{MessageId, MessageRecord};
 
 /// Pinned messages a log keeps at most.
 pub const MAX_PINNED: usize = 100;
@@ -146,21 +143,13 @@ impl MessageLog {
     }
 
     /// Up to `limit` messages older than `before` (all when `None`), newest first.
+    #[cfg(test)]
     pub(crate) fn page(&self, before: Option<MessageId>, limit: usize) -> Vec<Arc<MessageRecord>> {
-        self.page_where(before, limit, |_| true)
+        self.page_of(before, limit, |_| true, true)
     }
 
-    /// Like `page`, of the messages for which `keep` holds.
-    pub(crate) fn page_where(
-        &self,
-        before: Option<MessageId>,
-        limit: usize,
-        keep: impl Fn(&MessageRecord) -> bool,
-    ) -> Vec<Arc<MessageRecord>> {
-        self.page_of(before, limit, keep, true)
-    }
-
-    /// Like `page_where`; `with_kept` includes the pinned messages kept beyond the
+    /// Up to `limit` messages older than `before` (all when `None`) for which `keep`
+    /// holds, newest first; `with_kept` includes the pinned messages kept beyond the
     /// budgets (a durable store has those too, in their place among the older ones).
     pub(crate) fn page_of(
         &self,
@@ -220,6 +209,7 @@ mod tests {
 
     use super::*;
     use crate::hub::attempt::{Attempt, Round};
+    use crate::hub::log::DELIVERY_BUDGET;
     use crate::hub::message::{Draft, Held, Source};
     use crate::hub::{DeliveryError, Outcome};
 
