@@ -38,24 +38,28 @@ fn standalone(config: &Config, launcher: Arc<dyn crate::hub::Launch>) -> Result<
     )
 }
 
-/// An instance of the cluster at `url`: its subscribers' changes shared through the
-/// cluster's store, its publishes through the cluster's relay.
+/// An instance of the cluster at `url`: a hub that keeps nothing itself (the stream and
+/// the bucket keep everything), attached to the cluster.
 fn clustered(
     config: &Config,
     url: &str,
     launcher: Arc<dyn crate::hub::Launch>,
     runtime: &Handle,
 ) -> (Hub, Arc<crate::cluster::Cluster>) {
-    let (sharing, writes) = crate::cluster::Cluster::prepare();
     let restored = crate::hub::Restored {
         // One name for every instance's deliveries: a delivery made again by another
         // instance carries the `webhook-id` it had.
         instance: Some(crate::cluster::INSTANCE_ID.to_owned()),
         ..Default::default()
     };
-    let hub = Hub::with_store(config.hub(), launcher, sharing, restored);
+    let hub = Hub::with_store(
+        config.hub(),
+        launcher,
+        Arc::new(crate::hub::Memory),
+        restored,
+    );
     let cluster = crate::cluster::Cluster::start(
-        hub.clone(),
+        &hub,
         crate::cluster::ClusterConfig {
             url: url.to_owned(),
             name: config
@@ -65,7 +69,6 @@ fn clustered(
             delivery_timeout: config.delivery_timeout,
             log_capacity: config.log_capacity as usize,
         },
-        writes,
         runtime,
     );
     (hub, cluster)

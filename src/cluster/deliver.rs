@@ -147,7 +147,7 @@ async fn open(
         .get()
         .ok_or_else(|| anyhow::anyhow!("not connected"))?;
     let name = codec::name_of(key);
-    let window = window_for(ordered, state.hub.config().queue_capacity);
+    let window = window_for(ordered, state.hub.queue_capacity());
     let ack_wait = state.config.delivery_timeout + Duration::from_secs(2);
     let registered_at = state
         .registered

@@ -3,11 +3,12 @@
 //!
 //! - **Messages** go into the stream `HERALD` (subject `herald.<topic>`, or `herald`):
 //!   a publish at any instance is answered once JetStream has stored it, and every
-//!   instance reads the stream into its own log ([`Hub::admit`]). A NATS client that
+//!   instance reads the stream into its own log ([`ClusterPort::admit`]). A NATS client that
 //!   publishes on those subjects is fanned out like anyone else.
 //! - **Subscribers** live in the key-value bucket `herald_subscribers`: what the hub
-//!   changes goes there through [`Sharing`] (its `Store`), and every instance applies
-//!   what the bucket holds to its own registry, so a keep-alive anywhere refreshes a
+//!   changes here goes there (the relay's `subscriber_changed`), and every instance
+//!   applies what the bucket holds to its own registry, as made elsewhere (never told
+//!   back), so a keep-alive anywhere refreshes a
 //!   subscriber everywhere, under one TTL.
 //! - **Each delivery is made once**: every subscriber has a durable pull consumer on the
 //!   stream, and every instance pulls from it. JetStream hands each message to one of
@@ -20,22 +21,24 @@
 //! - **Instances** announce themselves in the bucket `herald_instances` every few
 //!   seconds.
 //!
-//! The hub knows none of this: it sees a [`Relay`](crate::hub::Relay) for publishes and a
-//! `Store` for its changes.
+//! The hub knows none of this: the cluster attaches with a [`Relay`](crate::hub::Relay)
+//! (publishes, and the subscriber changes made here) and works the hub through the
+//! [`ClusterPort`] it gets back, the one object with what it needs.
 //!
 //! This module holds [`Cluster`], its configuration and views, the state its tasks share,
 //! and `run`, which connects and starts the tasks. The rest, a file each:
 //! - `connect`: the connection, the streams and buckets (made if missing), and
 //!   `retrying`, which runs a task again whenever it fails.
-//! - `relayer`: `Relayer`, the hub's `Relay`: a publish is answered on JetStream's ack.
+//! - `relayer`: `Relayer`, the hub's `Relay`: a publish is answered on JetStream's ack,
+//!   a subscriber change is queued for the bucket.
 //! - `feed`: the message stream read into this instance's log.
 //! - `outcomes`: the others' outcomes read into the log, and this instance's told.
 //! - `subscribers`: the subscribers' bucket watched and applied to this hub.
 //! - `instances`: this instance's announcements, and the others' listing.
 //! - `deliver`: the supervisor and the delivery loops, one per subscriber, that pull
 //!   from its consumer, deliver here and acknowledge.
-//! - `sharing`: the hub's `Store` in cluster mode, and the writer that puts its
-//!   subscriber changes into the bucket.
+//! - `sharing`: the queue of subscriber changes made here, and the writer that puts them
+//!   into the bucket.
 //! - `codec`: how messages, subscribers, outcomes and instances travel through NATS.
 
 mod codec;
@@ -59,11 +62,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::hub::{Hub, MessageId};
+use crate::hub::{ClusterPort, Hub, MessageId};
 use codec::{SharedInstance, SharedOutcome};
 use connect::retrying;
 use relayer::Relayer;
-pub use sharing::{Sharing, Writes};
+use sharing::{Sharer, Writes};
 use subscribers::watch_subscribers;
 
 const OUTCOMES: &str = "HERALD_OUTCOMES";
@@ -154,7 +157,8 @@ pub struct Cluster {
 }
 
 struct State {
-    hub: Hub,
+    /// The hub, as the cluster works it.
+    hub: ClusterPort,
     config: ClusterConfig,
     connection: Mutex<Connection>,
     /// Set once connected (and the streams and buckets are there).
@@ -206,24 +210,20 @@ impl Connection {
 }
 
 impl Cluster {
-    /// Joins the cluster in the background: publishes are refused (503) until the
-    /// connection is up and again while it is lost. Returns the store the hub must be
-    /// built with, and the membership to attach once it is ([`Cluster::attach`]).
-    pub fn prepare() -> (Arc<Sharing>, sharing::Writes) {
-        Sharing::new()
-    }
-
-    pub fn start(
-        hub: Hub,
-        config: ClusterConfig,
-        writes: sharing::Writes,
-        runtime: &tokio::runtime::Handle,
-    ) -> Arc<Self> {
+    /// Attaches `hub` to the cluster and joins it in the background: publishes are
+    /// refused (503) until the connection is up and again while it is lost.
+    pub fn start(hub: &Hub, config: ClusterConfig, runtime: &tokio::runtime::Handle) -> Arc<Self> {
         let (outcomes, told) = mpsc::channel(OUTCOMES_WAITING);
-        let state = Arc::new(State {
+        let (sharer, writes) = Sharer::new();
+        // The relay reaches the state the tasks share, which holds the port the relay's
+        // attachment gives: a weak handle closes the circle.
+        let state = Arc::new_cyclic(|state| State {
             outcomes,
             stop: hub.stopping().child_token(),
-            hub: hub.clone(),
+            hub: hub.attach(Arc::new(Relayer {
+                state: state.clone(),
+                sharer,
+            })),
             config,
             connection: Mutex::default(),
             links: std::sync::OnceLock::new(),
@@ -235,9 +235,6 @@ impl Cluster {
             fed: Default::default(),
             delivering: tokio_util::task::TaskTracker::new(),
         });
-        hub.set_relay(Arc::new(Relayer {
-            state: state.clone(),
-        }));
         runtime.spawn(run(state.clone(), writes, told));
         Arc::new(Self { state })
     }
@@ -303,7 +300,7 @@ impl Cluster {
 
 /// Connects (and reconnects, through the client), then runs every task until the hub
 /// stops.
-async fn run(state: Arc<State>, writes: sharing::Writes, told: mpsc::Receiver<SharedOutcome>) {
+async fn run(state: Arc<State>, writes: Writes, told: mpsc::Receiver<SharedOutcome>) {
     let links = loop {
         match connect::connect(&state).await {
             Ok(links) => break links,

@@ -1,24 +1,32 @@
 //! The hub's [`Relay`] in cluster mode: a publish goes into the stream, and is answered
-//! once JetStream has stored it.
+//! once JetStream has stored it; a subscriber change made here is queued for the bucket.
 
-use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
 
+use super::sharing::Sharer;
 use super::{State, codec};
-use crate::hub::{Outgoing, Relay, RelayError, Relayed};
+use crate::hub::{Outgoing, Relay, RelayError, Relayed, SubscriberChange};
 
 /// How long a publish waits for JetStream's acknowledgement before it is refused.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct Relayer {
-    pub(super) state: Arc<State>,
+    /// Weak: the state holds the hub, which holds this relay.
+    pub(super) state: Weak<State>,
+    pub(super) sharer: Sharer,
 }
 
 impl Relay for Relayer {
+    fn subscriber_changed(&self, change: SubscriberChange) {
+        self.sharer.share(change);
+    }
+
     fn publish(&self, message: Outgoing) -> Relayed {
-        let state = self.state.clone();
+        let state = self.state.upgrade();
         Box::pin(async move {
             let unavailable = |why: String| RelayError::Unavailable(why);
+            let state = state.ok_or_else(|| unavailable("the instance is stopping".to_owned()))?;
             let links = state
                 .links
                 .get()

@@ -1,99 +1,45 @@
 //! What the hub changes about its subscribers, shared with the other instances through
-//! the subscribers' bucket. It plugs into the hub as its `Store`: the hub records every
-//! registration, keep-alive and removal there already, and knows nothing more of it.
-//!
-//! What an instance applies from the bucket changes its hub too, and must not be shared
-//! back (each keep-alive would echo between the instances for ever): it is applied
-//! inside [`applying`], which marks the thread while the hub, synchronously, records it.
+//! the subscribers' bucket. The hub tells each change made here through its relay's
+//! `subscriber_changed` ([`Sharer::share`]); what an instance applies from the bucket goes
+//! through the cluster port as made elsewhere, so it is never told back.
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::State;
 use super::codec::{self, SharedSubscriber};
-use crate::hub::{Change, Commit, MessageRecord, Store, StoredSubscriber};
+use crate::hub::SubscriberChange;
 
-thread_local! {
-    static APPLYING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `apply` (changes to the hub read from the bucket) without sharing what it records.
-pub(super) fn applying<R>(apply: impl FnOnce() -> R) -> R {
-    /// Lowers the flag however `apply` ends, a panic included.
-    struct Lower;
-    impl Drop for Lower {
-        fn drop(&mut self) {
-            APPLYING.with(|flag| flag.set(false));
-        }
-    }
-    APPLYING.with(|flag| flag.set(true));
-    let _lower = Lower;
-    apply()
-}
-
-/// The changes the hub shared before the cluster's tasks run, for them to write.
-pub struct Writes(pub(super) mpsc::Receiver<Write>);
-
-/// A change to share.
-#[derive(Debug)]
-pub(crate) enum Write {
-    Put(StoredSubscriber),
-    /// A keep-alive: the entry is written again from the hub's subscriber as it is now.
-    Seen(Arc<str>),
-    Delete(Arc<str>),
-}
-
-/// The hub's store in cluster mode: subscribers' changes go to the bucket (through a
-/// channel to [`write`], never waiting under the hub's locks); messages are kept by the
-/// stream, not here.
-pub struct Sharing {
-    writes: mpsc::Sender<Write>,
-}
+/// The changes the hub shared, for [`write`] to put into the bucket.
+pub(super) struct Writes(mpsc::Receiver<SubscriberChange>);
 
 /// Changes waiting for the bucket (while NATS is away, say). Beyond it they are dropped
 /// and logged: a keep-alive spammer must not grow memory, and a subscriber's next
 /// keep-alive shares it again.
 const WRITES_WAITING: usize = 65_536;
 
-impl Sharing {
-    pub(super) fn new() -> (Arc<Self>, Writes) {
+/// Where the hub's subscriber changes go: a channel to [`write`], never waiting under
+/// the hub's locks.
+pub(super) struct Sharer(mpsc::Sender<SubscriberChange>);
+
+impl Sharer {
+    pub(super) fn new() -> (Self, Writes) {
         let (writes, receiver) = mpsc::channel(WRITES_WAITING);
-        (Arc::new(Self { writes }), Writes(receiver))
+        (Self(writes), Writes(receiver))
     }
 
-    fn share(&self, write: Write) {
-        if APPLYING.with(Cell::get) {
-            return;
-        }
-        match self.writes.try_send(write) {
+    pub(super) fn share(&self, change: SubscriberChange) {
+        match self.0.try_send(change) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(write)) => {
+            Err(mpsc::error::TrySendError::Full(change)) => {
                 tracing::warn!(
-                    ?write,
+                    ?change,
                     "too many subscriber changes wait for the cluster; one is dropped"
                 );
             }
             // The writer is gone only when the hub is stopping.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    }
-}
-
-impl Store for Sharing {
-    fn append(&self, _message: &Arc<MessageRecord>, _subscribers: Vec<Arc<str>>) -> Commit {
-        Commit::done()
-    }
-
-    fn record(&self, change: Change) {
-        match change {
-            // Turned into the bucket's form by the writer: this runs under the hub's locks.
-            Change::Subscriber(stored) => self.share(Write::Put(stored)),
-            Change::Seen { key, .. } => self.share(Write::Seen(key)),
-            Change::Removed { key } => self.share(Write::Delete(key)),
-            // Outcomes are told by the delivery loops, which know who delivered.
-            _ => {}
         }
     }
 }
@@ -108,13 +54,15 @@ pub(super) async fn write(state: Arc<State>, Writes(mut writes): Writes) {
     };
     while let Some(write) = writes.recv().await {
         let result = match write {
-            Write::Put(stored) => put(&links.subscribers, &SharedSubscriber::of(&stored)).await,
-            Write::Seen(key) => match state.hub.stored_subscriber(&key) {
+            SubscriberChange::Put(stored) => {
+                put(&links.subscribers, &SharedSubscriber::of(&stored)).await
+            }
+            SubscriberChange::Seen(key) => match state.hub.stored_subscriber(&key) {
                 Some(stored) => put(&links.subscribers, &SharedSubscriber::of(&stored)).await,
                 // Gone since: its removal follows.
                 None => Ok(()),
             },
-            Write::Delete(key) => {
+            SubscriberChange::Removed(key) => {
                 let name = codec::name_of(&key);
                 let deleted = links
                     .subscribers

@@ -1,5 +1,6 @@
 //! The subscribers' watcher: what the subscribers' bucket holds, and every change to it,
-//! applied to this hub (inside `sharing::applying`, so that it is not shared back).
+//! applied to this hub through its cluster port, as made elsewhere (so that it is not
+//! shared back).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -8,8 +9,8 @@ use async_nats::jetstream::kv;
 use futures_util::StreamExt as _;
 
 use super::codec::{self, SharedSubscriber};
-use super::{Links, State, sharing};
-use crate::hub::{Hub, RemovalReason, Subscription};
+use super::{Links, State};
+use crate::hub::{ClusterPort, Subscription};
 
 /// Applies what the subscribers' bucket holds, and every change to it, to this hub.
 pub(super) async fn watch_subscribers(state: Arc<State>, links: Links) -> anyhow::Result<()> {
@@ -21,7 +22,7 @@ pub(super) async fn watch_subscribers(state: Arc<State>, links: Links) -> anyhow
                 Ok(shared) => {
                     let key: Arc<str> = shared.address.as_str().into();
                     state.registered.lock().insert(key, shared.registered_at());
-                    sharing::applying(|| apply(&state.hub, &shared));
+                    apply(&state.hub, &shared);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "a subscriber in the cluster's bucket does not parse")
@@ -29,7 +30,7 @@ pub(super) async fn watch_subscribers(state: Arc<State>, links: Links) -> anyhow
             },
             kv::Operation::Delete | kv::Operation::Purge => {
                 if let Some(address) = state.hub.address_named(&entry.key, codec::name_of) {
-                    sharing::applying(|| state.hub.remove(&address, RemovalReason::Deregistered));
+                    state.hub.remove(&address);
                     state.registered.lock().remove(&address);
                     state.deliverers.lock().remove(&*address);
                 }
@@ -40,7 +41,7 @@ pub(super) async fn watch_subscribers(state: Arc<State>, links: Links) -> anyhow
 }
 
 /// Registers or refreshes a subscriber as another instance (or this one) shared it.
-fn apply(hub: &Hub, shared: &SharedSubscriber) {
+fn apply(hub: &ClusterPort, shared: &SharedSubscriber) {
     let lease = shared.lease().unwrap_or_else(|| hub.ttl());
     if outlived(shared, lease, SystemTime::now()) {
         // Left by a subscriber that stopped refreshing while no instance removed it.
@@ -58,18 +59,8 @@ fn apply(hub: &Hub, shared: &SharedSubscriber) {
         max_in_flight: Some(shared.max_in_flight),
         topics: Some(topics),
     };
-    if let Err(error) = hub.subscribe(subscription) {
+    if let Err(error) = hub.apply(subscription, shared.paused, shared.pinned) {
         tracing::warn!(address = %shared.address, %error, "a shared subscriber is refused here");
-        return;
-    }
-    if let Some(now) = hub.subscriber(&shared.address) {
-        // Both answer only "unknown subscriber", and it was registered a line above.
-        if now.paused != shared.paused {
-            hub.set_paused(&shared.address, shared.paused).ok();
-        }
-        if now.pinned != shared.pinned {
-            hub.set_pinned(&shared.address, shared.pinned).ok();
-        }
     }
 }
 

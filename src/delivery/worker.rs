@@ -444,8 +444,12 @@ pub(super) mod tests {
                 Arc::new(Arc::new(dispatcher.unwrap())),
             );
             hub.subscribe(&address).unwrap();
-            let publish =
-                |body: &'static [u8]| hub.publish(Draft::new(body), Source::Console).unwrap().id;
+            let publish = |body: &'static [u8]| {
+                hub.publish(Draft::new(body), Source::Console)
+                    .unwrap()
+                    .id()
+                    .unwrap()
+            };
             let (crashed, after) = (publish(PANIC), publish(b"fine"));
             let state = |id| hub.message(id).unwrap().deliveries()[0].state.clone();
             let deadline = Instant::now() + Duration::from_secs(10);

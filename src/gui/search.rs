@@ -209,7 +209,7 @@ mod tests {
             content_type: Some("text/plain".to_owned()),
             ..Draft::new(Bytes::from(body.to_owned()))
         };
-        hub.publish(draft, Source::Console).unwrap().id
+        hub.publish(draft, Source::Console).unwrap().id().unwrap()
     }
 
     fn ids(search: &LogSearch) -> Vec<MessageId> {
@@ -261,7 +261,7 @@ mod tests {
                 topic: Some(crate::hub::Topic::parse(topic).unwrap()),
                 ..Draft::new(Bytes::from(body.to_owned()))
             };
-            hub.publish(draft, Source::Console).unwrap().id
+            hub.publish(draft, Source::Console).unwrap().id().unwrap()
         };
         let created = on("orders.created", "x");
         on("billing.paid", "x");

@@ -162,6 +162,7 @@ pub(super) mod tests {
         text: &'static str,
     ) -> Result<Published, PublishError> {
         hub.publish(Draft::new(text), Source::Console)
+            .map(|accepted| accepted.logged().expect("no cluster here"))
     }
 
     #[test]

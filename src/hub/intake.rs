@@ -45,12 +45,43 @@ pub struct Published {
     pub subscribers: usize,
 }
 
-/// The id [`Hub::publish`] answers in cluster mode, where the shared log gives the id
-/// an instant later: no message has it.
-pub const RELAYED: MessageId = 0;
+/// What a publish that does not wait ([`Hub::publish`]) was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Logged here.
+    Logged(Published),
+    /// Handed to a cluster's shared log, which gives it its id an instant later.
+    Relayed { subscribers: usize },
+}
 
-fn outgoing(draft: Draft, source: Source, aim: Aim) -> super::relay::Outgoing {
-    super::relay::Outgoing {
+impl Accepted {
+    /// Its id, once it has one: a message handed to a cluster does not yet.
+    pub fn id(&self) -> Option<MessageId> {
+        match self {
+            Accepted::Logged(published) => Some(published.id),
+            Accepted::Relayed { .. } => None,
+        }
+    }
+
+    /// What it was answered, if it was logged here.
+    pub fn logged(self) -> Option<Published> {
+        match self {
+            Accepted::Logged(published) => Some(published),
+            Accepted::Relayed { .. } => None,
+        }
+    }
+
+    /// Live subscribers when it was accepted.
+    pub fn subscribers(&self) -> usize {
+        match self {
+            Accepted::Logged(published) => published.subscribers,
+            Accepted::Relayed { subscribers } => *subscribers,
+        }
+    }
+}
+
+fn outgoing(draft: Draft, source: Source, aim: Aim) -> super::cluster_port::Outgoing {
+    super::cluster_port::Outgoing {
         draft,
         source,
         to: aim.to.map(|r| r.subscriber.key.clone()),
@@ -74,7 +105,7 @@ impl Hub {
     /// thousand. A subscriber whose queue is full gets this delivery recorded as dropped.
     /// Refused while the fan-out is a full backlog behind; [`Hub::publish_when_ready`]
     /// waits instead.
-    pub fn publish(&self, draft: Draft, source: Source) -> Result<Published, PublishError> {
+    pub fn publish(&self, draft: Draft, source: Source) -> Result<Accepted, PublishError> {
         self.accept_now(draft, source, Aim::default())
     }
 
@@ -86,7 +117,7 @@ impl Hub {
         draft: Draft,
         source: Source,
         aim: Aim,
-    ) -> Result<Published, PublishError> {
+    ) -> Result<Accepted, PublishError> {
         if let Some(relay) = self.relay() {
             // The console never waits: the shared log's answer comes on the runtime, and
             // the message into this log (and the console) from there.
@@ -100,14 +131,11 @@ impl Hub {
             self.shared
                 .launcher
                 .spawn("relayed publish", Box::pin(task));
-            return Ok(Published {
-                id: RELAYED,
-                subscribers,
-            });
+            return Ok(Accepted::Relayed { subscribers });
         }
         let room = self.shared.fan_out.try_reserve().ok();
         self.accept(room, draft, source, aim)
-            .map(|(published, _commit)| published)
+            .map(|(published, _commit)| Accepted::Logged(published))
     }
 
     /// Like [`Hub::publish`], but waits for the fan-out to have room instead of refusing,
@@ -319,7 +347,7 @@ mod tests {
         // The rest expire together: one pass takes them all out.
         let expired = hub.expire(Instant::now() + hub.ttl() + Duration::from_secs(1));
         assert_eq!(expired.len(), 4);
-        assert!(hub.shared.routing.read().is_empty());
+        assert!(hub.shared.registry.is_unrouted());
         // Registered again, it starts afresh: no topics, every message.
         hub.subscribe("127.0.0.1:2001").unwrap();
         assert!(hub.subscriber("127.0.0.1:2001").unwrap().topics.is_empty());

@@ -12,6 +12,7 @@
 
 mod address;
 mod attempt;
+mod cluster_port;
 mod event;
 mod fan_out;
 mod intake;
@@ -25,7 +26,6 @@ mod reads;
 mod reaper;
 mod recording;
 mod registry;
-mod relay;
 mod replay;
 mod resend;
 mod restore;
@@ -37,10 +37,11 @@ mod subscriber;
 mod subscription;
 mod topic;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, SystemTime};
 
@@ -51,8 +52,9 @@ use tokio_util::task::TaskTracker;
 
 pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use attempt::{Answer, Attempt, Delivery, DeliverySummary, Exchange, Headers, MAX_KEPT_BODY};
+pub use cluster_port::{ClusterPort, Made, Outgoing, Relay, RelayError, Relayed, SubscriberChange};
 pub use event::{Activity, HubEvent};
-pub use intake::{PublishError, Published, RELAYED};
+pub use intake::{Accepted, PublishError, Published};
 pub use log::{MAX_PINNED, MAX_TOPICS_SEEN, TopicSeen};
 pub use message::{Draft, MessageId, MessageRecord, Source};
 pub use metrics::{LATENCY_BUCKETS, MetricsSnapshot};
@@ -60,7 +62,6 @@ pub use outcome::{DeliveryError, DeliveryState, Outcome, OutcomeKind};
 pub use pins::PinError;
 pub use policy::{TargetPolicy, TargetRefused};
 pub use reads::Totals;
-pub use relay::{Made, Outgoing, Relay, RelayError, Relayed};
 pub use replay::{Edits, ReplayError};
 pub use resend::ResendError;
 pub use routing::{Reach, ReachSummary};
@@ -82,8 +83,7 @@ pub(crate) use subscriber::{Job, Mailbox, SubscriberShared};
 use fan_out::FanOut;
 use log::Log;
 use metrics::Metrics;
-use routing::Routing;
-use subscriber::Entry;
+use registry::Registry;
 
 /// A task the hub needs run for as long as it lives.
 pub(crate) type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -129,13 +129,9 @@ struct Shared {
     reap_every: LiveDuration,
     /// `config.policy`, plus this hub's own address once it listens.
     policy: RwLock<TargetPolicy>,
-    /// Keyed by the address exactly as registered, as the seed did. Ordered so that
-    /// listings are stable. Lock order: `subscribers`, then `routing` (and
-    /// a subscriber's own `topics` under it), then `log`, then `topics_seen`.
-    subscribers: RwLock<BTreeMap<Arc<str>, Entry>>,
-    /// Where a publish goes: the live subscribers' queues, by topic, kept in step with
-    /// `subscribers`.
-    routing: RwLock<Routing>,
+    /// Who is subscribed, where a message goes, who is banned (see `registry`). Its
+    /// locks come before the log's.
+    registry: Registry,
     /// Accepted messages on their way to the fan-out task, in id order.
     fan_out: mpsc::Sender<FanOut>,
     /// Messages sent to the fan-out task and not yet queued for their subscribers. While
@@ -151,8 +147,6 @@ struct Shared {
     /// it; shutdown's drain ends when the last one is dropped.
     outstanding: TaskTracker,
     metrics: Metrics,
-    /// Addresses refused registration until a time (monotonic, and as shown).
-    bans: Mutex<std::collections::HashMap<Arc<str>, (std::time::Instant, SystemTime)>>,
     /// Fan-out of hub events to live followers. Lagging receivers lose the oldest events
     /// (and are told so by `broadcast`), so a slow follower never slows the hub.
     events: broadcast::Sender<HubEvent>,
@@ -163,13 +157,8 @@ struct Shared {
     /// is recognised: random per process in memory, kept by a durable store, so that a
     /// delivery made again after a restart has the `webhook-id` it had.
     instance: String,
-    /// In cluster mode, where publishes go instead of this log (see `relay`).
-    relay: std::sync::OnceLock<Arc<dyn Relay>>,
-    /// Deliveries made for a relay ([`Hub::deliver_one`]) whose outcome it waits for,
-    /// by message record (its address: a relay may hold a record of a message the log
-    /// no longer has, one per reader) and slot.
-    waiting:
-        Mutex<std::collections::HashMap<(usize, usize), tokio::sync::oneshot::Sender<relay::Made>>>,
+    /// In cluster mode, the cluster this hub is attached to (see `cluster_port`).
+    cluster: OnceLock<cluster_port::Attached>,
     /// The one stop signal, cancelled when shutdown begins: no new subscribers or
     /// messages, and the reaper, the listener and live followers end.
     stopping: CancellationToken,
@@ -204,21 +193,18 @@ impl Hub {
                 reap_every: LiveDuration::new(config.reap_every),
                 policy: RwLock::new(config.policy.clone()),
                 config,
-                subscribers: RwLock::new(BTreeMap::new()),
-                routing: RwLock::default(),
+                registry: Registry::default(),
                 fan_out,
                 fanning_out: AtomicUsize::new(0),
                 activity: Mutex::new(VecDeque::new()),
                 version: AtomicU64::new(0),
                 outstanding: TaskTracker::new(),
                 metrics: Metrics::default(),
-                bans: Mutex::default(),
                 events,
                 launcher,
                 store,
                 instance: restored.instance.take().unwrap_or_else(new_instance_id),
-                relay: std::sync::OnceLock::new(),
-                waiting: Mutex::default(),
+                cluster: OnceLock::new(),
                 stopping: CancellationToken::new(),
             }),
         };

@@ -12,8 +12,7 @@ use super::event::{Activity, HubEvent};
 use super::log::TopicSeen;
 use super::message::{MessageId, MessageRecord};
 use super::metrics::MetricsSnapshot;
-use super::registry::key_of;
-use super::routing::ReachSummary;
+use super::routing::{Reach, ReachSummary, Recipient, Route};
 use super::subscriber::SubscriberView;
 use super::topic::{Pattern, Topic};
 
@@ -31,26 +30,32 @@ pub struct Totals {
 impl Hub {
     /// Every live subscriber, ordered by address.
     pub fn subscribers(&self) -> Vec<SubscriberView> {
-        let ttl = self.ttl();
-        self.shared
-            .subscribers
-            .read()
-            .values()
-            .map(|entry| entry.view(ttl))
-            .collect()
+        self.shared.registry.views(self.ttl())
     }
 
     /// One live subscriber, by its address as registered or as shown.
     pub fn subscriber(&self, address: &str) -> Option<SubscriberView> {
-        let ttl = self.ttl();
-        let subscribers = self.shared.subscribers.read();
-        key_of(&subscribers, address)
-            .and_then(|key| subscribers.get(&key))
-            .map(|entry| entry.view(ttl))
+        self.shared.registry.view(address, self.ttl())
     }
 
     pub fn subscriber_count(&self) -> usize {
-        self.shared.subscribers.read().len()
+        self.shared.registry.len()
+    }
+
+    /// Where a message with `topic` goes now: every subscriber without topics, and those
+    /// with a pattern that matches.
+    pub(super) fn route(&self, topic: Option<&Topic>) -> Route {
+        self.shared.registry.route(topic)
+    }
+
+    /// Who a message with `topic` would go to now, as a publish would queue it.
+    pub fn reach(&self, topic: Option<&Topic>) -> Reach {
+        self.shared.registry.reach(topic)
+    }
+
+    /// The recipient of one live subscriber, by its address as registered or as shown.
+    pub(super) fn recipient(&self, address: &str) -> Option<Recipient> {
+        self.shared.registry.recipient(address)
     }
 
     /// Delivery outcome counts and the latency histogram.

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::Hub;
-use super::intake::{Aim, PublishError, Published};
+use super::intake::{Accepted, Aim, PublishError, Published};
 use super::message::{Draft, MessageId, Source};
 use super::topic::Topic;
 
@@ -51,7 +51,7 @@ impl Hub {
         id: MessageId,
         edits: Edits,
         source: Source,
-    ) -> Result<Published, ReplayError> {
+    ) -> Result<Accepted, ReplayError> {
         let (draft, aim) = self.replay_of(id, edits)?;
         Ok(self.accept_now(draft, source, aim)?)
     }

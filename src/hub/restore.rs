@@ -3,18 +3,15 @@
 //! delivery that had no outcome, queued again in publish order.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-
-use tokio::sync::mpsc;
+use std::time::SystemTime;
 
 use super::Hub;
-use super::address::{parse_target, redact};
+use super::address::redact;
 use super::event::HubEvent;
 use super::message::MessageRecord;
 use super::outcome::{DeliveryError, Outcome};
-use super::routing::Recipient;
-use super::store::{Change, Restored, StoredSubscriber};
-use super::subscriber::{Entry, Job, Mailbox, RemovalReason, SubscriberShared};
+use super::store::{Change, Restored};
+use super::subscriber::{Job, RemovalReason};
 
 impl Hub {
     pub(super) fn restore(&self, restored: Restored) {
@@ -58,56 +55,6 @@ impl Hub {
             self.requeue(message);
         }
         evicted.iter().for_each(|m| m.evict());
-    }
-
-    /// Brings a kept subscriber back, its keep-alive `age` old.
-    fn readmit(&self, stored: StoredSubscriber, age: std::time::Duration) {
-        let Ok(target) = parse_target(&stored.key) else {
-            tracing::warn!(address = %stored.key, "a kept subscriber's address no longer parses; dropped");
-            self.shared
-                .store
-                .record(Change::Removed { key: stored.key });
-            return;
-        };
-        let shared = Arc::new(SubscriberShared::new(stored.key.clone(), target));
-        if let Some(secret) = stored.secret {
-            shared.set_secret(secret);
-        }
-        shared.set_options(Some(stored.ordered), Some(stored.max_in_flight));
-        shared.set_paused(stored.paused);
-        let capacity = self.shared.config.queue_capacity.max(1);
-        let (queue, jobs) = mpsc::channel(capacity);
-        let entry = Entry {
-            shared: shared.clone(),
-            registered_at: stored.registered_at,
-            last_seen: stored.last_seen,
-            last_seen_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-            lease: stored.lease,
-            queue,
-            pinned: stored.pinned,
-        };
-        {
-            let mut subscribers = self.shared.subscribers.write();
-            let mut routing = self.shared.routing.write();
-            if routing.room_for(stored.topics.len(), 0).is_err() {
-                tracing::warn!(address = %stored.key, "no room left for a kept subscriber's topics; dropped");
-                return;
-            }
-            routing.add(Recipient::of(&entry), &stored.topics);
-            shared.set_topics(stored.topics);
-            subscribers.insert(stored.key, entry);
-        }
-        self.shared.launcher.launch(
-            self.clone(),
-            Mailbox {
-                subscriber: shared.clone(),
-                jobs,
-                capacity,
-            },
-        );
-        self.record_activity(HubEvent::Registered {
-            address: shared.address.clone(),
-        });
     }
 
     /// Queues again every delivery of `message` that has no outcome, to the subscriber it

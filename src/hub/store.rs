@@ -341,6 +341,6 @@ mod tests {
         assert_eq!(queued, [3, 6]);
         // Ids go on from the last one kept.
         let next = hub.publish(Draft::new("new"), Source::Console).unwrap();
-        assert_eq!(next.id, 8);
+        assert_eq!(next.id(), Some(8));
     }
 }

@@ -242,7 +242,7 @@ async fn messages_publish_page_inspect_and_resend() {
     let (_, detail) = send(
         &hub,
         "GET",
-        &format!("/api/v1/messages/{}", binary.id),
+        &format!("/api/v1/messages/{}", binary.id().unwrap()),
         None,
     )
     .await;

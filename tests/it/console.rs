@@ -594,7 +594,11 @@ fn a_message_opened_in_compose_is_replayed_with_an_edit_to_one_subscriber() {
         content_type: Some("application/json".to_owned()),
         ..herald::hub::Draft::new(&br#"{"v":1}"#[..])
     };
-    let original = hub.publish(draft, herald::hub::Source::Console).unwrap().id;
+    let original = hub
+        .publish(draft, herald::hub::Source::Console)
+        .unwrap()
+        .id()
+        .unwrap();
     console.runtime.block_on(async {
         chosen.recv().await;
         other.recv().await;
@@ -729,7 +733,10 @@ fn a_starred_message_outlives_the_log_and_two_compare_side_by_side() {
             content_type: Some("application/json".to_owned()),
             ..herald::hub::Draft::new(body.as_bytes().to_vec())
         };
-        hub.publish(draft, herald::hub::Source::Console).unwrap().id
+        hub.publish(draft, herald::hub::Source::Console)
+            .unwrap()
+            .id()
+            .unwrap()
     };
     let first = publish(r#"{"status":"new","n":1}"#);
     console.step_until("it is listed", |h| h.query_by_label("22 B").is_some());
@@ -785,7 +792,8 @@ fn a_matrix_cell_opens_its_delivery_timeline() {
             herald::hub::Source::Console,
         )
         .unwrap()
-        .id;
+        .id()
+        .unwrap();
     console.harness.get_by_label("Matrix").click();
     let failing_cell = format!(
         "message {id} to {}: retrying, 1 attempts",

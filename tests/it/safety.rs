@@ -381,7 +381,8 @@ async fn a_loop_through_a_host_alias_is_refused_when_connecting() {
             herald::hub::Source::Console,
         )
         .unwrap()
-        .id;
+        .id()
+        .unwrap();
     crate::utils::eventually("the delivery to finish", || {
         hub.message(id).unwrap().summary().pending == 0
     })

@@ -8,7 +8,7 @@ use egui::RichText;
 
 use super::action::Action;
 use super::{format, theme};
-use crate::hub::{Draft, Edits, Hub, MessageId, Source, Topic, TopicError};
+use crate::hub::{Accepted, Draft, Edits, Hub, MessageId, Source, Topic, TopicError};
 use crate::workbench::template::{Template, TemplateError};
 
 mod burst;
@@ -370,11 +370,18 @@ impl Compose {
                 to: Some(self.replay_to.clone()).filter(|to| !to.is_empty()),
             };
             self.result = Some(match hub.replay_now(id, edits, Source::Console) {
-                Ok(published) => {
+                Ok(Accepted::Logged(published)) => {
                     let text = format!(
                         "Replay of message {id}: message {} queued for {}",
                         published.id,
                         count(published.subscribers)
+                    );
+                    (text, true)
+                }
+                Ok(Accepted::Relayed { subscribers }) => {
+                    let text = format!(
+                        "Replay of message {id}: handed to the cluster, for {}",
+                        count(subscribers)
                     );
                     (text, true)
                 }
@@ -388,23 +395,16 @@ impl Compose {
             ..Draft::new(body)
         };
         self.result = Some(match hub.publish(draft, Source::Console) {
-            Ok(published) => {
-                let noun = if published.subscribers == 1 {
-                    "subscriber"
-                } else {
-                    "subscribers"
-                };
-                let text = if published.id == crate::hub::RELAYED {
-                    format!(
-                        "Handed to the cluster, for {} {noun}",
-                        published.subscribers
-                    )
-                } else {
-                    format!(
-                        "Message {} queued for {} {noun}",
-                        published.id, published.subscribers
-                    )
-                };
+            Ok(Accepted::Logged(published)) => {
+                let text = format!(
+                    "Message {} queued for {}",
+                    published.id,
+                    count(published.subscribers)
+                );
+                (text, true)
+            }
+            Ok(Accepted::Relayed { subscribers }) => {
+                let text = format!("Handed to the cluster, for {}", count(subscribers));
                 (text, true)
             }
             // The error already says that nothing was published, and why.
