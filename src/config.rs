@@ -3,6 +3,8 @@
 
 mod file;
 
+pub use file::parse_noting_given;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -206,71 +208,6 @@ impl Default for Config {
     fn default() -> Self {
         Self::parse_from(["herald"])
     }
-}
-
-/// Parses the command line `args` as `P` (the hub's [`Config`], or the whole command line
-/// with its subcommands, `crate::cli::Herald`), exiting with a message on a bad flag, with
-/// the config file's settings under the flags, and names, by clap id, the flags the user
-/// actually gave, as opposed to defaults.
-pub fn parse_noting_given<P, I, T>(args: I) -> (P, Vec<String>)
-where
-    P: Parser,
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    use clap::parser::ValueSource;
-    let given = |matches: &clap::ArgMatches| -> Vec<String> {
-        matches
-            .ids()
-            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-            .map(|id| id.as_str().to_owned())
-            .collect()
-    };
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-    let command = P::command();
-    let mut matches = command.clone().get_matches_from(&args);
-    let typed = given(&matches);
-    let mut from_file = Vec::new();
-    // Subcommands talk to a hub; the file holds the hub's own settings.
-    let path = if matches.subcommand().is_some() {
-        None
-    } else {
-        file::locate(
-            matches
-                .get_one::<std::path::PathBuf>("config")
-                .map(|p| p.as_path()),
-        )
-    };
-    if let Some(path) = &path {
-        let (flags, set) = file::as_flags(path, &command, &typed).unwrap_or_else(|err| {
-            eprintln!("herald: {err}");
-            std::process::exit(2)
-        });
-        // The file's settings go first, as flags the command line did not give, and
-        // are checked by the same parser (a bad value names the flag, and the file).
-        let mut all = args[..1.min(args.len())].to_vec();
-        all.extend(flags);
-        all.extend(args.iter().skip(1).cloned());
-        matches = command
-            .clone()
-            .try_get_matches_from(all)
-            .unwrap_or_else(|err| {
-                eprintln!("herald: in {}:", path.display());
-                err.exit()
-            });
-        from_file = set;
-    }
-    if matches.get_flag("print_config") {
-        print!(
-            "{}",
-            file::describe(&command, &matches, &from_file, path.as_deref())
-        );
-        std::process::exit(0);
-    }
-    let parsed = P::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    // Flags typed now, not the file's: the window's remembered settings beat the file
-    // (it is the hub's defaults), and only a flag given now beats them.
-    (parsed, typed)
 }
 
 impl Config {

@@ -3,6 +3,7 @@
 //! Herald instances depend on them, so each is spelled here once and imported by
 //! `delivery` and `server`.
 
+pub(crate) mod message_json;
 pub mod origin;
 pub mod trace;
 
@@ -38,4 +39,14 @@ pub const TRACESTATE_HEADER: &str = "tracestate";
 /// hub restarts (the instance differs), so receivers can deduplicate on it.
 pub fn webhook_id(instance: &str, id: u64) -> String {
     format!("msg_{instance}_{id}")
+}
+
+/// A time as Herald's JSON gives it: RFC 3339 in UTC, with milliseconds.
+pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// A duration as Herald's JSON gives it: milliseconds, with a fraction.
+pub(crate) fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }

@@ -3,11 +3,13 @@
 //! `--config FILE`, or else `herald.toml` in the working directory, or else
 //! `herald/herald.toml` in the user's config directory. A flag beats the environment,
 //! which beats the file, which beats the defaults: the file's settings are handed to the
-//! same parser as the flags, so each value is checked exactly as a flag's is.
+//! same parser as the flags, so each value is checked exactly as a flag's is
+//! ([`parse_noting_given`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
 use clap::parser::ValueSource;
 
 use crate::values::xdg_dir;
@@ -18,6 +20,70 @@ const FILE_NAME: &str = "herald.toml";
 const MAX_FILE: u64 = 1024 * 1024;
 /// The most values one setting may list.
 const MAX_LIST: usize = 1_000;
+
+/// Parses the command line `args` as `P` (the hub's [`Config`], or the whole command line
+/// with its subcommands, `crate::cli::Herald`), exiting with a message on a bad flag, with
+/// the config file's settings under the flags, and names, by clap id, the flags the user
+/// actually gave, as opposed to defaults.
+pub fn parse_noting_given<P, I, T>(args: I) -> (P, Vec<String>)
+where
+    P: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let given = |matches: &clap::ArgMatches| -> Vec<String> {
+        matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect()
+    };
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let command = P::command();
+    let mut matches = command.clone().get_matches_from(&args);
+    let typed = given(&matches);
+    let mut from_file = Vec::new();
+    // Subcommands talk to a hub; the file holds the hub's own settings.
+    let path = if matches.subcommand().is_some() {
+        None
+    } else {
+        locate(
+            matches
+                .get_one::<std::path::PathBuf>("config")
+                .map(|p| p.as_path()),
+        )
+    };
+    if let Some(path) = &path {
+        let (flags, set) = as_flags(path, &command, &typed).unwrap_or_else(|err| {
+            eprintln!("herald: {err}");
+            std::process::exit(2)
+        });
+        // The file's settings go first, as flags the command line did not give, and
+        // are checked by the same parser (a bad value names the flag, and the file).
+        let mut all = args[..1.min(args.len())].to_vec();
+        all.extend(flags);
+        all.extend(args.iter().skip(1).cloned());
+        matches = command
+            .clone()
+            .try_get_matches_from(all)
+            .unwrap_or_else(|err| {
+                eprintln!("herald: in {}:", path.display());
+                err.exit()
+            });
+        from_file = set;
+    }
+    if matches.get_flag("print_config") {
+        print!(
+            "{}",
+            describe(&command, &matches, &from_file, path.as_deref())
+        );
+        std::process::exit(0);
+    }
+    let parsed = P::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    // Flags typed now, not the file's: the window's remembered settings beat the file
+    // (it is the hub's defaults), and only a flag given now beats them.
+    (parsed, typed)
+}
 
 /// Where the file is: the one given, or the first of the usual places that exists.
 pub(super) fn locate(given: Option<&Path>) -> Option<PathBuf> {

@@ -33,6 +33,16 @@ pub(crate) enum Action {
     StartBurst(Box<crate::workbench::burst::BurstSpec>),
     /// Show the payloads of these two messages side by side.
     Compare(crate::hub::MessageId, crate::hub::MessageId),
+    /// Deliver message `id` again, to every subscriber its topic reaches or to one.
+    Resend {
+        id: crate::hub::MessageId,
+        to: Option<String>,
+    },
+    /// Star message `id`, or take its star away.
+    Star {
+        id: crate::hub::MessageId,
+        starred: bool,
+    },
     /// Open message `id` in Compose, to be edited and replayed.
     Replay(crate::hub::MessageId),
     /// Load message `id` (the last with `topic`) into Compose.

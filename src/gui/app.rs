@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::action::Action;
 use super::backend::{Backend, ListenState};
+use super::chores::Chores;
 use super::compose::Compose;
 use super::dialogs::{FileDone, Files};
 use super::format;
@@ -36,6 +37,8 @@ pub struct HeraldApp {
     cluster: super::cluster::ClusterWindow,
     rates: Rates,
     files: Files,
+    /// Resends and stars, which may read the store, on the runtime.
+    chores: Chores,
     /// How long the last frame's UI code took.
     frame_time: Duration,
 }
@@ -60,6 +63,7 @@ impl HeraldApp {
             cluster: super::cluster::ClusterWindow::default(),
             rates: Rates::default(),
             files: Files::default(),
+            chores: Chores::default(),
             frame_time: Duration::ZERO,
         }
     }
@@ -82,6 +86,9 @@ impl HeraldApp {
     pub fn ui_root(&mut self, ui: &mut egui::Ui) {
         let started = Instant::now();
         self.poll_files();
+        for said in self.chores.said() {
+            self.top_bar.notify(said);
+        }
         self.rates.sample(self.backend.hub());
         egui::Panel::top("top_bar").show(ui, |ui| {
             let cluster = self.backend.cluster().map(|c| self.cluster.view(c));
@@ -184,6 +191,24 @@ impl HeraldApp {
         let (hub, runtime) = (self.backend.hub(), self.backend.runtime());
         match action {
             Action::Notice(text) => self.top_bar.notify(text),
+            Action::Resend { id, to } => {
+                let hub = hub.clone();
+                self.chores
+                    .run(runtime, ctx, move || match hub.resend(id, to.as_deref()) {
+                        Ok(1) => "Resent to 1 subscriber".to_owned(),
+                        Ok(n) => format!("Resent to {n} subscribers"),
+                        Err(err) => format!("Not resent: {err}"),
+                    });
+            }
+            Action::Star { id, starred } => {
+                let hub = hub.clone();
+                self.chores
+                    .run(runtime, ctx, move || match hub.pin_message(id, starred) {
+                        Ok(()) if starred => format!("Message {id} starred"),
+                        Ok(()) => format!("Message {id} unstarred"),
+                        Err(err) => format::sentence(&err.to_string()),
+                    });
+            }
             Action::ExportLog => self.files.export_log(hub, runtime, ctx),
             Action::ImportLog => self.files.import_log(hub, runtime, ctx),
             Action::ForgetHistory => {

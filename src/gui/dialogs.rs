@@ -67,7 +67,7 @@ impl Files {
             } else {
                 (home().join(&name), true)
             };
-            let ndjson = crate::server::log_ndjson(&hub);
+            let ndjson = crate::workbench::ndjson::export(&hub);
             match std::fs::write(&path, &ndjson) {
                 Ok(()) if fallback => FileDone::Notice(format!(
                     "No file dialog available (install xdg-desktop-portal or zenity); \

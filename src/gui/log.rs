@@ -301,12 +301,9 @@ impl LogPanel {
                 .on_hover_text("A starred message never leaves the log (nor the store)")
                 .clicked()
             {
-                action = Some(match hub.pin_message(message.id, !starred) {
-                    Ok(()) if starred => {
-                        Action::Notice(format!("Message {} unstarred", message.id))
-                    }
-                    Ok(()) => Action::Notice(format!("Message {} starred", message.id)),
-                    Err(err) => Action::Notice(format::sentence(&err.to_string())),
+                action = Some(Action::Star {
+                    id: message.id,
+                    starred: !starred,
                 });
             }
             match self.compare_from {
@@ -331,7 +328,10 @@ impl LogPanel {
                 }
             }
             if ui.button("Resend to all").clicked() {
-                action = Some(resend(hub, message.id, None));
+                action = Some(Action::Resend {
+                    id: message.id,
+                    to: None,
+                });
             }
             let label = ui.label("or to");
             egui::ComboBox::from_id_salt("resend_to")
@@ -355,7 +355,10 @@ impl LogPanel {
                 .add_enabled(can_resend_one, egui::Button::new("Resend"))
                 .clicked()
             {
-                action = Some(resend(hub, message.id, Some(&self.resend_to)));
+                action = Some(Action::Resend {
+                    id: message.id,
+                    to: Some(self.resend_to.clone()),
+                });
             }
             if let Some(url) = url
                 && ui
@@ -441,14 +444,6 @@ impl LogPanel {
         let (_, text, kind) = self.payload.as_ref().expect("set above");
         (text, kind)
     }
-}
-
-fn resend(hub: &Hub, id: MessageId, to: Option<&str>) -> Action {
-    Action::Notice(match hub.resend(id, to) {
-        Ok(1) => "Resent to 1 subscriber".to_owned(),
-        Ok(n) => format!("Resent to {n} subscribers"),
-        Err(err) => format!("Not resent: {err}"),
-    })
 }
 
 /// Previous and next page of a message's deliveries, and where in them the page is.

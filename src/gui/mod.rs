@@ -9,6 +9,7 @@
 mod action;
 mod app;
 mod backend;
+mod chores;
 mod cluster;
 mod compose;
 mod dialogs;

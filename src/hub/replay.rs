@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::Hub;
 use super::intake::{Accepted, Aim, PublishError, Published};
-use super::message::{Draft, MessageId, Source};
+use super::message::{Draft, MessageId, MessageRecord, Source};
 use super::topic::Topic;
 
 /// What a replay changes; what is left `None` is the original's.
@@ -40,28 +40,34 @@ impl Hub {
         edits: Edits,
         source: Source,
     ) -> Result<Published, ReplayError> {
-        let (draft, aim) = self.replay_of(id, edits)?;
+        let original = self
+            .find_message(id)
+            .ok_or(ReplayError::UnknownMessage(id))?;
+        let (draft, aim) = self.replay_from(&original, edits)?;
         Ok(self.accept_when_ready(draft, source, aim).await?)
     }
 
     /// Like [`Hub::replay`], without waiting (the console): refused while the fan-out is
-    /// a full backlog behind, and never waiting on the disk.
+    /// a full backlog behind, and never reading the disk (a message that left memory is
+    /// not found).
     pub fn replay_now(
         &self,
         id: MessageId,
         edits: Edits,
         source: Source,
     ) -> Result<Accepted, ReplayError> {
-        let (draft, aim) = self.replay_of(id, edits)?;
+        let original = self.message(id).ok_or(ReplayError::UnknownMessage(id))?;
+        let (draft, aim) = self.replay_from(&original, edits)?;
         Ok(self.accept_now(draft, source, aim)?)
     }
 
-    /// The draft and aim of a replay of `id`: its payload, content type, forwarded
+    /// The draft and aim of a replay of `original`: its payload, content type, forwarded
     /// headers and topic, as edited; a new trace.
-    fn replay_of(&self, id: MessageId, edits: Edits) -> Result<(Draft, Aim), ReplayError> {
-        let original = self
-            .find_message(id)
-            .ok_or(ReplayError::UnknownMessage(id))?;
+    fn replay_from(
+        &self,
+        original: &MessageRecord,
+        edits: Edits,
+    ) -> Result<(Draft, Aim), ReplayError> {
         let to = match &edits.to {
             Some(address) => Some(
                 self.recipient(address)
@@ -79,7 +85,7 @@ impl Hub {
             topic: edits.topic.unwrap_or_else(|| original.topic.clone()),
         };
         let aim = Aim {
-            replay_of: Some(id),
+            replay_of: Some(original.id),
             to,
         };
         Ok((draft, aim))

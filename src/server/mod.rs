@@ -40,7 +40,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutBody;
 
-pub use api::log_ndjson;
 pub use connections::ConnectionLimits;
 
 use crate::config::Config;

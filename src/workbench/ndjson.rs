@@ -1,5 +1,6 @@
 //! A log as NDJSON, one message a line: what the console's Export writes and what the
-//! console's Import and `POST /api/v1/messages/import` read back.
+//! console's Import and `POST /api/v1/messages/import` read back. Each line is a message
+//! as `GET /api/v1/messages/{id}` gives it (`wire::message_json`).
 
 use std::time::SystemTime;
 
@@ -8,6 +9,20 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::hub::{Draft, Hub, Topic};
+use crate::wire::message_json::{DeliveryPage, message_json};
+
+/// The message log in memory, oldest first, as NDJSON: each line one message with every
+/// delivery. (Only memory's: the store may hold a gigabyte.)
+pub fn export(hub: &Hub) -> Vec<u8> {
+    let mut out = Vec::new();
+    for message in hub.messages(None, usize::MAX).iter().rev() {
+        let json = message_json(hub, message, DeliveryPage::all(message));
+        if serde_json::to_writer(&mut out, &json).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
 
 /// The most messages one import takes.
 pub(crate) const MAX_IMPORT: usize = 100_000;

@@ -549,7 +549,7 @@ async fn a_message_answers_a_page_of_its_deliveries() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
     }
     // The export still has every delivery.
-    let exported = herald::server::log_ndjson(hub.hub());
+    let exported = herald::workbench::ndjson::export(hub.hub());
     let line: serde_json::Value =
         serde_json::from_slice(exported.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(line["deliveries"].as_array().unwrap().len(), 250);

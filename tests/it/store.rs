@@ -461,7 +461,7 @@ async fn an_exported_log_imports_back_without_being_sent() {
     source.until_delivered(text, 1).await;
     source.until_delivered(binary, 1).await;
     receiver.drain();
-    let export = herald::server::log_ndjson(source.hub());
+    let export = herald::workbench::ndjson::export(source.hub());
 
     let target = start_hub(|_| {}).await;
     target.register(&receiver.address()).await;

@@ -1,8 +1,6 @@
 //! `/api/v1/messages`: publish, page through the log, inspect one, resend. The JSON a
 //! message and its deliveries are shown as is in `json`.
 
-mod json;
-
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -11,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ErrorBody, HttpError};
-use crate::hub::{Delivery, Hub, Pattern, ResendError};
+use crate::hub::{Pattern, ResendError};
 use crate::server::AppState;
 use crate::server::publish::publish as accept;
 use crate::wire::webhook_id;
 
-pub(super) use json::{MessageSummaryJson, summary};
+pub(super) use crate::wire::message_json::{MessageSummaryJson, summary};
 
-use json::{MessageJson, message_json};
+use crate::wire::message_json::{DeliveryPage, MessageJson, message_json};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -89,13 +87,6 @@ pub(super) struct ResentJson {
     queued: u64,
 }
 
-/// A page of a message's deliveries: slots `from..`, and how many there are in all.
-struct DeliveryPage {
-    from: usize,
-    deliveries: Vec<Delivery>,
-    total: usize,
-}
-
 /// The message a path names. Anything but a message id names no message: 404, in
 /// Herald's words rather than the framework's ("Cannot parse `x` to a `u64`").
 pub(super) fn message_id(path: Result<Path<String>, PathRejection>) -> Result<u64, HttpError> {
@@ -106,25 +97,6 @@ pub(super) fn message_id(path: Result<Path<String>, PathRejection>) -> Result<u6
         );
         HttpError::new(StatusCode::NOT_FOUND, message)
     })
-}
-
-/// The message log in memory, oldest first, as NDJSON: each line one message as
-/// `GET /api/v1/messages/{id}` gives it, with every delivery. (Only memory's: the store
-/// may hold a gigabyte.)
-pub fn log_ndjson(hub: &Hub) -> Vec<u8> {
-    let mut out = Vec::new();
-    for message in hub.messages(None, usize::MAX).iter().rev() {
-        let deliveries = message.deliveries();
-        let page = DeliveryPage {
-            from: 0,
-            total: deliveries.len(),
-            deliveries,
-        };
-        if serde_json::to_writer(&mut out, &message_json(hub, message, page)).is_ok() {
-            out.push(b'\n');
-        }
-    }
-    out
 }
 
 /// A page size given as query parameter `name`: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] if

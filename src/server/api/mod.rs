@@ -13,8 +13,6 @@ mod subscribers;
 mod test_subscribers;
 mod topics;
 
-pub use messages::log_ndjson;
-
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -163,10 +161,4 @@ async fn method_not_allowed_as_json(response: Response) -> Response {
 }
 
 /// RFC 3339 with milliseconds, in UTC.
-fn time(at: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-fn millis(duration: std::time::Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
+use crate::wire::{millis, rfc3339 as time};

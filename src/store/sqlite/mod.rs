@@ -9,12 +9,14 @@
 //!
 //! - `writer`: the writer thread: the changes it is sent, group commit, and retention
 //!   every second.
+//! - `rows`: a group of changes as rows in one transaction, and what pruning deletes.
 //! - `read`: the reading connection's work: a message read back whole (with its
 //!   deliveries and attempts) for a page or a get.
 //! - `restore`: what the store holds, read back once at start.
 
 mod read;
 mod restore;
+mod rows;
 mod writer;
 
 use std::collections::HashMap;

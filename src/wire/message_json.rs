@@ -1,15 +1,33 @@
-//! How `/api/v1/messages` spells a logged message in JSON: its summary, its payload, and
-//! each delivery with every attempt (what was sent and what came back).
+//! How a logged message is spelt in JSON, by `/api/v1/messages` and in an exported log:
+//! its summary, its payload, and each delivery with every attempt (what was sent and what
+//! came back). Clients and scripts depend on it, as on the headers beside it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::DeliveryPage;
+use super::{millis, rfc3339, webhook_id};
 use crate::hub::{Attempt, Delivery, DeliveryState, Headers, Hub, MessageRecord, Outcome};
-use crate::server::api::{millis, time};
-use crate::wire::webhook_id;
+
+/// A page of a message's deliveries: slots `from..`, and how many there are in all.
+pub(crate) struct DeliveryPage {
+    pub(crate) from: usize,
+    pub(crate) deliveries: Vec<Delivery>,
+    pub(crate) total: usize,
+}
+
+impl DeliveryPage {
+    /// All of `message`'s deliveries.
+    pub(crate) fn all(message: &MessageRecord) -> Self {
+        let deliveries = message.deliveries();
+        Self {
+            from: 0,
+            total: deliveries.len(),
+            deliveries,
+        }
+    }
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 struct CountsJson {
@@ -22,8 +40,8 @@ struct CountsJson {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(in crate::server::api) struct MessageSummaryJson {
-    pub(super) id: u64,
+pub(crate) struct MessageSummaryJson {
+    pub(crate) id: u64,
     webhook_id: String,
     /// When the hub accepted it (RFC 3339).
     received_at: String,
@@ -125,7 +143,7 @@ struct DeliveryJson {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(in crate::server::api) struct MessageJson {
+pub(crate) struct MessageJson {
     #[serde(flatten)]
     summary: MessageSummaryJson,
     /// The payload: text when it is UTF-8, base64 otherwise.
@@ -142,15 +160,12 @@ pub(in crate::server::api) struct MessageJson {
     replays: Vec<u64>,
 }
 
-pub(in crate::server::api) fn summary(
-    hub_instance: &str,
-    message: &MessageRecord,
-) -> MessageSummaryJson {
+pub(crate) fn summary(hub_instance: &str, message: &MessageRecord) -> MessageSummaryJson {
     let counts = message.summary();
     MessageSummaryJson {
         id: message.id,
         webhook_id: webhook_id(hub_instance, message.id),
-        received_at: time(message.received_at),
+        received_at: rfc3339(message.received_at),
         size: message.body.len() as u64,
         content_type: message.content_type.clone(),
         source: message.source.to_string(),
@@ -192,9 +207,11 @@ fn delivery(slot: usize, delivery: Delivery) -> DeliveryJson {
     let outcome = delivery.state.outcome();
     let (http_status, latency_ms, error) = outcome_fields(outcome);
     let (status, next_attempt, next_attempt_at) = match &delivery.state {
-        DeliveryState::Retrying { attempt, at, .. } => {
-            (DeliveryStateJson::Retrying, Some(*attempt), Some(time(*at)))
-        }
+        DeliveryState::Retrying { attempt, at, .. } => (
+            DeliveryStateJson::Retrying,
+            Some(*attempt),
+            Some(rfc3339(*at)),
+        ),
         _ => (outcome.into(), None, None),
     };
     DeliveryJson {
@@ -214,7 +231,7 @@ fn attempt(attempt: &Attempt) -> AttemptJson {
     let (http_status, latency_ms, error) = outcome_fields(Some(&attempt.outcome));
     let exchange = attempt.exchange.as_deref();
     AttemptJson {
-        at: time(attempt.at),
+        at: rfc3339(attempt.at),
         status: Some(&attempt.outcome).into(),
         http_status,
         latency_ms,
@@ -252,7 +269,7 @@ fn encoded(bytes: &[u8]) -> (String, BodyEncoding) {
     }
 }
 
-pub(super) fn message_json(hub: &Hub, message: &MessageRecord, page: DeliveryPage) -> MessageJson {
+pub(crate) fn message_json(hub: &Hub, message: &MessageRecord, page: DeliveryPage) -> MessageJson {
     let (body, body_encoding) = encoded(&message.body);
     let end = page.from + page.deliveries.len();
     let next_deliveries_after = (end < page.total && end > 0).then(|| end as u64 - 1);
