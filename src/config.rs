@@ -60,9 +60,10 @@ pub struct Config {
     #[arg(long, value_name = "NAME", requires = "cluster", value_parser = instance_name)]
     pub instance_name: Option<String>,
 
-    /// How much the store keeps: the newest COUNT messages, at most SIZE on disk, none
-    /// older than AGE, whichever is reached first (a message with a delivery still to make
-    /// is always kept).
+    /// How much the history on disk keeps: the newest COUNT messages, at most SIZE on disk,
+    /// none older than AGE, whichever is reached first (a message with a delivery still to
+    /// make, or starred, is always kept). Memory then holds at most COUNT of them too (and
+    /// --log-capacity, --log-max-bytes); SIZE and AGE are the disk's, pruned every second.
     #[arg(long, default_value = "100000,1GiB,7d", value_name = "COUNT,SIZE,AGE")]
     pub retain: Retention,
 
@@ -82,8 +83,9 @@ pub struct Config {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub queue_capacity: u32,
 
-    /// Messages kept in the log (newest kept; fewer when they went to many subscribers:
-    /// the log holds at most 500,000 delivery records).
+    /// Messages kept in memory (newest kept; fewer when they went to many subscribers:
+    /// the log holds at most 500,000 delivery records). With a store, the API and the
+    /// console list memory's and then the store's, which --retain bounds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000), value_name = "N")]
     pub log_capacity: u32,
 

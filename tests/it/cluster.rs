@@ -499,3 +499,51 @@ async fn many_subscribers_without_order_get_each_message_exactly_once_from_three
         );
     }
 }
+
+/// A clustered hub keeps nothing itself, so the log's own starred messages are listed
+/// even past the log's budget (it once passed for a durable store and left them out).
+#[tokio::test]
+async fn a_starred_message_beyond_the_log_is_listed_by_an_instance() {
+    let nats = Nats::start().await;
+    let url = nats.url();
+    let hub = start_hub(|config| {
+        config.cluster = Some(url);
+        config.instance_name = Some("starring".to_owned());
+        config.log_capacity = 2;
+    })
+    .await;
+    until_connected(&hub.http, &hub.url).await;
+    let starred = hub.publish("keep me", None).await;
+    eventually("the shared log brought it back", || {
+        hub.hub().message(starred).is_some()
+    })
+    .await;
+    let (status, answer) = hub
+        .call_json(
+            "PATCH",
+            &format!("/api/v1/messages/{starred}"),
+            serde_json::json!({"pinned": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut last = 0;
+    for n in 0..4 {
+        last = hub.publish(format!("later {n}"), None).await;
+    }
+    eventually("the later ones are logged", || {
+        hub.hub().message(last).is_some()
+    })
+    .await;
+    let (_, page) = hub
+        .call_json("GET", "/api/v1/messages?limit=100", serde_json::json!(null))
+        .await;
+    let ids: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.contains(&starred), "{ids:?} leave out {starred}");
+    assert_eq!(ids.len(), 3, "the two newest and the starred one: {ids:?}");
+    hub.shutdown().await;
+}

@@ -265,6 +265,31 @@ async fn retention_by_age_and_by_size() {
     kill(child).await;
 }
 
+/// What `--retain` says the history keeps is what the API lists: memory never holds more
+/// messages than the store keeps.
+#[tokio::test]
+async fn the_api_lists_what_the_history_keeps() {
+    let http = client();
+    let dir = TempDir::new("retain-listed");
+    let (child, url) = start_durable(&dir, &["--retain", "50,1GiB,7d"]).await;
+    for n in 0..200 {
+        publish(&http, &url, format!("to nobody {n}"))
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let page = get_json(&http, &format!("{url}/api/v1/messages?limit=1000")).await;
+        let listed = page["messages"].as_array().unwrap().len();
+        if listed == 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still lists {listed} of 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill(child).await;
+}
+
 async fn eventually_store(
     http: &reqwest::Client,
     url: &str,
