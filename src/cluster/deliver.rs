@@ -273,16 +273,10 @@ async fn handle(
         Some(true) => {}
     }
     // Read whole only by the first of this instance's consumers to see it.
-    let record = state.hub.message(id).unwrap_or_else(|| {
-        let incoming = codec::decode(
-            message.subject.as_str(),
-            message.headers.as_ref(),
-            message.payload.clone(),
-        );
-        state
-            .hub
-            .admit(id, at, incoming.draft, incoming.source, incoming.replay_of)
-    });
+    let record = state
+        .hub
+        .message(id)
+        .unwrap_or_else(|| super::feed::admit(state, &message, id, at));
     let Ok(mut done) = state.hub.deliver_one(&record, key) else {
         return hand_back().await;
     };

@@ -8,6 +8,7 @@ use async_nats::jetstream::consumer;
 use futures_util::StreamExt as _;
 
 use super::{Links, State, codec};
+use crate::hub::{MessageId, MessageRecord};
 
 /// Reads the shared log into this instance's: the newest `log_capacity` messages, then
 /// every new one, in the stream's order.
@@ -32,14 +33,7 @@ pub(super) async fn feed(state: Arc<State>, links: Links) -> anyhow::Result<()> 
         let message = message?;
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (id, at) = (info.stream_sequence, SystemTime::from(info.published));
-        let incoming = codec::decode(
-            message.subject.as_str(),
-            message.headers.as_ref(),
-            message.payload.clone(),
-        );
-        state
-            .hub
-            .admit(id, at, incoming.draft, incoming.source, incoming.replay_of);
+        admit(&state, &message, id, at);
         state.fed.store(id, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
@@ -49,6 +43,24 @@ pub(super) async fn feed(state: Arc<State>, links: Links) -> anyhow::Result<()> 
 /// older than the newest `capacity` of the stream's (`last` the newest).
 fn first_to_read(read: u64, last: u64, capacity: u64) -> u64 {
     read.max(last.saturating_sub(capacity)) + 1
+}
+
+/// Logs a message read from the stream (its sequence `id`, stored at `at`) as this
+/// instance's log holds it: the feed's way, and a delivery loop's when it reads one first.
+pub(super) fn admit(
+    state: &State,
+    message: &async_nats::Message,
+    id: MessageId,
+    at: SystemTime,
+) -> Arc<MessageRecord> {
+    let incoming = codec::decode(
+        message.subject.as_str(),
+        message.headers.as_ref(),
+        message.payload.clone(),
+    );
+    state
+        .hub
+        .admit(id, at, incoming.draft, incoming.source, incoming.replay_of)
 }
 
 #[cfg(test)]
