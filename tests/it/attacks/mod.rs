@@ -1,5 +1,15 @@
 //! The last round's surfaces probed as an attacker would (#24): each test sends what broke
-//! a promise and checks the promise holds.
+//! a promise and checks the promise holds. Deep templates and empty tokens here; the
+//! rest by surface:
+
+/// A plain NATS client writing on `herald.>` in cluster mode.
+mod nats;
+/// Test subscribers' ports and what they keep.
+mod stubs;
+/// Budgets that must hold: diffs, resends.
+mod budgets;
+/// Limits that must not say yes and do nothing; poison at the door; identities; small ones.
+mod limits;
 
 use std::time::Duration;
 

@@ -1,0 +1,1 @@
+//! Budgets that hold under pressure: concurrent diffs, resends of big answers.
