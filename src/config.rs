@@ -61,9 +61,11 @@ pub struct Config {
     pub instance_name: Option<String>,
 
     /// How much the history on disk keeps: the newest COUNT messages, at most SIZE on disk,
-    /// none older than AGE, whichever is reached first (a message with a delivery still to
-    /// make, or starred, is always kept). Memory then holds at most COUNT of them too (and
-    /// --log-capacity, --log-max-bytes); SIZE and AGE are the disk's, pruned every second.
+    /// none older than AGE, whichever is reached first, pruned every second (a message
+    /// with a delivery still to make, or starred, is always kept). Memory is bounded apart
+    /// (--log-capacity, --log-max-bytes): the API and the console list memory's messages
+    /// first, then the disk's, so with a COUNT below --log-capacity more are listed than
+    /// the disk keeps, until they leave memory. GET /api/v1/store shows both.
     #[arg(long, default_value = "100000,1GiB,7d", value_name = "COUNT,SIZE,AGE")]
     pub retain: Retention,
 

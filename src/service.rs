@@ -23,18 +23,15 @@ fn standalone(config: &Config, launcher: Arc<dyn crate::hub::Launch>) -> Result<
     Ok(
         match config.data_dir.as_deref().filter(|_| !config.in_memory) {
             Some(dir) => {
-                // Memory never lists more messages than the history keeps: what `--retain`
-                // says is what the API and the console show.
-                let mut hub = config.hub();
-                hub.log_capacity = hub.log_capacity.min(config.retain.count as usize);
-                let (store, restored) = crate::store::open(dir, config.retain, hub.log_capacity)?;
+                let (store, restored) =
+                    crate::store::open(dir, config.retain, config.log_capacity as usize)?;
                 tracing::info!(
                     "keeping messages in {} ({} subscribers and {} messages restored)",
                     dir.display(),
                     restored.subscribers.len(),
                     restored.messages.len()
                 );
-                Hub::with_store(hub, launcher, Arc::new(store), restored)
+                Hub::with_store(config.hub(), launcher, Arc::new(store), restored)
             }
             None => Hub::new(config.hub(), launcher),
         },

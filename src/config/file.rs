@@ -111,7 +111,22 @@ pub(super) fn as_flags(
     given: &[String],
 ) -> Result<(Vec<OsString>, Vec<String>), String> {
     let shown = path.display();
-    // Read with a limit, not by the size it reports: a FIFO or /dev/zero reports none.
+    // A named pipe or a socket would hold the start until someone writes to it (or for
+    // ever): refused before it is opened. Devices are read with the limit below.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        let kind = std::fs::metadata(path)
+            .map_err(|err| format!("cannot read the config file {shown}: {err}"))?
+            .file_type();
+        if kind.is_fifo() || kind.is_socket() {
+            return Err(format!(
+                "the config file {shown} is a named pipe or a socket, not a file; give a TOML \
+                 file"
+            ));
+        }
+    }
+    // Read with a limit, not by the size it reports: /dev/zero reports none.
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|file| {

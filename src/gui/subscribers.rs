@@ -414,10 +414,7 @@ impl SubscribersPanel {
                     hub.expire_now(&address);
                     Ok(())
                 }
-                Control::Ban(ban) => {
-                    hub.ban(&address, ban);
-                    Ok(())
-                }
+                Control::Ban(ban) => hub.ban(&address, ban).map(drop).map_err(|e| e.to_string()),
             };
             self.add_error = done.err();
             self.seen_at = None;

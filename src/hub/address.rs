@@ -43,6 +43,29 @@ pub enum AddressError {
     BadHost { address: String, host: String },
 }
 
+/// What a ban is kept under: the address a delivery would go to, with every spelling of
+/// this machine (`localhost`, `127.1`, `[::1]`) as one, so that `localhost:P`, `127.1:P`
+/// and `http://127.0.0.1:P/event` are one address. One that does not parse is kept as it
+/// is (it cannot register anyway).
+pub(crate) fn ban_key(address: &str) -> String {
+    let Ok(url) = parse_target(address) else {
+        return address.to_owned();
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let host = match url.host_str() {
+        _ if loopback => "loopback".to_owned(),
+        Some(host) => host.to_ascii_lowercase(),
+        None => String::new(),
+    };
+    let port = url.port_or_known_default().unwrap_or(0);
+    format!("{}://{host}:{port}{}", url.scheme(), url.path())
+}
+
 /// Turns a registered address into the URL its deliveries are posted to.
 pub fn parse_target(address: &str) -> Result<Url, AddressError> {
     if address.is_empty() {

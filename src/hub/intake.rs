@@ -34,6 +34,27 @@ pub enum PublishError {
     NotKept(StoreError),
     #[error(transparent)]
     Relay(#[from] super::RelayError),
+    /// Refused where it enters: it would be accepted, then fail every delivery.
+    #[error(
+        "the content type {0:?} cannot be sent as a header; use printable ASCII only, e.g. application/json"
+    )]
+    ContentType(String),
+}
+
+/// Refuses a draft that could never be sent: its content type goes out as a header, which
+/// takes printable ASCII and tabs only (a CR, LF or other control byte would make every
+/// delivery of it fail, and a resend of several suspend a healthy subscriber).
+pub(crate) fn sendable(draft: &Draft) -> Result<(), PublishError> {
+    match &draft.content_type {
+        Some(text)
+            if !text
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
+        {
+            Err(PublishError::ContentType(text.clone()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A message `publish` accepted.
@@ -118,6 +139,7 @@ impl Hub {
         source: Source,
         aim: Aim,
     ) -> Result<Accepted, PublishError> {
+        sendable(&draft)?;
         if let Some(relay) = self.relay() {
             // The console never waits: the shared log's answer comes on the runtime, and
             // the message into this log (and the console) from there.
@@ -160,6 +182,7 @@ impl Hub {
         if self.is_stopping() {
             return Err(PublishError::ShuttingDown);
         }
+        sendable(&draft)?;
         if let Some(relay) = self.relay() {
             let subscribers = self.reach_of_aim(&draft, &aim);
             let id = relay.publish(outgoing(draft, source, aim)).await?;
@@ -282,6 +305,9 @@ impl Hub {
         }
         if let Some(error) = self.shared.store.failing() {
             return Err(PublishError::Store(error));
+        }
+        for (draft, _) in &messages {
+            sendable(draft)?;
         }
         let mut ids = Vec::with_capacity(messages.len());
         let mut commit = Commit::done();

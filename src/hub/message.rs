@@ -10,7 +10,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::attempt::{Attempt, Delivery, DeliverySummary, Round};
-use super::log::LogUsage;
+pub(crate) use super::log::usage::Held;
+use super::log::usage::LogUsage;
 use super::outcome::{DeliveryError, DeliveryState, Outcome};
 use super::topic::Topic;
 use crate::wire::TraceContext;
@@ -136,13 +137,6 @@ struct Deliveries {
     /// Counts every change to a delivery's state or attempts, so a reader that keeps a
     /// copy (the fan-out matrix) can tell whether it is still current without a walk.
     changes: u64,
-}
-
-/// Delivery records and bytes, as the log's budgets count them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Held {
-    pub(crate) records: usize,
-    pub(crate) bytes: usize,
 }
 
 /// What one delivery record costs, before its attempts.

@@ -54,6 +54,7 @@ pub use address::{AddressError, MAX_ADDRESS_LEN};
 pub use attempt::{Answer, Attempt, Delivery, DeliverySummary, Exchange, Headers, MAX_KEPT_BODY};
 pub use cluster_port::{ClusterPort, Made, Outgoing, Relay, RelayError, Relayed, SubscriberChange};
 pub use event::{Activity, HubEvent};
+pub(crate) use intake::sendable;
 pub use intake::{Accepted, PublishError, Published};
 pub use log::{MAX_PINNED, MAX_TOPICS_SEEN, TopicSeen};
 pub use message::{Draft, MessageId, MessageRecord, Source};
@@ -68,7 +69,7 @@ pub use routing::{Reach, ReachSummary};
 pub use secret::{Secret, SecretError};
 pub use setting::LiveDuration;
 pub use store::{
-    Change, Commit, Memory, Restored, Store, StoreError, StoreUsage, StoredSubscriber,
+    Change, Commit, Keeps, Memory, Restored, Store, StoreError, StoreUsage, StoredSubscriber,
 };
 pub use subscriber::{RemovalReason, SubscriberState, SubscriberView};
 pub use subscription::{ControlError, MAX_IN_FLIGHT, RegisterError, Registration, Subscription};

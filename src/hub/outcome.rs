@@ -8,7 +8,28 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-use super::subscriber::RemovalReason;
+/// Why a subscriber left the hub, and so why its abandoned deliveries failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    Deregistered,
+    Expired,
+    Kicked,
+    /// The subscriber answered 410 Gone.
+    Gone,
+    Shutdown,
+}
+
+impl std::fmt::Display for RemovalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RemovalReason::Deregistered => "deregistered",
+            RemovalReason::Expired => "expired (no keep-alive)",
+            RemovalReason::Kicked => "kicked",
+            RemovalReason::Gone => "unsubscribed by answering 410 Gone",
+            RemovalReason::Shutdown => "removed at shutdown",
+        })
+    }
+}
 
 /// How one attempt ended, and so, for its last attempt, how a delivery ended.
 #[derive(Debug, Clone, PartialEq)]

@@ -142,6 +142,16 @@ pub struct StoreUsage {
     pub place: Option<String>,
     pub bytes: u64,
     pub messages: u64,
+    /// How much it keeps at most, when it keeps anything.
+    pub keeps: Option<Keeps>,
+}
+
+/// How much a store keeps: whichever limit is reached first prunes the oldest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keeps {
+    pub messages: u64,
+    pub bytes: u64,
+    pub age: std::time::Duration,
 }
 
 /// Where the hub keeps what it accepted. Every method returns at once: a store does its

@@ -1,7 +1,6 @@
 //! A registered subscriber: where it receives, when it was last seen, how delivery fares.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +14,7 @@ use url::Url;
 use super::address::redact;
 use super::message::MessageRecord;
 use super::outcome::Outcome;
+pub use super::outcome::RemovalReason;
 use super::secret::Secret;
 use super::topic::Pattern;
 
@@ -240,29 +240,6 @@ pub(crate) struct Mailbox {
     pub(crate) capacity: usize,
 }
 
-/// Why a subscriber left the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemovalReason {
-    Deregistered,
-    Expired,
-    Kicked,
-    /// The subscriber answered 410 Gone.
-    Gone,
-    Shutdown,
-}
-
-impl fmt::Display for RemovalReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RemovalReason::Deregistered => "deregistered",
-            RemovalReason::Expired => "expired (no keep-alive)",
-            RemovalReason::Kicked => "kicked",
-            RemovalReason::Gone => "unsubscribed by answering 410 Gone",
-            RemovalReason::Shutdown => "removed at shutdown",
-        })
-    }
-}
-
 /// The hub's own entry for a live subscriber.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -346,7 +323,7 @@ impl Entry {
             target: self.shared.shown_target.clone(),
             registered_at: self.registered_at,
             last_seen: self.last_seen,
-            expires_at: self.last_seen + lease,
+            expires_at: self.last_seen.checked_add(lease).unwrap_or(self.last_seen),
             lease,
             state: if self.shared.is_suspended() {
                 SubscriberState::Suspended

@@ -87,6 +87,10 @@ pub enum ControlError {
     UnknownSubscriber(String),
     #[error(transparent)]
     Topics(#[from] TopicError),
+    #[error(
+        "{max} bans are in force, the most the hub keeps; nothing was done: try again once one has run out"
+    )]
+    TooManyBans { max: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

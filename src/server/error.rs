@@ -201,6 +201,7 @@ impl From<ControlError> for HttpError {
         match err {
             ControlError::UnknownSubscriber(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
             ControlError::Topics(err) => err.into(),
+            ControlError::TooManyBans { .. } => Self::new(StatusCode::CONFLICT, err.to_string()),
         }
     }
 }
@@ -233,6 +234,7 @@ impl From<PublishError> for HttpError {
             | PublishError::NotKept(StoreError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
             // Asked of a hub in a mode where it cannot be done: not worth retrying.
             PublishError::Relay(crate::hub::RelayError::Unsupported(_)) => StatusCode::CONFLICT,
+            PublishError::ContentType(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, err.to_string())

@@ -93,6 +93,7 @@ pub async fn import_ndjson(hub: &Hub, ndjson: &[u8]) -> Result<Vec<u64>, ImportE
             trace: None,
             topic,
         };
+        crate::hub::sendable(&draft).map_err(|err| bad(err.to_string()))?;
         messages.push((draft, received_at));
     }
     Ok(hub.import(messages).await?)

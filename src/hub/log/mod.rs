@@ -15,7 +15,7 @@
 
 mod ring;
 mod topics_seen;
-mod usage;
+pub(super) mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

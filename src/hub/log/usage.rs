@@ -3,7 +3,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::hub::message::Held;
+/// Delivery records and bytes, as the log's budgets count them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) records: usize,
+    pub(crate) bytes: usize,
+}
 
 /// How much the log may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::address::ban_key;
 use super::routing::{Reach, Recipient, Route, Routing};
 use super::store::StoredSubscriber;
 use super::subscriber::{Entry, SubscriberView};
@@ -36,8 +37,9 @@ pub(super) struct Registry {
     /// Where a publish goes: the live subscribers' queues, by topic, kept in step with
     /// `subscribers`.
     routing: RwLock<Routing>,
-    /// Addresses refused registration until a time (monotonic, and as shown).
-    bans: Mutex<HashMap<Arc<str>, (Instant, SystemTime)>>,
+    /// Addresses refused registration until a time (monotonic, and as shown), by
+    /// `ban_key`: every spelling of one address is one ban.
+    bans: Mutex<HashMap<String, (Instant, SystemTime)>>,
 }
 
 /// The key of the subscriber `address` names: as registered, or else as shown (with its
@@ -125,29 +127,32 @@ impl Registry {
         std::mem::take(&mut *subscribers).into_values().collect()
     }
 
-    /// Refuses `key` registration until `ban` from now. Past [`MAX_BANS`] live bans a new
-    /// one is not kept (answered `false`).
-    fn ban(&self, key: Arc<str>, ban: Duration) -> bool {
+    /// Refuses `address` (in every spelling) registration until `ban` from now. Past
+    /// [`MAX_BANS`] live bans a new one is refused: `Err` with the most.
+    fn ban(&self, address: &str, ban: Duration) -> Result<(), usize> {
+        let key = ban_key(address);
         let (Some(at), Some(shown)) = (
             Instant::now().checked_add(ban),
             SystemTime::now().checked_add(ban),
         ) else {
-            return false;
+            // Past what clocks can hold: `ban_duration` never gives one.
+            return Ok(());
         };
         let mut bans = self.bans.lock();
         let now = Instant::now();
         bans.retain(|_, (at, _)| *at > now);
         if bans.len() >= MAX_BANS && !bans.contains_key(&key) {
-            return false;
+            return Err(MAX_BANS);
         }
         bans.insert(key, (at, shown));
-        true
+        Ok(())
     }
 
     /// Until when `address` is banned, if it is.
     fn banned_until(&self, address: &str) -> Option<SystemTime> {
+        let key = ban_key(address);
         let bans = self.bans.lock();
-        let (at, shown) = bans.get(address)?;
+        let (at, shown) = bans.get(&key)?;
         (*at > Instant::now()).then_some(*shown)
     }
 

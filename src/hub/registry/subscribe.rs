@@ -241,14 +241,17 @@ impl Hub {
         if let Some(secret) = stored.secret {
             shared.set_secret(secret);
         }
-        shared.set_options(Some(stored.ordered), Some(stored.max_in_flight));
+        // A store may have been edited by hand: what it says is held to what a
+        // registration may ask for.
+        let max_in_flight = stored.max_in_flight.clamp(1, MAX_IN_FLIGHT);
+        shared.set_options(Some(stored.ordered), Some(max_in_flight));
         shared.set_paused(stored.paused);
         let joining = Joining {
             shared,
             registered_at: stored.registered_at,
             last_seen: stored.last_seen,
             last_seen_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-            lease: stored.lease,
+            lease: stored.lease.map(|l| l.clamp(LEASE_RANGE.0, LEASE_RANGE.1)),
             pinned: stored.pinned,
             topics: stored.topics,
         };
@@ -347,12 +350,15 @@ impl Hub {
         self.remove(address, RemovalReason::Expired)
     }
 
-    /// Kicks a subscriber and refuses its registration for `ban` (from the console or
-    /// the API), whether or not it is registered now. Returns whether it was.
-    pub fn ban(&self, address: &str, ban: Duration) -> bool {
+    /// Kicks a subscriber and refuses its registration, in any spelling of its address,
+    /// for `ban` (from the console or the API), whether or not it is registered now.
+    /// Returns whether it was; refused, and nobody kicked, when the most bans are in force.
+    pub fn ban(&self, address: &str, ban: Duration) -> Result<bool, ControlError> {
         let key = self.registry().key_or(address);
-        self.registry().ban(key.clone(), ban);
-        self.remove(&key, RemovalReason::Kicked)
+        self.registry()
+            .ban(&key, ban)
+            .map_err(|max| ControlError::TooManyBans { max })?;
+        Ok(self.remove(&key, RemovalReason::Kicked))
     }
 
     /// Removes a subscriber at once: its queued and in-flight deliveries are abandoned and

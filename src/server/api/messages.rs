@@ -146,7 +146,9 @@ pub(super) async fn publish(
     ))
 }
 
-/// Pages through the message log, newest first.
+/// Pages through the message log, newest first: memory's messages (`--log-capacity`)
+/// first, then, with a store, the store's (`--retain`). `GET /api/v1/store` says how much
+/// each keeps.
 #[utoipa::path(
     get,
     path = "/api/v1/messages",

@@ -23,6 +23,20 @@ pub(super) struct StoreJson {
     messages: u64,
     /// Messages in memory now.
     in_memory: u64,
+    /// The most messages memory holds (`--log-capacity`; fewer when the log's delivery
+    /// records or bytes run out first). Listings give memory's messages first, then the
+    /// store's: with `retain.messages` below it, more are listed than the store keeps.
+    memory_capacity: u64,
+    /// What the store keeps at most (`--retain`), when durable: whichever is reached
+    /// first prunes the oldest, every second.
+    retain: Option<RetainJson>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RetainJson {
+    messages: u64,
+    bytes: u64,
+    age_seconds: u64,
 }
 
 /// Where the log is kept and how much it holds.
@@ -41,6 +55,12 @@ pub(super) async fn get(State(state): State<AppState>) -> Json<StoreJson> {
         bytes: usage.bytes,
         messages: usage.messages,
         in_memory: state.hub.logged_messages() as u64,
+        memory_capacity: state.hub.config().log_capacity as u64,
+        retain: usage.keeps.map(|keeps| RetainJson {
+            messages: keeps.messages,
+            bytes: keeps.bytes,
+            age_seconds: keeps.age.as_secs(),
+        }),
     })
 }
 

@@ -200,6 +200,7 @@ pub(super) async fn register(
         (status = NO_CONTENT, description = "Kicked (and banned)"),
         (status = BAD_REQUEST, description = "Undecodable address or bad ban duration", body = ErrorBody),
         (status = NOT_FOUND, description = "No such subscriber (without ban)", body = ErrorBody),
+        (status = CONFLICT, description = "The most bans the hub keeps are in force: nothing was done", body = ErrorBody),
     )
 )]
 pub(super) async fn kick(
@@ -212,7 +213,7 @@ pub(super) async fn kick(
     if let Some(ban) = query.ban.as_deref() {
         let ban = crate::values::ban_duration(ban)
             .map_err(|err| HttpError::new(StatusCode::BAD_REQUEST, format!("ban: {err}")))?;
-        state.hub.ban(&address, ban);
+        state.hub.ban(&address, ban)?;
         return Ok(StatusCode::NO_CONTENT);
     }
     if state.hub.remove(&address, RemovalReason::Kicked) {

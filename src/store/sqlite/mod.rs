@@ -33,11 +33,11 @@ use tokio::sync::oneshot;
 
 use super::{OpenError, Retention};
 use crate::hub::{
-    Change, Commit, MessageId, MessageRecord, Pattern, Restored, Store, StoreError, StoreUsage,
-    Topic,
+    Change, Commit, Keeps, MessageId, MessageRecord, Pattern, Restored, Store, StoreError,
+    StoreUsage, Topic,
 };
 use restore::restore;
-use writer::{Op, Status, Writer};
+use writer::{Status, Writer};
 
 /// How long after a failed commit publishes are refused before one is let through to try
 /// again.
@@ -45,11 +45,24 @@ const FAILING_FOR: Duration = Duration::from_secs(1);
 /// How long a reader waits for the writer's lock on the database (checkpoints).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Answers an append or a flush once its group is committed (or failed).
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// What the store sends its writer thread, in the order the hub made it.
+pub(super) enum Op {
+    /// A message and the addresses of its publish round's deliveries.
+    Append(Arc<MessageRecord>, Vec<Arc<str>>, Waiter),
+    Change(Change),
+    Flush(Waiter),
+}
+
 pub struct SqliteStore {
     ops: Mutex<Option<mpsc::Sender<Op>>>,
     reader: Mutex<Connection>,
     status: Arc<Status>,
     place: String,
+    /// What `--retain` keeps, for the store's usage to say.
+    retention: Retention,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Messages read back from disk, by id, while something holds them.
     loaded: Mutex<HashMap<MessageId, Weak<MessageRecord>>>,
@@ -112,6 +125,7 @@ impl SqliteStore {
                 reader: Mutex::new(reader),
                 status,
                 place,
+                retention,
                 writer: Mutex::new(Some(thread)),
                 loaded: Mutex::default(),
                 _lock: lock,
@@ -231,6 +245,11 @@ impl Store for SqliteStore {
             place: Some(self.place.clone()),
             bytes: self.status.bytes.load(Ordering::Relaxed),
             messages: self.status.messages.load(Ordering::Relaxed),
+            keeps: Some(Keeps {
+                messages: self.retention.count,
+                bytes: self.retention.bytes,
+                age: self.retention.age,
+            }),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, Transaction, params};
 
-use super::writer::Op;
+use super::Op;
 use crate::hub::{Change, MessageId, MessageRecord, Pattern, Topic};
 use crate::store::codec::{headers_blob, millis, outcome_columns};
 

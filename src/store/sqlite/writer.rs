@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Transaction};
-use tokio::sync::oneshot;
 
+use super::Op;
 use super::rows::{delete_below, write};
 use super::{disk_bytes, store_error};
-use crate::hub::{Change, MessageRecord, StoreError};
+use crate::hub::StoreError;
 use crate::store::Retention;
 use crate::store::codec::millis;
 
@@ -25,15 +25,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// The share of the messages deleted at a time while the store is over its size: small
 /// enough not to take much more than needed, large enough to get there in a few steps.
 const PRUNE_SHARE: i64 = 10;
-
-type Waiter = oneshot::Sender<Result<(), StoreError>>;
-
-pub(super) enum Op {
-    /// A message and the addresses of its publish round's deliveries.
-    Append(Arc<MessageRecord>, Vec<Arc<str>>, Waiter),
-    Change(Change),
-    Flush(Waiter),
-}
 
 /// What the writer tells the rest.
 #[derive(Debug, Default)]
@@ -199,7 +190,9 @@ fn answer(ops: Vec<Op>, kept: &Result<(), StoreError>) {
 mod tests {
     use super::super::connect;
     use super::*;
-    use crate::hub::{Draft, MessageId, Source};
+    use tokio::sync::oneshot;
+
+    use crate::hub::{Change, Draft, MessageId, MessageRecord, Source};
 
     fn message(id: MessageId, bytes: usize) -> Arc<MessageRecord> {
         let draft = Draft::new(vec![b'x'; bytes]);
