@@ -42,6 +42,9 @@ const ICON: &[u8] = include_bytes!("../../assets/icon.png");
 /// deliveries for up to 5 s). `given` names the flags the user typed, which win over
 /// remembered settings.
 pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
+    if let Some(missing) = no_display() {
+        anyhow::bail!("{missing}");
+    }
     let runtime = crate::service::background_runtime()?;
     let handle = runtime.handle().clone();
     let started: Arc<OnceLock<Arc<Backend>>> = Arc::default();
@@ -95,4 +98,26 @@ pub fn run(config: Config, given: Vec<String>) -> anyhow::Result<()> {
         runtime.block_on(service.shutdown());
     }
     Ok(())
+}
+
+/// Why no window can open here, if none can: on Linux and the BSDs a window needs an X
+/// server or a Wayland compositor, which the environment names. Said in Herald's words,
+/// with the way to run without one, rather than in the windowing library's.
+fn no_display() -> Option<String> {
+    if !cfg!(all(unix, not(target_os = "macos"))) {
+        return None;
+    }
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if ["DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"]
+        .iter()
+        .any(|name| set(name))
+    {
+        return None;
+    }
+    Some(
+        "no display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY nor \
+         WAYLAND_SOCKET is set); run the hub without a window with `herald --headless`, or \
+         start Herald from a desktop session (or under Xvfb)"
+            .to_owned(),
+    )
 }

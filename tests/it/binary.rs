@@ -177,3 +177,27 @@ async fn serves_the_seed_routes_and_stops_promptly_on_sigterm() {
             .is_err()
     );
 }
+
+/// Without a display the window cannot open: Herald says so in its own words, names
+/// `--headless`, and exits 1, before it opens anything.
+#[tokio::test]
+async fn without_a_display_the_console_says_to_run_headless() {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        herald()
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("WAYLAND_SOCKET")
+            .args(["--in-memory", "--bind", "127.0.0.1:0"])
+            .output(),
+    )
+    .await
+    .expect("herald did not exit")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--headless") && stderr.contains("DISPLAY"),
+        "{stderr}"
+    );
+}
