@@ -215,6 +215,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `--forward-header`'s names, each once: named twice, a header would be forwarded
+    /// twice. The server's and the cluster's (for plain NATS clients) alike.
+    pub fn forwarded_headers(&self) -> Vec<HeaderName> {
+        let names = &self.forward_headers;
+        names
+            .iter()
+            .enumerate()
+            .filter(|(i, name)| !names[..*i].contains(name))
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
     pub fn hub(&self) -> HubConfig {
         HubConfig {
             ttl: self.ttl,

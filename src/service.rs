@@ -46,17 +46,14 @@ fn clustered(
     launcher: Arc<dyn crate::hub::Launch>,
     runtime: &Handle,
 ) -> (Hub, Arc<crate::cluster::Cluster>) {
-    let restored = crate::hub::Restored {
-        // One name for every instance's deliveries: a delivery made again by another
-        // instance carries the `webhook-id` it had.
-        instance: Some(crate::cluster::INSTANCE_ID.to_owned()),
-        ..Default::default()
-    };
+    // Its instance id is the cluster's, the same at every instance (a delivery made again
+    // by another carries the `webhook-id` it had) and no other cluster's: the cluster
+    // names the hub once it has joined (`ClusterPort::name`), as it is read from NATS.
     let hub = Hub::with_store(
         config.hub(),
         launcher,
         Arc::new(crate::hub::Memory),
-        restored,
+        crate::hub::Restored::default(),
     );
     let cluster = crate::cluster::Cluster::start(
         &hub,
@@ -68,6 +65,8 @@ fn clustered(
                 .unwrap_or_else(|| crate::cluster::default_name(config.bind)),
             delivery_timeout: config.delivery_timeout,
             log_capacity: config.log_capacity as usize,
+            max_body: config.max_body,
+            forward_headers: config.forwarded_headers(),
         },
         runtime,
     );

@@ -1,8 +1,10 @@
 //! Names that travel on the wire: the headers Herald adds to its answers and deliveries,
 //! the `webhook-id` format and W3C trace context ([`trace`]). Clients, receivers and other
 //! Herald instances depend on them, so each is spelled here once and imported by
-//! `delivery` and `server`.
+//! `delivery` and `server`. [`forward`]: what of a publisher's headers deliveries carry,
+//! the same for an HTTP publish and a plain NATS client's message.
 
+pub mod forward;
 pub(crate) mod message_json;
 pub mod origin;
 pub mod trace;

@@ -1,6 +1,7 @@
 //! How a message, a subscriber and a delivery's outcome travel through JetStream: a
 //! message as a NATS message (its topic in the subject, the rest in headers, so that a
-//! plain NATS client can publish one and read one), the others as JSON.
+//! plain NATS client can publish one and read one), the others as JSON. A message's
+//! `Herald-*` headers are read only from one Herald sealed: `bridge` decides which.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -63,32 +64,37 @@ pub(crate) fn encode(message: &Outgoing) -> (String, HeaderMap, Bytes) {
 }
 
 /// A message read back from the stream, as Herald published it or as any NATS client did.
+#[derive(Debug)]
 pub(crate) struct Incoming {
     pub(crate) draft: Draft,
     pub(crate) source: Source,
     pub(crate) replay_of: Option<MessageId>,
 }
 
-/// What routing a message needs, without reading the rest: its topic, and the one
-/// subscriber it is for, if any.
+/// The topic of a message on `subject`. A subject whose tokens are not a topic Herald
+/// accepts (NATS allows more) is delivered as a message without one.
+pub(crate) fn topic_of(subject: &str) -> Option<Topic> {
+    subject
+        .strip_prefix(SUBJECT)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|topic| Topic::parse(topic).ok())
+}
+
+/// What routing a message Herald published needs, without reading the rest: its topic,
+/// and the one subscriber it is for, if any.
 pub(crate) fn route_of(
     subject: &str,
     headers: Option<&HeaderMap>,
 ) -> (Option<Topic>, Option<Arc<str>>) {
-    // A subject whose tokens are not a topic Herald accepts (NATS allows more) is
-    // delivered as a message without one.
-    let topic = subject
-        .strip_prefix(SUBJECT)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .and_then(|topic| Topic::parse(topic).ok());
     let to = headers
         .and_then(|h| h.get(TO_HEADER))
         .map(|v| v.as_str().into());
-    (topic, to)
+    (topic_of(subject), to)
 }
 
+/// A message as Herald published it, its headers believed: only for a sealed one.
 pub(crate) fn decode(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Incoming {
-    let (topic, _) = route_of(subject, headers);
+    let topic = topic_of(subject);
     let header = |name: &str| {
         headers
             .and_then(|h| h.get(name))

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
-use super::{INSTANCE_TTL, Links, OUTCOME_SUBJECT, OUTCOMES, State, codec};
+use super::bridge::Bridge;
+use super::{INSTANCE_TTL, Links, OUTCOME_SUBJECT, OUTCOMES, State, codec, identity};
 
 const STREAM: &str = "HERALD";
 const SUBSCRIBERS: &str = "herald_subscribers";
@@ -69,8 +70,15 @@ pub(super) async fn connect(state: &Arc<State>) -> anyhow::Result<Links> {
     .await?;
     let subscribers = bucket(&js, SUBSCRIBERS, SUBSCRIBER_MAX_AGE).await?;
     let instances = bucket(&js, INSTANCES, INSTANCE_TTL).await?;
+    // Kept for ever: a cluster that forgot it would deliver under another name.
+    let cluster = bucket(&js, identity::BUCKET, Duration::ZERO).await?;
+    let identity = identity::identity(&cluster).await?;
+    // Before any message is admitted or delivered, and before a publish is taken: every
+    // `webhook-id` this instance hands out is the cluster's.
+    state.hub.name(&identity.instance);
     Ok(Links {
         client,
+        bridge: Arc::new(Bridge::new(identity.seal, &state.config)),
         js,
         messages,
         subscribers,

@@ -261,7 +261,21 @@ async fn handle(
         message.ack_with(jetstream::AckKind::Nak(None)).await.ok();
         Ok(Handled::Gone)
     };
-    let (topic, to) = codec::route_of(message.subject.as_str(), message.headers.as_ref());
+    let links = state
+        .links
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("not connected"))?;
+    let checked = match links.bridge.check(&message) {
+        Ok(checked) => checked,
+        Err(refused) => {
+            // Never to be made: acknowledged, or JetStream would hand it out for ever.
+            // The feed says so once; every subscriber's loop passes here.
+            tracing::debug!(id, address = %key, "{refused}");
+            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(Handled::Done);
+        }
+    };
+    let (topic, to) = checked.route();
     match state.hub.wants(key, topic.as_ref(), to.as_deref()) {
         // Gone from this hub (removed, or this instance is stopping): it may live on at
         // another instance.
@@ -276,7 +290,7 @@ async fn handle(
     let record = state
         .hub
         .message(id)
-        .unwrap_or_else(|| super::feed::admit(state, &message, id, at));
+        .unwrap_or_else(|| super::feed::admit(state, &checked, id, at));
     let Ok(mut done) = state.hub.deliver_one(&record, key) else {
         return hand_back().await;
     };

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use async_nats::jetstream::consumer;
 use futures_util::StreamExt as _;
 
-use super::{Links, State, codec};
+use super::bridge::Checked;
+use super::{Links, State};
 use crate::hub::{MessageId, MessageRecord};
 
 /// Reads the shared log into this instance's: the newest `log_capacity` messages, then
@@ -33,7 +34,13 @@ pub(super) async fn feed(state: Arc<State>, links: Links) -> anyhow::Result<()> 
         let message = message?;
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (id, at) = (info.stream_sequence, SystemTime::from(info.published));
-        admit(&state, &message, id, at);
+        match links.bridge.check(&message) {
+            Ok(checked) => {
+                admit(&state, &checked, id, at);
+            }
+            // Said once per instance, here; the delivery loops pass it over quietly.
+            Err(refused) => tracing::warn!(id, "{refused}"),
+        }
         state.fed.store(id, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
@@ -49,15 +56,11 @@ fn first_to_read(read: u64, last: u64, capacity: u64) -> u64 {
 /// instance's log holds it: the feed's way, and a delivery loop's when it reads one first.
 pub(super) fn admit(
     state: &State,
-    message: &async_nats::Message,
+    message: &Checked<'_>,
     id: MessageId,
     at: SystemTime,
 ) -> Arc<MessageRecord> {
-    let incoming = codec::decode(
-        message.subject.as_str(),
-        message.headers.as_ref(),
-        message.payload.clone(),
-    );
+    let incoming = message.decode();
     state
         .hub
         .admit(id, at, incoming.draft, incoming.source, incoming.replay_of)

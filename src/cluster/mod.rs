@@ -4,7 +4,9 @@
 //! - **Messages** go into the stream `HERALD` (subject `herald.<topic>`, or `herald`):
 //!   a publish at any instance is answered once JetStream has stored it, and every
 //!   instance reads the stream into its own log ([`ClusterPort::admit`]). A NATS client that
-//!   publishes on those subjects is fanned out like anyone else.
+//!   publishes on those subjects is fanned out like anyone else, by an HTTP publish's
+//!   rules: only Herald's own messages carry a seal, and only a sealed message's
+//!   `Herald-*` headers are believed (`bridge`).
 //! - **Subscribers** live in the key-value bucket `herald_subscribers`: what the hub
 //!   changes here goes there (the relay's `subscriber_changed`), and every instance
 //!   applies what the bucket holds to its own registry, as made elsewhere (never told
@@ -20,6 +22,9 @@
 //!   every console and API shows the same log.
 //! - **Instances** announce themselves in the bucket `herald_instances` every few
 //!   seconds.
+//! - **The cluster's identity** (its instance id, the `webhook-id` namespace every
+//!   instance delivers under, and the key that seals Herald's messages) is made by the
+//!   first instance to join, in the bucket `herald_cluster` (`identity`).
 //!
 //! The hub knows none of this: the cluster attaches with a [`Relay`](crate::hub::Relay)
 //! (publishes, and the subscriber changes made here) and works the hub through the
@@ -40,14 +45,20 @@
 //! - `sharing`: the queue of subscriber changes made here, and the writer that puts them
 //!   into the bucket.
 //! - `codec`: how messages, subscribers, outcomes and instances travel through NATS.
+//! - `bridge`: the stream's door: sealed messages believed, plain clients' held to an
+//!   HTTP publish's rules, bodies over `--max-body` refused; `seal` the seal itself.
+//! - `identity`: the cluster's identity, made once and shared through its bucket.
 
+mod bridge;
 mod codec;
 mod connect;
 mod deliver;
 mod feed;
+mod identity;
 mod instances;
 mod outcomes;
 mod relayer;
+mod seal;
 mod sharing;
 mod subscribers;
 
@@ -77,10 +88,6 @@ const INSTANCE_TTL: Duration = Duration::from_secs(10);
 const OUTCOMES_WAITING: usize = 65_536;
 /// How long shutdown waits for the last acknowledgements to go out.
 const FINISH_GRACE: Duration = Duration::from_secs(2);
-
-/// The hub's instance id in cluster mode, the same at every instance: it names deliveries
-/// (`webhook-id`), and one made again elsewhere must keep its name.
-pub const INSTANCE_ID: &str = "cluster";
 
 /// An instance's name when none is given: the host's name and the port it serves on (the
 /// process id for a port chosen by the system).
@@ -115,6 +122,10 @@ pub struct ClusterConfig {
     pub delivery_timeout: Duration,
     /// Messages each instance loads into its log at start.
     pub log_capacity: usize,
+    /// `--max-body`: a message in the stream with a larger body is never delivered.
+    pub max_body: usize,
+    /// `--forward-header`: what of a plain NATS client's headers its deliveries carry.
+    pub forward_headers: Vec<axum::http::HeaderName>,
 }
 
 /// The cluster as this instance sees it, for the console and `GET /api/v1/cluster`.
@@ -183,6 +194,8 @@ struct State {
 #[derive(Clone)]
 struct Links {
     client: async_nats::Client,
+    /// The stream's door, with the cluster's seal.
+    bridge: Arc<bridge::Bridge>,
     js: jetstream::Context,
     messages: stream::Stream,
     subscribers: kv::Store,

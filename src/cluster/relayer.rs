@@ -4,8 +4,8 @@
 use std::sync::Weak;
 use std::time::Duration;
 
+use super::State;
 use super::sharing::Sharer;
-use super::{State, codec};
 use crate::hub::{Outgoing, Relay, RelayError, Relayed, SubscriberChange};
 
 /// How long a publish waits for JetStream's acknowledgement before it is refused.
@@ -36,7 +36,7 @@ impl Relay for Relayer {
             if !state.connection.lock().connected {
                 return Err(unavailable("the connection to NATS is lost".to_owned()));
             }
-            let (subject, headers, body) = codec::encode(&message);
+            let (subject, headers, body) = links.bridge.encode(&message);
             let ack = async {
                 let pending = links
                     .js

@@ -52,8 +52,6 @@ pub(super) struct Sender {
     timeout: Arc<LiveDuration>,
     /// Shared with every subscriber at the same origin: a permit per request in flight.
     origin_limit: Arc<Semaphore>,
-    /// The hub's instance id as a header value, made once rather than per request.
-    instance: reqwest::header::HeaderValue,
 }
 
 /// What to do after one attempt.
@@ -75,15 +73,12 @@ impl Sender {
         timeout: Arc<LiveDuration>,
         origin_limit: Arc<Semaphore>,
     ) -> Self {
-        let instance = reqwest::header::HeaderValue::from_str(hub.instance())
-            .expect("the instance id is hex digits");
         Self {
             hub,
             client,
             config,
             timeout,
             origin_limit,
-            instance,
         }
     }
 
@@ -109,7 +104,9 @@ impl Sender {
             .post(Url::clone(&subscriber.target))
             .timeout(timeout)
             .header(MESSAGE_ID_HEADER, message.id)
-            .header(INSTANCE_HEADER, self.instance.clone())
+            // Read per request, not once per worker: a clustered hub learns its
+            // cluster's id after its workers may have started.
+            .header(INSTANCE_HEADER, self.hub.instance())
             // `Bytes` clones share the buffer: no per-subscriber copy of the payload.
             .body(message.body.clone());
         if let Some(content_type) = &message.content_type {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -85,6 +85,9 @@ pub enum RelayError {
 /// What a hub holds of the cluster it is attached to.
 pub(super) struct Attached {
     relay: Arc<dyn Relay>,
+    /// The cluster's identity, once it has joined: this hub's instance id from then on
+    /// ([`ClusterPort::name`]).
+    instance: OnceLock<String>,
     /// Deliveries made for the cluster ([`ClusterPort::deliver_one`]) whose outcome it
     /// waits for, by message record (its address: the cluster may hold a record of a
     /// message the log no longer has, one per reader) and slot. Only a clustered hub
@@ -105,6 +108,7 @@ impl Hub {
     pub fn attach(&self, relay: Arc<dyn Relay>) -> ClusterPort {
         let attached = Attached {
             relay,
+            instance: OnceLock::new(),
             waiting: Mutex::default(),
         };
         if self.shared.cluster.set(attached).is_err() {
@@ -115,6 +119,12 @@ impl Hub {
 
     pub fn is_clustered(&self) -> bool {
         self.shared.cluster.get().is_some()
+    }
+
+    /// The instance id the cluster named this hub with, once it has.
+    pub(super) fn cluster_instance(&self) -> Option<&str> {
+        let attached = self.shared.cluster.get()?;
+        attached.instance.get().map(String::as_str)
     }
 
     pub(super) fn relay(&self) -> Option<&Arc<dyn Relay>> {
@@ -147,6 +157,26 @@ impl Hub {
 }
 
 impl ClusterPort {
+    /// Names this hub with its cluster's identity: from now on, the `webhook-id`s and
+    /// `X-Herald-Instance` of its deliveries, and the loop check, are the cluster's, the
+    /// same at every instance. Once, on joining, before the first message is admitted:
+    /// until then it has nothing to deliver (every message comes from the shared log),
+    /// and goes by the random id it started with. A second, different name is refused:
+    /// deliveries already made went out under the first.
+    pub fn name(&self, instance: &str) {
+        let Some(attached) = self.hub.shared.cluster.get() else {
+            return;
+        };
+        let named = attached.instance.get_or_init(|| instance.to_owned());
+        if named != instance {
+            tracing::warn!(
+                named = %named,
+                ignored = %instance,
+                "the cluster's identity changed while this instance ran; it keeps the first"
+            );
+        }
+    }
+
     /// Logs a message the shared log gave id `id`, without sending it anywhere: each of
     /// its deliveries is made where the cluster arranges. It takes its place by id; one
     /// already logged (read again after a reconnection) is returned as it is, and one

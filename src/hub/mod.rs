@@ -156,7 +156,8 @@ struct Shared {
     store: Arc<dyn Store>,
     /// Names this hub in delivery headers, so that a delivery that loops back to the hub
     /// is recognised: random per process in memory, kept by a durable store, so that a
-    /// delivery made again after a restart has the `webhook-id` it had.
+    /// delivery made again after a restart has the `webhook-id` it had. A cluster's
+    /// identity replaces it once known ([`Hub::instance`]).
     instance: String,
     /// In cluster mode, the cluster this hub is attached to (see `cluster_port`).
     cluster: OnceLock<cluster_port::Attached>,
@@ -224,9 +225,10 @@ impl Hub {
         &self.shared.config
     }
 
-    /// This hub's random instance id (hex).
+    /// This hub's instance id (hex): random per process in memory, kept by a durable
+    /// store, and the cluster's once a clustered hub has joined it.
     pub fn instance(&self) -> &str {
-        &self.shared.instance
+        self.cluster_instance().unwrap_or(&self.shared.instance)
     }
 
     /// Begins shutdown: no new subscribers or messages; what is queued is still

@@ -79,14 +79,7 @@ impl ServerConfig {
                 idle_timeout: config.idle_timeout,
                 max_connections: config.max_connections as usize,
             },
-            // Named twice, a header would be forwarded twice.
-            forward_headers: config
-                .forward_headers
-                .iter()
-                .enumerate()
-                .filter(|(i, name)| !config.forward_headers[..*i].contains(name))
-                .map(|(_, name)| name.clone())
-                .collect(),
+            forward_headers: config.forwarded_headers(),
         }
     }
 }

@@ -11,6 +11,7 @@ use super::{AppState, ServerConfig};
 use crate::hub::{Draft, Published, Source, Topic};
 use crate::wire::{
     CLOUDEVENTS_TYPE_HEADER, TOPIC_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext,
+    forward,
 };
 
 /// Reads the whole body and publishes it with the request's content type, trace context
@@ -95,35 +96,14 @@ fn topic(query: Option<&str>, headers: &HeaderMap) -> Result<Option<Topic>> {
 
 /// Every value of each header in `names`, in order.
 fn forwarded(headers: &HeaderMap, names: &[HeaderName]) -> Vec<(String, Bytes)> {
-    names
-        .iter()
-        .flat_map(|name| {
-            headers.get_all(name).iter().map(|value| {
-                let value = Bytes::copy_from_slice(value.as_bytes());
-                (name.as_str().to_owned(), value)
-            })
-        })
-        .collect()
+    forward::forwarded(names, |name| {
+        headers.get_all(name).iter().map(|v| v.as_bytes())
+    })
 }
 
-/// The publisher's trace context: `None` (a new trace) without exactly one valid
-/// `traceparent`. `tracestate` fields are joined as one, and dropped if not plain text;
-/// a bad one does not spoil the `traceparent`.
 fn trace(headers: &HeaderMap) -> Option<TraceContext> {
-    let mut parents = headers.get_all(TRACEPARENT_HEADER).iter();
-    let (Some(parent), None) = (parents.next(), parents.next()) else {
-        return None;
-    };
-    let mut trace = TraceContext::parse(parent.to_str().ok()?)?;
-    let fields: Option<Vec<&str>> = headers
-        .get_all(TRACESTATE_HEADER)
-        .iter()
-        .map(|v| v.to_str().ok())
-        .collect();
-    trace.state = fields
-        .map(|fields| fields.join(","))
-        .filter(|state| !state.trim().is_empty());
-    Some(trace)
+    let values = |name: &str| headers.get_all(name).iter().map(|v| v.as_bytes());
+    forward::trace(values(TRACEPARENT_HEADER), values(TRACESTATE_HEADER))
 }
 
 async fn read_body(request: Request, config: &ServerConfig) -> Result<Bytes> {

@@ -72,12 +72,22 @@ impl Nats {
 }
 
 /// An instance in this process.
-async fn member(nats: &Nats, name: &str) -> TestHub {
+pub(crate) async fn member(nats: &Nats, name: &str) -> TestHub {
+    member_with(nats, name, |_| {}).await
+}
+
+/// An instance in this process, its flags changed by `configure` too.
+pub(crate) async fn member_with(
+    nats: &Nats,
+    name: &str,
+    configure: impl FnOnce(&mut herald::Config),
+) -> TestHub {
     let url = nats.url();
     let hub = start_hub(|config| {
         config.cluster = Some(url);
         config.instance_name = Some(name.to_owned());
         config.delivery_timeout = Duration::from_secs(1);
+        configure(config);
     })
     .await;
     until_connected(&hub.http, &hub.url).await;
@@ -103,7 +113,7 @@ async fn until_connected(http: &reqwest::Client, url: &str) {
 }
 
 /// Waits until `hub` lists `address`: the registration reached it through the bucket.
-async fn until_listed(hub: &TestHub, address: &str) {
+pub(crate) async fn until_listed(hub: &TestHub, address: &str) {
     let deadline = Instant::now() + PATIENCE;
     while !hub.listed().await.iter().any(|a| a == address) {
         assert!(
