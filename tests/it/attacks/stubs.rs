@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::process::Child;
 
 use crate::binary::{herald, listening_url};
-use crate::utils::{PATIENCE, Receiver, TempDir, start_hub};
+use crate::utils::{PATIENCE, Receiver, TempDir};
 use herald::workbench::test_subscriber::{KEPT_BUDGET, MAX_CONNECTIONS, MAX_KEPT_BODY};
 
 /// A headless `herald` on a free port of its own, with its base URL and process id.
@@ -223,8 +223,15 @@ async fn what_test_subscribers_keep_is_a_copy_within_a_budget() {
     });
     futures_util::future::join_all(sends).await;
 
+    let sent = (stubs.len() * each * size) as u64;
+    let grown = resident(pid).saturating_sub(before);
+    assert!(
+        grown < sent / 6,
+        "{sent} bytes sent to test subscribers grew the hub by {grown} bytes"
+    );
+
     // Bodies past --max-body (1 MiB), declared or not, are refused having read at most
-    // that much.
+    // that much, and cost nothing kept.
     let (_, first) = &stubs[0];
     for _ in 0..4 {
         let answer = http
@@ -240,12 +247,10 @@ async fn what_test_subscribers_keep_is_a_copy_within_a_budget() {
         let answer = chunked(first, 4 * size).await;
         assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
     }
-
     let grown = resident(pid).saturating_sub(before);
-    let sent = (stubs.len() * each * size) as u64;
     assert!(
         grown < sent / 6,
-        "{sent} bytes sent to test subscribers grew the hub by {grown} bytes"
+        "after bodies past --max-body the hub had grown by {grown} bytes"
     );
 
     let mut kept = 0;
@@ -317,31 +322,53 @@ async fn chunked(address: &str, total: usize) -> String {
 #[tokio::test]
 async fn a_test_subscriber_is_not_registered_again_after_a_restart() {
     let dir = TempDir::new("stub-restart");
-    let durable = |config: &mut herald::Config| {
-        config.data_dir = Some(dir.path().to_owned());
-        // Keep-alives every 200 ms: a few are made before the stop.
-        config.ttl = Duration::from_millis(600);
-    };
-    let hub = start_hub(durable).await;
+    // Keep-alives every 200 ms: a few are made before the stop.
+    let durable = ["--data-dir", dir.arg(), "--ttl", "600ms"];
+    let (mut child, url, pid) = hub_process(&durable).await;
+    let http = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
     let receiver = Receiver::start().await;
-    hub.register(&receiver.address()).await;
-    let (status, added) = hub
-        .call_json("POST", "/api/v1/test-subscribers", json!({}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{added}");
-    let stub = added["address"].as_str().unwrap().to_owned();
-    // Changes the store would keep of a real subscriber: a pause, a pin (so that it
-    // would not expire while the hub is down), keep-alives.
-    hub.hub().set_paused(&stub, true).unwrap();
-    hub.hub().set_pinned(&stub, true).unwrap();
-    hub.hub().set_pinned(&receiver.address(), true).unwrap();
+    let registered = http
+        .post(format!(
+            "{url}/registerAndKeepAlive?address={}",
+            receiver.address()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::OK);
+    let (_, stub) = add_stub(&http, &url, json!({})).await;
+    // Changes the store keeps of a real subscriber: a pin (so that neither expires while
+    // the hub is down), a pause, keep-alives.
+    for (address, change) in [
+        (&stub, json!({"pinned": true, "paused": true})),
+        (&receiver.address(), json!({"pinned": true})),
+    ] {
+        let changed = http
+            .patch(format!("{url}/api/v1/subscribers/{address}"))
+            .json(&change)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), StatusCode::OK, "{address}");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let listed = hub.listed().await;
+    let listed = list(&http, &url).await;
     assert!(listed.contains(&stub) && listed.contains(&receiver.address()));
-    hub.shutdown().await;
+    // Stopped as a user stops it, so that the store keeps everything it was told.
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own live child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let stopped = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("herald did not stop on SIGTERM")
+        .unwrap();
+    assert!(stopped.success(), "{stopped:?}");
 
-    let again = start_hub(durable).await;
-    let listed = again.listed().await;
+    let (mut child, url, _) = hub_process(&durable).await;
+    let listed = list(&http, &url).await;
     assert!(
         listed.contains(&receiver.address()),
         "the real one is kept: {listed:?}"
@@ -350,9 +377,28 @@ async fn a_test_subscriber_is_not_registered_again_after_a_restart() {
         !listed.contains(&stub),
         "the test subscriber's registration came back without it: {listed:?}"
     );
-    let (_, stubs) = again
-        .call_json("GET", "/api/v1/test-subscribers", json!(null))
-        .await;
+    let stubs: Value = http
+        .get(format!("{url}/api/v1/test-subscribers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stubs, json!([]));
-    again.shutdown().await;
+    child.kill().await.ok();
+}
+
+/// The addresses `/listSubscribers` lists.
+async fn list(http: &reqwest::Client, url: &str) -> Vec<String> {
+    let listed = http
+        .get(format!("{url}/listSubscribers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let text = listed.text().await.unwrap();
+    text.lines()
+        .map(|line| line.split("  :  ").next().unwrap().to_owned())
+        .collect()
 }
