@@ -10,6 +10,8 @@
 //! - [`delivery`]: fan-out: one worker and one bounded queue per subscriber, one shared
 //!   HTTP client.
 //! - [`server`]: the axum router (seed-compatible routes) and serving it.
+//! - [`edge`]: serving any router with bounds no client can get past (timeouts, a cap
+//!   on connections): the hub's listener and each test subscriber's.
 //! - [`service`]: hub + server + workers + reaper, started and stopped as one.
 //! - [`gui`]: the desktop console (eframe/egui) over the same hub.
 //! - [`config`]: the command line.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod edge;
 pub mod gui;
 pub mod headless;
 pub mod hub;

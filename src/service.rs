@@ -138,13 +138,18 @@ impl Service {
             }
             None => (standalone(config, launcher)?, None),
         };
+        let server = ServerConfig::from_config(config);
         Ok(Self {
             hub,
             bursts: Arc::default(),
-            tests: Arc::default(),
+            // Their ports have the hub's own timeouts and body limit.
+            tests: Arc::new(crate::workbench::TestSubscribers::new(
+                server.connections,
+                server.max_body,
+            )),
             runtime: runtime.clone(),
             dispatcher,
-            config: ServerConfig::from_config(config),
+            config: server,
             http,
             listening: None,
             cluster,

@@ -58,6 +58,8 @@ fn apply(hub: &ClusterPort, shared: &SharedSubscriber) {
         ordered: Some(shared.ordered),
         max_in_flight: Some(shared.max_in_flight),
         topics: Some(topics),
+        // Shared, so kept by the bucket: never one of this instance's test subscribers.
+        ephemeral: false,
     };
     if let Err(error) = hub.apply(subscription, shared.paused, shared.pinned) {
         tracing::warn!(address = %shared.address, %error, "a shared subscriber is refused here");

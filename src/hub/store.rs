@@ -231,7 +231,8 @@ mod tests {
 
     use super::*;
     use crate::hub::{
-        Delivery, DeliveryState, Draft, Hub, HubConfig, Launch, Mailbox, PublishError, Source, Task,
+        Delivery, DeliveryState, Draft, Hub, HubConfig, Launch, Mailbox, PublishError, Source,
+        Subscription, Task,
     };
 
     /// Keeps the subscribers' mailboxes, so that a test reads what was queued.
@@ -259,6 +260,77 @@ mod tests {
             Commit::when(commit)
         }
         fn record(&self, _change: Change) {}
+    }
+
+    /// A store that keeps every subscriber change it is told, and a relay that keeps
+    /// every one a cluster is told.
+    #[derive(Default)]
+    struct Told {
+        kept: Mutex<Vec<String>>,
+        shared: Mutex<Vec<String>>,
+    }
+
+    impl Store for Arc<Told> {
+        fn append(&self, _message: &Arc<MessageRecord>, _subscribers: Vec<Arc<str>>) -> Commit {
+            Commit::done()
+        }
+        fn record(&self, change: Change) {
+            let told = match change {
+                Change::Subscriber(s) => format!("put {}", s.key),
+                Change::Seen { key, .. } => format!("seen {key}"),
+                Change::Removed { key } => format!("removed {key}"),
+                _ => return,
+            };
+            self.kept.lock().push(told);
+        }
+    }
+
+    impl crate::hub::Relay for Told {
+        fn publish(&self, _message: crate::hub::Outgoing) -> crate::hub::Relayed {
+            Box::pin(async { Err(crate::hub::RelayError::Unsupported("publishing")) })
+        }
+        fn subscriber_changed(&self, change: crate::hub::SubscriberChange) {
+            use crate::hub::SubscriberChange as C;
+            let told = match change {
+                C::Put(s) => format!("put {}", s.key),
+                C::Seen(key) => format!("seen {key}"),
+                C::Removed(key) => format!("removed {key}"),
+            };
+            self.shared.lock().push(told);
+        }
+    }
+
+    #[test]
+    fn an_ephemeral_subscriber_is_neither_kept_nor_shared() {
+        let told = Arc::new(Told::default());
+        let (hub, _) = hub(Arc::new(told.clone()), Restored::default());
+        hub.attach(told.clone());
+        for ephemeral in [true, false] {
+            let address = if ephemeral {
+                "127.0.0.1:1"
+            } else {
+                "127.0.0.1:2"
+            };
+            let subscription = || Subscription {
+                ephemeral,
+                ..Subscription::new(address)
+            };
+            hub.subscribe(subscription()).unwrap();
+            hub.subscribe(subscription()).unwrap();
+            hub.set_paused(address, true).unwrap();
+            hub.set_pinned(address, true).unwrap();
+            assert!(hub.remove(address, crate::hub::RemovalReason::Deregistered));
+        }
+        // Only the one that is not ephemeral, each time.
+        let expected = [
+            "put 127.0.0.1:2",
+            "seen 127.0.0.1:2",
+            "put 127.0.0.1:2",
+            "put 127.0.0.1:2",
+            "removed 127.0.0.1:2",
+        ];
+        assert_eq!(*told.kept.lock(), expected);
+        assert_eq!(*told.shared.lock(), expected);
     }
 
     fn hub(store: Arc<dyn Store>, restored: Restored) -> (Hub, Arc<Mailboxes>) {

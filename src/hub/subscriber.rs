@@ -54,10 +54,12 @@ pub(crate) struct SubscriberShared {
     /// The topics it asked for; none: every message. Changed only with the hub's routing,
     /// under the subscribers' lock, so the two agree.
     topics: RwLock<Arc<[Pattern]>>,
+    /// Neither kept by a store nor told to a cluster ([`super::Subscription::ephemeral`]).
+    pub(crate) ephemeral: bool,
 }
 
 impl SubscriberShared {
-    pub(crate) fn new(key: Arc<str>, target: Url) -> Self {
+    pub(crate) fn new(key: Arc<str>, target: Url, ephemeral: bool) -> Self {
         let address = match redact(&key) {
             Cow::Borrowed(_) => key.clone(),
             Cow::Owned(shown) => shown.into(),
@@ -79,6 +81,7 @@ impl SubscriberShared {
             paused: AtomicBool::new(false),
             unpaused: Notify::new(),
             topics: RwLock::new(Arc::new([])),
+            ephemeral,
         }
     }
 

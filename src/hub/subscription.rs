@@ -26,6 +26,11 @@ pub struct Subscription<'a> {
     /// The topics it receives, replacing those it had; an empty list: every message.
     /// `None` keeps what it had, so that a plain keep-alive never widens a subscription.
     pub topics: Option<Vec<Pattern>>,
+    /// Lives only in this process (a test subscriber, whose server ends with it): no
+    /// store keeps it, so a restart does not bring it back to deliver to whoever holds
+    /// its port then, and no cluster hears of it, as it is on this instance's loopback.
+    /// Fixed when it registers; a refresh does not change it. Not offered over HTTP.
+    pub ephemeral: bool,
 }
 
 /// The most deliveries one subscriber may take at once.
@@ -41,6 +46,7 @@ impl<'a> Subscription<'a> {
             ordered: None,
             max_in_flight: None,
             topics: None,
+            ephemeral: false,
         }
     }
 }

@@ -6,36 +6,46 @@
 //! Each runs on the runtime it is started on: a server, and a loop that keeps its
 //! registration alive until it is removed. It knows no GUI: whoever shows what it received
 //! passes a [`Wake`] callback.
+//!
+//! Each port has the hub's own edge ([`crate::edge`]): its header and idle timeouts, a cap
+//! on connections ([`MAX_CONNECTIONS`]) and the hub's `--max-body`; removing one closes
+//! its listener and drops every connection it has at once. What they keep of the requests
+//! they received is a copy of each body's first [`MAX_KEPT_BODY`] bytes, all of them
+//! together within one budget (`kept.rs`). Their registrations are ephemeral: no store
+//! keeps one and no cluster hears of one, since the server behind it lives only as long
+//! as this process.
 
-use std::collections::VecDeque;
+mod kept;
+mod receive;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use bytes::Bytes;
-use http_body_util::BodyExt as _;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, RegisterError, RemovalReason};
-use crate::wire::MESSAGE_ID_HEADER;
+pub use kept::{KEEP, KEPT_BUDGET, Received};
 
-/// Largest body one takes.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+use crate::edge::{AtStop, ConnectionLimits, Edge};
+use crate::hub::{Hub, RegisterError, RemovalReason, Subscription};
+use kept::Kept;
+
 /// The most of each body it keeps: 100 requests to each of 64 must not hold gigabytes.
 pub const MAX_KEPT_BODY: usize = 64 * 1024;
-/// Received requests each keeps.
-const KEEP: usize = 100;
 /// Test subscribers at most.
 pub const MAX_TEST_SUBSCRIBERS: usize = 64;
 /// The longest added latency or read delay: a minute.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
+/// Connections one test subscriber holds open at most (or the hub's `--max-connections`,
+/// if lower). The hub delivers to one a request at a time (it registers without
+/// `max_in_flight`), so 64 leave room for a developer's own clients while 64 of them
+/// hold at most 4,096 descriptors; past it, the connection idle longest makes room.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Called on a runtime thread when a test subscriber starts (or fails to), and on every
 /// request it receives.
@@ -98,20 +108,6 @@ impl Behaviour {
     }
 }
 
-/// One request a test subscriber received, and what it answered.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: SystemTime,
-    pub content_type: Option<String>,
-    pub message_id: Option<u64>,
-    /// The first [`MAX_KEPT_BODY`] bytes of the body.
-    pub body: Bytes,
-    /// The whole body's size.
-    pub size: usize,
-    /// What it answered; `None` while hanging.
-    pub status: Option<u16>,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum TestState {
     #[default]
@@ -127,7 +123,12 @@ pub struct TestSubscriber {
     pub id: u64,
     behaviour: RwLock<Behaviour>,
     state: Mutex<TestState>,
-    received: Mutex<VecDeque<Received>>,
+    /// What it keeps of what it received, with every other test subscriber's.
+    kept: Arc<Kept>,
+    /// The largest request body it reads: the hub's `--max-body`.
+    max_body: usize,
+    /// Bounds on its port's connections.
+    limits: ConnectionLimits,
     /// Requests it took, all told (the `gone_after` count).
     requests: AtomicU64,
     /// Stops the server and its keep-alive loop.
@@ -170,8 +171,7 @@ impl TestSubscriber {
 
     /// The newest `limit` received, newest first.
     pub fn received(&self, limit: usize) -> Vec<Received> {
-        let received = self.received.lock();
-        received.iter().rev().take(limit).cloned().collect()
+        self.kept.newest(self.id, limit)
     }
 
     /// Requests it took since it started.
@@ -180,11 +180,15 @@ impl TestSubscriber {
     }
 
     fn record(&self, received: Received) {
-        let mut list = self.received.lock();
-        if list.len() == KEEP {
-            list.pop_front();
+        self.kept.push(self.id, received);
+    }
+
+    /// How it registers and keeps alive: ephemeral, as its server ends with this process.
+    fn subscription(address: &str) -> Subscription<'_> {
+        Subscription {
+            ephemeral: true,
+            ..Subscription::new(address)
         }
-        list.push_back(received);
     }
 
     /// Serves on 127.0.0.1, registers with `hub`, and keeps the registration alive.
@@ -197,16 +201,21 @@ impl TestSubscriber {
             .map_err(|err| StartFailure::Failed(err.to_string()))?
             .to_string();
         let app = Router::new()
-            .fallback(receive)
+            .fallback(receive::receive)
             .with_state((self.clone(), wake.clone()));
-        let serving = self.stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-                .ok();
-        });
-        if let Err(err) = hub.subscribe(&address) {
+        let edge = Edge {
+            limits: self.limits,
+            refusal: format!(
+                "Error: all {} connections a test subscriber allows are busy; try again shortly\n",
+                self.limits.max_connections
+            )
+            .into(),
+            // Removed means gone: a slow reader must not keep its sockets (and the hub's
+            // own, delivering to it) open until it has read.
+            at_stop: AtStop::Abort,
+        };
+        tokio::spawn(crate::edge::serve(listener, app, edge, self.stop.clone()));
+        if let Err(err) = hub.subscribe(Self::subscription(&address)) {
             self.stop.cancel();
             return Err(StartFailure::Register(err));
         }
@@ -220,7 +229,7 @@ impl TestSubscriber {
                         return;
                     }
                     () = tokio::time::sleep(every) => {
-                        if let Err(err) = hub.subscribe(&keep_alive) {
+                        if let Err(err) = hub.subscribe(Self::subscription(&keep_alive)) {
                             // Say so, rather than look "on" while the hub has dropped it
                             // (it may have answered 410 on purpose).
                             this.stop.cancel();
@@ -249,13 +258,33 @@ pub enum StartFailure {
 }
 
 /// Every test subscriber running, in the order they were added.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TestSubscribers {
     next: AtomicU64,
     list: Mutex<Vec<Arc<TestSubscriber>>>,
+    /// What they all keep of what they received, in one budget.
+    kept: Arc<Kept>,
+    /// Each one's port's bounds.
+    limits: ConnectionLimits,
+    max_body: usize,
 }
 
 impl TestSubscribers {
+    /// Test subscribers whose ports have the hub's timeouts (`hub`, its own listener's
+    /// bounds) and its `max_body`, and at most [`MAX_CONNECTIONS`] connections each.
+    pub fn new(hub: ConnectionLimits, max_body: usize) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            list: Mutex::default(),
+            kept: Arc::default(),
+            limits: ConnectionLimits {
+                max_connections: MAX_CONNECTIONS.min(hub.max_connections),
+                ..hub
+            },
+            max_body,
+        }
+    }
+
     /// Adds one answering as `behaviour` and starts it on `runtime`; it shows as
     /// [`TestState::Starting`] until it is registered.
     pub fn add(
@@ -271,11 +300,15 @@ impl TestSubscribers {
             if list.len() >= MAX_TEST_SUBSCRIBERS {
                 return Err(BehaviourError::TooMany);
             }
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+            self.kept.open(id);
             let subscriber = Arc::new(TestSubscriber {
-                id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
+                id,
                 behaviour: RwLock::new(behaviour),
                 state: Mutex::new(TestState::Starting),
-                received: Mutex::new(VecDeque::new()),
+                kept: self.kept.clone(),
+                max_body: self.max_body,
+                limits: self.limits,
                 requests: AtomicU64::new(0),
                 stop: hub.stopping().child_token(),
                 failure: Mutex::new(None),
@@ -348,93 +381,15 @@ impl TestSubscribers {
         };
         match removed {
             Some(subscriber) => {
+                // Its listener closes and its connections are dropped, at once.
                 subscriber.stop.cancel();
                 if let Some(address) = subscriber.address() {
                     hub.remove(&address, RemovalReason::Deregistered);
                 }
+                self.kept.forget(id);
                 true
             }
             None => false,
         }
     }
-}
-
-async fn receive(
-    State((subscriber, wake)): State<(Arc<TestSubscriber>, Wake)>,
-    request: Request,
-) -> StatusCode {
-    let n = subscriber.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let behaviour = subscriber.behaviour();
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let message_id = request
-        .headers()
-        .get(MESSAGE_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let body = match read_body(request, behaviour.read_delay).await {
-        Some(body) => body,
-        None => return StatusCode::BAD_REQUEST,
-    };
-    let mut received = Received {
-        at: SystemTime::now(),
-        content_type,
-        message_id,
-        size: body.len(),
-        body: body.slice(..body.len().min(MAX_KEPT_BODY)),
-        status: None,
-    };
-    if behaviour.hang {
-        subscriber.record(received);
-        wake();
-        // Held until Herald gives up on it, or the subscriber is removed.
-        subscriber.stop.cancelled().await;
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    if !behaviour.delay.is_zero() {
-        tokio::select! {
-            () = tokio::time::sleep(behaviour.delay) => {}
-            () = subscriber.stop.cancelled() => {}
-        }
-    }
-    let status = if behaviour.gone_after.is_some_and(|after| n > after) {
-        // Gone for good: its keep-alive must not register it again.
-        *subscriber.state.lock() = TestState::Failed(format!(
-            "answered 410 Gone after {n} deliveries, and was unsubscribed"
-        ));
-        subscriber.stop.cancel();
-        StatusCode::GONE
-    } else if behaviour.fail_percent > 0
-        && getrandom::u32().map_or(0, |r| r % 100) < u32::from(behaviour.fail_percent)
-    {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::from_u16(behaviour.status).unwrap_or(StatusCode::NO_CONTENT)
-    };
-    received.status = Some(status.as_u16());
-    subscriber.record(received);
-    wake();
-    status
-}
-
-/// The whole body, waiting `delay` between its chunks; `None` if it is too large or
-/// broken off.
-async fn read_body(request: Request, delay: Duration) -> Option<Bytes> {
-    let mut body = request.into_body();
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.ok()?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_BODY {
-                return None;
-            }
-            bytes.extend_from_slice(&data);
-        }
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-    }
-    Some(bytes.into())
 }

@@ -106,6 +106,7 @@ impl Hub {
             ordered,
             max_in_flight,
             topics,
+            ephemeral,
         } = request;
         if let Some(most) = max_in_flight.filter(|n| !(1..=MAX_IN_FLIGHT).contains(n)) {
             return Err(RegisterError::MaxInFlight { given: most });
@@ -152,7 +153,7 @@ impl Hub {
             if changed {
                 self.keep(entry, at);
             } else {
-                self.seen(&shared.key, now, at);
+                self.seen(&shared, now, at);
             }
             drop(subscribers);
             self.emit(HubEvent::Refreshed {
@@ -168,7 +169,7 @@ impl Hub {
         if subscribers.len() >= max {
             return Err(RegisterError::Full { max });
         }
-        let shared = Arc::new(SubscriberShared::new(address.into(), target));
+        let shared = Arc::new(SubscriberShared::new(address.into(), target, ephemeral));
         if let Some(secret) = secret {
             shared.set_secret(secret);
         }
@@ -237,7 +238,7 @@ impl Hub {
                 .record(Change::Removed { key: stored.key });
             return;
         };
-        let shared = Arc::new(SubscriberShared::new(stored.key.clone(), target));
+        let shared = Arc::new(SubscriberShared::new(stored.key.clone(), target, false));
         if let Some(secret) = stored.secret {
             shared.set_secret(secret);
         }
@@ -407,8 +408,9 @@ impl Hub {
 
     fn retire(&self, entry: Entry, reason: RemovalReason, at: MadeAt) {
         // Those removed by shutdown are registered still when the hub starts again, and
-        // live on at the other instances of a cluster.
-        if reason != RemovalReason::Shutdown {
+        // live on at the other instances of a cluster. An ephemeral one was never kept
+        // nor told.
+        if reason != RemovalReason::Shutdown && !entry.shared.ephemeral {
             let key = entry.shared.key.clone();
             if self.shared.store.is_durable() {
                 self.shared
@@ -426,9 +428,12 @@ impl Hub {
     }
 
     /// Tells the store, and a cluster when the change was made here, where a subscriber
-    /// stands now. Called under the subscribers lock, so that both hear of each
-    /// subscriber's changes in the order they were made.
+    /// stands now (neither, for an ephemeral one). Called under the subscribers lock, so
+    /// that both hear of each subscriber's changes in the order they were made.
     fn keep(&self, entry: &Entry, at: MadeAt) {
+        if entry.shared.ephemeral {
+            return;
+        }
         if self.shared.store.is_durable() {
             self.shared.store.record(Change::Subscriber(entry.stored()));
         }
@@ -438,8 +443,12 @@ impl Hub {
     }
 
     /// A keep-alive that changed nothing else: the store keeps its time, a cluster
-    /// rewrites the entry.
-    fn seen(&self, key: &Arc<str>, at_time: SystemTime, at: MadeAt) {
+    /// rewrites the entry (neither, for an ephemeral one).
+    fn seen(&self, subscriber: &SubscriberShared, at_time: SystemTime, at: MadeAt) {
+        if subscriber.ephemeral {
+            return;
+        }
+        let key = &subscriber.key;
         if self.shared.store.is_durable() {
             let key = key.clone();
             self.shared.store.record(Change::Seen { key, at: at_time });

@@ -171,6 +171,8 @@ pub(super) async fn register(
         ordered: request.ordered,
         max_in_flight: request.max_in_flight,
         topics,
+        // Only a test subscriber's server ends with this process.
+        ephemeral: false,
     })?;
     let view = state.hub.subscriber(&request.address).ok_or_else(|| {
         // Only possible if it was removed in the instant since registering.

@@ -1,8 +1,8 @@
-//! The inbound connections the server holds, so that no client can hoard them: what each
+//! The inbound connections a listener holds, so that no client can hoard them: what each
 //! one is doing (waiting for a request, reading a request's head, busy in a request) and
 //! since when. A connection's task closes it once it has waited or read for too long; at
-//! `--max-connections` the server makes room by closing the one that has waited longest,
-//! and refuses the newcomer only when every connection is busy.
+//! its cap the listener makes room by closing the one that has waited longest, and
+//! refuses the newcomer only when every connection is busy.
 //!
 //! hyper's own `header_read_timeout` is not used: it also runs while a kept-alive
 //! connection waits for its next request, so it cannot be shorter than the idle timeout.
@@ -75,7 +75,7 @@ struct Entry {
 
 /// What a connection's task waits on besides the connection itself.
 pub(super) struct Signal {
-    /// Closes the connection: a child of the server's stop token, also cancelled on its
+    /// Closes the connection: a child of the listener's stop token, also cancelled on its
     /// own to make room.
     pub(super) close: CancellationToken,
     /// Woken when the connection's phase changes, so that its task sets its timer anew
