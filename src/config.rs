@@ -452,10 +452,7 @@ mod tests {
             "x-request-id",
         ])
         .unwrap();
-        assert_eq!(
-            crate::server::ServerConfig::from_config(&config).forward_headers,
-            ["x-request-id", "baggage"]
-        );
+        assert_eq!(config.forwarded_headers(), ["x-request-id", "baggage"]);
         for (name, why) in [
             ("connection", "hop by hop"),
             ("Transfer-Encoding", "hop by hop"),

@@ -35,7 +35,7 @@ async fn output(args: &[&str]) -> (Option<i32>, String) {
 
 /// Starts `herald --headless` on a free port and returns it with its base URL, read from
 /// the line it logs once it is listening.
-async fn start_headless(extra: &[&str]) -> (Child, String) {
+pub(crate) async fn start_headless(extra: &[&str]) -> (Child, String) {
     let mut child = herald()
         .args(["--headless", "--bind", "127.0.0.1:0"])
         .args(extra)

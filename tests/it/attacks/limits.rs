@@ -7,7 +7,7 @@ use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::binary::herald;
+use crate::binary::{herald, start_headless};
 use crate::utils::{PATIENCE, start_hub};
 
 /// A content type that can never be sent as a header is refused where it enters: by an
@@ -182,20 +182,8 @@ async fn a_hand_edited_store_neither_stops_the_start_nor_panics_a_read() {
 
     let dir = TempDir::new("hand-edited");
     let mut receiver = Receiver::start().await;
-    let start = || async {
-        let mut child = herald()
-            .args([
-                "--headless",
-                "--bind",
-                "127.0.0.1:0",
-                "--data-dir",
-                dir.arg(),
-            ])
-            .spawn()
-            .unwrap();
-        let url = crate::binary::listening_url(&mut child).await;
-        (child, url)
-    };
+    let flags = ["--data-dir", dir.arg()];
+    let start = || start_headless(&flags);
     let http = reqwest::Client::new();
     let (mut child, url) = start().await;
     let registered = http

@@ -13,18 +13,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::process::Child;
 
-use crate::binary::{herald, listening_url};
+use crate::binary::start_headless;
 use crate::utils::{PATIENCE, Receiver, TempDir};
 use herald::workbench::test_subscriber::{KEPT_BUDGET, MAX_CONNECTIONS, MAX_KEPT_BODY};
 
 /// A headless `herald` on a free port of its own, with its base URL and process id.
 async fn hub_process(extra: &[&str]) -> (Child, String, u32) {
-    let mut child = herald()
-        .args(["--headless", "--bind", "127.0.0.1:0"])
-        .args(extra)
-        .spawn()
-        .unwrap();
-    let url = listening_url(&mut child).await;
+    let (child, url) = start_headless(extra).await;
     let pid = child.id().unwrap();
     (child, url, pid)
 }
