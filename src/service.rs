@@ -101,6 +101,8 @@ pub struct Service {
     bursts: Arc<crate::workbench::burst::Bursts>,
     /// Test subscribers added from the console or the API.
     tests: Arc<crate::workbench::TestSubscribers>,
+    /// Room for payload comparisons, the console's and the API's.
+    diffs: Arc<crate::workbench::diff::Comparisons>,
     /// The runtime the hub's work runs on.
     runtime: Handle,
     dispatcher: Arc<Dispatcher>,
@@ -146,6 +148,7 @@ impl Service {
             hub,
             bursts: Arc::default(),
             tests: Arc::default(),
+            diffs: Arc::default(),
             runtime: runtime.clone(),
             dispatcher,
             config: ServerConfig::from_config(config),
@@ -210,6 +213,7 @@ impl Service {
             self.hub.clone(),
             self.bursts.clone(),
             self.tests.clone(),
+            self.diffs.clone(),
             self.runtime.clone(),
             config.clone(),
             self.cluster.clone(),
@@ -244,6 +248,11 @@ impl Service {
 
     pub fn test_subscribers(&self) -> &Arc<crate::workbench::TestSubscribers> {
         &self.tests
+    }
+
+    /// Room for payload comparisons, shared by the console and the API.
+    pub fn comparisons(&self) -> &Arc<crate::workbench::diff::Comparisons> {
+        &self.diffs
     }
 
     /// Sending: its live settings (the delivery timeout).

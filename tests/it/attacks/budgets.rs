@@ -1,1 +1,120 @@
-//! Budgets that hold under pressure: concurrent diffs, resends of big answers.
+//! Budgets that hold under pressure: concurrent diffs. Each runs the binary, so that what
+//! it measures (the process's memory) is the hub's alone, not shared with the other tests
+//! of this binary.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::process::Child;
+
+use crate::binary::{herald, listening_url};
+use crate::utils::PATIENCE;
+
+/// A line of the child's `/proc/PID/status`, in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(child: &Child, field: &str) -> u64 {
+    let pid = child.id().expect("the hub is running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+async fn start(args: &[&str]) -> (Child, String, reqwest::Client) {
+    let mut child = herald()
+        .args(["--headless", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .spawn()
+        .unwrap();
+    let url = listening_url(&mut child).await;
+    let http = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    (child, url, http)
+}
+
+async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// Publishes `body` as JSON and returns its id.
+async fn publish(http: &reqwest::Client, url: &str, body: String) -> u64 {
+    let response = http
+        .post(format!("{url}/api/v1/messages"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = json_of(response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    answer["id"].as_u64().unwrap()
+}
+
+/// Two arrays 127 deep pretty-printed on six blocking threads at once took the hub from
+/// ~50 MB to 3.4 GB. Now at most two comparisons run; the others are told to try again,
+/// with `Retry-After`; what would pretty-print past the budget is compared as raw text,
+/// and says so.
+#[tokio::test]
+async fn concurrent_diffs_take_turns_and_deep_json_is_compared_raw() {
+    let (mut child, url, http) = start(&[]).await;
+    // 87,000 elements a line each, 127 deep: 256 KiB as sent, 22 MiB a side
+    // pretty-printed (each line indented by 254 spaces). Every line differs, so a
+    // comparison runs its full 200 ms before it settles: the six overlap.
+    let deep = |n: u8| {
+        let inner = vec![n.to_string(); 87_000].join(",\n");
+        format!("{}\n{inner}\n{}", "[".repeat(127), "]".repeat(127))
+    };
+    let a = publish(&http, &url, deep(0)).await;
+    let b = publish(&http, &url, deep(1)).await;
+    let before = status_kib(&child, "VmHWM");
+    let diff = || {
+        http.get(format!("{url}/api/v1/diff?a={a}&b={b}"))
+            .timeout(Duration::from_secs(60))
+            .send()
+    };
+    let answers = futures_util::future::join_all((0..6).map(|_| diff())).await;
+    let grown = status_kib(&child, "VmHWM").saturating_sub(before);
+    let mut read = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        let retry_after = answer.headers().get("retry-after").cloned();
+        let (status, body) = json_of(answer).await;
+        read.push((status, retry_after, body));
+    }
+    let compared = read.iter().filter(|(s, ..)| *s == StatusCode::OK).count();
+    // Unbounded, six comparisons held some 300 MB at once; two raw ones a few MB.
+    assert!(
+        grown < 100 * 1024,
+        "the hub's peak memory grew by {grown} KiB"
+    );
+    assert!((1..=2).contains(&compared), "{compared} compared at once");
+    for (status, retry_after, body) in read {
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body["raw"], true, "{}", body["note"]);
+                assert_eq!(
+                    body["note"], "compared as raw text: too large to pretty-print",
+                    "{}",
+                    body["note"]
+                );
+                assert_eq!(body["identical"], false);
+                assert_eq!(body["rows"][0]["text"], "[".repeat(127));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(retry_after.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+                let error = body["error"].as_str().unwrap();
+                assert!(error.contains("try again"), "{error}");
+            }
+            status => panic!("{status}: {body}"),
+        }
+    }
+    // Once they are done there is room again.
+    let (status, again) = json_of(diff().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    child.kill().await.ok();
+}

@@ -2,14 +2,14 @@
 //! a promise and checks the promise holds. Deep templates and empty tokens here; the
 //! rest by surface:
 
-/// A plain NATS client writing on `herald.>` in cluster mode.
-mod nats;
-/// Test subscribers' ports and what they keep.
-mod stubs;
 /// Budgets that must hold: diffs, resends.
 mod budgets;
 /// Limits that must not say yes and do nothing; poison at the door; identities; small ones.
 mod limits;
+/// A plain NATS client writing on `herald.>` in cluster mode.
+mod nats;
+/// Test subscribers' ports and what they keep.
+mod stubs;
 
 use std::time::Duration;
 
