@@ -270,7 +270,9 @@ impl From<ResendError> for HttpError {
             ResendError::UnknownMessage(_) | ResendError::UnknownSubscriber(_) => {
                 StatusCode::NOT_FOUND
             }
-            ResendError::TooManyDeliveries { .. } => StatusCode::CONFLICT,
+            ResendError::TooManyDeliveries { .. } | ResendError::TooManyBytes { .. } => {
+                StatusCode::CONFLICT
+            }
             ResendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, err.to_string())

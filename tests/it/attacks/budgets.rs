@@ -1,15 +1,16 @@
-//! Budgets that hold under pressure: concurrent diffs. Each runs the binary, so that what
-//! it measures (the process's memory) is the hub's alone, not shared with the other tests
-//! of this binary.
+//! Budgets that hold under pressure: concurrent diffs, resends of big answers. Each runs
+//! the binary, so that what it measures (the process's memory) is the hub's alone, not
+//! shared with the other tests of this binary.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::process::Child;
 
 use crate::binary::{herald, listening_url};
-use crate::utils::PATIENCE;
+use crate::utils::{PATIENCE, Receiver, Reply};
 
 /// A line of the child's `/proc/PID/status`, in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(child: &Child, field: &str) -> u64 {
@@ -116,5 +117,104 @@ async fn concurrent_diffs_take_turns_and_deep_json_is_compared_raw() {
     // Once they are done there is room again.
     let (status, again) = json_of(diff().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{again}");
+    child.kill().await.ok();
+}
+
+/// With `--log-max-bytes 8MiB`, 4,000 resends of one message to a subscriber answering
+/// 64 KiB grew the hub by some 260 MB: the log never evicts its newest message, and each
+/// attempt kept its answer. Now a resend is refused once the message holds more than the
+/// budget, and attempts that land past it (resends already queued) keep no answer body.
+#[tokio::test]
+async fn resends_of_big_answers_stay_within_the_byte_budget() {
+    let (mut child, url, http) = start(&["--log-max-bytes", "1MiB"]).await;
+    let big = Reply::status(200).body(vec![b'a'; 64 * 1024]);
+    let receiver = Receiver::scripted(Vec::new(), big).await;
+    let address = receiver.address();
+    let registered = http
+        .post(format!("{url}/registerAndKeepAlive?address={address}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::OK);
+    let id = publish(&http, &url, "{}".to_owned()).await;
+    let message = |query: &str| {
+        let http = http.clone();
+        let url = format!("{url}/api/v1/messages/{id}?{query}");
+        async move { json_of(http.get(url).send().await.unwrap()).await.1 }
+    };
+    let settled = || async {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let counts = message("deliveries_limit=1").await["delivery_counts"].clone();
+            if counts["pending"] == 0 {
+                return counts;
+            }
+            assert!(Instant::now() < deadline, "still pending: {counts}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    settled().await;
+    let before = status_kib(&child, "VmRSS");
+
+    // Sixteen at a time: most are queued before the attempts of the earlier ones land.
+    let resend = || {
+        let http = http.clone();
+        let url = format!("{url}/api/v1/messages/{id}/resend?subscriber={address}");
+        async move { json_of(http.post(url).send().await.unwrap()).await }
+    };
+    let answers: Vec<(StatusCode, Value)> = futures_util::stream::iter(0..1_000)
+        .map(|_| resend())
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut accepted = 0;
+    for (status, body) in &answers {
+        match *status {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::CONFLICT => {}
+            status => panic!("{status}: {body}"),
+        }
+    }
+    let counts = settled().await;
+    assert_eq!(counts["delivered"], accepted + 1, "{counts}");
+
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let logged: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("herald_log_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let grown = status_kib(&child, "VmRSS").saturating_sub(before);
+    // Unbounded, the thousand answers alone are 64 MB.
+    assert!(grown < 24 * 1024, "the hub grew by {grown} KiB");
+    // The budget, and a few hundred bytes for each delivery that landed past it.
+    assert!(logged < 3 * 1024 * 1024, "{logged} bytes logged");
+
+    // Over its share now: refused, as a message with too many deliveries is.
+    let (status, refusal) = resend().await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refusal}");
+    let error = refusal["error"].as_str().unwrap();
+    assert!(
+        error.contains("share of the log's bytes") && error.contains("publish it again"),
+        "{error}"
+    );
+    // The last attempt says what it did not keep.
+    let total = message("deliveries_limit=1").await["deliveries_total"]
+        .as_u64()
+        .unwrap();
+    let last = message(&format!("deliveries_after={}", total - 2)).await;
+    let attempt = &last["deliveries"][0]["attempts"][0];
+    assert_eq!(attempt["http_status"], 200, "{attempt}");
+    assert_eq!(attempt["response"]["body"], "", "{attempt}");
+    let not_kept = attempt["not_kept"].as_str().unwrap_or_default();
+    assert!(not_kept.contains("--log-max-bytes"), "{attempt}");
     child.kill().await.ok();
 }
