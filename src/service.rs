@@ -97,6 +97,8 @@ pub struct Service {
     bursts: Arc<crate::workbench::burst::Bursts>,
     /// Test subscribers added from the console or the API.
     tests: Arc<crate::workbench::TestSubscribers>,
+    /// Room for payload comparisons, the console's and the API's.
+    diffs: Arc<crate::workbench::diff::Comparisons>,
     /// The runtime the hub's work runs on.
     runtime: Handle,
     dispatcher: Arc<Dispatcher>,
@@ -147,6 +149,7 @@ impl Service {
                 server.connections,
                 server.max_body,
             )),
+            diffs: Arc::default(),
             runtime: runtime.clone(),
             dispatcher,
             config: server,
@@ -211,6 +214,7 @@ impl Service {
             self.hub.clone(),
             self.bursts.clone(),
             self.tests.clone(),
+            self.diffs.clone(),
             self.runtime.clone(),
             config.clone(),
             self.cluster.clone(),
@@ -245,6 +249,11 @@ impl Service {
 
     pub fn test_subscribers(&self) -> &Arc<crate::workbench::TestSubscribers> {
         &self.tests
+    }
+
+    /// Room for payload comparisons, shared by the console and the API.
+    pub fn comparisons(&self) -> &Arc<crate::workbench::diff::Comparisons> {
+        &self.diffs
     }
 
     /// Sending: its live settings (the delivery timeout).

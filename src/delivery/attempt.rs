@@ -146,6 +146,7 @@ impl Sender {
             url: subscriber.shown_target.clone(),
             request_headers: shown_headers(request.headers()),
             response: None,
+            not_kept: false,
         };
         let started = Instant::now();
         let mut response = match self.client.execute(request).await {

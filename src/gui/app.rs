@@ -112,7 +112,8 @@ impl HeraldApp {
         self.handle(action, ui.ctx());
         let action = self.topics.show(ui.ctx(), &hub);
         self.handle(action, ui.ctx());
-        self.diff.show(ui.ctx());
+        let action = self.diff.show(ui.ctx());
+        self.handle(action, ui.ctx());
         let action = self.matrix.show(ui.ctx(), &hub);
         self.handle(action, ui.ctx());
         if let Some(cluster) = self.backend.cluster() {
@@ -246,7 +247,8 @@ impl HeraldApp {
                 Err(err) => self.top_bar.notify(err.to_string()),
             },
             Action::Compare(a, b) => {
-                if !self.diff.open(hub, a, b) {
+                let comparisons = self.backend.comparisons();
+                if !self.diff.open(hub, comparisons, runtime, ctx, (a, b)) {
                     self.top_bar
                         .notify(format!("Message {a} or {b} is no longer in the log"));
                 }

@@ -31,6 +31,7 @@ pub struct Backend {
     hub: Hub,
     bursts: Arc<crate::workbench::burst::Bursts>,
     tests: Arc<crate::workbench::TestSubscribers>,
+    comparisons: Arc<crate::workbench::diff::Comparisons>,
     runtime: Handle,
     /// Taken out when the window closes, to be shut down.
     service: Arc<Mutex<Option<Service>>>,
@@ -49,6 +50,7 @@ impl Backend {
             hub: service.hub().clone(),
             bursts: service.bursts().clone(),
             tests: service.test_subscribers().clone(),
+            comparisons: service.comparisons().clone(),
             cluster: service.cluster().cloned(),
             runtime,
             service: Arc::new(Mutex::new(Some(service))),
@@ -73,6 +75,11 @@ impl Backend {
     /// The bursts the console and the API start.
     pub(crate) fn bursts(&self) -> &Arc<crate::workbench::burst::Bursts> {
         &self.bursts
+    }
+
+    /// Room for payload comparisons, shared with the API.
+    pub(crate) fn comparisons(&self) -> &crate::workbench::diff::Comparisons {
+        &self.comparisons
     }
 
     pub(crate) fn runtime(&self) -> &Handle {

@@ -73,6 +73,9 @@ fn attempt_ui(ui: &mut egui::Ui, id: (usize, usize), attempt: &Attempt) {
         .id_salt(("attempt", id))
         .show(ui, |ui| {
             ui.label(RichText::new(format!("{} {}", exchange.method, exchange.url)).strong());
+            if exchange.not_kept {
+                ui.weak(format::sentence(crate::hub::NOT_KEPT));
+            }
             headers_ui(ui, &exchange.request_headers);
             match &exchange.response {
                 None => {

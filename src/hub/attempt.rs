@@ -55,7 +55,31 @@ impl Attempt {
             + self.outcome.error().map_or(0, DeliveryError::text_len)
             + self.exchange.as_deref().map_or(0, Exchange::stored_bytes)
     }
+
+    /// What a message over its share of the log's bytes keeps of an attempt: its
+    /// outcome, where it went and the answer's status, without the headers either way or
+    /// the answer's body (up to 64 KiB each, which a flood of resends or retries would
+    /// otherwise pile up in the one message the log never evicts).
+    pub(super) fn lean(self) -> Self {
+        let exchange = self.exchange.map(|sent| {
+            Arc::new(Exchange {
+                method: sent.method,
+                url: sent.url.clone(),
+                request_headers: Headers::default(),
+                response: sent.response.as_ref().map(|answer| Answer {
+                    status: answer.status,
+                    ..Answer::default()
+                }),
+                not_kept: true,
+            })
+        });
+        Self { exchange, ..self }
+    }
 }
+
+/// What an attempt that kept only its status says of its headers and body.
+pub const NOT_KEPT: &str = "headers and body not kept: the message held more than its share \
+     of the log's bytes (--log-max-bytes)";
 
 /// What one attempt sent and what came back, as the delivery inspector shows it.
 /// Credentials are hidden: a password in the URL, `Authorization` values.
@@ -67,6 +91,8 @@ pub struct Exchange {
     pub request_headers: Headers,
     /// What the subscriber answered, if it answered.
     pub response: Option<Answer>,
+    /// The headers and the answer's body were not kept, only the status: [`NOT_KEPT`].
+    pub not_kept: bool,
 }
 
 /// Header lines as kept by the inspector, in one string (one allocation an attempt,

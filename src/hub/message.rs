@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::attempt::{Attempt, Delivery, DeliverySummary, Round};
 pub(crate) use super::log::usage::Held;
-use super::log::usage::LogUsage;
+use super::log::usage::{Budget, LogUsage};
 use super::outcome::{DeliveryError, DeliveryState, Outcome};
 use super::topic::Topic;
 use crate::wire::TraceContext;
@@ -127,6 +127,9 @@ struct Deliveries {
     held: Held,
     /// The usage of the log that holds it: none before it is logged or once it left.
     log: Option<Arc<LogUsage>>,
+    /// The budget of the log it entered, kept when it is starred and leaves the budgets:
+    /// its share of them bounds what it keeps of each attempt.
+    budget: Option<Budget>,
     /// The messages that replay it (under this lock, which guards what grows after it
     /// was logged).
     replays: Vec<MessageId>,
@@ -308,7 +311,20 @@ impl MessageRecord {
 
     pub(crate) fn push_attempt(&self, slot: usize, attempt: Attempt) {
         let mut deliveries = self.deliveries.lock();
-        let bytes = attempt.stored_bytes();
+        // One of the two places a message's bytes are bounded (the other: `Hub::resend`,
+        // which refuses deliveries past the same share). Trimming cannot bound them: the
+        // log never evicts its newest message. Past its share, an attempt keeps only its
+        // outcome and status, so retries and resends already queued add a few hundred
+        // bytes each, not 64 KiB answers.
+        let mut bytes = attempt.stored_bytes();
+        let share = deliveries.budget.map(|b| b.share(self.is_pinned()).bytes);
+        let attempt = if share.is_some_and(|share| deliveries.held.bytes + bytes > share) {
+            let lean = attempt.lean();
+            bytes = lean.stored_bytes();
+            lean
+        } else {
+            attempt
+        };
         if let Some(delivery) = deliveries.list.get_mut(slot) {
             delivery.attempts.push(attempt);
             deliveries.grow(Held { records: 0, bytes });
@@ -369,6 +385,7 @@ impl MessageRecord {
     pub(crate) fn enter_log(&self, usage: &Arc<LogUsage>) {
         let mut deliveries = self.deliveries.lock();
         deliveries.log = Some(usage.clone());
+        deliveries.budget = Some(usage.budget());
         // What a restored message brought with it (its attempts).
         usage.add(deliveries.held);
         let headers: usize = self

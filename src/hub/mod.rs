@@ -51,7 +51,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use address::{AddressError, MAX_ADDRESS_LEN};
-pub use attempt::{Answer, Attempt, Delivery, DeliverySummary, Exchange, Headers, MAX_KEPT_BODY};
+pub use attempt::{
+    Answer, Attempt, Delivery, DeliverySummary, Exchange, Headers, MAX_KEPT_BODY, NOT_KEPT,
+};
 pub use cluster_port::{ClusterPort, Made, Outgoing, Relay, RelayError, Relayed, SubscriberChange};
 pub use event::{Activity, HubEvent};
 pub(crate) use intake::sendable;

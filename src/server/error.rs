@@ -51,6 +51,8 @@ pub(super) struct HttpError {
     /// The seed's exact body for this error, where it had one: its clients may compare it
     /// byte for byte.
     seed_body: Option<String>,
+    /// Seconds to wait before trying again (`Retry-After`), for a refusal that passes.
+    retry_after: Option<u32>,
 }
 
 impl HttpError {
@@ -59,6 +61,7 @@ impl HttpError {
             status,
             message: message.into(),
             seed_body: None,
+            retry_after: None,
         }
     }
 
@@ -72,6 +75,12 @@ impl HttpError {
     /// Answers seed clients with `body` instead of `Error: {message}`.
     pub(super) fn with_seed_body(mut self, body: impl Into<String>) -> Self {
         self.seed_body = Some(body.into());
+        self
+    }
+
+    /// Tells the client when to try again: the refusal is for now, not for good.
+    pub(super) fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -127,6 +136,11 @@ impl HttpError {
                 (self.status, axum::Json(body)).into_response()
             }
         };
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         // HTTP requires a 401 to name the scheme that would be accepted.
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -258,10 +272,19 @@ impl From<ResendError> for HttpError {
             ResendError::UnknownMessage(_) | ResendError::UnknownSubscriber(_) => {
                 StatusCode::NOT_FOUND
             }
-            ResendError::TooManyDeliveries { .. } => StatusCode::CONFLICT,
+            ResendError::TooManyDeliveries { .. } | ResendError::TooManyBytes { .. } => {
+                StatusCode::CONFLICT
+            }
             ResendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, err.to_string())
+    }
+}
+
+impl From<crate::workbench::diff::Busy> for HttpError {
+    fn from(busy: crate::workbench::diff::Busy) -> Self {
+        // A comparison runs for a fraction of a second: a second later there is room.
+        Self::new(StatusCode::TOO_MANY_REQUESTS, busy.to_string()).retry_after(1)
     }
 }
 

@@ -79,6 +79,8 @@ struct AppState {
     hub: Hub,
     bursts: Arc<crate::workbench::burst::Bursts>,
     tests: Arc<TestSubscribers>,
+    /// Room for payload comparisons, shared with the console.
+    diffs: Arc<crate::workbench::diff::Comparisons>,
     /// The runtime the deliveries run on: bursts and test subscribers started over HTTP
     /// run there, not on the server's own thread.
     runtime: tokio::runtime::Handle,
@@ -92,6 +94,7 @@ pub fn router(
     hub: Hub,
     bursts: Arc<crate::workbench::burst::Bursts>,
     tests: Arc<TestSubscribers>,
+    diffs: Arc<crate::workbench::diff::Comparisons>,
     runtime: tokio::runtime::Handle,
     config: ServerConfig,
     cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -101,6 +104,7 @@ pub fn router(
         hub,
         bursts,
         tests,
+        diffs,
         runtime,
         config: Arc::new(config),
         cluster,

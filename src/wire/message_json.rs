@@ -102,6 +102,9 @@ struct AttemptJson {
     request: Option<SentJson>,
     /// What the subscriber answered, if it answered.
     response: Option<AnswerJson>,
+    /// Why headers and body are missing, when they were not kept: the message held more
+    /// than its share of the log's bytes (`--log-max-bytes`), so only statuses were.
+    not_kept: Option<String>,
 }
 
 /// A request as sent, credentials hidden.
@@ -251,6 +254,9 @@ fn attempt(attempt: &Attempt) -> AttemptJson {
                 body_truncated: answer.truncated,
             }
         }),
+        not_kept: exchange
+            .filter(|e| e.not_kept)
+            .map(|_| crate::hub::NOT_KEPT.to_owned()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Bursts: N messages from a template, at R a second or as fast as the hub takes them,
 //! published by a task on the runtime (never the GUI thread), with live progress and
-//! cancel. The console's Burst and `/api/v1/bursts` share one registry.
+//! cancel. The console's Burst and `/api/v1/bursts` share one registry. The task only
+//! paces and publishes: each message is rendered on the render thread (`render`), so
+//! the runtime's workers, which deliver, never run template code.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use thiserror::Error;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use super::render::Renderer;
 use crate::hub::{Draft, Hub, MessageId, Source, Topic};
 use crate::workbench::template::Template;
 
@@ -51,6 +54,8 @@ pub enum BurstError {
     Busy,
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error("no thread to render templates on: {0}")]
+    NoRenderer(String),
 }
 
 /// Where a burst stands.
@@ -184,6 +189,8 @@ impl Burst {
 pub struct Bursts {
     next: AtomicU64,
     list: Mutex<VecDeque<Arc<Burst>>>,
+    /// The render thread every burst shares, started with the first burst.
+    renderer: Mutex<Option<Arc<Renderer>>>,
 }
 
 impl Bursts {
@@ -205,6 +212,7 @@ impl Bursts {
         if hub.is_stopping() {
             return Err(BurstError::ShuttingDown);
         }
+        let renderer = self.renderer()?;
         let burst = {
             let mut list = self.list.lock();
             if list.iter().filter(|b| b.is_running()).count() >= MAX_RUNNING {
@@ -234,8 +242,19 @@ impl Bursts {
             }
             burst
         };
-        runtime.spawn(run(burst.clone(), hub.clone(), spec));
+        runtime.spawn(run(burst.clone(), hub.clone(), spec, renderer));
         Ok(burst)
+    }
+
+    fn renderer(&self) -> Result<Arc<Renderer>, BurstError> {
+        let mut renderer = self.renderer.lock();
+        if let Some(running) = &*renderer {
+            return Ok(running.clone());
+        }
+        let started =
+            Arc::new(Renderer::start().map_err(|e| BurstError::NoRenderer(e.to_string()))?);
+        *renderer = Some(started.clone());
+        Ok(started)
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Burst>> {
@@ -269,16 +288,18 @@ impl Burst {
     }
 }
 
-async fn run(burst: Arc<Burst>, hub: Hub, spec: BurstSpec) {
+async fn run(burst: Arc<Burst>, hub: Hub, spec: BurstSpec, renderer: Arc<Renderer>) {
     let _finished = Finished(burst.clone());
     let every = spec.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
     let started = tokio::time::Instant::now();
+    // Paced from the start, not from the last send, so that the rate holds however long
+    // each publish took. (At most 1,000 s apart and a million messages: no overflow.)
+    let due = |seq: u64| every.map(|every| started + every.mul_f64((seq - 1) as f64));
+    let template = Arc::new(spec.template);
+    // The next message, rendering while this one is published.
+    let mut next = None;
     for seq in 1..=spec.count {
-        if let Some(every) = every {
-            // Paced from the start, not from the last send, so that the rate holds
-            // however long each publish took. (At most 1,000 s apart and a million
-            // messages: no overflow.)
-            let due = started + every.mul_f64((seq - 1) as f64);
+        if let Some(due) = due(seq) {
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
                 () = burst.cancel.cancelled() => break,
@@ -287,13 +308,29 @@ async fn run(burst: Arc<Burst>, hub: Hub, spec: BurstSpec) {
         if burst.cancel.is_cancelled() {
             break;
         }
-        let body = match spec.template.render(seq) {
-            Ok(body) => body,
-            Err(err) => {
+        let rendering = next
+            .take()
+            .unwrap_or_else(|| renderer.render(&template, seq));
+        let rendered = tokio::select! {
+            rendered = rendering => rendered,
+            () = burst.cancel.cancelled() => break,
+        };
+        let body = match rendered {
+            Ok(Ok(body)) => body,
+            Ok(Err(err)) => {
                 burst.finish(BurstState::Failed, Some(format!("message {seq}: {err}")));
                 return;
             }
+            Err(_) => {
+                let error = format!("message {seq}: the render thread is gone");
+                burst.finish(BurstState::Failed, Some(error));
+                return;
+            }
         };
+        // Only one that is due already: rendered early, its now() would be early too.
+        if seq < spec.count && due(seq + 1).is_none_or(|due| due <= tokio::time::Instant::now()) {
+            next = Some(renderer.render(&template, seq + 1));
+        }
         let draft = Draft {
             body: body.into(),
             content_type: spec.content_type.clone(),

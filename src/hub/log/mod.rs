@@ -24,13 +24,12 @@ use parking_lot::Mutex;
 
 pub use ring::MAX_PINNED;
 pub use topics_seen::{MAX_TOPICS_SEEN, TopicSeen};
-pub(crate) use usage::LogUsage;
+pub(crate) use usage::{Budget, LogUsage};
 
 use super::message::{MessageId, MessageRecord};
 use super::topic::Topic;
 use ring::MessageLog;
 use topics_seen::TopicsSeen;
-use usage::Budget;
 
 /// Delivery records the log keeps at most (about 75 MB).
 pub(crate) const DELIVERY_BUDGET: usize = 500_000;

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::ring::MAX_PINNED;
+
 /// Delivery records and bytes, as the log's budgets count them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Held {
@@ -16,6 +18,19 @@ pub(crate) struct Budget {
     pub(crate) messages: usize,
     pub(crate) records: usize,
     pub(crate) bytes: usize,
+}
+
+impl Budget {
+    /// What one message may hold: all of the budget, since the log keeps at least its
+    /// newest message however much it holds; a starred one, which is kept beyond the
+    /// budgets with up to [`MAX_PINNED`] others, its share of them.
+    pub(crate) fn share(&self, starred: bool) -> Held {
+        let parts = if starred { MAX_PINNED } else { 1 };
+        Held {
+            records: self.records / parts,
+            bytes: self.bytes / parts,
+        }
+    }
 }
 
 /// What the logged messages hold. Shared with each of them, since they grow after they

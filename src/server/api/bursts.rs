@@ -87,7 +87,7 @@ impl From<Progress> for BurstJson {
         (status = PAYLOAD_TOO_LARGE, description = "Body over --max-body", body = ErrorBody),
         (status = UNSUPPORTED_MEDIA_TYPE, description = "Not application/json", body = ErrorBody),
         (status = TOO_MANY_REQUESTS, description = "Eight bursts are running already", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "Shutting down", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "Shutting down, or no thread to render templates on", body = ErrorBody),
     )
 )]
 pub(super) async fn start(
@@ -130,7 +130,9 @@ pub(super) async fn start(
             let status = match err {
                 BurstError::Count(_) | BurstError::Rate(_) => StatusCode::BAD_REQUEST,
                 BurstError::Busy => StatusCode::TOO_MANY_REQUESTS,
-                BurstError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                BurstError::ShuttingDown | BurstError::NoRenderer(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             };
             HttpError::new(status, err.to_string())
         })?;

@@ -241,7 +241,7 @@ pub(super) async fn get(
         (status = ACCEPTED, description = "Queued again", body = ResentJson),
         (status = BAD_REQUEST, description = "A bad subscriber parameter", body = ErrorBody),
         (status = NOT_FOUND, description = "No such message or subscriber", body = ErrorBody),
-        (status = CONFLICT, description = "The message already holds as many deliveries as the log keeps", body = ErrorBody),
+        (status = CONFLICT, description = "The message already holds as many deliveries as the log keeps, or more bytes than its share of --log-max-bytes", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Shutting down", body = ErrorBody),
     )
 )]

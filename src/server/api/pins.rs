@@ -11,7 +11,6 @@ use super::messages::{MessageSummaryJson, message_id, summary};
 use super::{ApiError, ApiJson, ErrorBody, HttpError};
 use crate::hub::PinError;
 use crate::server::AppState;
-use crate::workbench::diff;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,10 +84,17 @@ pub(super) struct DiffJson {
     rows: Vec<DiffRowJson>,
     /// More than 10,000 rows: the rest were left out.
     truncated: bool,
+    /// Compared as the raw text of the payloads, since one would have pretty-printed (or
+    /// hex-dumped) to more than 4 MiB; `note` says so in words.
+    raw: bool,
+    /// How it was compared, when not as usual: "compared as raw text: too large to
+    /// pretty-print".
+    note: Option<String>,
 }
 
 /// Compares two messages' payloads line by line (JSON pretty-printed first, bytes that
-/// are not text as a hex dump).
+/// are not text as a hex dump; either as raw text when that would pass 4 MiB). Two
+/// comparisons run at a time, the console's included; beyond that the answer is 429.
 #[utoipa::path(
     get,
     path = "/api/v1/diff",
@@ -99,6 +105,8 @@ pub(super) struct DiffJson {
         (status = OK, description = "Their payloads, side by side", body = DiffJson),
         (status = BAD_REQUEST, description = "a and b must be message ids", body = ErrorBody),
         (status = NOT_FOUND, description = "One is not in the log", body = ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "Two comparisons are running already; try again after Retry-After", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before trying again"))),
     )
 )]
 pub(super) async fn compare(
@@ -115,8 +123,11 @@ pub(super) async fn compare(
         })
     };
     let (old, new) = (find(a)?, find(b)?);
+    // Taken here and held by the comparison itself: a client that goes away does not
+    // free the room before the work it started is done.
+    let turn = state.diffs.try_start()?;
     // Up to 200 ms of work: off the server's thread.
-    let compared = tokio::task::spawn_blocking(move || diff::payloads(&old.body, &new.body))
+    let compared = tokio::task::spawn_blocking(move || turn.compare(&old.body, &new.body))
         .await
         .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
     Ok(Json(DiffJson {
@@ -124,6 +135,8 @@ pub(super) async fn compare(
         b,
         identical: compared.identical,
         truncated: compared.truncated,
+        raw: compared.raw,
+        note: compared.note().map(str::to_owned),
         rows: compared
             .rows
             .into_iter()

@@ -165,6 +165,7 @@ pub(super) fn load_message(
                         row.get::<_, Option<String>>(7)?.unwrap_or_default(),
                     ),
                     response,
+                    not_kept: false,
                 })
             });
             Ok((

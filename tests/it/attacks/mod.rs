@@ -2,7 +2,7 @@
 //! a promise and checks the promise holds. Deep templates and empty tokens here; the
 //! rest by surface:
 
-/// Budgets that must hold: diffs, resends.
+/// Budgets that must hold: diffs, resends, bursts beside deliveries.
 mod budgets;
 /// Limits that must not say yes and do nothing; poison at the door; identities; small ones.
 mod limits;
