@@ -34,7 +34,10 @@ pub(super) async fn connect(state: &Arc<State>) -> anyhow::Result<Links> {
                 };
                 let mut connection = state.connection.lock();
                 match event {
-                    async_nats::Event::Connected => {
+                    // Joined only once the streams, the buckets and the cluster's
+                    // identity are there (`run` says so then): until then the hub still
+                    // has the name it started with, and publishes are refused.
+                    async_nats::Event::Connected if state.links.get().is_some() => {
                         connection.connected = true;
                         connection.error = None;
                     }

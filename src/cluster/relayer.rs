@@ -26,7 +26,8 @@ impl Relay for Relayer {
         let state = self.state.upgrade();
         Box::pin(async move {
             let unavailable = |why: String| RelayError::Unavailable(why);
-            let state = state.ok_or_else(|| unavailable("the instance is stopping".to_owned()))?;
+            let state = state
+                .ok_or_else(|| unavailable("the instance is starting or stopping".to_owned()))?;
             let links = state
                 .links
                 .get()

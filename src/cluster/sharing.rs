@@ -74,6 +74,12 @@ pub(super) async fn write(state: Arc<State>, Writes(mut writes): Writes) {
                 links.messages.delete_consumer(&name).await.ok();
                 deleted
             }
+            SubscriberChange::Left(key) => {
+                // Never in the bucket: only the consumer this instance made for it.
+                let name = codec::name_of(&key);
+                links.messages.delete_consumer(&name).await.ok();
+                Ok(())
+            }
         };
         if let Err(error) = result {
             tracing::warn!(%error, "a subscriber change was not shared with the cluster");

@@ -55,6 +55,9 @@ pub enum SubscriberChange {
     /// A keep-alive that changed nothing else.
     Seen(Arc<str>),
     Removed(Arc<str>),
+    /// A subscriber that was never shared (a test subscriber) left: only what the
+    /// cluster made for it here (its consumer) goes.
+    Left(Arc<str>),
 }
 
 /// What the shared log answers: the id it gave the message, once it is kept.

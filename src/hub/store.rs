@@ -295,6 +295,7 @@ mod tests {
                 C::Put(s) => format!("put {}", s.key),
                 C::Seen(key) => format!("seen {key}"),
                 C::Removed(key) => format!("removed {key}"),
+                C::Left(key) => format!("left {key}"),
             };
             self.shared.lock().push(told);
         }
@@ -321,7 +322,8 @@ mod tests {
             hub.set_pinned(address, true).unwrap();
             assert!(hub.remove(address, crate::hub::RemovalReason::Deregistered));
         }
-        // Only the one that is not ephemeral, each time.
+        // Only the one that is not ephemeral, each time; of the ephemeral one a cluster
+        // hears only that it left (so that the consumer it made for it goes too).
         let expected = [
             "put 127.0.0.1:2",
             "seen 127.0.0.1:2",
@@ -330,7 +332,34 @@ mod tests {
             "removed 127.0.0.1:2",
         ];
         assert_eq!(*told.kept.lock(), expected);
-        assert_eq!(*told.shared.lock(), expected);
+        let shared: Vec<&str> = std::iter::once("left 127.0.0.1:1")
+            .chain(expected)
+            .collect();
+        assert_eq!(*told.shared.lock(), shared);
+    }
+
+    #[test]
+    fn a_subscriber_read_back_at_start_is_not_written_again() {
+        let told = Arc::new(Told::default());
+        let now = SystemTime::now();
+        let restored = Restored {
+            subscribers: vec![StoredSubscriber {
+                key: "127.0.0.1:3".into(),
+                topics: Arc::new([]),
+                lease: None,
+                ordered: false,
+                max_in_flight: 1,
+                secret: None,
+                paused: false,
+                pinned: false,
+                registered_at: now,
+                last_seen: now,
+            }],
+            ..Restored::default()
+        };
+        let (hub, _) = hub(Arc::new(told.clone()), restored);
+        assert_eq!(hub.subscriber_count(), 1);
+        assert!(told.kept.lock().is_empty(), "{:?}", told.kept.lock());
     }
 
     fn hub(store: Arc<dyn Store>, restored: Restored) -> (Hub, Arc<Mailboxes>) {

@@ -133,13 +133,15 @@ fn describe(err: &Error) -> String {
 
 /// The line of the first tag holding more than [`MAX_OPERATORS`] operators, if any. An
 /// operator is any token that can nest an expression one deeper: a symbol outside string
-/// literals, or one of the word operators. Comments count nothing.
+/// literals, or one of the word operators; a decimal point and the minus of a negative
+/// number in a list are not. The tags are found as minijinja's lexer finds them: a tag
+/// ends only where its brackets are closed, comments count nothing, and a raw block is
+/// passed over whole, so that no tag can hide from this count and reach the parser.
 fn overlong_tag(source: &str) -> Option<usize> {
-    const WORDS: [&str; 7] = ["not", "and", "or", "is", "in", "if", "else"];
     let bytes = source.as_bytes();
     let mut i = 0;
     loop {
-        // A string left open at the end steps past it.
+        // A string or a bracket left open at the end steps past it.
         i = i.min(bytes.len());
         let open = bytes[i..]
             .windows(2)
@@ -148,50 +150,127 @@ fn overlong_tag(source: &str) -> Option<usize> {
         let kind = bytes[start + 1];
         i = start + 2;
         if kind == b'#' {
-            match bytes[i..].windows(2).position(|w| w == b"#}") {
-                Some(end) => i += end + 2,
-                None => return None,
-            }
+            // One left open is refused by the parser, with nothing parsed.
+            i += find(&bytes[i..], b"#}")? + 2;
             continue;
         }
-        let close = if kind == b'{' { b'}' } else { b'%' };
-        let mut operators = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b == close && bytes.get(i + 1) == Some(&b'}') {
-                i += 2;
-                break;
-            }
-            match b {
-                b'"' | b'\'' => {
-                    i += 1;
-                    while i < bytes.len() && bytes[i] != b {
-                        i += if bytes[i] == b'\\' { 2 } else { 1 };
-                    }
-                    i += 1;
-                    continue;
-                }
-                b'-' | b'+' | b'*' | b'/' | b'%' | b'~' | b'|' | b'.' | b'(' | b'[' | b'<'
-                | b'>' | b'=' | b'!' => operators += 1,
-                b if b.is_ascii_alphabetic() || b == b'_' => {
-                    let end = bytes[i..]
-                        .iter()
-                        .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
-                        .map_or(bytes.len(), |n| i + n);
-                    if WORDS.iter().any(|w| w.as_bytes() == &bytes[i..end]) {
-                        operators += 1;
-                    }
-                    i = end;
-                    continue;
-                }
-                _ => {}
-            }
-            if operators > MAX_OPERATORS {
-                return Some(1 + bytes[..start].iter().filter(|&&c| c == b'\n').count());
-            }
-            i += 1;
+        if kind == b'%'
+            && let Some(after) = raw_block(bytes, i)
+        {
+            i = after;
+            continue;
+        }
+        let (end, operators) = scan_tag(bytes, i, kind);
+        if operators > MAX_OPERATORS {
+            return Some(1 + bytes[..start].iter().filter(|&&c| c == b'\n').count());
+        }
+        i = end;
+    }
+}
+
+/// Where `needle` first stands in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// If the tag opened just before `at` is `{% raw %}`, where its `{% endraw %}` ends (the
+/// end of the text if there is none): nothing between them is a tag to the lexer.
+fn raw_block(bytes: &[u8], at: usize) -> Option<usize> {
+    let after = basic_tag(bytes, at, b"raw")?;
+    let mut i = after;
+    while let Some(open) = find(&bytes[i..], b"{%") {
+        i += open + 2;
+        if let Some(end) = basic_tag(bytes, i, b"endraw") {
+            return Some(end);
         }
     }
+    Some(bytes.len())
+}
+
+/// If the text from `at` (just inside `{%`) is `name` alone, with the whitespace and the
+/// whitespace control (`-`, `+`) the lexer allows around it, where its `%}` ends.
+fn basic_tag(bytes: &[u8], at: usize, name: &[u8]) -> Option<usize> {
+    let mut i = at;
+    if matches!(bytes.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
+    while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    if !bytes[i.min(bytes.len())..].starts_with(name) {
+        return None;
+    }
+    i += name.len();
+    while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    if matches!(bytes.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
+    bytes[i.min(bytes.len())..]
+        .starts_with(b"%}")
+        .then_some(i + 2)
+}
+
+/// Reads the tag whose body starts at `at` (`kind` `{` or `%`) to its end, as the lexer
+/// does: the end marker counts only outside brackets and strings. Returns where it ends
+/// and how many operators it holds (stopping early once past [`MAX_OPERATORS`]).
+fn scan_tag(bytes: &[u8], at: usize, kind: u8) -> (usize, usize) {
+    const WORDS: [&str; 7] = ["not", "and", "or", "is", "in", "if", "else"];
+    let close = if kind == b'{' { b'}' } else { b'%' };
+    let (mut i, mut depth, mut operators) = (at, 0usize, 0usize);
+    // The last byte that was not white space: a minus after one of `[,(:` in front of
+    // a digit is a negative number, not an operator.
+    let mut before = b' ';
+    while i < bytes.len() {
+        let b = bytes[i];
+        if depth == 0 && b == close && bytes.get(i + 1) == Some(&b'}') {
+            return (i + 2, operators);
+        }
+        let next = bytes.get(i + 1).copied().unwrap_or(b' ');
+        match b {
+            b'"' | b'\'' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                before = b;
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                operators += 1;
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'.' if before.is_ascii_digit() && next.is_ascii_digit() => {}
+            b'-' if matches!(before, b'[' | b',' | b'(' | b':') && next.is_ascii_digit() => {}
+            b'-' | b'+' | b'*' | b'/' | b'%' | b'~' | b'|' | b'.' | b'<' | b'>' | b'=' | b'!' => {
+                operators += 1;
+            }
+            b if b.is_ascii_alphabetic() || b == b'_' => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map_or(bytes.len(), |n| i + n);
+                if WORDS.iter().any(|w| w.as_bytes() == &bytes[i..end]) {
+                    operators += 1;
+                }
+                before = bytes[end - 1];
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        if operators > MAX_OPERATORS {
+            return (i, operators);
+        }
+        if !b.is_ascii_whitespace() {
+            before = b;
+        }
+        i += 1;
+    }
+    (bytes.len(), operators)
 }
 
 fn environment() -> Environment<'static> {
@@ -363,6 +442,37 @@ mod tests {
         assert_eq!(
             Template::parse(&plain).unwrap().render(1).unwrap().len(),
             31_000
+        );
+        // A tag cannot hide from the count behind a bracket closing in `}}`, nor inside
+        // what looks like a raw block's string (a review found both: each crashed).
+        for hidden in [
+            format!("{{{{ {{'a': {{}}}} and {}1 }}}}", "-".repeat(250_000)),
+            format!(
+                "{{% raw %}}{{{{ \"{{% endraw %}}{{{{ {}1 }}}}\"",
+                "-".repeat(MAX_OPERATORS + 1)
+            ),
+            format!(
+                "{{%- raw -%}}x{{%+ endraw +%}}{{{{ {}1 }}}}",
+                "-".repeat(300)
+            ),
+        ] {
+            let err = Template::parse(&hidden).unwrap_err();
+            assert!(matches!(err, TemplateError::TooDeep { .. }), "{err}");
+        }
+        // A raw block's text is not counted, and numbers are not operators.
+        let raw = format!("{{% raw %}}{{{{ {} }}}}{{% endraw %}}", "-".repeat(1_000));
+        assert_eq!(
+            Template::parse(&raw).unwrap().render(1).unwrap().len(),
+            1_006
+        );
+        let numbers: Vec<String> = (0..1_000).map(|n| format!("-{n}.5")).collect();
+        let list = format!("{{{{ pick([{}]) }}}}", numbers.join(", "));
+        assert!(
+            Template::parse(&list)
+                .unwrap()
+                .render(1)
+                .unwrap()
+                .ends_with(".5")
         );
         // Just under the limit parses, on its own stack, and renders.
         let deep = format!("{{{{ {}1 }}}}", "-".repeat(MAX_OPERATORS));

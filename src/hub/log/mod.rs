@@ -91,6 +91,8 @@ impl Log {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(make(id));
         let mut evicted = ring.push(message.clone());
+        // Counted before `then` announces it, so a reader woken by it sees it counted.
+        self.taken.fetch_add(1, Ordering::Relaxed);
         let then = then(&message, gated, &mut evicted);
         drop(ring);
         Ok(self.entered(message, then, evicted))
@@ -112,19 +114,19 @@ impl Log {
             return Err(message);
         };
         self.next_id.fetch_max(message.id + 1, Ordering::Relaxed);
+        self.taken.fetch_add(1, Ordering::Relaxed);
         drop(ring);
         Ok(self.entered(message, (), evicted))
     }
 
-    /// What every entry does once the message is in the ring: it counts, and so does
-    /// its topic.
+    /// What every entry does once the message is in the ring (and counted): its topic
+    /// counts too.
     fn entered<T>(
         &self,
         message: Arc<MessageRecord>,
         then: T,
         evicted: Vec<Arc<MessageRecord>>,
     ) -> Entered<T> {
-        self.taken.fetch_add(1, Ordering::Relaxed);
         if let Some(topic) = &message.topic {
             self.topics
                 .lock()
@@ -216,9 +218,11 @@ impl Log {
         cleared.iter().for_each(|m| m.evict());
     }
 
-    /// Stars message `id` or takes its star away, if the log holds it: `Ok(false)` when
-    /// it does not. `also` runs under the lock once the star changed (the store hears of
-    /// stars in the order they were given). At most [`MAX_PINNED`] are starred.
+    /// Stars message `id` or takes its star away. A star is given only to a message the
+    /// log holds (`Ok(false)` when it does not); a star is taken away whether or not it
+    /// does (the store may hold the message). `also` runs under the lock once the star
+    /// changed (the store hears of stars in the order they were given). At most
+    /// [`MAX_PINNED`] are starred: `Err` with that number.
     pub(super) fn star(
         &self,
         id: MessageId,

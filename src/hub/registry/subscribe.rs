@@ -28,12 +28,14 @@ use crate::hub::topic::{MAX_PATTERNS, Pattern, TopicError};
 const LEASE_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(24 * 60 * 60));
 
-/// Where a subscriber change was made: here (a cluster hears of it), or at another
-/// instance of the cluster, which told it (applied here, not told back).
+/// Where a subscriber change was made: here (the store keeps it, a cluster hears of
+/// it), at another instance of the cluster, which told it (kept, not told back), or
+/// read back from the store at start (the store has it as it is; no cluster restores).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::hub) enum MadeAt {
     Here,
     Elsewhere,
+    Restored,
 }
 
 /// A subscriber joining: registered now, or kept by a store.
@@ -257,8 +259,7 @@ impl Hub {
             topics: stored.topics,
         };
         let mut subscribers = self.registry().subscribers.write();
-        // The store has it as it is: nothing to tell it, and no cluster restores.
-        let joined = self.join(&mut subscribers, joining, MadeAt::Elsewhere);
+        let joined = self.join(&mut subscribers, joining, MadeAt::Restored);
         drop(subscribers);
         match joined {
             Ok(mailbox) => self.start(mailbox),
@@ -409,8 +410,14 @@ impl Hub {
     fn retire(&self, entry: Entry, reason: RemovalReason, at: MadeAt) {
         // Those removed by shutdown are registered still when the hub starts again, and
         // live on at the other instances of a cluster. An ephemeral one was never kept
-        // nor told.
-        if reason != RemovalReason::Shutdown && !entry.shared.ephemeral {
+        // nor shared, but a cluster made it a consumer, which must not outlive it (a
+        // later test subscriber at the same port would inherit its backlog).
+        if entry.shared.ephemeral {
+            if at == MadeAt::Here {
+                let key = entry.shared.key.clone();
+                self.tell_cluster(|| SubscriberChange::Left(key));
+            }
+        } else if reason != RemovalReason::Shutdown {
             let key = entry.shared.key.clone();
             if self.shared.store.is_durable() {
                 self.shared
@@ -434,7 +441,7 @@ impl Hub {
         if entry.shared.ephemeral {
             return;
         }
-        if self.shared.store.is_durable() {
+        if at != MadeAt::Restored && self.shared.store.is_durable() {
             self.shared.store.record(Change::Subscriber(entry.stored()));
         }
         if at == MadeAt::Here {
