@@ -203,19 +203,37 @@ impl HeraldApp {
             }
             Action::Star { id, starred } => {
                 let hub = hub.clone();
-                self.chores
-                    .run(runtime, ctx, move || match hub.pin_message(id, starred) {
+                self.chores.run(runtime, ctx, move || {
+                    // A blocking thread of the runtime: it may wait for the store.
+                    let kept = hub
+                        .pin_message(id, starred)
+                        .map_err(|err| err.to_string())
+                        .and_then(|commit| {
+                            tokio::runtime::Handle::current()
+                                .block_on(commit)
+                                .map_err(|err| format!("not kept: {err}"))
+                        });
+                    match kept {
                         Ok(()) if starred => format!("Message {id} starred"),
                         Ok(()) => format!("Message {id} unstarred"),
-                        Err(err) => format::sentence(&err.to_string()),
-                    });
+                        Err(err) => format::sentence(&err),
+                    }
+                });
             }
             Action::ExportLog => self.files.export_log(hub, runtime, ctx),
             Action::ImportLog => self.files.import_log(hub, runtime, ctx),
             Action::ForgetHistory => {
-                hub.clear_log();
+                let hub = hub.clone();
+                self.chores.run(runtime, ctx, move || {
+                    let commit = hub.clear_log();
+                    match tokio::runtime::Handle::current().block_on(commit) {
+                        Ok(()) => "History forgotten".to_owned(),
+                        Err(err) => format::sentence(&format!(
+                            "memory cleared, but the history on disk was not forgotten: {err}"
+                        )),
+                    }
+                });
                 self.log.forget_selection();
-                self.top_bar.notify("History forgotten".to_owned());
             }
             Action::LoadFile => self.files.load_file(runtime, ctx),
             Action::AddTestSubscriber => {

@@ -7,7 +7,7 @@ use thiserror::Error;
 
 use super::Hub;
 use super::message::MessageId;
-use super::store::Change;
+use super::store::{Change, Commit};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PinError {
@@ -20,16 +20,18 @@ pub enum PinError {
 impl Hub {
     /// Pins message `id` (it stays in the log, and in the store, whatever their limits)
     /// or unpins it (it may then leave, as any other).
-    pub fn pin_message(&self, id: MessageId, pinned: bool) -> Result<(), PinError> {
+    pub fn pin_message(&self, id: MessageId, pinned: bool) -> Result<Commit, PinError> {
         // Only what memory holds can be pinned, so that every pin is counted (a restart
         // loads them all back); one that left may still be unpinned in the store.
         let in_memory = self.message(id).is_some();
         if !in_memory && (pinned || self.shared.store.get(id).is_none()) {
             return Err(PinError::UnknownMessage(id));
         }
-        // The store hears of pins under the log's lock, in the order they were made.
+        // The store hears of pins under the log's lock, in the order they were made; the
+        // commit says whether it kept this one.
+        let mut kept = None;
         let starred = self.shared.log.star(id, pinned, || {
-            self.shared.store.record(Change::Pinned { id, pinned })
+            kept = Some(self.shared.store.keep(Change::Pinned { id, pinned }))
         });
         match starred {
             Ok(true) => {}
@@ -38,6 +40,7 @@ impl Hub {
             Err(max) => return Err(PinError::TooMany { max }),
         }
         self.shared.version.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        // Already as asked: nothing to keep.
+        Ok(kept.unwrap_or_else(Commit::done))
     }
 }

@@ -203,12 +203,15 @@ impl Hub {
     }
 
     /// Forgets the log: what memory holds and what the store keeps, but for messages
-    /// with a delivery still to make (the console's Clear and "forget history").
-    pub fn clear_log(&self) {
+    /// with a delivery still to make (the console's Clear and "forget history"). The
+    /// commit says whether the store forgot too.
+    pub fn clear_log(&self) -> super::Commit {
+        let mut kept = None;
         self.shared
             .log
-            .clear(|| self.shared.store.record(super::Change::Forget));
+            .clear(|| kept = Some(self.shared.store.keep(super::Change::Forget)));
         self.shared.version.fetch_add(1, Ordering::Relaxed);
+        kept.unwrap_or_else(super::Commit::done)
     }
 
     /// Subscribers registered and removed, oldest first.

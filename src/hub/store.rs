@@ -166,6 +166,13 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps one change. What it fails to keep is logged and shows in [`Store::failing`].
     fn record(&self, change: Change);
 
+    /// Keeps one change someone is told of (a star, a forget): the commit resolves with
+    /// whether that change was kept, not with how a later group fared.
+    fn keep(&self, change: Change) -> Commit {
+        self.record(change);
+        Commit::done()
+    }
+
     // What follows is, by default, a store that keeps no messages of its own.
 
     /// Whether the store failed lately, and why: publishes are refused meanwhile rather

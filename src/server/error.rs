@@ -239,6 +239,17 @@ impl From<SecretError> for HttpError {
     }
 }
 
+/// A change the store did not keep (a star, a forget): answered as such, never as done.
+impl From<StoreError> for HttpError {
+    fn from(err: StoreError) -> Self {
+        let status = match err {
+            StoreError::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            StoreError::Failed { .. } | StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, format!("not kept: {err}"))
+    }
+}
+
 impl From<PublishError> for HttpError {
     fn from(err: PublishError) -> Self {
         let status = match err {

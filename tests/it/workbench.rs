@@ -423,7 +423,7 @@ async fn no_more_than_a_hundred_messages_are_starred() {
         ids.push(hub.publish(format!("{n}"), None).await);
     }
     for id in &ids[..herald::hub::MAX_PINNED] {
-        hub.hub().pin_message(*id, true).unwrap();
+        hub.hub().pin_message(*id, true).unwrap().await.unwrap();
     }
     let (status, answer) = hub
         .call_json(

@@ -34,6 +34,8 @@ pub(super) struct MessagePatch {
         (status = UNSUPPORTED_MEDIA_TYPE, description = "Not application/json", body = ErrorBody),
         (status = NOT_FOUND, description = "Not in the log", body = ErrorBody),
         (status = CONFLICT, description = "100 messages are pinned already", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "The store did not keep the change (shutting down, or it failed)", body = ErrorBody),
+        (status = INSUFFICIENT_STORAGE, description = "The store's disk is full: the change was not kept", body = ErrorBody),
     )
 )]
 pub(super) async fn update(
@@ -42,13 +44,15 @@ pub(super) async fn update(
     ApiJson(patch): ApiJson<MessagePatch>,
 ) -> Result<Json<MessageSummaryJson>, ApiError> {
     let id = message_id(id)?;
-    state.hub.pin_message(id, patch.pinned).map_err(|err| {
+    let kept = state.hub.pin_message(id, patch.pinned).map_err(|err| {
         let status = match err {
             PinError::UnknownMessage(_) => StatusCode::NOT_FOUND,
             PinError::TooMany { .. } => StatusCode::CONFLICT,
         };
         HttpError::new(status, err.to_string())
     })?;
+    // Answered once the store kept it: a star that did not reach the disk is no star.
+    kept.await.map_err(HttpError::from)?;
     let message = state
         .hub
         .find_message(id)

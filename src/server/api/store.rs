@@ -71,11 +71,16 @@ pub(super) async fn get(State(state): State<AppState>) -> Json<StoreJson> {
     path = "/api/v1/messages",
     operation_id = "forgetMessages",
     tag = "messages",
-    responses((status = NO_CONTENT, description = "Forgotten"))
+    responses(
+        (status = NO_CONTENT, description = "Forgotten"),
+        (status = SERVICE_UNAVAILABLE, description = "The store did not keep the forget (shutting down, or it failed): memory is cleared, the disk is not", body = ErrorBody),
+        (status = INSUFFICIENT_STORAGE, description = "The store's disk is full: memory is cleared, the disk is not", body = ErrorBody),
+    )
 )]
-pub(super) async fn forget(State(state): State<AppState>) -> StatusCode {
-    state.hub.clear_log();
-    StatusCode::NO_CONTENT
+pub(super) async fn forget(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+    // Answered once the store kept it, or with why it did not.
+    state.hub.clear_log().await.map_err(HttpError::from)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -53,6 +53,8 @@ pub(super) enum Op {
     /// A message and the addresses of its publish round's deliveries.
     Append(Arc<MessageRecord>, Vec<Arc<str>>, Waiter),
     Change(Change),
+    /// A change whose waiter is told whether it was kept.
+    Kept(Change, Waiter),
     Flush(Waiter),
 }
 
@@ -171,6 +173,13 @@ impl Store for SqliteStore {
         if self.send(Op::Change(change)).is_err() {
             tracing::warn!("a change came after the store closed; not kept");
         }
+    }
+
+    fn keep(&self, change: Change) -> Commit {
+        let (kept, commit) = oneshot::channel();
+        // A store that closed drops the waiter with the op: the commit then says Closed.
+        self.send(Op::Kept(change, kept)).ok();
+        Commit::when(commit)
     }
 
     fn failing(&self) -> Option<StoreError> {

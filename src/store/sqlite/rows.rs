@@ -53,7 +53,7 @@ pub(super) fn write(conn: &mut Connection, batch: &[Op]) -> Result<Written, rusq
                 written.appended += 1;
                 last_id = Some(message.id);
             }
-            Op::Change(change) => written.deleted += apply(&tx, change)?,
+            Op::Change(change) | Op::Kept(change, _) => written.deleted += apply(&tx, change)?,
             Op::Flush(_) => {}
         }
     }

@@ -180,7 +180,7 @@ impl Writer {
 /// Tells those waiting on `ops` how their commit went.
 fn answer(ops: Vec<Op>, kept: &Result<(), StoreError>) {
     for op in ops {
-        if let Op::Append(_, _, waiter) | Op::Flush(waiter) = op {
+        if let Op::Append(_, _, waiter) | Op::Kept(_, waiter) | Op::Flush(waiter) = op {
             waiter.send(kept.clone()).ok();
         }
     }

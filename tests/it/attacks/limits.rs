@@ -244,3 +244,103 @@ async fn a_hand_edited_store_neither_stops_the_start_nor_panics_a_read() {
     assert!(child.try_wait().unwrap().is_none(), "the hub exited");
     child.kill().await.ok();
 }
+
+/// A star and a forget the store could not keep (its files may grow no further here: a
+/// file size limit on the process, as a full disk would stop it) are never answered as
+/// done: what was answered done is there after a restart, and the forget, which needs
+/// the most room, is refused.
+#[tokio::test]
+async fn a_star_or_forget_the_store_cannot_keep_says_so() {
+    use crate::utils::TempDir;
+
+    let dir = TempDir::new("no-room");
+    // `ulimit -f` (in KiB) caps every file the hub writes; SIGXFSZ ignored, so that a
+    // write past it fails instead of killing the process.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 600; exec {} --headless --bind 127.0.0.1:0 --data-dir {}",
+        env!("CARGO_BIN_EXE_herald"),
+        dir.arg()
+    );
+    let mut child = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("RUST_LOG", "info")
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("herald-tests-no-config"),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = crate::binary::listening_url(&mut child).await;
+    let http = reqwest::Client::new();
+    let publish = |body: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(format!("{url}/api/v1/messages"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Many small rows, so that forgetting them takes room; then large ones until the
+    // store refuses one: its files are at their limit.
+    for n in 0..40 {
+        assert_eq!(publish(format!("small {n}")).await, StatusCode::ACCEPTED);
+    }
+    let mut refused = false;
+    for _ in 0..100 {
+        if publish("x".repeat(10 * 1024)).await.is_server_error() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the store never filled");
+    // Past the second in which a failed store refuses everything at once.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let star = http
+        .patch(format!("{url}/api/v1/messages/1"))
+        .json(&json!({"pinned": true}))
+        .send()
+        .await
+        .unwrap();
+    let starred = star.status();
+    let star_text = star.text().await.unwrap();
+    assert!(
+        starred == StatusCode::OK || star_text.contains("not kept"),
+        "{starred}: {star_text}"
+    );
+    let forget = http
+        .delete(format!("{url}/api/v1/messages"))
+        .send()
+        .await
+        .unwrap();
+    let forgot = forget.status();
+    let forget_text = forget.text().await.unwrap();
+    assert!(forgot.is_server_error(), "{forgot}: {forget_text}");
+    assert!(forget_text.contains("not kept"), "{forget_text}");
+    child.kill().await.ok();
+    child.wait().await.ok();
+
+    // Started again without the limit: what was answered done is there.
+    let (mut child, url) = start_headless(&["--data-dir", dir.arg()]).await;
+    let first = http
+        .get(format!("{url}/api/v1/messages/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK, "the forget was not kept");
+    let first: serde_json::Value = first.json().await.unwrap();
+    if starred == StatusCode::OK {
+        assert_eq!(
+            first["pinned"], true,
+            "answered starred, but not kept: {first}"
+        );
+    }
+    child.kill().await.ok();
+}
