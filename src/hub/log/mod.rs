@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-pub use ring::MAX_PINNED;
 pub use topics_seen::{MAX_TOPICS_SEEN, TopicSeen};
+pub use usage::MAX_PINNED;
 pub(crate) use usage::{Budget, LogUsage};
 
 use super::message::{MessageId, MessageRecord};

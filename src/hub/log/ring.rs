@@ -13,9 +13,6 @@ use std::sync::Arc;
 use super::usage::{Budget, LogUsage};
 use crate::hub::message::{MessageId, MessageRecord};
 
-/// Pinned messages a log keeps at most.
-pub const MAX_PINNED: usize = 100;
-
 #[derive(Debug)]
 pub(crate) struct MessageLog {
     usage: Arc<LogUsage>,

@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::ring::MAX_PINNED;
+/// Pinned messages a log keeps at most.
+pub const MAX_PINNED: usize = 100;
 
 /// Delivery records and bytes, as the log's budgets count them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
