@@ -240,6 +240,20 @@ impl Store for SqliteStore {
             .flatten()
     }
 
+    fn backlog(
+        &self,
+        subscriber: &str,
+        from: (MessageId, usize),
+        limit: usize,
+    ) -> Vec<(MessageId, usize)> {
+        let conn = self.reader.lock();
+        read::backlog(&conn, subscriber, from, limit)
+            .inspect_err(
+                |err| tracing::warn!(%subscriber, "cannot read a backlog from the store: {err}"),
+            )
+            .unwrap_or_default()
+    }
+
     fn usage(&self) -> StoreUsage {
         StoreUsage {
             place: Some(self.place.clone()),

@@ -43,6 +43,33 @@ impl SqliteStore {
     }
 }
 
+/// Up to `limit` deliveries to `subscriber` without an outcome, from `(message id, slot)`
+/// `from` on, in that order. The partial index of unfinished deliveries keeps it to the
+/// pending rows, however long the history.
+pub(super) fn backlog(
+    conn: &Connection,
+    subscriber: &str,
+    from: (MessageId, usize),
+    limit: usize,
+) -> Result<Vec<(MessageId, usize)>, rusqlite::Error> {
+    let (id, slot) = (
+        i64::try_from(from.0).unwrap_or(i64::MAX),
+        i64::try_from(from.1).unwrap_or(i64::MAX),
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "SELECT message_id, slot FROM deliveries \
+         WHERE outcome IS NULL AND subscriber = ?1 \
+         AND (message_id > ?2 OR (message_id = ?2 AND slot >= ?3)) \
+         ORDER BY message_id, slot LIMIT ?4",
+    )?
+    .query_map(rusqlite::params![subscriber, id, slot, limit], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+    })?
+    .map(|row| row.map(|(id, slot)| (id as MessageId, slot as usize)))
+    .collect()
+}
+
 pub(super) fn load_message(
     conn: &Connection,
     id: MessageId,
