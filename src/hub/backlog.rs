@@ -45,6 +45,11 @@ struct State {
     /// The first parked delivery not yet read back: where the next read starts. `None`:
     /// no backlog, deliveries go straight to the queue.
     from: Option<Key>,
+    /// The highest delivery parked: a read goes no further. A row beyond it may be on
+    /// disk and not yet offered (a publish the fan-out task has still to queue, a
+    /// restart's requeue under way); read back now, it would be sent again when offered.
+    /// Publishes are offered in id order, so every row up to it was offered already.
+    last: Key,
     /// Parks so far: a read that comes back short ends the backlog only if nothing was
     /// parked while it read (that may not have been on disk yet).
     parks: u64,
@@ -66,9 +71,10 @@ impl Backlog {
     fn park(&self, state: &mut State, key: Key) {
         match state.from {
             Some(from) if key < from => state.stragglers.push_back(key),
-            Some(_) => {}
+            Some(_) => state.last = state.last.max(key),
             None => {
                 state.from = Some(key);
+                state.last = key;
                 self.active.store(true, Ordering::Release);
             }
         }
@@ -94,6 +100,8 @@ impl Backlog {
 #[derive(Debug)]
 pub(crate) struct Refill {
     from: Key,
+    /// `State::last` when it was planned: the read's end, inclusive.
+    to: Key,
     /// `State::parks` when it was planned.
     parks: u64,
     /// How many deliveries the store may give (the queue's room less the stragglers).
@@ -163,6 +171,7 @@ impl Hub {
         let stragglers: Vec<Key> = state.stragglers.drain(..take).collect();
         Some(Refill {
             from,
+            to: state.last,
             parks: state.parks,
             limit: room - take,
             stragglers,
@@ -173,10 +182,10 @@ impl Hub {
     /// holds the message, so that its record is the one the console shows). Blocking: on
     /// a blocking thread, under no lock, after the store was flushed.
     pub(crate) fn read_backlog(&self, subscriber: &SubscriberShared, refill: &Refill) -> Read {
-        let keys = self
-            .shared
-            .store
-            .backlog(&subscriber.address, refill.from, refill.limit);
+        let keys =
+            self.shared
+                .store
+                .backlog(&subscriber.address, refill.from, refill.to, refill.limit);
         let from_store = keys.len();
         let deliveries = refill
             .stragglers

@@ -244,10 +244,11 @@ impl Store for SqliteStore {
         &self,
         subscriber: &str,
         from: (MessageId, usize),
+        to: (MessageId, usize),
         limit: usize,
     ) -> Vec<(MessageId, usize)> {
         let conn = self.reader.lock();
-        read::backlog(&conn, subscriber, from, limit)
+        read::backlog(&conn, subscriber, (from, to), limit)
             .inspect_err(
                 |err| tracing::warn!(%subscriber, "cannot read a backlog from the store: {err}"),
             )

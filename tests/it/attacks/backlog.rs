@@ -224,3 +224,63 @@ async fn a_backlog_left_at_a_restart_is_delivered_after_it() {
     delivered(&http, &url, *ids.last().unwrap()).await;
     backlog_read_back(&http, &url, &address).await;
 }
+
+/// Kicked with a backlog on disk: each parked delivery gets its removal recorded, in
+/// memory and in the store, rather than staying pending for ever.
+#[tokio::test]
+async fn a_kicked_subscribers_backlog_is_recorded_removed() {
+    let dir = TempDir::new("backlog-kicked");
+    let (child, url) = start(&dir).await;
+    let http = client();
+    let receiver = Receiver::start().await;
+    let address = receiver.address();
+    let response = http
+        .post(format!("{url}/registerAndKeepAlive?address={address}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    set_paused(&http, &url, &address, true).await;
+    let ids = publish_all(&http, &url).await;
+    shows_backlog(&http, &url, &address).await;
+    let response = http
+        .delete(subscriber_path(&url, &address))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    let last = *ids.last().unwrap();
+    let state = |message: &Value| message["deliveries"][0].clone();
+    let mut message = Value::Null;
+    for _ in 0..100 {
+        message = http
+            .get(format!("{url}/api/v1/messages/{last}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if state(&message)["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivery = state(&message);
+    assert_eq!(delivery["status"], "failed", "{message}");
+    let error = delivery["error"].as_str().unwrap_or_default();
+    assert!(error.contains("kicked"), "{error}");
+    // Kept so: the next start has nothing left to send it.
+    stop(child).await;
+    let (_child, url) = start(&dir).await;
+    let message: Value = http
+        .get(format!("{url}/api/v1/messages/{}", ids[ids.len() / 2]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state(&message)["status"], "failed", "{message}");
+}
