@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::process::Child;
 
 use crate::binary::{herald, listening_url};
-use crate::utils::{PATIENCE, Receiver, TempDir};
+use crate::utils::{PATIENCE, Receiver, Reply, TempDir};
 
 const MESSAGES: u64 = 3_000;
 const QUEUE: u64 = 100;
@@ -283,4 +283,44 @@ async fn a_kicked_subscribers_backlog_is_recorded_removed() {
         .await
         .unwrap();
     assert_eq!(state(&message)["status"], "failed", "{message}");
+}
+
+/// A slow subscriber, not paused, while publishes keep coming: its backlog starts and
+/// ends again and again as the queue fills and drains, and order holds through each
+/// turn.
+#[tokio::test]
+async fn a_backlog_that_comes_and_goes_keeps_the_order() {
+    let dir = TempDir::new("backlog-churn");
+    let (_child, url) = start(&dir).await;
+    let http = client();
+    let mut receiver = Receiver::scripted(
+        Vec::new(),
+        Reply::status(200).after(Duration::from_millis(1)),
+    )
+    .await;
+    let address = receiver.address();
+    let response = http
+        .post(format!("{url}/registerAndKeepAlive?address={address}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let publishing = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move { publish_all(&http, &url).await })
+    };
+    let mut most = 0;
+    while !publishing.is_finished() {
+        let shown = subscriber(&http, &url, &address).await;
+        most = most.max(shown["backlog"].as_u64().unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids = publishing.await.unwrap();
+    assert!(
+        most > 0,
+        "the queue never overflowed: the test proves nothing"
+    );
+    receives_all_in_order(&mut receiver, &ids).await;
+    let shown = backlog_read_back(&http, &url, &address).await;
+    assert_eq!(shown["failed"], 0, "{shown}");
 }
