@@ -53,9 +53,11 @@ struct State {
     /// Parks so far: a read that comes back short ends the backlog only if nothing was
     /// parked while it read (that may not have been on disk yet).
     parks: u64,
-    /// Parked below `from` (a resend of an older message), which a read from `from`
-    /// would never reach: read back by id, ahead of the next read. Rare and small.
-    stragglers: VecDeque<Key>,
+    /// Parked below `last` (a resend of an older message), which a read might already
+    /// have passed, each with `last` when it was parked: it is read back by id once
+    /// everything parked before it was, reads stop there until it is, and a read skips
+    /// its row. Rare and small.
+    stragglers: VecDeque<Straggler>,
 }
 
 impl Backlog {
@@ -70,8 +72,13 @@ impl Backlog {
 
     fn park(&self, state: &mut State, key: Key) {
         match state.from {
-            Some(from) if key < from => state.stragglers.push_back(key),
-            Some(_) => state.last = state.last.max(key),
+            // Not at the tail (a resend of an older message): a read may have passed its
+            // place already, or pass it before its row is on disk.
+            Some(_) if key < state.last => {
+                let after = state.last;
+                state.stragglers.push_back(Straggler { key, after });
+            }
+            Some(_) => state.last = key,
             None => {
                 state.from = Some(key);
                 state.last = key;
@@ -82,10 +89,22 @@ impl Backlog {
         self.parked.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn is_straggler(state: &State, refill: &Refill, key: Key) -> bool {
+        let is = |s: &Straggler| s.key == key;
+        state.stragglers.iter().any(is) || refill.stragglers.iter().any(is)
+    }
+
     fn unpark_one(&self) {
         let _ = self
             .parked
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Moves the read's start past `key`.
+    fn pass(state: &mut State, key: Key) {
+        if let Some(from) = &mut state.from {
+            *from = (*from).max((key.0, key.1 + 1));
+        }
     }
 
     fn end(&self, state: &mut State) {
@@ -94,6 +113,13 @@ impl Backlog {
         self.active.store(false, Ordering::Release);
         self.parked.store(0, Ordering::Relaxed);
     }
+}
+
+/// A delivery parked below where the backlog's read is, and the last one parked before it.
+#[derive(Debug, Clone, Copy)]
+struct Straggler {
+    key: Key,
+    after: Key,
 }
 
 /// A read of the backlog about to be made: where it starts and what it may take.
@@ -106,7 +132,7 @@ pub(crate) struct Refill {
     parks: u64,
     /// How many deliveries the store may give (the queue's room less the stragglers).
     limit: usize,
-    stragglers: Vec<Key>,
+    stragglers: Vec<Straggler>,
 }
 
 /// What a read gave: the stragglers' and the store's deliveries, in queueing order, and
@@ -167,11 +193,23 @@ impl Hub {
     ) -> Option<Refill> {
         let mut state = subscriber.backlog.state.lock();
         let from = state.from?;
-        let take = state.stragglers.len().min(room);
-        let stragglers: Vec<Key> = state.stragglers.drain(..take).collect();
+        // Those whose turn has come: everything parked before them was read back.
+        let ready = state
+            .stragglers
+            .iter()
+            .take(room)
+            .take_while(|s| s.after < from)
+            .count();
+        let stragglers: Vec<Straggler> = state.stragglers.drain(..ready).collect();
+        let take = stragglers.len();
+        // The read stops at the next one's turn.
+        let to = state
+            .stragglers
+            .front()
+            .map_or(state.last, |s| s.after.min(state.last));
         Some(Refill {
             from,
-            to: state.last,
+            to,
             parks: state.parks,
             limit: room - take,
             stragglers,
@@ -190,6 +228,7 @@ impl Hub {
         let deliveries = refill
             .stragglers
             .iter()
+            .map(|s| &s.key)
             .chain(&keys)
             .map(|&(id, slot)| ((id, slot), self.find_message(id)))
             .collect();
@@ -220,31 +259,40 @@ impl Hub {
         let mut queued_all = true;
         for (i, (key, message)) in read.deliveries.into_iter().enumerate() {
             let straggler = i < stragglers;
-            let Some(message) = message else {
-                // Gone from the store (forgotten, or pruned): nothing left to send.
-                if !straggler {
-                    state.from = Some((key.0, key.1 + 1));
-                }
-                backlog.unpark_one();
-                continue;
-            };
-            let job = Job {
-                message,
-                slot: key.1,
-                _outstanding: self.shared.outstanding.token(),
-            };
-            if recipient.queue.try_send(job).is_err() {
-                // No room after all (or the worker went): read again from here.
-                if straggler {
-                    state.stragglers.push_front(key);
-                }
-                queued_all = false;
-                break;
-            }
             if !straggler {
-                state.from = Some((key.0, key.1 + 1));
+                Backlog::pass(&mut state, key);
+                // Read back by id in its turn, not in the store's order.
+                if Backlog::is_straggler(&state, &refill, key) {
+                    continue;
+                }
+            }
+            // None: gone from the store (forgotten, or pruned): nothing left to send.
+            if let Some(message) = message {
+                let job = Job {
+                    message,
+                    slot: key.1,
+                    _outstanding: self.shared.outstanding.token(),
+                };
+                if recipient.queue.try_send(job).is_err() {
+                    // No room after all (or the worker went): read again from here, this
+                    // straggler and those after it first.
+                    if let Some(from) = &mut state.from
+                        && !straggler
+                    {
+                        *from = key;
+                    }
+                    for s in refill.stragglers.iter().skip(i).rev() {
+                        state.stragglers.push_front(*s);
+                    }
+                    queued_all = false;
+                    break;
+                }
             }
             backlog.unpark_one();
+        }
+        if queued_all && read.from_store < refill.limit {
+            // The store has nothing more up to where this read could go.
+            Backlog::pass(&mut state, refill.to);
         }
         let over = queued_all
             && read.from_store < refill.limit
@@ -270,22 +318,34 @@ impl Hub {
                 return;
             };
             let read = self.read_backlog(subscriber, &refill);
-            let done = read.from_store < refill.limit;
-            {
+            let short = read.from_store < refill.limit;
+            let mut removed = Vec::new();
+            let done = {
                 let mut state = subscriber.backlog.state.lock();
-                for &((id, slot), _) in &read.deliveries {
-                    state.from = Some((id, slot + 1)).max(state.from);
+                let stragglers = refill.stragglers.len();
+                for (i, (key, message)) in read.deliveries.into_iter().enumerate() {
+                    if i >= stragglers {
+                        Backlog::pass(&mut state, key);
+                        if Backlog::is_straggler(&state, &refill, key) {
+                            continue;
+                        }
+                    }
+                    removed.extend(message.map(|m| (m, key.1)));
                 }
+                if short {
+                    Backlog::pass(&mut state, refill.to);
+                }
+                // A read cut short by a straggler's turn is not the end.
+                let done = short && state.stragglers.is_empty();
                 if done {
                     subscriber.backlog.end(&mut state);
                 }
-            }
+                done
+            };
             // Recorded once the lock is let go.
-            for ((_, slot), message) in read.deliveries {
-                if let Some(message) = message {
-                    let outcome = Outcome::Failed(DeliveryError::Removed(reason));
-                    self.finish(&message, slot, subscriber, outcome);
-                }
+            for (message, slot) in removed {
+                let outcome = Outcome::Failed(DeliveryError::Removed(reason));
+                self.finish(&message, slot, subscriber, outcome);
             }
             if done {
                 return;
@@ -293,3 +353,6 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
