@@ -252,7 +252,10 @@ impl Hub {
         let backlog = &subscriber.backlog;
         let mut state = backlog.state.lock();
         let Some(recipient) = recipient else {
-            // Removed meanwhile: `abandon_backlog` records the rest.
+            // Removed meanwhile: `abandon_backlog` records the rest, these too.
+            for s in refill.stragglers.iter().rev() {
+                state.stragglers.push_front(*s);
+            }
             return;
         };
         let stragglers = refill.stragglers.len();
