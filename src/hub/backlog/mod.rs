@@ -1,10 +1,17 @@
 //! A durable hub's backlog: deliveries a full queue would have dropped wait in the store
 //! instead ("parked"), and are read back, in order, as the queue drains.
 //!
-//! Every delivery is on disk as a pending row before it is queued (a publish round's with
-//! its message, a resend's as `Change::Queued`, a restart's from the start), so parking
-//! costs nothing but a count and where the backlog starts. In memory there is no disk to
-//! wait on: a full queue is a recorded `QueueFull`, as documented.
+//! Every delivery is handed to the store as a pending row before it is queued (a publish
+//! round's with its message, a resend's as `Change::Queued`, a restart's was there at
+//! start), so parking costs nothing but a count and where the backlog starts and ends;
+//! a read flushes the store first, so what was parked before it is on disk. In memory
+//! there is no disk to wait on: a full queue is a recorded `QueueFull`, as documented.
+//!
+//! A read takes the store's pending rows for the subscriber from the backlog's start up
+//! to the last delivery parked, in `(message id, slot)` order: publishes are offered in
+//! id order, so those rows are exactly what was parked. A resend of an older message is
+//! the exception (parked below the last, where a read may already have gone): it is
+//! kept apart as a straggler, read back by id in its turn, and its row skipped.
 //!
 //! Order per subscriber: once a subscriber has parked deliveries, every new one is parked
 //! behind them until the store's read comes back short with nothing parked meanwhile.
