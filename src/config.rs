@@ -81,7 +81,8 @@ pub struct Config {
     #[arg(long, default_value = "1m", value_parser = positive_duration, value_name = "DURATION")]
     pub reap_every: Duration,
 
-    /// Deliveries waiting per subscriber; beyond this new ones are dropped and recorded.
+    /// Deliveries waiting per subscriber; beyond this new ones are dropped and recorded
+    /// (with --data-dir they wait on disk instead, read back as the queue drains).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub queue_capacity: u32,
 

@@ -5,6 +5,7 @@
 //! worker has at most one request in flight, so a hung subscriber holds up only itself.
 
 mod attempt;
+mod backlog;
 mod resolver;
 pub mod signature;
 mod worker;

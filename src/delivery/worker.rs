@@ -20,6 +20,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_util::time::DelayQueue;
 
 use super::attempt::{Sender, Tried, Verdict, jitter, verdict};
+use super::backlog;
 use crate::hub::{
     Attempt, DeliveryError, DeliveryState, Job, Mailbox, Outcome, RemovalReason, SubscriberShared,
     clip,
@@ -110,7 +111,15 @@ impl Worker {
         let cancelled = subscriber.cancel.clone().cancelled_owned();
         tokio::pin!(cancelled);
         let mut sending = FuturesUnordered::<Sending>::new();
+        // At most one read of a durable store's backlog at a time.
+        let mut refilling = FuturesUnordered::<BoxFuture<'static, ()>>::new();
         loop {
+            if refilling.is_empty()
+                && let Some(room) = backlog::wanted(&self.sender.hub, mailbox)
+            {
+                let hub = self.sender.hub.clone();
+                refilling.push(backlog::refill(hub, subscriber.clone(), room));
+            }
             let suspended = subscriber.is_suspended();
             // Paused: nothing new starts, from the queue or the retry wheel; what is in
             // flight finishes. The queue keeps filling, and drops once full, recorded.
@@ -147,6 +156,8 @@ impl Worker {
             tokio::select! {
                 biased;
                 () = &mut cancelled => break,
+                // Read back into the queue: the loop turns and takes it.
+                Some(()) = refilling.next() => {}
                 Some((key, at, tried)) = sending.next() => {
                     self.settle(&subscriber, taken, key, at, tried);
                 }
@@ -199,6 +210,8 @@ impl Worker {
         for job in abandoned {
             self.abandon(&subscriber, &job);
         }
+        drop(refilling);
+        backlog::abandon(self.sender.hub.clone(), subscriber).await;
     }
 
     /// Sends the next attempt of `taking`.

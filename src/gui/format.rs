@@ -27,6 +27,29 @@ pub(crate) fn size(bytes: usize) -> String {
     }
 }
 
+/// `1,976`: counts that can run into thousands, grouped so they read at a glance.
+pub(crate) fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+/// A subscriber's queue: its depth, and with a store, what waits on disk behind it
+/// (`1,024 + 1,976 on disk`).
+pub(crate) fn queue(depth: usize, backlog: usize) -> String {
+    if backlog == 0 {
+        count(depth)
+    } else {
+        format!("{} + {} on disk", count(depth), count(backlog))
+    }
+}
+
 pub(crate) fn latency(duration: Duration) -> String {
     let ms = duration.as_secs_f64() * 1000.0;
     if ms < 10.0 {
@@ -143,6 +166,16 @@ mod tests {
         );
         assert_eq!(sentence("élan"), "Élan");
         assert_eq!(sentence(""), "");
+    }
+
+    #[test]
+    fn counts_and_queues() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1_024), "1,024");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(queue(7, 0), "7");
+        assert_eq!(queue(1_024, 1_976), "1,024 + 1,976 on disk");
     }
 
     #[test]

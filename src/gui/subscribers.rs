@@ -107,7 +107,7 @@ impl SubscribersPanel {
                 SortKey::Registered => a.registered_at.cmp(&b.registered_at),
                 // Oldest keep-alive first when ascending: those closest to expiry.
                 SortKey::Age => a.last_seen.cmp(&b.last_seen),
-                SortKey::Queue => a.queue_depth.cmp(&b.queue_depth),
+                SortKey::Queue => (a.queue_depth + a.backlog).cmp(&(b.queue_depth + b.backlog)),
                 SortKey::Delivered => a.delivered.cmp(&b.delivered),
                 SortKey::Failed => a.failed.cmp(&b.failed),
             };
@@ -345,7 +345,14 @@ impl SubscribersPanel {
                         .on_hover_text(format!("expires in {} unless refreshed", format::age(left)));
                     });
                     row.col(|ui| {
-                        ui.label(s.queue_depth.to_string());
+                        let label = ui.label(format::queue(s.queue_depth, s.backlog));
+                        if s.backlog > 0 {
+                            label.on_hover_text(format!(
+                                "{} queued in memory; {} more wait on disk and are read back in order as the queue drains",
+                                format::count(s.queue_depth),
+                                format::count(s.backlog)
+                            ));
+                        }
                     });
                     row.col(|ui| {
                         ui.label(RichText::new(s.delivered.to_string()).color(theme::OK));

@@ -13,7 +13,7 @@ use super::message::MessageRecord;
 use super::outcome::{DeliveryError, Outcome};
 use super::routing::{Recipient, Route};
 use super::store::Change;
-use super::subscriber::{Job, RemovalReason};
+use super::subscriber::Job;
 use super::{Hub, Shared};
 
 /// Accepted messages waiting for the fan-out; beyond this, publishing waits (over HTTP)
@@ -78,20 +78,8 @@ impl Hub {
                 slot,
                 _outstanding: self.shared.outstanding.token(),
             };
-            if let Err(err) = recipient.queue.try_send(job) {
-                let error = match err {
-                    mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull {
-                        capacity: recipient.queue.max_capacity(),
-                    },
-                    // The worker is gone: the subscriber was removed (maybe since the
-                    // message was accepted).
-                    mpsc::error::TrySendError::Closed(_) => DeliveryError::Removed(
-                        recipient
-                            .subscriber
-                            .removal()
-                            .unwrap_or(RemovalReason::Shutdown),
-                    ),
-                };
+            // Queued, parked in a durable store's backlog, or refused (`backlog`).
+            if let Err(error) = self.offer(recipient, job) {
                 refused.push((slot, recipient, error));
             }
         }
@@ -124,7 +112,9 @@ pub(super) mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::hub::{Draft, HubConfig, Launch, Mailbox, PublishError, Published, Source, Task};
+    use crate::hub::{
+        Draft, HubConfig, Launch, Mailbox, PublishError, Published, RemovalReason, Source, Task,
+    };
 
     /// Keeps what the hub launches, so a test decides when the fan-out runs and reads
     /// the subscribers' queues itself.

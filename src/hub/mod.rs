@@ -12,6 +12,7 @@
 
 mod address;
 mod attempt;
+mod backlog;
 mod cluster_port;
 mod event;
 mod fan_out;

@@ -71,10 +71,8 @@ impl Hub {
                 slot,
                 _outstanding: self.shared.outstanding.token(),
             };
-            if recipient.queue.try_send(job).is_err() {
-                let error = DeliveryError::QueueFull {
-                    capacity: recipient.queue.max_capacity(),
-                };
+            // What does not fit the queue waits on disk, read back as it drains.
+            if let Err(error) = self.offer(&recipient, job) {
                 self.finish(message, slot, &recipient.subscriber, Outcome::Failed(error));
             }
         }

@@ -197,6 +197,20 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Up to `limit` deliveries to `subscriber` (the address as shown) that have no
+    /// outcome, from `(message id, slot)` `from` to `to` (inclusive), in that order: a
+    /// subscriber's backlog read back as its queue drains. Blocking (it may read the
+    /// disk).
+    fn backlog(
+        &self,
+        _subscriber: &str,
+        _from: (MessageId, usize),
+        _to: (MessageId, usize),
+        _limit: usize,
+    ) -> Vec<(MessageId, usize)> {
+        Vec::new()
+    }
+
     fn usage(&self) -> StoreUsage {
         StoreUsage::default()
     }

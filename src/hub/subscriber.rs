@@ -12,6 +12,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use url::Url;
 
 use super::address::redact;
+use super::backlog::Backlog;
 use super::message::MessageRecord;
 use super::outcome::Outcome;
 pub use super::outcome::RemovalReason;
@@ -47,7 +48,8 @@ pub(crate) struct SubscriberShared {
     /// Wakes a suspended worker to try again now: the subscriber re-registered.
     pub(crate) resume: Notify,
     /// Paused from the console or the API: its worker starts nothing new, and its queue
-    /// fills (recording drops once full) until it is resumed.
+    /// fills until it is resumed (then, in memory, drops are recorded; with a durable
+    /// store, the rest waits on disk).
     paused: AtomicBool,
     /// Wakes a paused worker when it is resumed.
     pub(crate) unpaused: Notify,
@@ -56,6 +58,8 @@ pub(crate) struct SubscriberShared {
     topics: RwLock<Arc<[Pattern]>>,
     /// Neither kept by a store nor told to a cluster ([`super::Subscription::ephemeral`]).
     pub(crate) ephemeral: bool,
+    /// With a durable store: deliveries beyond the queue, waiting on disk (`backlog`).
+    pub(crate) backlog: Backlog,
 }
 
 impl SubscriberShared {
@@ -82,6 +86,7 @@ impl SubscriberShared {
             unpaused: Notify::new(),
             topics: RwLock::new(Arc::new([])),
             ephemeral,
+            backlog: Backlog::default(),
         }
     }
 
@@ -290,6 +295,8 @@ pub struct SubscriberView {
     /// The topics it receives; none: every message.
     pub topics: Arc<[Pattern]>,
     pub queue_depth: usize,
+    /// Deliveries beyond the queue, waiting in a durable store to be read back.
+    pub backlog: usize,
     pub delivered: u64,
     pub failed: u64,
     pub last_status: Option<u16>,
@@ -340,6 +347,7 @@ impl Entry {
             pinned: self.pinned,
             topics: self.shared.topics(),
             queue_depth: self.queue.max_capacity() - self.queue.capacity(),
+            backlog: self.shared.backlog.parked(),
             delivered: stats.delivered(),
             failed: stats.failed(),
             last_status: stats.last_status(),

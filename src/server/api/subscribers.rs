@@ -55,6 +55,10 @@ pub(super) struct SubscriberJson {
     topics: Vec<String>,
     /// Deliveries waiting in its queue.
     queue_depth: u64,
+    /// With a store (`--data-dir`): deliveries beyond the queue, waiting on disk, read
+    /// back in order as the queue drains. Always 0 in memory, where a full queue drops
+    /// (recorded as "queue full").
+    backlog: u64,
     delivered: u64,
     failed: u64,
     /// HTTP status of its last finished delivery, if it answered.
@@ -83,6 +87,7 @@ impl From<SubscriberView> for SubscriberJson {
             pinned: view.pinned,
             topics: view.topics.iter().map(ToString::to_string).collect(),
             queue_depth: view.queue_depth as u64,
+            backlog: view.backlog as u64,
             delivered: view.delivered,
             failed: view.failed,
             last_status: view.last_status,

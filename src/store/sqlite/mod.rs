@@ -249,6 +249,21 @@ impl Store for SqliteStore {
             .flatten()
     }
 
+    fn backlog(
+        &self,
+        subscriber: &str,
+        from: (MessageId, usize),
+        to: (MessageId, usize),
+        limit: usize,
+    ) -> Vec<(MessageId, usize)> {
+        let conn = self.reader.lock();
+        read::backlog(&conn, subscriber, (from, to), limit)
+            .inspect_err(
+                |err| tracing::warn!(%subscriber, "cannot read a backlog from the store: {err}"),
+            )
+            .unwrap_or_default()
+    }
+
     fn usage(&self) -> StoreUsage {
         StoreUsage {
             place: Some(self.place.clone()),

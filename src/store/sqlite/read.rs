@@ -43,6 +43,35 @@ impl SqliteStore {
     }
 }
 
+/// Up to `limit` deliveries to `subscriber` without an outcome, from `(message id, slot)`
+/// `from` to `to` (inclusive), in that order. The partial index of unfinished deliveries
+/// keeps it to the pending rows, however long the history.
+pub(super) fn backlog(
+    conn: &Connection,
+    subscriber: &str,
+    (from, to): ((MessageId, usize), (MessageId, usize)),
+    limit: usize,
+) -> Result<Vec<(MessageId, usize)>, rusqlite::Error> {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let (from_id, from_slot) = (int(from.0), int(from.1 as u64));
+    let (to_id, to_slot) = (int(to.0), int(to.1 as u64));
+    let limit = int(limit as u64);
+    conn.prepare_cached(
+        "SELECT message_id, slot FROM deliveries \
+         WHERE outcome IS NULL AND subscriber = ?1 \
+         AND message_id BETWEEN ?2 AND ?4 \
+         AND (message_id > ?2 OR slot >= ?3) \
+         AND (message_id < ?4 OR slot <= ?5) \
+         ORDER BY message_id, slot LIMIT ?6",
+    )?
+    .query_map(
+        rusqlite::params![subscriber, from_id, from_slot, to_id, to_slot, limit],
+        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+    )?
+    .map(|row| row.map(|(id, slot)| (id as MessageId, slot as usize)))
+    .collect()
+}
+
 pub(super) fn load_message(
     conn: &Connection,
     id: MessageId,

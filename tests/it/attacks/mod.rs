@@ -2,6 +2,8 @@
 //! a promise and checks the promise holds. Deep templates and empty tokens here; the
 //! rest by surface:
 
+/// A durable hub's backlog beyond the queue waits on disk.
+mod backlog;
 /// Budgets that must hold: diffs, resends, bursts beside deliveries.
 mod budgets;
 /// Limits that must not say yes and do nothing; poison at the door; identities; small ones.
