@@ -12,7 +12,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use url::Url;
 
 use super::address::redact;
-use super::backlog::Backlog;
+use super::backlog::state::Backlog;
 use super::message::MessageRecord;
 use super::outcome::Outcome;
 pub use super::outcome::RemovalReason;

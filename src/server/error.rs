@@ -7,6 +7,7 @@
 //! says which by its error type, [`SeedError`] or [`ApiError`]; answers given before any
 //! route is chosen (the guard, the fallback) ask [`Dialect::of`].
 
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -127,7 +128,7 @@ impl HttpError {
                 let body = self
                     .seed_body
                     .unwrap_or_else(|| format!("Error: {}", self.message));
-                super::seed::text(self.status, body)
+                text(self.status, body)
             }
             Dialect::Json => {
                 let body = ErrorBody {
@@ -327,6 +328,19 @@ impl From<QueryRejection> for HttpError {
     fn from(rejection: QueryRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
     }
+}
+
+/// A plain-text answer, as Go's `fmt.Fprint` on a `ResponseWriter` gives.
+pub(super) fn text(status: StatusCode, body: impl Into<Body>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body.into(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -2,14 +2,13 @@
 //! unchanged: same paths, same status codes, same plain-text bodies.
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use axum::routing::any;
 
 use super::AppState;
-use super::error::{HttpError, Result, SeedError};
+use super::error::{HttpError, Result, SeedError, text};
 use super::publish::publish;
 use super::query::{first, parse_query};
 use crate::hub::{MAX_IN_FLIGHT, Pattern, RemovalReason, Secret, Subscription};
@@ -23,19 +22,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/deregister", any(deregister))
         .route("/sendMessage", any(send_message))
         .route("/listSubscribers", any(list_subscribers))
-}
-
-/// A plain-text answer, as Go's `fmt.Fprint` on a `ResponseWriter` gives.
-pub(super) fn text(status: StatusCode, body: impl Into<Body>) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        body.into(),
-    )
-        .into_response()
 }
 
 fn success() -> Response {

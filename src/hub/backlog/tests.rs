@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use super::state::Key;
 use super::*;
 use crate::hub::fan_out::tests::{Held, publish};
+use crate::hub::message::{MessageId, MessageRecord};
 use crate::hub::store::{Change, Commit, Restored, Store};
 use crate::hub::{HubConfig, Mailbox};
 
