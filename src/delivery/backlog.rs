@@ -32,7 +32,7 @@ pub(super) fn refill(
         };
         // Parked before this point: on disk once this resolves. A failed commit is the
         // store's to report; the read then finds what it has.
-        let _ = hub.flush_store().await;
+        hub.flush_store().await.ok();
         let read = {
             let (hub, subscriber) = (hub.clone(), subscriber.clone());
             tokio::task::spawn_blocking(move || {
@@ -55,7 +55,7 @@ pub(super) async fn abandon(hub: Hub, subscriber: Arc<SubscriberShared>) {
     if !subscriber.backlog.is_active() {
         return;
     }
-    let _ = hub.flush_store().await;
+    hub.flush_store().await.ok();
     let done = tokio::task::spawn_blocking(move || hub.abandon_backlog(&subscriber)).await;
     if let Err(error) = done {
         tracing::warn!(%error, "recording a removed subscriber's backlog failed");

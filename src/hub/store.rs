@@ -81,6 +81,26 @@ pub struct StoredSubscriber {
     pub last_seen: SystemTime,
 }
 
+#[cfg(test)]
+impl StoredSubscriber {
+    /// One registered just now with nothing asked for but its address, for tests.
+    pub(crate) fn plain(key: &str) -> Self {
+        let now = SystemTime::now();
+        Self {
+            key: key.into(),
+            topics: Arc::new([]),
+            lease: None,
+            ordered: false,
+            max_in_flight: 1,
+            secret: None,
+            paused: false,
+            pinned: false,
+            registered_at: now,
+            last_seen: now,
+        }
+    }
+}
+
 /// One change the hub made, in the order it made them.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -362,20 +382,8 @@ mod tests {
     #[test]
     fn a_subscriber_read_back_at_start_is_not_written_again() {
         let told = Arc::new(Told::default());
-        let now = SystemTime::now();
         let restored = Restored {
-            subscribers: vec![StoredSubscriber {
-                key: "127.0.0.1:3".into(),
-                topics: Arc::new([]),
-                lease: None,
-                ordered: false,
-                max_in_flight: 1,
-                secret: None,
-                paused: false,
-                pinned: false,
-                registered_at: now,
-                last_seen: now,
-            }],
+            subscribers: vec![StoredSubscriber::plain("127.0.0.1:3")],
             ..Restored::default()
         };
         let (hub, _) = hub(Arc::new(told.clone()), restored);
@@ -420,16 +428,8 @@ mod tests {
     async fn a_restart_queues_again_what_had_no_outcome_in_publish_order() {
         let address: Arc<str> = "127.0.0.1:9".into();
         let subscriber = StoredSubscriber {
-            key: address.clone(),
-            topics: Arc::new([]),
-            lease: None,
-            ordered: false,
-            max_in_flight: 1,
-            secret: None,
             paused: true,
-            pinned: false,
-            registered_at: SystemTime::now(),
-            last_seen: SystemTime::now(),
+            ..StoredSubscriber::plain(&address)
         };
         let delivery = |state| Delivery {
             subscriber: address.clone(),

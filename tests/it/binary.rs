@@ -45,6 +45,19 @@ pub(crate) async fn start_headless(extra: &[&str]) -> (Child, String) {
     (child, url)
 }
 
+/// SIGTERM, as an operator stops it, and waits (a while) for it to be gone, cleanly: a
+/// durable hub keeps what it holds first.
+pub(crate) async fn stop(mut child: Child) {
+    let pid = libc::pid_t::try_from(child.id().unwrap()).unwrap();
+    // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own live child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("herald did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 /// The base URL a starting `herald` logs once it is listening; its stderr is drained
 /// from then on, so that the child never blocks on a full pipe.
 pub(crate) async fn listening_url(child: &mut Child) -> String {

@@ -264,18 +264,7 @@ mod tests {
             .pragma_update(None, "max_page_count", 64)
             .unwrap();
         let (kept, refused) = oneshot::channel();
-        let subscriber = crate::hub::StoredSubscriber {
-            key: "127.0.0.1:9".into(),
-            topics: Arc::new([]),
-            lease: None,
-            ordered: false,
-            max_in_flight: 1,
-            secret: None,
-            paused: false,
-            pinned: false,
-            registered_at: SystemTime::now(),
-            last_seen: SystemTime::now(),
-        };
+        let subscriber = crate::hub::StoredSubscriber::plain("127.0.0.1:9");
         writer.commit(vec![
             Op::Append(message(1, 1 << 20), Vec::new(), kept),
             Op::Change(Change::Subscriber(subscriber)),

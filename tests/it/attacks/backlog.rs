@@ -9,38 +9,20 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-use crate::binary::{herald, listening_url};
+use crate::binary::{start_headless, stop};
 use crate::utils::{PATIENCE, Receiver, Reply, TempDir};
 
 const MESSAGES: u64 = 3_000;
 const QUEUE: u64 = 100;
 
 async fn start(dir: &TempDir) -> (Child, String) {
-    let mut child = herald()
-        .args([
-            "--headless",
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.arg(),
-        ])
-        .args(["--queue-capacity", &QUEUE.to_string()])
-        .spawn()
-        .unwrap();
-    let url = listening_url(&mut child).await;
-    (child, url)
-}
-
-/// SIGTERM, as an operator stops it, and waits for it to be gone.
-async fn stop(mut child: Child) {
-    let pid = libc::pid_t::try_from(child.id().unwrap()).unwrap();
-    // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own live child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("herald did not stop within 10 s of SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    start_headless(&[
+        "--data-dir",
+        dir.arg(),
+        "--queue-capacity",
+        &QUEUE.to_string(),
+    ])
+    .await
 }
 
 fn client() -> reqwest::Client {
@@ -124,6 +106,23 @@ async fn shows_backlog(http: &reqwest::Client, url: &str, address: &str) {
     panic!("no backlog of {} shown: {shown}", MESSAGES - QUEUE);
 }
 
+/// A receiver registered and paused, then `MESSAGES` published: the queue full and the
+/// rest waiting on disk. Its address, and the ids published.
+async fn paused_with_backlog(http: &reqwest::Client, url: &str) -> (Receiver, String, Vec<u64>) {
+    let receiver = Receiver::start().await;
+    let address = receiver.address();
+    let response = http
+        .post(format!("{url}/registerAndKeepAlive?address={address}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    set_paused(http, url, &address, true).await;
+    let ids = publish_all(http, url).await;
+    shows_backlog(http, url, &address).await;
+    (receiver, address, ids)
+}
+
 /// Receives until every id has arrived, in order and once each, and then nothing more.
 async fn receives_all_in_order(receiver: &mut Receiver, ids: &[u64]) {
     let mut got = Vec::with_capacity(ids.len());
@@ -176,18 +175,7 @@ async fn a_backlog_beyond_the_queue_waits_on_disk_and_arrives_in_order() {
     let dir = TempDir::new("backlog");
     let (_child, url) = start(&dir).await;
     let http = client();
-    let mut receiver = Receiver::start().await;
-    let address = receiver.address();
-    let response = http
-        .post(format!("{url}/registerAndKeepAlive?address={address}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    set_paused(&http, &url, &address, true).await;
-
-    let ids = publish_all(&http, &url).await;
-    shows_backlog(&http, &url, &address).await;
+    let (mut receiver, address, ids) = paused_with_backlog(&http, &url).await;
 
     set_paused(&http, &url, &address, false).await;
     receives_all_in_order(&mut receiver, &ids).await;
@@ -203,17 +191,7 @@ async fn a_backlog_left_at_a_restart_is_delivered_after_it() {
     let dir = TempDir::new("backlog-restart");
     let (child, url) = start(&dir).await;
     let http = client();
-    let mut receiver = Receiver::start().await;
-    let address = receiver.address();
-    let response = http
-        .post(format!("{url}/registerAndKeepAlive?address={address}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    set_paused(&http, &url, &address, true).await;
-    let ids = publish_all(&http, &url).await;
-    shows_backlog(&http, &url, &address).await;
+    let (mut receiver, address, ids) = paused_with_backlog(&http, &url).await;
     stop(child).await;
 
     // Its pause came back with it: what the queue does not hold waits on disk again.

@@ -185,7 +185,7 @@ async fn a_hand_edited_store_neither_stops_the_start_nor_panics_a_read() {
     let flags = ["--data-dir", dir.arg()];
     let start = || start_headless(&flags);
     let http = reqwest::Client::new();
-    let (mut child, url) = start().await;
+    let (child, url) = start().await;
     let registered = http
         .post(format!(
             "{url}/registerAndKeepAlive?address={}",
@@ -204,16 +204,7 @@ async fn a_hand_edited_store_neither_stops_the_start_nor_panics_a_read() {
     assert_eq!(published.status(), StatusCode::OK);
     receiver.recv().await;
     // A stop as an operator makes it: everything kept first.
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        tokio::process::Command::new("kill")
-            .arg(&pid)
-            .status()
-            .await
-            .unwrap()
-            .success()
-    );
-    child.wait().await.unwrap();
+    crate::binary::stop(child).await;
 
     let db = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
     db.execute_batch(

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::process::Child;
 
-use crate::binary::start_headless;
+use crate::binary::{start_headless, stop};
 use crate::utils::{PATIENCE, Receiver, TempDir};
 use herald::workbench::test_subscriber::{KEPT_BUDGET, MAX_CONNECTIONS, MAX_KEPT_BODY};
 
@@ -319,7 +319,7 @@ async fn a_test_subscriber_is_not_registered_again_after_a_restart() {
     let dir = TempDir::new("stub-restart");
     // Keep-alives every 200 ms: a few are made before the stop.
     let durable = ["--data-dir", dir.arg(), "--ttl", "600ms"];
-    let (mut child, url, pid) = hub_process(&durable).await;
+    let (child, url, _) = hub_process(&durable).await;
     let http = reqwest::Client::builder()
         .timeout(PATIENCE)
         .build()
@@ -353,14 +353,7 @@ async fn a_test_subscriber_is_not_registered_again_after_a_restart() {
     let listed = list(&http, &url).await;
     assert!(listed.contains(&stub) && listed.contains(&receiver.address()));
     // Stopped as a user stops it, so that the store keeps everything it was told.
-    let pid = libc::pid_t::try_from(pid).unwrap();
-    // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own live child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let stopped = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("herald did not stop on SIGTERM")
-        .unwrap();
-    assert!(stopped.success(), "{stopped:?}");
+    stop(child).await;
 
     let (mut child, url, _) = hub_process(&durable).await;
     let listed = list(&http, &url).await;
