@@ -223,16 +223,18 @@ impl HeraldApp {
             Action::ExportLog => self.files.export_log(hub, runtime, ctx),
             Action::ImportLog => self.files.import_log(hub, runtime, ctx),
             Action::ForgetHistory => {
-                let hub = hub.clone();
-                self.chores.run(runtime, ctx, move || {
-                    let commit = hub.clear_log();
-                    match tokio::runtime::Handle::current().block_on(commit) {
+                // Memory at once; the store's answer is waited for off this thread.
+                let commit = hub.clear_log();
+                self.chores.run(
+                    runtime,
+                    ctx,
+                    move || match tokio::runtime::Handle::current().block_on(commit) {
                         Ok(()) => "History forgotten".to_owned(),
                         Err(err) => format::sentence(&format!(
                             "memory cleared, but the history on disk was not forgotten: {err}"
                         )),
-                    }
-                });
+                    },
+                );
                 self.log.forget_selection();
             }
             Action::LoadFile => self.files.load_file(runtime, ctx),

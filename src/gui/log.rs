@@ -108,10 +108,7 @@ impl LogPanel {
                 .on_hover_text("Forget the logged messages (deliveries in flight go on)")
                 .clicked()
             {
-                // Memory is cleared at once; the store's forget goes on, and a failure
-                // shows as the store failing (Settings, the next publish).
-                drop(hub.clear_log());
-                self.forget_selection();
+                action = Some(Action::ForgetHistory);
             }
         });
         ui.add_space(4.0);

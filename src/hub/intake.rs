@@ -42,15 +42,12 @@ pub enum PublishError {
 }
 
 /// Refuses a draft that could never be sent: its content type goes out as a header, which
-/// takes printable ASCII and tabs only (a CR, LF or other control byte would make every
+/// takes printable ASCII and tabs only (`wire::forward::header_text`, the one rule for
+/// every header Herald passes on; a CR, LF or other control byte would make every
 /// delivery of it fail, and a resend of several suspend a healthy subscriber).
 pub(crate) fn sendable(draft: &Draft) -> Result<(), PublishError> {
     match &draft.content_type {
-        Some(text)
-            if !text
-                .bytes()
-                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
-        {
+        Some(text) if crate::wire::forward::header_text(text.as_bytes()).is_none() => {
             Err(PublishError::ContentType(text.clone()))
         }
         _ => Ok(()),

@@ -111,7 +111,7 @@ pub(super) async fn start(
         .transpose()
         .map_err(|err| bad(err.to_string()))?;
     if let Some(text) = &asked.content_type
-        && axum::http::HeaderValue::from_str(text).is_err()
+        && crate::wire::forward::header_text(text.as_bytes()).is_none()
     {
         return Err(bad(format!("content_type {text:?} cannot be sent as a header")).into());
     }
